@@ -1,0 +1,99 @@
+"""Encryption of credentials at rest.
+
+Credentials are a small dict (key, secret, passphrase) serialised to JSON and sealed with
+Fernet. Several keys may be configured (newest first) so an operator can rotate: old tokens
+still open, new ones are sealed with the newest key, and :func:`rotate` re-seals everything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+
+class VaultError(Exception):
+    """A credential blob could not be opened (wrong or missing VAULT_KEY)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    api_key: str
+    secret: str
+    passphrase: str | None = None
+
+    def __repr__(self) -> str:  # never print secrets, even in tracebacks
+        return f"Credentials(api_key={mask(self.api_key)!r}, secret=***, passphrase={'***' if self.passphrase else None})"
+
+    __str__ = __repr__
+
+
+def mask(value: str) -> str:
+    """Short, non-secret hint of a key so a user can tell keys apart: ``Ab12…yz9``."""
+    if len(value) <= 8:
+        return "…"
+    return f"{value[:4]}…{value[-3:]}"
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+def parse_keys(raw: str) -> list[str]:
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    for key in keys:
+        Fernet(key.encode())  # raises ValueError on a malformed key
+    return keys
+
+
+class Vault:
+    def __init__(self, keys: list[str]) -> None:
+        if not keys:
+            raise VaultError("no vault key configured")
+        self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+
+    def seal(self, credentials: Credentials) -> bytes:
+        payload = {"k": credentials.api_key, "s": credentials.secret}
+        if credentials.passphrase:
+            payload["p"] = credentials.passphrase
+        return self._fernet.encrypt(json.dumps(payload).encode())
+
+    def open(self, token: bytes) -> Credentials:
+        try:
+            payload = json.loads(self._fernet.decrypt(token))
+        except InvalidToken:
+            raise VaultError("credentials cannot be decrypted with the configured VAULT_KEY") from None
+        return Credentials(payload["k"], payload["s"], payload.get("p"))
+
+    def reseal(self, token: bytes) -> bytes:
+        """Re-encrypt under the newest key (MultiFernet.rotate)."""
+        try:
+            return self._fernet.rotate(token)
+        except InvalidToken:
+            raise VaultError("credentials cannot be decrypted with the configured VAULT_KEY") from None
+
+
+# Long runs of key-like characters: exchange keys and secrets are 32-128 chars of base64/hex.
+_SECRETISH = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{24,}(?![A-Za-z0-9+/=_-])")
+
+
+def redact(text: str) -> str:
+    return _SECRETISH.sub("[redacted]", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks anything that looks like a key in every log record, including exception text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.exc_info = None if record.exc_text else record.exc_info
+        return True
