@@ -26,7 +26,8 @@ class Credentials:
     passphrase: str | None = None
 
     def __repr__(self) -> str:  # never print secrets, even in tracebacks
-        return f"Credentials(api_key={mask(self.api_key)!r}, secret=***, passphrase={'***' if self.passphrase else None})"
+        passphrase = "***" if self.passphrase else None
+        return f"Credentials(api_key={mask(self.api_key)!r}, secret=***, passphrase={passphrase})"
 
     __str__ = __repr__
 

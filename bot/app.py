@@ -1,0 +1,56 @@
+"""Wiring: settings → database, vault, exchange hub → aiogram Dispatcher and Bot."""
+
+from __future__ import annotations
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+
+from bot.context import AppContext
+from bot.fsm_storage import DatabaseStorage
+from bot.i18n import build_i18n
+from bot.middlewares import GateMiddleware
+from bot.settings import Settings
+from handlers import errors, language, start
+from handlers import help as help_handler
+from services.clock import Clock, SystemClock
+from services.db import create_engine, run_migrations, session_factory
+from services.vault import Vault
+
+
+async def build_context(settings: Settings, *, clock: Clock | None = None) -> AppContext:
+    """Open the database (migrating it), the vault and the translations."""
+    engine = create_engine(settings.database_url)
+    await run_migrations(engine)
+    return AppContext(
+        settings=settings,
+        clock=clock or SystemClock(),
+        engine=engine,
+        sessions=session_factory(engine),
+        vault=Vault(settings.vault_key),
+        i18n=build_i18n(),
+    )
+
+
+async def close_context(app: AppContext) -> None:
+    if app.hub is not None:
+        await app.hub.close()
+    await app.engine.dispose()
+
+
+def build_bot(settings: Settings) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return Bot(
+        token=settings.bot_token,
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )
+
+
+def build_dispatcher(app: AppContext) -> Dispatcher:
+    dp = Dispatcher(storage=DatabaseStorage(app.sessions, app.clock))
+    dp.update.outer_middleware(GateMiddleware(app))
+    dp.include_routers(errors.router, start.router, help_handler.router, language.router)
+    return dp

@@ -1,0 +1,33 @@
+"""The command menu: one list drives /help and Telegram's command menu in every language."""
+
+from __future__ import annotations
+
+from aiogram import Bot
+from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats
+from aiogram.utils.i18n import I18n
+from aiogram.utils.i18n import lazy_gettext as __
+
+from bot.i18n import LANGUAGES
+
+COMMANDS = (
+    ("start", __("what keysentry does and how to begin")),
+    ("help", __("every command in one line each")),
+    ("language", __("choose the language of the bot")),
+    ("cancel", __("leave the current step")),
+)
+
+
+def command_lines() -> list[tuple[str, str]]:
+    """(command, description) in the current locale."""
+    return [(name, str(description)) for name, description in COMMANDS]
+
+
+async def register_commands(bot: Bot, i18n: I18n) -> None:
+    """Set the menu for private chats in each shipped language, English also as the default."""
+    scope = BotCommandScopeAllPrivateChats()
+    for code in LANGUAGES:
+        with i18n.context(), i18n.use_locale(code):
+            commands = [BotCommand(command=name, description=text) for name, text in command_lines()]
+        await bot.set_my_commands(commands, scope=scope, language_code=code)
+        if code == i18n.default_locale:
+            await bot.set_my_commands(commands, scope=scope)

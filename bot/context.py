@@ -1,0 +1,28 @@
+"""The application's shared objects, handed to every handler as ``app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiogram.utils.i18n import I18n
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.settings import Settings
+from services.clock import Clock
+from services.vault import Vault
+
+if TYPE_CHECKING:
+    from services.exchanges import ExchangeHub
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    vault: Vault
+    i18n: I18n
+    hub: ExchangeHub | None = None
+    extras: dict[str, Any] = field(default_factory=dict)

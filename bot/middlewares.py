@@ -1,0 +1,96 @@
+"""Update gatekeeping: private chats only, the allow-list, the user's row and language."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware
+from aiogram.types import Chat, TelegramObject, Update
+from aiogram.types import User as TgUser
+from aiogram.utils.i18n import gettext as _
+
+from bot.context import AppContext
+from bot.i18n import pick_language
+from services.users import claim_chat_notice, get_or_create_user
+
+log = logging.getLogger(__name__)
+
+
+def _actor(update: Update) -> tuple[TgUser | None, Chat | None]:
+    if update.message:
+        return update.message.from_user, update.message.chat
+    if update.edited_message:
+        return update.edited_message.from_user, update.edited_message.chat
+    if update.callback_query:
+        message = update.callback_query.message
+        return update.callback_query.from_user, message.chat if message else None
+    if update.channel_post:
+        return None, update.channel_post.chat
+    if update.my_chat_member:
+        return update.my_chat_member.from_user, update.my_chat_member.chat
+    return None, None
+
+
+class GateMiddleware(BaseMiddleware):
+    """Outer middleware on every update.
+
+    Anything involving keys happens in private chats only; groups get one notice each.
+    Users outside ``ALLOWED_USER_IDS`` get a polite refusal. Everyone else gets a user row
+    and the handler runs in their language.
+    """
+
+    def __init__(self, app: AppContext) -> None:
+        self.app = app
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        assert isinstance(event, Update)
+        app = self.app
+        tg_user, chat = _actor(event)
+        language = pick_language(tg_user.language_code if tg_user else None)
+        data["app"] = app
+        with app.i18n.context(), app.i18n.use_locale(language):
+            if chat is not None and chat.type != "private":
+                await self._notice_group(event, chat)
+                return None
+            if tg_user is None or tg_user.is_bot:
+                return None
+            allowed = app.settings.allowed_user_ids
+            if allowed and tg_user.id not in allowed:
+                await self._refuse(event)
+                return None
+            async with app.sessions.begin() as session:
+                user = await get_or_create_user(session, tg_user.id, language, app.clock.now())
+            data["user"] = user
+        with app.i18n.context(), app.i18n.use_locale(user.language):
+            return await handler(event, data)
+
+    async def _notice_group(self, event: Update, chat: Chat) -> None:
+        if event.message is None and event.channel_post is None:
+            if event.callback_query:
+                await event.callback_query.answer(_("keysentry works in private chats only."))
+            return
+        async with self.app.sessions.begin() as session:
+            first_time = await claim_chat_notice(session, chat.id, self.app.clock.now())
+        if first_time:
+            target = event.message or event.channel_post
+            assert target is not None
+            await target.answer(
+                _(
+                    "keysentry works in private chats only: API keys never belong in a group. "
+                    "Message me directly."
+                )
+            )
+
+    async def _refuse(self, event: Update) -> None:
+        text = _("Sorry, this keysentry bot is private and serves only its owner's list of users.")
+        if event.message:
+            await event.message.answer(text)
+        elif event.callback_query:
+            await event.callback_query.answer(text, show_alert=True)

@@ -1,0 +1,136 @@
+"""Configuration from the environment and `.env`.
+
+Every variable is validated up front so a typo stops start-up with one line that names the
+variable and shows a valid value, instead of a traceback minutes later.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from services.vault import parse_keys
+
+OFFICIAL_TELEGRAM_API = "https://api.telegram.org"
+OFFICIAL_THREECOMMAS_API = "https://api.3commas.io/public/api"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/keysentry.db"
+
+EXAMPLES = {
+    "BOT_TOKEN": "123456789:AAE... (from @BotFather)",
+    "TELEGRAM_API_URL": OFFICIAL_TELEGRAM_API,
+    "DATABASE_URL": f"{DEFAULT_DATABASE_URL} or postgresql+asyncpg://user:pass@host:5432/keysentry",
+    "VAULT_KEY": (
+        "a Fernet key such as 'dGhpcy1pcy1hLTMyLWJ5dGUta2V5LWV4YW1wbGUhIQ=='; "
+        "several, comma-separated, newest first"
+    ),
+    "POLL_INTERVAL_SECONDS": "60 (an integer from 10 to 86400)",
+    "EXCHANGE_URL_OVERRIDES": '{"binance": "http://127.0.0.1:9001"}',
+    "THREECOMMAS_API_URL": OFFICIAL_THREECOMMAS_API,
+    "ALLOWED_USER_IDS": "12345,67890",
+    "LOG_LEVEL": "INFO (one of DEBUG, INFO, WARNING, ERROR)",
+}
+
+
+class SettingsError(Exception):
+    """One line for the operator: which variable, and what a valid value looks like."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    bot_token: str = ""
+    telegram_api_url: str = OFFICIAL_TELEGRAM_API
+    database_url: str = DEFAULT_DATABASE_URL
+    vault_key: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    poll_interval_seconds: int = Field(default=60, ge=10, le=86_400)
+    exchange_url_overrides: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    threecommas_api_url: str = OFFICIAL_THREECOMMAS_API
+    allowed_user_ids: Annotated[frozenset[int], NoDecode] = Field(default_factory=frozenset)
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not a database URL") from None
+        if url.drivername not in {"sqlite+aiosqlite", "postgresql+asyncpg"}:
+            raise ValueError("driver must be sqlite+aiosqlite or postgresql+asyncpg")
+        return value
+
+    @field_validator("vault_key", mode="before")
+    @classmethod
+    def _vault_key(cls, value: Any) -> list[str]:
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_keys(str(value or ""))
+        except (ValueError, TypeError):
+            raise ValueError("not a valid Fernet key") from None
+
+    @field_validator("exchange_url_overrides", mode="before")
+    @classmethod
+    def _overrides(cls, value: Any) -> dict[str, str]:
+        if isinstance(value, dict):
+            parsed: Any = value
+        elif not value:
+            return {}
+        else:
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError("not valid JSON") from None
+        if not isinstance(parsed, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.startswith(("http://", "https://"))
+            for k, v in parsed.items()
+        ):
+            raise ValueError("must map exchange ids to http(s) base URLs")
+        return {k.lower(): v.rstrip("/") for k, v in parsed.items()}
+
+    @field_validator("allowed_user_ids", mode="before")
+    @classmethod
+    def _allowed(cls, value: Any) -> frozenset[int]:
+        if isinstance(value, (set, frozenset, list, tuple)):
+            return frozenset(int(v) for v in value)
+        try:
+            return frozenset(int(v) for v in str(value or "").replace(" ", "").split(",") if v)
+        except ValueError:
+            raise ValueError("must be comma-separated Telegram user ids") from None
+
+    @field_validator("telegram_api_url", "threecommas_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("unknown level")
+        return level
+
+    @property
+    def is_sandbox(self) -> bool:
+        return not self.bot_token
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env/.env, or :class:`SettingsError` naming the first bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "configuration"
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        example = EXAMPLES.get(name, "")
+        raise SettingsError(f"{name} is invalid ({reason}); example: {example}") from None

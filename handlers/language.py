@@ -1,0 +1,39 @@
+"""/language: pick the bot's language with a button; stored per user."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.callbacks import LanguageCb
+from bot.context import AppContext
+from bot.i18n import LANGUAGES
+from services.models import User
+from services.users import set_language
+
+router = Router(name="language")
+
+
+@router.message(Command("language"))
+async def choose_language(message: Message, user: User) -> None:
+    keyboard = InlineKeyboardBuilder()
+    for code, name in LANGUAGES.items():
+        mark = "✓ " if code == user.language else ""
+        keyboard.button(text=f"{mark}{name}", callback_data=LanguageCb(code=code))
+    await message.answer(_("Choose your language:"), reply_markup=keyboard.as_markup())
+
+
+@router.callback_query(LanguageCb.filter(F.code.in_(LANGUAGES)))
+async def language_chosen(
+    query: CallbackQuery, callback_data: LanguageCb, app: AppContext, user: User
+) -> None:
+    async with app.sessions.begin() as session:
+        await set_language(session, user.id, callback_data.code)
+    with app.i18n.use_locale(callback_data.code):
+        text = _("Language set: English.")
+    await query.answer()
+    if query.message:
+        await query.message.answer(text)

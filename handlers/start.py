@@ -1,0 +1,36 @@
+"""/start: what keysentry does, in three lines, and the next step."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import CommandStart
+from aiogram.types import Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.callbacks import StartLinkCb
+from bot.context import AppContext
+from services.models import User
+from services.users import mark_blocked
+
+router = Router(name="start")
+
+
+@router.message(CommandStart())
+async def start(message: Message, app: AppContext, user: User) -> None:
+    if user.blocked:
+        async with app.sessions.begin() as session:
+            await mark_blocked(session, user.id, False)
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text=_("🔑 Link an exchange key"), callback_data=StartLinkCb())
+    await message.answer(
+        _(
+            "<b>keysentry</b> watches your exchange API keys and trading-bot accounts.\n"
+            "When a key is revoked, expires or loses a permission, you hear it here at once, "
+            "with what to do.\n"
+            "It also finds open orders of finished deals that lock your funds."
+        )
+        + "\n\n"
+        + _("Start by linking a key: /link. Every command: /help."),
+        reply_markup=keyboard.as_markup(),
+    )

@@ -1,0 +1,120 @@
+"""Shared fixtures: databases on SQLite and PostgreSQL, the vault and a clock."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from services.clock import FakeClock
+from services.db import create_engine, run_migrations, session_factory
+from services.vault import Vault, generate_key
+
+PG_ADMIN_URL = os.environ.get("KEYSENTRY_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+_pg_state: dict[str, str | None] = {}
+
+
+def postgres_unreachable_reason() -> str | None:
+    """None when the test PostgreSQL answers; otherwise why not (shown in the skip reason)."""
+    if "reason" not in _pg_state:
+
+        async def probe() -> None:
+            import asyncpg
+
+            url = make_url(PG_ADMIN_URL)
+            conn = await asyncpg.connect(
+                host=url.host, port=url.port, user=url.username, database=url.database, timeout=3
+            )
+            await conn.close()
+
+        try:
+            # A thread of its own: callers may already be inside an event loop.
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, probe()).result()
+            _pg_state["reason"] = None
+        except Exception as error:  # any failure means: not reachable here
+            _pg_state["reason"] = f"PostgreSQL at {PG_ADMIN_URL} not reachable: {error!r}"
+    return _pg_state["reason"]
+
+
+async def create_pg_database() -> str:
+    """A fresh, empty PostgreSQL database; returns its URL."""
+    import asyncpg
+
+    admin = make_url(PG_ADMIN_URL)
+    name = f"ks_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(
+        host=admin.host, port=admin.port, user=admin.username, database=admin.database
+    )
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_pg_database(url: str) -> None:
+    import asyncpg
+
+    admin = make_url(PG_ADMIN_URL)
+    name = make_url(url).database
+    conn = await asyncpg.connect(
+        host=admin.host, port=admin.port, user=admin.username, database=admin.database
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    reason = postgres_unreachable_reason()
+    return "postgresql: " + (
+        "reachable, storage tests run on SQLite and PostgreSQL" if reason is None else reason
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
+    """Each storage test runs once per backend; PostgreSQL is skipped, visibly, only when unreachable."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'keysentry.db'}"
+        return
+    reason = postgres_unreachable_reason()
+    if reason:
+        pytest.skip(reason)
+    url = await create_pg_database()
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+@pytest.fixture
+async def engine(database_url: str):
+    engine = create_engine(database_url)
+    await run_migrations(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine):
+    return session_factory(engine)
+
+
+@pytest.fixture
+def vault() -> Vault:
+    return Vault([generate_key()])
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -1,0 +1,150 @@
+"""Storage round trips on both backends; secrets never stored in plaintext."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from services import audit
+from services.connections import new_connection, owned_connection, replace_credentials, reseal_all
+from services.db import migrations_current
+from services.models import Connection, Incident, OutboxMessage
+from services.users import claim_chat_notice, get_or_create_user, set_language
+from services.vault import Credentials, Vault, generate_key
+
+SECRET = "Zx9SuperSecretValue0123456789abcdefABCDEF0123456789xyz"
+
+
+async def test_migrations_are_current(engine):
+    assert await migrations_current(engine)
+
+
+async def test_user_connection_incident_outbox_audit_round_trip(sessions, vault, clock):
+    now = clock.now()
+    async with sessions.begin() as session:
+        await get_or_create_user(session, 42, "en", now)
+        await set_language(session, 42, "es")
+        connection = new_connection(
+            vault,
+            user_id=42,
+            exchange="binance",
+            label="Main",
+            credentials=Credentials("k" * 64, SECRET),
+            now=now,
+        )
+        session.add(connection)
+        await session.flush()
+        session.add(Incident(connection_id=connection.id, check_kind="key", state="failing", updated_at=now))
+        session.add(
+            OutboxMessage(
+                user_id=42, kind="alert", payload={"x": 1}, event_at=now, not_before=now, created_at=now
+            )
+        )
+        audit.record(session, 42, "cancel_order", now, connection_id=connection.id, order="o1")
+    async with sessions() as session:
+        user = await get_or_create_user(session, 42, "en", now)
+        assert user.language == "es"
+        stored = (await session.scalars(select(Connection))).one()
+        assert stored.created_at == now  # aware UTC round trip
+        assert vault.open(stored.credentials).secret == SECRET
+        assert stored.key_hint == "kkkk…kkk"
+        assert (await session.scalars(select(Incident))).one().state == "failing"
+        assert (await session.scalars(select(OutboxMessage))).one().payload == {"x": 1}
+        assert [e.action for e in await audit.recent(session, 42)] == ["cancel_order"]
+
+
+async def test_another_users_connection_is_invisible(sessions, vault, clock):
+    now = clock.now()
+    async with sessions.begin() as session:
+        await get_or_create_user(session, 1, "en", now)
+        connection = new_connection(
+            vault,
+            user_id=1,
+            exchange="okx",
+            label="",
+            credentials=Credentials("a" * 32, SECRET, "pp"),
+            now=now,
+        )
+        session.add(connection)
+    async with sessions() as session:
+        assert await owned_connection(session, 2, connection.id) is None
+        assert await owned_connection(session, 1, connection.id) is not None
+
+
+async def test_replace_credentials_keeps_identity(sessions, vault, clock):
+    now = clock.now()
+    async with sessions.begin() as session:
+        await get_or_create_user(session, 7, "en", now)
+        connection = new_connection(
+            vault,
+            user_id=7,
+            exchange="bybit",
+            label="Sub",
+            credentials=Credentials("old" * 8, SECRET),
+            now=now,
+        )
+        session.add(connection)
+    async with sessions.begin() as session:
+        row = await session.get(Connection, connection.id)
+        await replace_credentials(session, vault, row, Credentials("new" * 8, "n" * 40), clock.advance(60))
+    async with sessions() as session:
+        row = await session.get(Connection, connection.id)
+        assert row.label == "Sub" and row.created_at == now
+        assert vault.open(row.credentials).api_key == "new" * 8
+
+
+async def test_group_notice_claimed_once(sessions, clock):
+    async with sessions.begin() as session:
+        assert await claim_chat_notice(session, -100, clock.now())
+    async with sessions.begin() as session:
+        assert not await claim_chat_notice(session, -100, clock.now())
+
+
+async def test_no_plaintext_secret_in_sqlite_file(tmp_path, clock):
+    from services.db import create_engine, run_migrations, session_factory
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'plain.db'}"
+    engine = create_engine(url)
+    await run_migrations(engine)
+    vault = Vault([generate_key()])
+    async with session_factory(engine).begin() as session:
+        await get_or_create_user(session, 5, "en", clock.now())
+        session.add(
+            new_connection(
+                vault,
+                user_id=5,
+                exchange="binance",
+                label="x",
+                credentials=Credentials("PUBLICKEY" * 4, SECRET, "Passphrase-Very-Secret-123"),
+                now=clock.now(),
+            )
+        )
+    await engine.dispose()
+    raw = b"".join(p.read_bytes() for p in Path(make_url(url).database).parent.glob("plain.db*"))
+    assert SECRET.encode() not in raw
+    assert b"Passphrase-Very-Secret-123" not in raw
+
+
+async def test_rotation_reseals_under_newest_key(sessions, clock):
+    old_key, new_key = generate_key(), generate_key()
+    old_vault = Vault([old_key])
+    async with sessions.begin() as session:
+        await get_or_create_user(session, 9, "en", clock.now())
+        session.add(
+            new_connection(
+                old_vault,
+                user_id=9,
+                exchange="binance",
+                label="",
+                credentials=Credentials("k" * 30, SECRET),
+                now=clock.now(),
+            )
+        )
+    rotating = Vault([new_key, old_key])
+    async with sessions.begin() as session:
+        assert await reseal_all(session, rotating) == 1
+    async with sessions() as session:
+        blob = (await session.scalars(select(Connection))).one().credentials
+    assert Vault([new_key]).open(blob).secret == SECRET
