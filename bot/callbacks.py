@@ -15,3 +15,10 @@ class LanguageCb(CallbackData, prefix="lang"):
 
 class StartLinkCb(CallbackData, prefix="golink"):
     pass
+
+
+class ConnCb(CallbackData, prefix="c"):
+    """An action on one connection: refresh, update, remove, rm_yes, orders, mute."""
+
+    action: str
+    cid: int

@@ -10,7 +10,8 @@ from bot.app import build_bot, build_context, build_dispatcher, close_context
 from bot.commands import register_commands
 from bot.settings import Settings
 from services.connections import reseal_all
-from services.db import create_engine, run_migrations, session_factory
+from bot.worker import Worker
+from services.db import create_engine, is_sqlite, run_migrations, session_factory
 from services.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,11 @@ async def rotate_vault(settings: Settings) -> int:
 
 async def run_roles(settings: Settings, *, role: str = "all", webhook: bool = False) -> None:
     """Run until SIGTERM/SIGINT, then stop claiming work and exit cleanly."""
+    if role == "worker" and is_sqlite(settings.database_url):
+        raise SystemExit(
+            "Separate workers need PostgreSQL (DATABASE_URL=postgresql+asyncpg://...); "
+            "on SQLite run everything in one process: python -m bot"
+        )
     app = await build_context(settings)
     bot = build_bot(settings)
     dp = build_dispatcher(app)
@@ -37,6 +43,9 @@ async def run_roles(settings: Settings, *, role: str = "all", webhook: bool = Fa
         loop.add_signal_handler(sig, stop.set)
     try:
         tasks = []
+        worker = Worker(app, bot) if role in {"all", "worker"} else None
+        if worker is not None:
+            worker.start()
         if role in {"all", "serve"}:
             await register_commands(bot, app.i18n)
             tasks.append(asyncio.create_task(dp.start_polling(bot, handle_signals=False)))
@@ -45,6 +54,8 @@ async def run_roles(settings: Settings, *, role: str = "all", webhook: bool = Fa
         if role in {"all", "serve"}:
             await dp.stop_polling()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if worker is not None:
+            await worker.stop()
     finally:
         await bot.session.close()
         await close_context(app)

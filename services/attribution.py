@@ -223,7 +223,7 @@ def _fits(
             fits.append(_Fit(deal_index, time_confirmed=False))
         elif abs(order.created_at - deal_order.created_at) <= time_window:
             fits.append(_Fit(deal_index, time_confirmed=True))
-        elif deal_order.deal_status == "active":
+        elif deal_order.deal_status == "active":  # re-placed by 3Commas; may only veto a cancel
             fits.append(_Fit(deal_index, time_confirmed=False))
     return fits
 

@@ -175,3 +175,76 @@ class ConversationState(Base):
     state: Mapped[str | None] = mapped_column(String(128), nullable=True)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime]
+
+
+class ListedOrder(Base):
+    """One open order as /orders showed it, so a button carries only this row's short id.
+
+    Order ids and symbols never travel in callback data; a tap looks the row up, checks the
+    user owns it, and re-verifies everything against the exchange and 3Commas before acting.
+    Numbers are kept as decimal text so nothing is rounded between listing and cancelling.
+    """
+
+    __tablename__ = "listed_orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    list_version: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    exchange_order_id: Mapped[str] = mapped_column(String(80))
+    symbol: Mapped[str] = mapped_column(String(64))
+    side: Mapped[str] = mapped_column(String(4))
+    price: Mapped[str] = mapped_column(String(48))
+    amount: Mapped[str] = mapped_column(String(48))
+    filled: Mapped[str] = mapped_column(String(48))
+    order_created_at: Mapped[datetime]
+    attribution: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(32))
+    deal_ref: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    listed_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_listed_orders_list", "connection_id", "list_version", "position"),)
+
+
+class ThreeCommasAccountLink(Base):
+    """Which keysentry exchange connection a 3Commas exchange account trades on (None: skipped)."""
+
+    __tablename__ = "threecommas_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    tc_connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    account_name: Mapped[str] = mapped_column(String(128), default="")
+    market_code: Mapped[str] = mapped_column(String(48), default="")
+    exchange_connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("tc_connection_id", "account_id"),)
+
+
+class FailedDeal(Base):
+    """A failed 3Commas deal or SmartTrade as it was when it failed, for the Recreate button.
+
+    ``params`` holds exactly what a recreate will send (SmartTrade fields, or bot and pair), so
+    the confirmation shows the same numbers that go to 3Commas even if the original changes.
+    """
+
+    __tablename__ = "failed_deals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    tc_connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    tc_id: Mapped[int] = mapped_column(BigInteger)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime]
+    recreated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    recreated_ref: Mapped[str | None] = mapped_column(String(48), nullable=True)
+
+    __table_args__ = (UniqueConstraint("tc_connection_id", "kind", "tc_id"),)

@@ -1,0 +1,91 @@
+"""Shared wording: verdicts in plain words, what to do, relative times, exchange names."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from html import escape
+
+from aiogram.utils.i18n import gettext as _
+
+from services.verdicts import Verdict
+
+_IP = re.compile(r"request ip:\s*([0-9a-fA-F.:]+)")
+
+
+def verdict_reason(verdict: str) -> str:
+    """The classified reason in plain words."""
+    reasons = {
+        Verdict.OK: _("working"),
+        Verdict.KEY_INVALID: _("API key revoked, deleted or never existed"),
+        Verdict.IP_NOT_ALLOWED: _("our IP address is not on the key's whitelist"),
+        Verdict.KEY_EXPIRED: _("API key expired"),
+        Verdict.PERMISSION_MISSING: _("the key lacks a permission keysentry needs"),
+        Verdict.SIGNATURE_INVALID: _("the secret does not match the key"),
+        Verdict.CLOCK_SKEW: _("our clock and the exchange's disagree"),
+        Verdict.RATE_LIMITED: _("the exchange is rate-limiting requests"),
+        Verdict.EXCHANGE_DOWN: _("the exchange is down or under maintenance"),
+        Verdict.NETWORK: _("the exchange cannot be reached"),
+        Verdict.UNKNOWN: _("unexpected answer from the exchange"),
+    }
+    return reasons.get(verdict, reasons[Verdict.UNKNOWN])
+
+
+def verdict_advice(verdict: str, detail: str = "") -> str:
+    """What the user should do about it, in one or two sentences."""
+    if verdict == Verdict.KEY_INVALID:
+        return _("Delete the old key on the exchange, create a new one, then press “Update API key”.")
+    if verdict == Verdict.IP_NOT_ALLOWED:
+        match = _IP.search(detail)
+        ip = match.group(1) if match else _("the keysentry server's IP")
+        return _(
+            "Add {ip} to the key's IP whitelist in the exchange's API management, "
+            "or press “Update API key” with a key that allows it."
+        ).format(ip=f"<code>{escape(ip)}</code>")
+    if verdict == Verdict.KEY_EXPIRED:
+        return _(
+            "Create a new key (an IP-restricted key does not expire on most exchanges), "
+            "then press “Update API key”."
+        )
+    if verdict == Verdict.PERMISSION_MISSING:
+        return _("Enable “Read” on the key (and “Trade” if you want to cancel orders from here), or create a new one.")
+    if verdict == Verdict.SIGNATURE_INVALID:
+        return _("Press “Update API key” and paste the key and its secret again.")
+    if verdict in (Verdict.RATE_LIMITED, Verdict.EXCHANGE_DOWN, Verdict.NETWORK, Verdict.CLOCK_SKEW):
+        return _("Nothing to do on your side: your key is not the problem. We keep checking.")
+    return _("The exchange said: {detail}").format(detail=f"<code>{escape(detail[:200])}</code>")
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return _("never")
+    return _("{duration} ago").format(duration=duration(now - moment))
+
+
+def duration(span: timedelta) -> str:
+    seconds = max(0, int(span.total_seconds()))
+    if seconds < 60:
+        return _("{n} s").format(n=seconds)
+    if seconds < 3600:
+        return _("{n} min").format(n=seconds // 60)
+    if seconds < 86400:
+        return _("{h} h {m} min").format(h=seconds // 3600, m=seconds % 3600 // 60)
+    return _("{d} d {h} h").format(d=seconds // 86400, h=seconds % 86400 // 3600)
+
+
+def connection_title(exchange: str, label: str) -> str:
+    """'Binance · Main', HTML-escaped: labels are user text."""
+    name = EXCHANGE_NAMES.get(exchange, exchange.capitalize())
+    return escape(f"{name} · {label}" if label else name)
+
+
+EXCHANGE_NAMES = {
+    "binance": "Binance",
+    "binanceusdm": "Binance USDⓈ-M",
+    "bybit": "Bybit",
+    "okx": "OKX",
+    "kucoin": "KuCoin",
+    "bitget": "Bitget",
+    "gate": "Gate",
+    "threecommas": "3Commas",
+}

@@ -1,0 +1,93 @@
+"""The worker side: APScheduler ticks the poller and the outbox sender, and runs daily jobs.
+
+APScheduler is only the in-process ticker: what is due lives in the database, so several
+workers can tick side by side and share the work through leases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from aiogram import Bot
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import delete
+
+from bot.context import AppContext
+from bot.sender import Sender
+from services.checkers import ExchangeChecker
+from services.expiry import enqueue_expiry_reminders
+from services.models import ConversationState, OutboxMessage
+from services.polling import Poller, PollerConfig
+
+log = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    """Unique per process, readable in the database: host:pid."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+@dataclass
+class Worker:
+    app: AppContext
+    bot: Bot
+    ident: str = field(default_factory=worker_id)
+    poller: Poller = field(init=False)
+    sender: Sender = field(init=False)
+    scheduler: AsyncIOScheduler = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert self.app.hub is not None
+        config = PollerConfig(default_interval=timedelta(seconds=self.app.settings.poll_interval_seconds))
+        self.poller = Poller(
+            sessions=self.app.sessions,
+            clock=self.app.clock,
+            worker_id=self.ident,
+            checkers={"exchange": ExchangeChecker(self.app.hub, self.app.vault, self.app.clock)},
+            config=config,
+            stretch=self.app.hub.stretch_interval,
+        )
+        self.sender = Sender(self.app, self.bot, self.ident)
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+
+    async def poll(self) -> None:
+        # Keep claiming while whole batches come back: a backlog drains within one tick.
+        while await self.poller.run_once() >= self.poller.config.batch_size:
+            pass
+
+    async def send(self) -> None:
+        await self.sender.run_once()
+
+    async def daily(self) -> None:
+        now = self.app.clock.now()
+        await enqueue_expiry_reminders(self.app.sessions, now)
+        async with self.app.sessions.begin() as session:
+            await session.execute(
+                delete(OutboxMessage).where(
+                    OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < now - timedelta(days=7)
+                )
+            )
+            await session.execute(
+                delete(ConversationState).where(ConversationState.updated_at < now - timedelta(days=2))
+            )
+
+    def start(self) -> None:
+        common = {"max_instances": 1, "coalesce": True}
+        self.scheduler.add_job(self.poll, "interval", seconds=1, id="poll", **common)
+        self.scheduler.add_job(self.send, "interval", seconds=0.2, id="send", **common)
+        self.scheduler.add_job(self.daily, "interval", hours=6, id="daily", **common)
+        self.scheduler.start()
+        log.info("worker %s started", self.ident)
+
+    async def stop(self) -> None:
+        """Stop claiming, then give every lease back so another worker continues at once."""
+        self.scheduler.shutdown(wait=False)
+        await self.poller.release()
+        from services import outbox
+
+        await outbox.release(self.app.sessions, self.ident)
+        log.info("worker %s stopped and released its leases", self.ident)

@@ -1,0 +1,347 @@
+"""The poller: claim due connections from the database, check them, record what changed.
+
+Due work lives in the ``connections`` table (``next_poll_at``) and is claimed with a lease
+(``lease_owner``/``lease_until``), so any number of workers share it and a crashed worker's
+rows come back when its leases expire. Claiming is one UPDATE: on PostgreSQL the candidate
+rows are picked ``FOR UPDATE SKIP LOCKED`` so workers never wait on each other; on SQLite the
+single statement is atomic under SQLite's one-writer lock.
+
+Results are recorded a batch at a time, and the alert each state change causes is written
+to the outbox in that same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services import outbox
+from services.clock import Clock
+from services.incidents import (
+    DEFAULT_POLICY,
+    KEY_CHECK,
+    Alert,
+    AlertPolicy,
+    Event,
+    FlappingNotice,
+    IncidentState,
+    IncidentStatus,
+    Observation,
+    Recovery,
+    Reminder,
+    VerdictChanged,
+    confirm_after,
+    due_reminder,
+    mute_snapshot,
+    step,
+    unmute_summary,
+)
+from services.models import Connection, Incident, User
+from services.verdicts import Verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a checker needs about one leased connection."""
+
+    id: int
+    user_id: int
+    kind: str
+    exchange: str
+    label: str
+    credentials: bytes
+    interval: timedelta
+    balances_at: datetime | None
+    key_info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """A checker's conclusion about one connection."""
+
+    verdict: Verdict
+    detail: str = ""
+    key_info: dict[str, Any] | None = None
+    balances: dict[str, Any] | None = None
+    weight: int = 1
+
+
+Checker = Callable[[Claimed], Awaitable[CheckResult]]
+IntervalStretch = Callable[[str, timedelta], timedelta]
+
+
+@dataclass
+class PollerConfig:
+    default_interval: timedelta = timedelta(seconds=60)
+    batch_size: int = 200
+    concurrency: int = 64
+    lease: timedelta = timedelta(seconds=120)
+    jitter: float = 0.1
+    balances_every: timedelta = timedelta(minutes=30)
+    group_window: timedelta = outbox.DEFAULT_GROUP_WINDOW
+
+
+@dataclass
+class Poller:
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    worker_id: str
+    checkers: dict[str, Checker]
+    config: PollerConfig = field(default_factory=PollerConfig)
+    policy: AlertPolicy = DEFAULT_POLICY
+    stretch: IntervalStretch | None = None
+    random: random.Random = field(default_factory=random.Random)
+    checked: int = 0
+
+    async def claim(self, limit: int | None = None) -> list[Claimed]:
+        """Lease up to ``limit`` due connections of users who have not blocked the bot."""
+        now = self.clock.now()
+        limit = limit or self.config.batch_size
+        dialect = self.sessions.kw["bind"].dialect.name
+        candidates = (
+            select(Connection.id)
+            .join(User, User.id == Connection.user_id)
+            .where(
+                Connection.next_poll_at <= now,
+                or_(Connection.lease_until.is_(None), Connection.lease_until < now),
+                User.blocked.is_(False),
+            )
+            .order_by(Connection.next_poll_at)
+            .limit(limit)
+        )
+        if dialect == "postgresql":
+            candidates = candidates.with_for_update(of=Connection, skip_locked=True)
+        until = now + self.config.lease
+        async with self.sessions.begin() as session:
+            ids = list(
+                await session.scalars(
+                    update(Connection)
+                    .where(
+                        Connection.id.in_(candidates.scalar_subquery()),
+                        or_(Connection.lease_until.is_(None), Connection.lease_until < now),
+                    )
+                    .values(lease_owner=self.worker_id, lease_until=until)
+                    .returning(Connection.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            if not ids:
+                return []
+            rows = (
+                await session.execute(
+                    select(Connection, User.poll_interval_seconds)
+                    .join(User, User.id == Connection.user_id)
+                    .where(Connection.id.in_(ids))
+                )
+            ).all()
+        default = self.config.default_interval
+        return [
+            Claimed(
+                id=c.id,
+                user_id=c.user_id,
+                kind=c.kind,
+                exchange=c.exchange,
+                label=c.label,
+                credentials=c.credentials,
+                interval=timedelta(seconds=interval) if interval else default,
+                balances_at=c.balances_at,
+                key_info=dict(c.key_info or {}),
+            )
+            for c, interval in rows
+        ]
+
+    async def _check(self, claimed: Claimed, gate: asyncio.Semaphore) -> CheckResult:
+        async with gate:
+            checker = self.checkers.get(claimed.kind)
+            if checker is None:
+                return CheckResult(Verdict.UNKNOWN, f"no checker for {claimed.kind}")
+            try:
+                return await checker(claimed)
+            except Exception as error:  # a checker bug must not stall the whole batch
+                log.exception("checker failed for connection %s", claimed.id)
+                return CheckResult(Verdict.UNKNOWN, type(error).__name__)
+
+    async def run_once(self) -> int:
+        """Claim one batch, check it with bounded concurrency, record it; returns how many."""
+        batch = await self.claim()
+        if not batch:
+            return 0
+        gate = asyncio.Semaphore(self.config.concurrency)
+        results = await asyncio.gather(*(self._check(c, gate) for c in batch))
+        await self.record(list(zip(batch, results, strict=True)))
+        self.checked += len(batch)
+        return len(batch)
+
+    async def record(self, outcomes: Sequence[tuple[Claimed, CheckResult]]) -> None:
+        """Write results, step incidents, enqueue alerts and release leases, in one transaction."""
+        now = self.clock.now()
+        ids = [c.id for c, _ in outcomes]
+        async with self.sessions.begin() as session:
+            connections = {
+                c.id: c
+                for c in await session.scalars(
+                    select(Connection).where(Connection.id.in_(ids), Connection.lease_owner == self.worker_id)
+                )
+            }
+            incidents = {
+                i.connection_id: i
+                for i in await session.scalars(
+                    select(Incident).where(Incident.connection_id.in_(ids), Incident.check_kind == KEY_CHECK)
+                )
+            }
+            users = {
+                u.id: u
+                for u in await session.scalars(
+                    select(User).where(User.id.in_({c.user_id for c, _ in outcomes}))
+                )
+            }
+            for claimed, result in outcomes:
+                connection = connections.get(claimed.id)
+                if connection is None:  # lease lost to another worker, or the user removed it
+                    continue
+                incident = incidents.get(claimed.id) or self._new_incident(session, claimed.id, now)
+                self._record_one(
+                    session, connection, incident, users[connection.user_id], claimed, result, now
+                )
+
+    @staticmethod
+    def _new_incident(session: AsyncSession, connection_id: int, now: datetime) -> Incident:
+        incident = Incident(connection_id=connection_id, check_kind=KEY_CHECK, updated_at=now)
+        IncidentState().apply_to(incident)
+        session.add(incident)
+        return incident
+
+    def _record_one(
+        self,
+        session: AsyncSession,
+        connection: Connection,
+        incident: Incident,
+        user: User,
+        claimed: Claimed,
+        result: CheckResult,
+        now: datetime,
+    ) -> None:
+        state, events = step(
+            IncidentState.from_row(incident),
+            Observation(result.verdict is Verdict.OK, result.verdict, result.detail[:300]),
+            now,
+            self.policy,
+        )
+        state, reminder = due_reminder(state, now, self.policy)
+        if reminder is not None:
+            events.append(reminder)
+        muted = _muted(connection, user, now)
+        if muted and state.muted_state is None:
+            state = _with_mute(state)
+        elif not muted and state.muted_state is not None:
+            summary = unmute_summary(state, now, self.policy)
+            events = [summary] if summary is not None else []
+            state = _without_mute(state)
+        if muted:
+            events = []
+        state.apply_to(incident)
+        incident.updated_at = now
+
+        connection.last_check_at = now
+        connection.verdict = result.verdict.value
+        connection.verdict_detail = result.detail[:300]
+        connection.state = state.status.value
+        if result.verdict is Verdict.OK:
+            connection.last_ok_at = now
+        if result.key_info is not None:
+            connection.key_info = result.key_info
+        if result.balances is not None:
+            connection.balances = result.balances
+            connection.balances_at = now
+        connection.next_poll_at = self._next_poll(claimed, state, now)
+        connection.lease_owner = None
+        connection.lease_until = None
+        connection.updated_at = now
+
+        base = {"connection_id": connection.id, "exchange": connection.exchange, "label": connection.label}
+        for event in events:
+            outbox.enqueue(
+                session,
+                user_id=connection.user_id,
+                kind="alert",
+                payload={**base, **event_payload(event)},
+                now=now,
+                event_at=now,
+                delay=self.config.group_window,
+            )
+
+    def _next_poll(self, claimed: Claimed, state: IncidentState, now: datetime) -> datetime:
+        interval = claimed.interval
+        if self.stretch is not None:
+            interval = self.stretch(claimed.exchange, interval)
+        if state.status is IncidentStatus.PENDING:
+            interval = min(interval, confirm_after(state.verdict, self.policy))
+        spread = interval.total_seconds() * self.config.jitter
+        return now + interval + timedelta(seconds=self.random.uniform(-spread, spread))
+
+    async def release(self) -> None:
+        """Give back every lease this worker holds (graceful shutdown)."""
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(Connection)
+                .where(Connection.lease_owner == self.worker_id)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+
+def _muted(connection: Connection, user: User, now: datetime) -> bool:
+    return any(until is not None and until > now for until in (connection.muted_until, user.muted_until))
+
+
+def _with_mute(state: IncidentState) -> IncidentState:
+    return replace(state, muted_state=mute_snapshot(state))
+
+
+def _without_mute(state: IncidentState) -> IncidentState:
+    return replace(state, muted_state=None)
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """An incident event as outbox data; the bot renders it in the user's language."""
+    if isinstance(event, Alert):
+        return {
+            "type": "alert",
+            "verdict": event.verdict.value,
+            "detail": event.detail,
+            "since": event.since.isoformat(),
+        }
+    if isinstance(event, VerdictChanged):
+        return {
+            "type": "alert",
+            "verdict": event.verdict.value,
+            "detail": event.detail,
+            "since": event.since.isoformat(),
+        }
+    if isinstance(event, Reminder):
+        return {
+            "type": "reminder",
+            "verdict": event.verdict.value,
+            "detail": event.detail,
+            "since": event.since.isoformat(),
+            "number": event.number,
+        }
+    if isinstance(event, Recovery):
+        return {
+            "type": "recovery",
+            "verdict": event.verdict.value,
+            "since": event.since.isoformat(),
+            "duration_s": event.duration.total_seconds(),
+        }
+    if isinstance(event, FlappingNotice):
+        return {"type": "flapping", "transitions": event.transitions}
+    raise TypeError(f"unknown incident event {event!r}")
