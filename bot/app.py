@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiogram import Bot, Dispatcher
+from aiogram import Bot, Dispatcher, Router
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
@@ -13,7 +13,7 @@ from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
 from bot.middlewares import GateMiddleware
 from bot.settings import Settings
-from handlers import errors, language, start
+from handlers import errors, language, privacy, start
 from handlers import help as help_handler
 from services.clock import Clock, SystemClock
 from services.db import create_engine, run_migrations, session_factory
@@ -52,5 +52,16 @@ def build_bot(settings: Settings) -> Bot:
 def build_dispatcher(app: AppContext) -> Dispatcher:
     dp = Dispatcher(storage=DatabaseStorage(app.sessions, app.clock))
     dp.update.outer_middleware(GateMiddleware(app))
-    dp.include_routers(errors.router, start.router, help_handler.router, language.router)
+    attach(dp, errors.router, start.router, help_handler.router, language.router, privacy.router)
     return dp
+
+
+def attach(dp: Dispatcher, *routers: Router) -> None:
+    """Include module-level routers, detaching them from a Dispatcher built earlier in this process.
+
+    aiogram lets a router have one parent; tests and the sandbox build a fresh Dispatcher per
+    run while the handler modules (and their routers) are imported once.
+    """
+    for router in routers:
+        router._parent_router = None
+        dp.include_router(router)

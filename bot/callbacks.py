@@ -22,3 +22,27 @@ class ConnCb(CallbackData, prefix="c"):
 
     action: str
     cid: int
+
+
+class StatusPageCb(CallbackData, prefix="sp"):
+    """A page of /status."""
+
+    page: int
+
+
+class ExchangeCb(CallbackData, prefix="lx"):
+    """/link: the exchange chosen (ccxt ids are short)."""
+
+    exchange: str
+
+
+class ExchangePageCb(CallbackData, prefix="lxp"):
+    """/link: a page of the "More…" exchange list; 0 is the short list of the big three."""
+
+    page: int
+
+
+class LinkStepCb(CallbackData, prefix="lxs"):
+    """/link wizard buttons without a payload: ``skip`` the label, ``cancel`` the wizard."""
+
+    step: str

@@ -14,6 +14,9 @@ COMMANDS = (
     ("help", __("every command in one line each")),
     ("language", __("choose the language of the bot")),
     ("cancel", __("leave the current step")),
+    ("history", __("the last 20 actions taken for you")),
+    ("export", __("download what keysentry stores about you")),
+    ("forget", __("delete all your data from keysentry")),
 )
 
 

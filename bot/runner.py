@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+
+from aiohttp import web
 
 from bot.app import build_bot, build_context, build_dispatcher, close_context
 from bot.commands import register_commands
 from bot.settings import Settings
-from services.connections import reseal_all
+from bot.web import build_web_app, start_web, webhook_secret
 from bot.worker import Worker
+from services.connections import reseal_all
 from services.db import create_engine, is_sqlite, run_migrations, session_factory
 from services.vault import Vault
 
@@ -27,35 +31,55 @@ async def rotate_vault(settings: Settings) -> int:
         await engine.dispose()
 
 
-async def run_roles(settings: Settings, *, role: str = "all", webhook: bool = False) -> None:
-    """Run until SIGTERM/SIGINT, then stop claiming work and exit cleanly."""
+async def run_roles(
+    settings: Settings, *, role: str = "all", webhook: bool = False, stop: asyncio.Event | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``), then stop claiming work, release leases, exit 0."""
     if role == "worker" and is_sqlite(settings.database_url):
         raise SystemExit(
             "Separate workers need PostgreSQL (DATABASE_URL=postgresql+asyncpg://...); "
             "on SQLite run everything in one process: python -m bot"
         )
+    if webhook and not settings.webhook_url:
+        raise SystemExit("WEBHOOK_URL is missing; example: https://bot.example.com/telegram")
     app = await build_context(settings)
     bot = build_bot(settings)
     dp = build_dispatcher(app)
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    serves = role in {"all", "serve"}
+    worker = Worker(app, bot) if role in {"all", "worker"} else None
+    polling: asyncio.Task[None] | None = None
+    runner: web.AppRunner | None = None
     try:
-        tasks = []
-        worker = Worker(app, bot) if role in {"all", "worker"} else None
+        runner = await start_web(
+            build_web_app(app, bot, dp if serves and webhook else None), settings.web_host, settings.web_port
+        )
         if worker is not None:
             worker.start()
-        if role in {"all", "serve"}:
+        if serves:
             await register_commands(bot, app.i18n)
-            tasks.append(asyncio.create_task(dp.start_polling(bot, handle_signals=False)))
+            if webhook:
+                await bot.set_webhook(
+                    settings.webhook_url,
+                    secret_token=webhook_secret(app),
+                    allowed_updates=dp.resolve_used_update_types(),
+                )
+            else:
+                await bot.delete_webhook()  # a webhook left from an earlier run would block getUpdates
+                polling = asyncio.create_task(dp.start_polling(bot, handle_signals=False))
         await stop.wait()
         log.info("shutting down")
-        if role in {"all", "serve"}:
+        if polling is not None:
             await dp.stop_polling()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
         if worker is not None:
             await worker.stop()
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await bot.session.close()
         await close_context(app)

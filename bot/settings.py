@@ -7,6 +7,7 @@ variable and shows a valid value, instead of a traceback minutes later.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
@@ -33,6 +34,9 @@ EXAMPLES = {
     "THREECOMMAS_API_URL": OFFICIAL_THREECOMMAS_API,
     "ALLOWED_USER_IDS": "12345,67890",
     "LOG_LEVEL": "INFO (one of DEBUG, INFO, WARNING, ERROR)",
+    "WEBHOOK_URL": "https://bot.example.com/telegram",
+    "WEBHOOK_SECRET": "a random string of 1-256 characters A-Z a-z 0-9 _ -",
+    "WEB_PORT": "8080",
 }
 
 
@@ -53,6 +57,11 @@ class Settings(BaseSettings):
     allowed_user_ids: Annotated[frozenset[int], NoDecode] = Field(default_factory=frozenset)
     log_level: str = "INFO"
     log_json: bool = False
+    # Webhook mode and the operator endpoints (/metrics, /healthz, /readyz).
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, ge=0, le=65535)
 
     @field_validator("database_url")
     @classmethod
@@ -110,6 +119,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
+            raise ValueError("only A-Z, a-z, 0-9, _ and - are allowed, at most 256")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -48,7 +48,10 @@ def verdict_advice(verdict: str, detail: str = "") -> str:
             "then press “Update API key”."
         )
     if verdict == Verdict.PERMISSION_MISSING:
-        return _("Enable “Read” on the key (and “Trade” if you want to cancel orders from here), or create a new one.")
+        return _(
+            "Enable “Read” on the key (and “Trade” if you want to cancel orders from here), "
+            "or create a new one."
+        )
     if verdict == Verdict.SIGNATURE_INVALID:
         return _("Press “Update API key” and paste the key and its secret again.")
     if verdict in (Verdict.RATE_LIMITED, Verdict.EXCHANGE_DOWN, Verdict.NETWORK, Verdict.CLOCK_SKEW):

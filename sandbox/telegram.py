@@ -380,6 +380,7 @@ class LocalTelegram:
         self.callback_answers: list[CallbackAnswer] = []
         self.commands: dict[tuple[str, str], list[dict[str, str]]] = {}
         self.webhook: dict[str, Any] | None = None
+        self.waiting_polls = 0  # getUpdates calls parked right now: "the bot is listening"
         self._users: dict[int, dict[str, Any]] = {}
         self._chats: dict[int, _Chat] = {}
         self._blocked: set[int] = set()
@@ -703,9 +704,14 @@ class LocalTelegram:
             return bool(self._deliverable()) or self._closing or generation != self._poll_generation
 
         if timeout:
-            with suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._signal.wait_until(ready)
+            self.waiting_polls += 1
+            self._signal.notify()
+            try:
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._signal.wait_until(ready)
+            finally:
+                self.waiting_polls -= 1
         if generation != self._poll_generation:
             raise _ApiError(
                 409,

@@ -68,6 +68,7 @@ _SMART_TRADE_TITLES = {
     "cancelled": "Cancelled",
     "failed": "Failed",
 }
+_DEAL_ORDERS = frozenset({"created_at", "updated_at", "closed_at"})
 _DEAL_TITLES = {"completed": "Completed", "cancelled": "Cancelled", "failed": "Failed"}
 
 
@@ -1036,8 +1037,13 @@ class LocalThreeCommas:
             and str(d.account_id) == query.get("account_id", str(d.account_id))
             and str(d.bot_id) == query.get("bot_id", str(d.bot_id))
         ]
+        order = query.get("order", "created_at")
+        epoch = datetime.min.replace(tzinfo=UTC)
         deals.sort(
-            key=lambda d: (d.created_at, d.id), reverse=query.get("order_direction", "desc").lower() != "asc"
+            key=lambda d: (
+                (getattr(d, order, None) or epoch, d.id) if order in _DEAL_ORDERS else (d.created_at, d.id)
+            ),
+            reverse=query.get("order_direction", "desc").lower() != "asc",
         )
         limit = min(int(query.get("limit", 50)), 1000)
         offset = int(query.get("offset", 0))
@@ -1141,7 +1147,10 @@ class LocalThreeCommas:
             and wanted(t)
             and (account_id is None or str(t.account_id) == account_id)
         ]
-        trades.sort(key=lambda t: t.id, reverse=True)
+        if request.query.get("order_by") == "updated_at":
+            trades.sort(key=lambda t: (t.updated_at, t.id), reverse=True)
+        else:
+            trades.sort(key=lambda t: t.id, reverse=True)
         return _json([self._render_smart_trade(t) for t in self._page(request, trades, default_per_page=10)])
 
     async def _smart_trade_show(self, request: web.Request) -> web.Response:

@@ -177,6 +177,23 @@ class ConversationState(Base):
     updated_at: Mapped[datetime]
 
 
+class OrderList(Base):
+    """One /orders listing of a connection: the balances it was computed against and its caveats.
+
+    Its id is the list version carried in page buttons, so an old message can still be paged
+    (or be told plainly that it expired) instead of silently showing another list.
+    """
+
+    __tablename__ = "order_lists"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), index=True)
+    balances: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    notes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    listed_at: Mapped[datetime]
+
+
 class ListedOrder(Base):
     """One open order as /orders showed it, so a button carries only this row's short id.
 
@@ -190,7 +207,7 @@ class ListedOrder(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, index=True)
     connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
-    list_version: Mapped[int] = mapped_column(Integer)
+    list_version: Mapped[int] = mapped_column(ForeignKey("order_lists.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     exchange_order_id: Mapped[str] = mapped_column(String(80))
     symbol: Mapped[str] = mapped_column(String(64))
@@ -205,7 +222,7 @@ class ListedOrder(Base):
     outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)
     listed_at: Mapped[datetime]
 
-    __table_args__ = (Index("ix_listed_orders_list", "connection_id", "list_version", "position"),)
+    __table_args__ = (Index("ix_listed_orders_list", "list_version", "position"),)
 
 
 class ThreeCommasAccountLink(Base):

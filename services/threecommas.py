@@ -923,7 +923,9 @@ class ThreeCommasClient:
         per_page = min(self._PAGE_SIZE, limit) if limit else self._PAGE_SIZE
         items: list[dict[str, Any]] = []
         for page in range(1, self._max_pages + 1):
-            batch = self._list(await self._request("GET", route, {**params, "page": page, "per_page": per_page}))
+            batch = self._list(
+                await self._request("GET", route, {**params, "page": page, "per_page": per_page})
+            )
             items.extend(batch)
             if len(batch) < per_page or (limit and len(items) >= limit):
                 break

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiogram import Bot, Dispatcher
+from aiogram import Bot, Dispatcher, Router
 
-from bot.app import build_bot, build_context, build_dispatcher, close_context
+from bot.app import attach, build_bot, build_context, build_dispatcher, close_context
 from bot.context import AppContext
 from bot.settings import Settings
-from sandbox.telegram import LocalTelegram
+from sandbox.telegram import ChatMessage, LocalTelegram
 from services.clock import FakeClock
 from services.vault import generate_key
 
@@ -28,18 +28,30 @@ class BotRig:
     dp: Dispatcher
     clock: FakeClock
 
-    async def say(self, user_id: int, text: str, **kwargs: Any):
-        """The user sends ``text``; returns the bot's next new message in that chat."""
-        waiter = asyncio.create_task(self.tg.wait_for_bot_message(kwargs.get("chat_id") or user_id))
-        await asyncio.sleep(0)
+    async def say(self, user_id: int, text: str, **kwargs: Any) -> ChatMessage:
+        """The user sends ``text``; returns the bot's next unread message in that chat."""
         self.tg.user_sends(user_id, text, **kwargs)
-        return await waiter
+        return await self.tg.wait_for_bot_message(kwargs.get("chat_id") or user_id)
+
+    async def press(self, user_id: int, message: ChatMessage, button: str) -> None:
+        """The user taps the button whose text contains ``button`` and the bot answers the tap."""
+        current = self.tg.message(message.chat_id, message.message_id)
+        [data] = [b.callback_data for b in current.buttons if button in b.text][:1]
+        query_id = self.tg.user_presses(user_id, current, data)
+        await self.tg.wait_for(lambda: self.tg.callback_answer(query_id))
 
 
 @contextlib.asynccontextmanager
-async def running_bot(database_url: str, clock: FakeClock | None = None, **settings: Any) -> AsyncIterator[BotRig]:
+async def running_bot(
+    database_url: str,
+    clock: FakeClock | None = None,
+    *,
+    routers: Sequence[Router] = (),
+    **settings: Any,
+) -> AsyncIterator[BotRig]:
+    """Everything real except the far ends: Telegram (local server) and, where set, exchanges."""
     clock = clock or FakeClock()
-    tg = LocalTelegram(token=TOKEN, rate_limits=False)
+    tg = LocalTelegram(token=TOKEN, rate_limits=False, wall_clock=lambda: clock.now().timestamp())
     url = await tg.start()
     config = Settings(
         _env_file=None,
@@ -52,6 +64,7 @@ async def running_bot(database_url: str, clock: FakeClock | None = None, **setti
     app = await build_context(config, clock=clock)
     bot = build_bot(config)
     dp = build_dispatcher(app)
+    attach(dp, *routers)
     task = asyncio.create_task(dp.start_polling(bot, handle_signals=False, polling_timeout=1))
     try:
         yield BotRig(tg=tg, app=app, bot=bot, dp=dp, clock=clock)

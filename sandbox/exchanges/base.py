@@ -22,11 +22,13 @@ import hmac
 import itertools
 import json
 import math
+import secrets
+import string
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar, Literal, get_args
@@ -51,7 +53,7 @@ DEFAULT_HANG_SECONDS = 300.0
 
 
 def to_decimal(value: float | int | str | Decimal) -> Decimal:
-    """Exact decimal from user input; going through ``str`` keeps ``0.1`` from becoming 0.1000000000000000055."""
+    """Exact decimal from user input; going through ``str`` keeps ``0.1`` exactly ``0.1``."""
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
@@ -79,6 +81,10 @@ def ms(moment: datetime) -> int:
 def iso_z(moment: datetime) -> str:
     """ISO-8601 UTC with a ``Z`` suffix and no fraction, as Bybit prints ``createdAt``/``expiredAt``."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def random_token(length: int, alphabet: str = string.ascii_letters + string.digits) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
 def hmac_hex(secret: str, payload: str) -> str:
@@ -261,7 +267,7 @@ class LocalOrder:
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One request as the server saw it; ``error_code`` is the exchange's own code (``"-2015"``, ``"10003"``…)."""
+    """One request as the server saw it; ``error_code`` is the exchange's own code (``"-2015"``…)."""
 
     method: str
     path: str
@@ -376,9 +382,17 @@ class Call:
     endpoint: Endpoint | None = None
     key: LocalKey | None = None
     api_key: str | None = None
+    credentials: Credentials | None = None
     weight: int = 0
     pool_used: int | None = None
     key_used: int | None = None
+
+    @property
+    def signed_key(self) -> LocalKey:
+        """The authenticated key; the pipeline sets it before any signed endpoint's handler runs."""
+        if self.key is None:
+            raise RuntimeError(f"{self.path} is not a signed endpoint")
+        return self.key
 
 
 @dataclass(frozen=True)
@@ -467,6 +481,7 @@ class LocalExchange(ABC):
     ban_after_strikes: ClassVar[int | None] = None
     ban_seconds: ClassVar[float] = 120.0
     market_overrides: ClassVar[Mapping[str, Mapping[str, str]]] = {}
+    first_order_id: ClassVar[int] = 1
 
     def __init__(
         self, clock: Callable[[], float] | None = None, *, wall: Callable[[], float] | None = None
@@ -481,7 +496,7 @@ class LocalExchange(ABC):
         self.hang_seconds = DEFAULT_HANG_SECONDS
         self._counter = WindowCounter(self._clock)
         self._faults: list[Fault] = []
-        self._strikes: dict[str, int] = {}
+        self._order_seq = itertools.count()
         self._banned_until: dict[str, float] = {}
         self._release = asyncio.Event()
         self._closed = asyncio.Event()
@@ -506,8 +521,9 @@ class LocalExchange(ABC):
     def looks_like_key(self, api_key: str) -> bool:
         """Whether an unknown key is well formed; decides "malformed" versus "does not exist"."""
 
-    @abstractmethod
-    def new_order_id(self) -> str: ...
+    def new_order_id(self) -> str:
+        """Increasing numeric ids, the way Binance and OKX hand them out."""
+        return str(self.first_order_id + next(self._order_seq))
 
     @abstractmethod
     def policy_expiry(self, key: LocalKey) -> datetime | None:
@@ -547,7 +563,13 @@ class LocalExchange(ABC):
         return self.main_wallet
 
     def decorate(self, call: Call, reply: Reply) -> None:
-        """Add the exchange's usage headers to every reply."""
+        """Echo the caller's used weight in the pool's header (Binance's ``X-MBX-USED-WEIGHT-1M``)."""
+        if call.endpoint is None:
+            return
+        pool = call.endpoint.pool or self.primary_pool
+        header = self.pools[pool].header
+        if header:
+            reply.headers[header] = str(self.used_weight_in(pool, call.ip))
 
     def not_found(self, call: Call) -> Reply:
         return html_reply(404, "Not Found")
@@ -952,14 +974,11 @@ class LocalExchange(ABC):
         limit = self.limits[pool_name]
         if limit is None or call.pool_used <= limit:
             return None
-        retry_after = self._counter.seconds_left(pool.window_s)
-        strikes = self._strikes.get(call.ip, 0) + 1
-        self._strikes[call.ip] = strikes
+        strikes = self._counter.add(("strikes", call.ip), pool.window_s, 1)
         if self.ban_after_strikes is not None and strikes > self.ban_after_strikes:
             self._banned_until[call.ip] = self._clock() + self.ban_seconds
-            self._strikes[call.ip] = 0
             return self.ban_reply(call, self.ban_seconds)
-        return self.rate_limit_reply(call, retry_after)
+        return self.rate_limit_reply(call, self._counter.seconds_left(pool.window_s))
 
     def _charge_key(self, call: Call, endpoint: Endpoint) -> Reply | None:
         if endpoint.key_limit is None or call.key is None:
@@ -977,7 +996,7 @@ class LocalExchange(ABC):
         credentials = self.read_credentials(call)
         if isinstance(credentials, Reply):
             raise Rejected(credentials)
-        call.api_key = credentials.api_key
+        call.api_key, call.credentials = credentials.api_key, credentials
         key = self.keys.get(credentials.api_key)
 
         def fail(failure: AuthFailure) -> Rejected:
@@ -1016,8 +1035,8 @@ class LocalExchange(ABC):
         prices|orders|weight_limit``; ``DELETE faults``. Bad input → 400 ``{"error": ...}``.
         """
         action = request.match_info["action"].strip("/")
-        payload: dict[str, Any] = await request.json() if request.can_read_body else {}
         try:
+            payload: dict[str, Any] = await request.json() if request.can_read_body else {}
             result = self._control_action(request.method, action, payload, request.query)
         except (KeyError, ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
@@ -1101,16 +1120,3 @@ class LocalExchange(ABC):
                 self.weight_limit = payload["limit"]
                 return {"ok": True}
         return None
-
-
-_ids = itertools.count(1)
-
-
-def sequence(start: int) -> Callable[[], str]:
-    """Increasing numeric order ids, the way Binance and OKX hand them out."""
-    counter = itertools.count(start + next(_ids))
-    return lambda: str(next(counter))
-
-
-def days_until(moment: datetime, now: datetime) -> int:
-    return max(0, math.ceil((moment - now) / timedelta(days=1)))

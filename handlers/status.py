@@ -1,0 +1,347 @@
+"""/status: the portfolio page — one line per connection, with Refresh, Orders and Remove buttons.
+
+The page is rendered from the connection rows only (no exchange calls), so it opens instantly.
+Every button re-checks that the connection belongs to whoever pressed it; replays and forged
+buttons get a short answer and change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.callbacks import ConnCb, StatusPageCb
+from bot.context import AppContext
+from bot.texts import ago, connection_title, verdict_advice, verdict_reason
+from services import audit
+from services.connections import owned_connection, remove_connection
+from services.models import Connection, User
+from services.probes import KeyInfo
+from services.refresh import refresh_connection
+from services.users import user_connections
+from services.verdicts import Verdict
+
+router = Router(name="status")
+
+PAGE_SIZE = 8
+TELEGRAM_TEXT_LIMIT = 4096
+CHECKING_AFTER_S = 1.0  # a refresh slower than this first shows "checking…"
+STABLECOINS = frozenset({"USDT", "USDC", "BUSD", "FDUSD", "USD"})
+CONN_ACTIONS = frozenset({"refresh", "update", "remove", "rm_yes", "orders", "mute"})
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def verdict_of(connection: Connection) -> Verdict:
+    try:
+        return Verdict(connection.verdict)
+    except ValueError:
+        return Verdict.UNKNOWN
+
+
+def needs_new_key(connection: Connection) -> bool:
+    """The user must act on the key itself: the ⛔ Update button comes first."""
+    return connection.kind == "exchange" and verdict_of(connection).is_key_problem
+
+
+def status_mark(connection: Connection) -> str:
+    """🟢 works · 🔴 key rejected or incident confirmed · 🟡 a failure not confirmed yet · ⚪ never checked.
+
+    The latest verdict wins over the incident state: a Refresh or a new key shows its result
+    at once, while the poller confirms it (and sends alerts or recoveries) shortly after.
+    """
+    if connection.last_check_at is None:
+        return "⚪"
+    verdict = verdict_of(connection)
+    if verdict is Verdict.OK:
+        return "🟢"
+    if verdict.is_key_problem or connection.state == "failing":
+        return "🔴"
+    return "🟡"
+
+
+def _amount(value: float) -> str:
+    return f"{value:,.2f}" if value >= 1 else f"{value:.8f}".rstrip("0").rstrip(".") or "0"
+
+
+def _total(entry: Any) -> float:
+    try:
+        return float(entry.get("total") or 0) if isinstance(entry, dict) else float(entry or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def balance_summary(balances: dict[str, Any], top: int = 0) -> str:
+    """Stablecoins summed 1:1 as USD, then other coins: listed (``top`` of them) or counted."""
+    held = {coin: _total(entry) for coin, entry in (balances or {}).items()}
+    held = {coin: amount for coin, amount in held.items() if amount > 0}
+    if not held:
+        return _("no balance")
+    usd = sum(amount for coin, amount in held.items() if coin.upper() in STABLECOINS)
+    others = sorted(((c, a) for c, a in held.items() if c.upper() not in STABLECOINS), key=lambda x: -x[1])
+    text = _("≈ {usd} USD").format(usd=f"{usd:,.2f}") if usd or not others else ""
+    shown = [f"{_amount(amount)} {coin}" for coin, amount in others[:top]]
+    if shown:
+        text = " · ".join(([text] if text else []) + shown)
+    hidden = len(others) - len(shown)
+    if hidden:
+        more = _("+ {n} other coins").format(n=hidden) if hidden > 1 else _("+ 1 other coin")
+        text = f"{text} {more}" if text else more
+    return text
+
+
+def expiry_note(key_info: dict[str, Any], now: datetime) -> str:
+    info = KeyInfo.from_json(key_info) if key_info else None
+    expires = info.expires_at if info is not None else None
+    if expires is None:
+        return ""
+    if expires <= now:
+        return _("key expired {date}").format(date=expires.strftime("%Y-%m-%d"))
+    return _("key expires {date}").format(date=expires.strftime("%Y-%m-%d"))
+
+
+def connection_line(number: int, c: Connection, now: datetime, *, checking: bool, advice: bool) -> str:
+    """Two or three lines about one connection; ``advice`` adds what to do about a failure."""
+    title = connection_title(c.exchange, c.label)
+    lines = [f"{status_mark(c)} {number}. <b>{title}</b> — {balance_summary(c.balances)}"]
+    if checking:
+        details = ["⏳ " + _("checking…")]
+    elif c.last_check_at is None:
+        details = [_("not checked yet")]
+    else:
+        details = [_("last OK: {when}").format(when=ago(c.last_ok_at, now))]
+        if verdict_of(c) is not Verdict.OK:
+            details.append(_("checked {when}").format(when=ago(c.last_check_at, now)))
+    note = expiry_note(c.key_info, now)
+    if note:
+        details.append(note)
+    lines.append("    " + " · ".join(details))
+    verdict = verdict_of(c)
+    if c.last_check_at is not None and verdict is not Verdict.OK and not checking:
+        reason = "    ⚠️ " + verdict_reason(verdict)
+        if advice:
+            reason += ". " + verdict_advice(verdict, c.verdict_detail)
+        lines.append(reason)
+    return "\n".join(lines)
+
+
+def page_count(total: int) -> int:
+    return max(1, math.ceil(total / PAGE_SIZE))
+
+
+def page_of(connections: Sequence[Connection], connection_id: int) -> int:
+    ids = [c.id for c in connections]
+    return ids.index(connection_id) // PAGE_SIZE if connection_id in ids else 0
+
+
+def render_page(
+    connections: Sequence[Connection],
+    page: int,
+    now: datetime,
+    *,
+    checking: int | None = None,
+    notice: str = "",
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    """One page of the portfolio: under 4096 characters and 100 buttons whatever the data."""
+    pages = page_count(len(connections))
+    page = min(max(page, 0), pages - 1)
+    start = page * PAGE_SIZE
+    shown = list(enumerate(connections[start : start + PAGE_SIZE], start + 1))
+    header = _("<b>Your connections</b>: {n}").format(n=len(connections))
+    if pages > 1:
+        header += " · " + _("page {page} of {pages}").format(page=page + 1, pages=pages)
+    head = [notice, header] if notice else [header]
+    if not connections:
+        return "\n\n".join([*head, _("Nothing linked yet. Link an exchange key with /link.")]), None
+    text = ""
+    for advice in (True, False):  # advice is the first thing to go if a page would be too long
+        blocks = [connection_line(n, c, now, checking=c.id == checking, advice=advice) for n, c in shown]
+        text = "\n\n".join([*head, *blocks])
+        if len(text) <= TELEGRAM_TEXT_LIMIT:
+            break
+    return text[:TELEGRAM_TEXT_LIMIT], _keyboard(shown, page, pages)
+
+
+def _keyboard(shown: list[tuple[int, Connection]], page: int, pages: int) -> InlineKeyboardMarkup:
+    keyboard = InlineKeyboardBuilder()
+    widths = []
+    for number, c in shown:
+        row = []
+        if needs_new_key(c):
+            row.append(("⛔ " + _("{n} Update API key").format(n=number), ConnCb(action="update", cid=c.id)))
+        row.append(("🔄 " + _("{n} Refresh").format(n=number), ConnCb(action="refresh", cid=c.id)))
+        if c.kind == "exchange":
+            row.append(("📋 " + _("{n} Orders").format(n=number), ConnCb(action="orders", cid=c.id)))
+        row.append(("🗑 " + _("{n} Remove").format(n=number), ConnCb(action="remove", cid=c.id)))
+        for text, data in row:
+            keyboard.button(text=text, callback_data=data)
+        widths.append(len(row))
+    nav = []
+    if page > 0:
+        nav.append(("‹ " + _("Previous"), StatusPageCb(page=page - 1)))
+    if page < pages - 1:
+        nav.append((_("Next") + " ›", StatusPageCb(page=page + 1)))
+    for text, data in nav:
+        keyboard.button(text=text, callback_data=data)
+    if nav:
+        widths.append(len(nav))
+    keyboard.adjust(*widths)
+    return keyboard.as_markup()
+
+
+async def load_page(
+    app: AppContext, user: User, *, page: int = 0, around: int | None = None, **kwargs: Any
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The user's page ``page``, or the page holding connection ``around``."""
+    async with app.sessions() as session:
+        connections = await user_connections(session, user.id)
+    if around is not None:
+        page = page_of(connections, around)
+    return render_page(connections, page, app.clock.now(), **kwargs)
+
+
+async def show(query: CallbackQuery, bot: Bot, text: str, markup: InlineKeyboardMarkup | None) -> None:
+    """Edit the pressed message in place; a message too old to edit gets a fresh one instead."""
+    message = query.message
+    if not isinstance(message, Message):
+        await bot.send_message(query.from_user.id, text, reply_markup=markup)
+        return
+    try:
+        await message.edit_text(text, reply_markup=markup)
+    except TelegramBadRequest as error:
+        if "not modified" not in error.message:  # same content (nothing changed): fine
+            raise
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+@router.message(Command("status"))
+async def status_command(message: Message, app: AppContext, user: User) -> None:
+    text, markup = await load_page(app, user)
+    await message.answer(text, reply_markup=markup)
+
+
+@router.callback_query(StatusPageCb.filter())
+async def status_page(
+    query: CallbackQuery, callback_data: StatusPageCb, app: AppContext, user: User, bot: Bot
+) -> None:
+    text, markup = await load_page(app, user, page=callback_data.page)
+    await show(query, bot, text, markup)
+    await query.answer()
+
+
+@router.callback_query(ConnCb.filter(F.action == "refresh"))
+async def refresh(query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot) -> None:
+    """Re-probe now and edit the page in place; after a second without an answer, show "checking…"."""
+    assert app.hub is not None
+    cid = callback_data.cid
+    task = asyncio.create_task(refresh_connection(app.sessions, app.vault, app.hub, app.clock, cid, user.id))
+    answered = False
+    try:
+        outcome = await asyncio.wait_for(asyncio.shield(task), CHECKING_AFTER_S)
+    except TimeoutError:
+        await query.answer(_("Checking…"))
+        answered = True
+        await show(query, bot, *await load_page(app, user, around=cid, checking=cid))
+        outcome = await task
+    if not outcome.found:
+        if not answered:
+            await query.answer(_("Connection not found."), show_alert=True)
+        return
+    await show(query, bot, *await load_page(app, user, around=cid))
+    if not answered:
+        await query.answer(_("Checked: {state}").format(state=verdict_reason(outcome.verdict)))
+
+
+@router.callback_query(ConnCb.filter(F.action == "orders"))
+async def orders(query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User) -> None:
+    """Placeholder until the orders view lands (it replaces this handler)."""
+    async with app.sessions() as session:
+        connection = await owned_connection(session, user.id, callback_data.cid)
+    if connection is None:
+        await query.answer(_("Connection not found."), show_alert=True)
+        return
+    await query.answer(_("The orders view is coming soon."))
+
+
+@router.callback_query(ConnCb.filter(F.action == "remove"))
+async def remove_ask(query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot) -> None:
+    async with app.sessions() as session:
+        connection = await owned_connection(session, user.id, callback_data.cid)
+        connections = await user_connections(session, user.id)
+    if connection is None:
+        await query.answer(_("Connection not found."), show_alert=True)
+        return
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text="🗑 " + _("Yes, remove"), callback_data=ConnCb(action="rm_yes", cid=connection.id))
+    keyboard.button(
+        text="‹ " + _("Keep it"), callback_data=StatusPageCb(page=page_of(connections, connection.id))
+    )
+    text = _(
+        "Remove <b>{title}</b>? keysentry stops watching it and deletes its encrypted key. "
+        "The key itself keeps working on the exchange: delete it there too if you no longer use it."
+    ).format(title=connection_title(connection.exchange, connection.label))
+    await show(query, bot, text, keyboard.as_markup())
+    await query.answer()
+
+
+@router.callback_query(ConnCb.filter(F.action == "rm_yes"))
+async def remove_confirmed(
+    query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot
+) -> None:
+    """Delete the row (credentials with it) and audit it; a replay finds nothing and says so."""
+    now = app.clock.now()
+    async with app.sessions.begin() as session:
+        connection = await owned_connection(session, user.id, callback_data.cid)
+        if connection is not None:
+            title = connection_title(connection.exchange, connection.label)
+            audit.record(
+                session,
+                user.id,
+                "connection_removed",
+                now,
+                connection_id=connection.id,
+                exchange=connection.exchange,
+                key_hint=connection.key_hint,
+            )
+            await remove_connection(session, connection)
+        elif await session.get(Connection, callback_data.cid) is None:
+            await query.answer(_("Already removed."))
+            return
+    if connection is None:
+        await query.answer(_("Connection not found."), show_alert=True)
+        return
+    notice = "🗑 " + _("Removed <b>{title}</b>.").format(title=title)
+    await show(query, bot, *await load_page(app, user, notice=notice))
+    await query.answer(_("Removed."))
+
+
+def _stale_or_forged(query: CallbackQuery) -> bool:
+    """Our buttons that no handler above took: unparseable, an unknown action, an old page."""
+    data = query.data or ""
+    prefix = data.split(":", 1)[0]
+    if prefix == StatusPageCb.__prefix__:
+        return True
+    if prefix != ConnCb.__prefix__:
+        return False
+    try:
+        return ConnCb.unpack(data).action not in CONN_ACTIONS
+    except (TypeError, ValueError):
+        return True
+
+
+@router.callback_query(_stale_or_forged)
+async def stale_button(query: CallbackQuery) -> None:
+    await query.answer(_("This button is no longer valid. Send /status for a fresh page."))

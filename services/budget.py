@@ -1,0 +1,223 @@
+"""Request budget per exchange for this process's egress IP, and the limiter that enforces it.
+
+Exchanges limit per IP (and some per account). All connections of all users leave through the same
+IP, so one over-eager poller gets everybody banned: Binance escalates 429s into 418 IP bans of 2
+minutes up to 3 days, Bybit bans an IP for at least 10 minutes. We therefore budget per exchange,
+use only ``share`` of what the exchange allows (default 50 %, leaving room for retries, markets
+loading and other processes on the same IP), and pause the whole exchange when it pushes back.
+
+Budgets (``limit`` weight per ``window_s``, per IP; each call costs the exchange's own weight):
+
+* **binance** 6000 / 60 s. Spot ``REQUEST_WEIGHT`` limit per IP
+  (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits; also the figure in
+  ccxt binance.py describe() "IP (api) request rate limit of 6000 per minute"). ``/sapi`` has its
+  own, larger 12 000/min IP pool (ccxt comment, binance.py ~287); we count sapi weights in the same
+  6000 budget, which is strictly conservative. ``X-MBX-USED-WEIGHT-1M`` reports the api pool.
+* **binanceusdm** 2400 / 60 s. USDⓈ-M futures IP weight limit
+  (https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info).
+* **bybit** 600 / 5 s. "600 requests within a 5-second window per IP"; breaking it gives
+  "403, access too frequent" and a ban of at least 10 minutes
+  (https://bybit-exchange.github.io/docs/v5/rate-limit). Per-UID limits (query-api 10/s,
+  ccxt bybit.py ~438) are per user and irrelevant at probe frequencies.
+* **okx** 20 / 2 s. OKX limits private endpoints per user ID (``/api/v5/account/config``
+  5 req / 2 s, ``/api/v5/account/balance`` 10 req / 2 s; https://www.okx.com/docs-v5/en/#overview-rate-limits)
+  and publishes no per-IP figure for them. As an IP-wide guard we use the common public per-IP
+  rule, 20 requests / 2 s; ccxt's own pacing for OKX is similar (``rateLimit`` 110 ms ≈ 545/min,
+  okx.py ~49). Raise it with ``overrides`` when a deployment needs more.
+* **any other exchange**: 60000 / ccxt ``rateLimit`` requests per minute (ccxt's pacing for one
+  IP at cost 1), registered by the hub via :meth:`BudgetRegistry.register_ccxt_default`.
+
+The limiter is a sliding-window log rather than a token bucket: a bucket of capacity C refilled at
+C per window lets 2·C through in a window that starts with a full bucket, and the exchanges count
+windows, not buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What one exchange allows one IP: ``limit`` weight per ``window_s`` seconds."""
+
+    limit: float
+    window_s: float
+    ban_pause_s: float
+    """Pause after an IP ban when the exchange does not say for how long."""
+    source: str
+    used_weight_header: str | None = None
+    """Lower-case response header carrying the IP's used weight in the current window."""
+
+
+DEFAULT_BUDGETS: dict[str, Budget] = {
+    "binance": Budget(
+        6000, 60, 120,
+        "https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits",
+        "x-mbx-used-weight-1m",
+    ),
+    "binanceusdm": Budget(
+        2400, 60, 120,
+        "https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info",
+        "x-mbx-used-weight-1m",
+    ),
+    "bybit": Budget(600, 5, 600, "https://bybit-exchange.github.io/docs/v5/rate-limit"),
+    "okx": Budget(20, 2, 60, "https://www.okx.com/docs-v5/en/#overview-rate-limits"),
+}
+FALLBACK_BUDGET = Budget(60, 60, 300, "conservative default for an exchange nobody registered")
+
+
+@dataclass(slots=True)
+class _Window:
+    budget: Budget
+    cap: float
+    entries: deque[tuple[float, float]] = field(default_factory=deque)
+    used: float = 0.0
+    external: float = 0.0
+    external_until: float = 0.0
+    paused_until: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def prune(self, now: float) -> None:
+        horizon = now - self.budget.window_s
+        entries = self.entries
+        while entries and entries[0][0] <= horizon:
+            self.used -= entries.popleft()[1]
+        if not entries:
+            self.used = 0.0  # no float drift accumulates across idle periods
+
+    def wait_for(self, now: float, weight: float) -> float:
+        """Seconds until ``weight`` fits; 0 when it fits now."""
+        if now < self.paused_until:
+            return self.paused_until - now
+        self.prune(now)
+        external = self.external if now < self.external_until else 0.0
+        excess = self.used + external + weight - self.cap
+        if excess <= 0:
+            return 0.0
+        freed = 0.0
+        for stamp, spent in self.entries:
+            freed += spent
+            if freed >= excess:
+                return stamp + self.budget.window_s - now
+        # What we spent cannot make room by itself: the rest is other processes' weight.
+        return max(self.external_until - now, 0.0)
+
+
+class BudgetRegistry:
+    """Per-exchange limiter shared by every connection of this process.
+
+    ``overrides`` maps exchange id → allowed weight **per minute** (the bench raises them);
+    ``monotonic`` and ``sleep`` are injectable so tests drive time without waiting.
+    """
+
+    def __init__(
+        self,
+        overrides: dict[str, float] | None = None,
+        share: float = 0.5,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        self.share = share
+        self._overrides = dict(overrides or {})
+        self._budgets = dict(DEFAULT_BUDGETS)
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._windows: dict[str, _Window] = {}
+
+    def register_ccxt_default(self, exchange_id: str, rate_limit_ms: float) -> None:
+        """Budget for an exchange without a table entry, from ccxt's ``rateLimit`` (ms per request)."""
+        if exchange_id not in self._budgets and rate_limit_ms > 0:
+            self._budgets[exchange_id] = Budget(
+                60_000 / rate_limit_ms, 60, 300, f"ccxt {exchange_id}.rateLimit = {rate_limit_ms} ms"
+            )
+            self._windows.pop(exchange_id, None)
+
+    def budget(self, exchange_id: str) -> Budget:
+        """The budget in force (table, ccxt default or fallback, then the per-minute override)."""
+        budget = self._budgets.get(exchange_id, FALLBACK_BUDGET)
+        per_minute = self._overrides.get(exchange_id)
+        if per_minute is not None:
+            budget = replace(budget, limit=per_minute * budget.window_s / 60, source="override")
+        return budget
+
+    def _window(self, exchange_id: str) -> _Window:
+        window = self._windows.get(exchange_id)
+        if window is None:
+            budget = self.budget(exchange_id)
+            window = self._windows[exchange_id] = _Window(budget, budget.limit * self.share)
+        return window
+
+    async def acquire(self, exchange_id: str, weight: float) -> None:
+        """Wait until ``weight`` fits into our share of the exchange's window, then spend it.
+
+        Callers queue FIFO on a per-exchange lock, so a heavy call is not starved by light ones.
+        A call heavier than our whole share is clamped to it: it waits for an empty window.
+        """
+        window = self._window(exchange_id)
+        weight = min(float(weight), window.cap)
+        async with window.lock:
+            while True:
+                now = self._monotonic()
+                delay = window.wait_for(now, weight)
+                if delay <= 0:
+                    window.entries.append((now, weight))
+                    window.used += weight
+                    return
+                await self._sleep(delay)
+
+    def observe_used_weight(self, exchange_id: str, used: float) -> None:
+        """The exchange reported ``used`` weight for this IP; count what we did not spend ourselves.
+
+        More than we spent means other processes share the IP (another worker, a restart that lost
+        our log). That surplus counts against the same share until one window has passed.
+        """
+        window = self._window(exchange_id)
+        now = self._monotonic()
+        window.prune(now)
+        surplus = used - window.used
+        if surplus > 0:
+            window.external = surplus
+            window.external_until = now + window.budget.window_s
+        else:
+            window.external = 0.0
+
+    def penalize(self, exchange_id: str, retry_after_s: float | None = None, *, banned: bool = False) -> None:
+        """The exchange throttled (429) or banned (418 / Bybit 403) us: pause every call to it.
+
+        Without a ``Retry-After`` we wait one full window after a 429 (the exchange's counter has
+        reset by then) and the exchange's minimum ban after a ban.
+        """
+        window = self._window(exchange_id)
+        if retry_after_s is None:
+            retry_after_s = window.budget.ban_pause_s if banned else window.budget.window_s
+        window.paused_until = max(window.paused_until, self._monotonic() + retry_after_s)
+
+    def paused_for(self, exchange_id: str) -> float:
+        """Seconds the exchange stays paused (0 when calls may go)."""
+        return max(self._window(exchange_id).paused_until - self._monotonic(), 0.0)
+
+    def capacity_per_minute(self, exchange_id: str, weight: float) -> float:
+        """How many calls of ``weight`` our share allows per minute."""
+        budget = self.budget(exchange_id)
+        return budget.limit * self.share * (60 / budget.window_s) / weight
+
+    def stretch_interval(
+        self, exchange_id: str, connections: int, probe_weight: float, requested_interval_s: float
+    ) -> float:
+        """The probe interval our share can sustain for ``connections`` probes of ``probe_weight``.
+
+        Returns ``requested_interval_s`` when it fits; otherwise the shortest interval that does,
+        which spreads the budget evenly over all connections instead of starving the last ones.
+        """
+        budget = self.budget(exchange_id)
+        weight_per_second = budget.limit * self.share / budget.window_s
+        needed = connections * probe_weight / weight_per_second
+        return max(requested_interval_s, needed)
