@@ -13,24 +13,27 @@ from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
 from bot.middlewares import GateMiddleware
 from bot.settings import Settings
-from handlers import errors, language, privacy, start
+from handlers import errors, language, link, orders, privacy, start, status, threecommas
 from handlers import help as help_handler
 from services.clock import Clock, SystemClock
 from services.db import create_engine, run_migrations, session_factory
+from services.exchanges import ExchangeHub
 from services.vault import Vault
 
 
 async def build_context(settings: Settings, *, clock: Clock | None = None) -> AppContext:
-    """Open the database (migrating it), the vault and the translations."""
+    """Open the database (migrating it), the vault, the translations and the exchange hub."""
     engine = create_engine(settings.database_url)
     await run_migrations(engine)
+    clock = clock or SystemClock()
     return AppContext(
         settings=settings,
-        clock=clock or SystemClock(),
+        clock=clock,
         engine=engine,
         sessions=session_factory(engine),
         vault=Vault(settings.vault_key),
         i18n=build_i18n(),
+        hub=ExchangeHub(url_overrides=settings.exchange_url_overrides, clock=clock),
     )
 
 
@@ -52,7 +55,17 @@ def build_bot(settings: Settings) -> Bot:
 def build_dispatcher(app: AppContext) -> Dispatcher:
     dp = Dispatcher(storage=DatabaseStorage(app.sessions, app.clock))
     dp.update.outer_middleware(GateMiddleware(app))
-    attach(dp, errors.router, start.router, help_handler.router, language.router, privacy.router)
+    attach(
+        dp,
+        errors.router,
+        start.router,
+        help_handler.router,
+        language.router,
+        privacy.router,
+        orders.router,
+        threecommas.router,
+    )
+    attach(dp, link.router, status.router)
     return dp
 
 

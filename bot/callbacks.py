@@ -46,3 +46,26 @@ class LinkStepCb(CallbackData, prefix="lxs"):
     """/link wizard buttons without a payload: ``skip`` the label, ``cancel`` the wizard."""
 
     step: str
+
+
+class OrdersCb(CallbackData, prefix="o"):
+    """/orders: ``pg`` page / ``rf`` refresh of list ``id``; ``x`` cancel orphan row ``id``;
+    ``u``/``uy`` ask/confirm cancelling an unknown row; ``all``/``ally`` ask/confirm all orphans of list ``id``."""
+
+    action: str
+    id: int
+    page: int = 0
+
+
+class RecreateCb(CallbackData, prefix="rc"):
+    """Recreate failed deal row ``id``: ``show`` the exact parameters, ``go`` after confirmation."""
+
+    action: str
+    id: int
+
+
+class TcMapCb(CallbackData, prefix="tcm"):
+    """3Commas account link row ``link`` trades on exchange connection ``cid`` (0 = skip)."""
+
+    link: int
+    cid: int

@@ -7,7 +7,8 @@ times a second. Telegram's own verdicts decide what happens to a row:
 * 429 ``retry_after`` → the rows wait that long and the whole sender pauses;
 * 5xx / network → retry with exponential back-off;
 * 403 blocked → the user is marked blocked (their connections stop being polled) until /start;
-* any other 400 → parked as failed with the reason logged (a rendering bug, not worth a loop).
+* 400 / 404 → parked as failed with the reason logged (a rendering bug, not worth a loop);
+* anything else (401, a non-JSON error page) → retried like a 5xx.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from datetime import datetime, timedelta
 import aiohttp
 from aiogram import Bot
 from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
     TelegramBadRequest,
     TelegramForbiddenError,
     TelegramNetworkError,
+    TelegramNotFound,
     TelegramRetryAfter,
     TelegramServerError,
 )
@@ -64,15 +68,17 @@ class Sender:
     async def run_once(self) -> int:
         """Send what is due now, within this clock-second's budget; returns messages sent."""
         now = self.app.clock.now()
-        if self._paused_until and now < self._paused_until:
-            return 0
+        if self._paused_until is not None:
+            if now < self._paused_until:
+                return 0
+            self._paused_until = None
         budget = self._budget_left(now)
         if budget <= 0:
             return 0
         batches = await outbox.claim(self.app.sessions, self.worker_id, now, users=budget, lease=self.lease)
         sent = 0
         for index, batch in enumerate(batches):
-            if self._budget_left(self.app.clock.now()) <= 0 or self._paused_until:
+            if self._budget_left(self.app.clock.now()) <= 0 or self._paused_until is not None:
                 await self._hand_back(batches[index:])
                 break
             sent += await self._deliver(batch)
@@ -105,12 +111,19 @@ class Sender:
                     await mark_blocked(session, batch.user_id, True)
                 await outbox.give_up(self.app.sessions, remaining, f"403 {error.message}")
                 return index
-            except TelegramBadRequest as error:
+            except (TelegramBadRequest, TelegramNotFound) as error:
                 self.stats.failed += 1
                 log.error("outbox rows %s rejected by Telegram: %s", part.ids, error.message)
                 await outbox.give_up(self.app.sessions, part.ids, f"400 {error.message}")
                 continue
-            except (TelegramServerError, TelegramNetworkError, aiohttp.ClientError, TimeoutError) as error:
+            except (
+                TelegramServerError,
+                TelegramNetworkError,
+                TelegramAPIError,
+                ClientDecodeError,  # a non-JSON 5xx page from Telegram's front end
+                aiohttp.ClientError,
+                TimeoutError,
+            ) as error:
                 self.stats.retried += 1
                 delay = timedelta(seconds=min(600, 2**attempts))
                 await outbox.retry_later(
@@ -124,7 +137,3 @@ class Sender:
             for row_id in part.ids:
                 METRICS.alert_delay.observe(max(0.0, (now - event_at[row_id]).total_seconds()))
         return len(parts)
-
-    def resume(self) -> None:
-        """Forget a 429 pause (used when the clock jumps in tests and after a restart)."""
-        self._paused_until = None

@@ -2,7 +2,8 @@
 
 The page is rendered from the connection rows only (no exchange calls), so it opens instantly.
 Every button re-checks that the connection belongs to whoever pressed it; replays and forged
-buttons get a short answer and change nothing.
+buttons get a short answer and change nothing. The Orders button is answered by the orders
+view (:mod:`handlers.orders`), Update API key by :mod:`handlers.link`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import ConnCb, StatusPageCb
 from bot.context import AppContext
 from bot.texts import ago, connection_title, verdict_advice, verdict_reason
-from services import audit
-from services.connections import owned_connection, remove_connection
+from services.connections import owned_connection
 from services.models import Connection, User
 from services.probes import KeyInfo
-from services.refresh import refresh_connection
+from services.refresh import refresh_connection, remove_owned_connection
 from services.users import user_connections
 from services.verdicts import Verdict
 
@@ -89,7 +89,8 @@ def balance_summary(balances: dict[str, Any], top: int = 0) -> str:
     if not held:
         return _("no balance")
     usd = sum(amount for coin, amount in held.items() if coin.upper() in STABLECOINS)
-    others = sorted(((c, a) for c, a in held.items() if c.upper() not in STABLECOINS), key=lambda x: -x[1])
+    # Without prices, amounts of different coins do not compare: list them by name.
+    others = sorted((c, a) for c, a in held.items() if c.upper() not in STABLECOINS)
     text = _("≈ {usd} USD").format(usd=f"{usd:,.2f}") if usd or not others else ""
     shown = [f"{_amount(amount)} {coin}" for coin, amount in others[:top]]
     if shown:
@@ -102,13 +103,14 @@ def balance_summary(balances: dict[str, Any], top: int = 0) -> str:
 
 
 def expiry_note(key_info: dict[str, Any], now: datetime) -> str:
+    """When the key (Bybit) or its trading permission (Binance) ends, as the exchange reports it."""
     info = KeyInfo.from_json(key_info) if key_info else None
     expires = info.expires_at if info is not None else None
     if expires is None:
         return ""
     if expires <= now:
-        return _("key expired {date}").format(date=expires.strftime("%Y-%m-%d"))
-    return _("key expires {date}").format(date=expires.strftime("%Y-%m-%d"))
+        return _("expired {date}").format(date=expires.strftime("%Y-%m-%d"))
+    return _("expires {date}").format(date=expires.strftime("%Y-%m-%d"))
 
 
 def connection_line(number: int, c: Connection, now: datetime, *, checking: bool, advice: bool) -> str:
@@ -244,7 +246,8 @@ async def status_page(
 
 @router.callback_query(ConnCb.filter(F.action == "refresh"))
 async def refresh(query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot) -> None:
-    """Re-probe now and edit the page in place; after a second without an answer, show "checking…"."""
+    """Re-probe now and edit the pressed message (a /status page or an alert) into the page
+    holding this connection; after a second without an answer, show "checking…" first."""
     assert app.hub is not None
     cid = callback_data.cid
     task = asyncio.create_task(refresh_connection(app.sessions, app.vault, app.hub, app.clock, cid, user.id))
@@ -256,28 +259,22 @@ async def refresh(query: CallbackQuery, callback_data: ConnCb, app: AppContext, 
         answered = True
         await show(query, bot, *await load_page(app, user, around=cid, checking=cid))
         outcome = await task
+    if outcome.found or answered:  # after "checking…" the page must be redrawn whatever happened
+        await show(query, bot, *await load_page(app, user, around=cid))
+    if answered:
+        return
     if not outcome.found:
-        if not answered:
-            await query.answer(_("Connection not found."), show_alert=True)
-        return
-    await show(query, bot, *await load_page(app, user, around=cid))
-    if not answered:
-        await query.answer(_("Checked: {state}").format(state=verdict_reason(outcome.verdict)))
-
-
-@router.callback_query(ConnCb.filter(F.action == "orders"))
-async def orders(query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User) -> None:
-    """Placeholder until the orders view lands (it replaces this handler)."""
-    async with app.sessions() as session:
-        connection = await owned_connection(session, user.id, callback_data.cid)
-    if connection is None:
         await query.answer(_("Connection not found."), show_alert=True)
-        return
-    await query.answer(_("The orders view is coming soon."))
+    elif outcome.checked:
+        await query.answer(_("Checked: {state}").format(state=verdict_reason(outcome.verdict)))
+    else:
+        await query.answer(_("The next check runs within a minute."))
 
 
 @router.callback_query(ConnCb.filter(F.action == "remove"))
-async def remove_ask(query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot) -> None:
+async def remove_ask(
+    query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot
+) -> None:
     async with app.sessions() as session:
         connection = await owned_connection(session, user.id, callback_data.cid)
         connections = await user_connections(session, user.id)
@@ -301,28 +298,16 @@ async def remove_ask(query: CallbackQuery, callback_data: ConnCb, app: AppContex
 async def remove_confirmed(
     query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot
 ) -> None:
-    """Delete the row (credentials with it) and audit it; a replay finds nothing and says so."""
-    now = app.clock.now()
+    """Delete the connection; a replayed confirmation finds nothing and says so."""
     async with app.sessions.begin() as session:
-        connection = await owned_connection(session, user.id, callback_data.cid)
-        if connection is not None:
-            title = connection_title(connection.exchange, connection.label)
-            audit.record(
-                session,
-                user.id,
-                "connection_removed",
-                now,
-                connection_id=connection.id,
-                exchange=connection.exchange,
-                key_hint=connection.key_hint,
-            )
-            await remove_connection(session, connection)
-        elif await session.get(Connection, callback_data.cid) is None:
-            await query.answer(_("Already removed."))
-            return
-    if connection is None:
+        outcome = await remove_owned_connection(session, user.id, callback_data.cid, app.clock.now())
+    if outcome is None:
         await query.answer(_("Connection not found."), show_alert=True)
         return
+    if not outcome.removed:
+        await query.answer(_("Already removed."))
+        return
+    title = connection_title(outcome.exchange, outcome.label)
     notice = "🗑 " + _("Removed <b>{title}</b>.").format(title=title)
     await show(query, bot, *await load_page(app, user, notice=notice))
     await query.answer(_("Removed."))

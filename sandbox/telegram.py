@@ -215,6 +215,7 @@ class _Chat:
     user_id: int | None = None  # the other party of a private chat
     messages: list[ChatMessage] = field(default_factory=list)
     next_message_id: int = 1
+    last_activity: int = 0  # position in the server's activity order, for the transcript
 
 
 @dataclass
@@ -241,7 +242,7 @@ class _Signal:
                 waiter.set_result(None)
         self._waiters.clear()
 
-    async def wait_until(self, predicate: Callable[[], T]) -> T:
+    async def wait_until(self, predicate: Callable[[], T | None]) -> T:
         """Return ``predicate()`` once truthy (bound the wait with ``asyncio.timeout``)."""
         while not (result := predicate()):
             waiter = asyncio.get_running_loop().create_future()
@@ -387,6 +388,8 @@ class LocalTelegram:
         self._updates: deque[dict[str, Any]] = deque()
         self._update_ids = itertools.count(1)
         self._query_ids = itertools.count(1)
+        self._file_ids = itertools.count(1)
+        self._activity = itertools.count(1)
         self._queries: dict[str, _CallbackQuery] = {}
         self._allowed_updates = DEFAULT_UPDATE_TYPES
         self._poll_generation = 0
@@ -419,6 +422,8 @@ class LocalTelegram:
 
     def make_bot(self, **bot_kwargs: Any) -> Bot:
         """An aiogram ``Bot`` wired to this server (``bot_kwargs`` go to ``Bot``, e.g. ``default``)."""
+        if not self.url:
+            raise RuntimeError("start() the server before making a bot for it")
         session = LocalBotSession(api=TelegramAPIServer.from_base(self.url))
         return Bot(self.token, session=session, **bot_kwargs)
 
@@ -547,7 +552,7 @@ class LocalTelegram:
     # ----------------------------------------------------------------- reading the conversation
 
     def chat(self, chat_id: int) -> list[ChatMessage]:
-        """Every message in the chat in id order, deleted ones included (``.deleted``)."""
+        """Every message in the chat in the order posted, deleted ones included (``.deleted``)."""
         chat = self._chats.get(chat_id)
         return list(chat.messages) if chat else []
 
@@ -579,18 +584,24 @@ class LocalTelegram:
         return list(self._updates)
 
     def transcript(self, chat_id: int | None = None, last: int = 15) -> str:
-        """The recent conversation and failed requests, for assertion messages and debugging."""
+        """The recent conversation and failed requests, for assertion messages and debugging.
+
+        Without ``chat_id``: the five most recently active chats, so a failure in a test with
+        thousands of users still prints something readable.
+        """
+        if chat_id is not None:
+            chats = [self._chats[chat_id]] if chat_id in self._chats else []
+        else:
+            chats = sorted(self._chats.values(), key=lambda c: c.last_activity)[-5:]
         lines = []
-        chat_ids = [chat_id] if chat_id is not None else list(self._chats)
-        for cid in chat_ids:
-            lines.append(f"chat {cid}:")
-            for m in self.chat(cid)[-last:]:
+        for chat in chats:
+            lines.append(f"chat {chat.id} ({chat.type}):")
+            for m in chat.messages[-last:]:
                 who = "bot" if m.from_bot else f"user {m.sender_id}"
-                flags = "".join(
-                    [f" (edited x{m.edits})" if m.edits else "", " (deleted)" if m.deleted else ""]
-                )
+                edited = f" (edited x{m.edits})" if m.edits else ""
+                deleted = " (deleted)" if m.deleted else ""
                 buttons = f" {[b.text for b in m.buttons]}" if m.buttons else ""
-                lines.append(f"  #{m.message_id} {who}{flags}: {m.text!r}{buttons}")
+                lines.append(f"  #{m.message_id} {who}{edited}{deleted}: {m.text!r}{buttons}")
         failed = self.errors[-last:]
         if failed:
             lines.append("failed requests:")
@@ -598,9 +609,10 @@ class LocalTelegram:
         lines.append(f"unconfirmed updates: {len(self._updates)}")
         return "\n".join(lines)
 
-    async def wait_for(self, predicate: Callable[[], T], timeout: float | None = 5.0) -> T:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float | None = 5.0) -> T:  # noqa: ASYNC109
         """Wait until ``predicate()`` is truthy and return it; re-checked on every state change
-        (each request, each user action). On timeout: AssertionError with the transcript."""
+        (each request, each user action). On timeout: AssertionError with the transcript;
+        ``timeout=None`` waits for as long as it takes."""
         try:
             async with asyncio.timeout(timeout):
                 return await self._signal.wait_until(predicate)
@@ -773,9 +785,10 @@ class LocalTelegram:
         chat = self._chat(p)
         self._check_can_write(chat)
         self._spend(chat)
-        file_number = len(self.requests) + 1
         sent = (
-            SentDocument(upload.file_name, upload.content, upload.mime_type, f"local-document-{file_number}")
+            SentDocument(
+                upload.file_name, upload.content, upload.mime_type, f"local-document-{next(self._file_ids)}"
+            )
             if upload
             else SentDocument(None, b"", None, document)
         )
@@ -974,6 +987,7 @@ class LocalTelegram:
         return int(self._wall_clock())
 
     def _next_message_id(self, chat: _Chat, wanted: int | None) -> int:
+        chat.last_activity = next(self._activity)
         message_id = chat.next_message_id if wanted is None else wanted
         if any(m.message_id == message_id for m in chat.messages):
             raise ValueError(f"message id {message_id} already used in chat {chat.id}")
@@ -1085,18 +1099,20 @@ class LocalTelegram:
         chat = self._chats.get(user_id)
         if chat is None or chat.type != "private":
             return
-        new_member: dict[str, Any] = {"status": new, "user": self.bot_user}
-        if new == "kicked":
-            new_member["until_date"] = 0
+
+        def member(status: str) -> dict[str, Any]:
+            return {"status": status, "user": self.bot_user} | (
+                {"until_date": 0} if status == "kicked" else {}
+            )
+
         self._enqueue(
             "my_chat_member",
             {
                 "chat": self._chat_json(chat),
                 "from": self._users[user_id],
                 "date": self._now_unix(),
-                "old_chat_member": {"status": old, "user": self.bot_user}
-                | ({"until_date": 0} if old == "kicked" else {}),
-                "new_chat_member": new_member,
+                "old_chat_member": member(old),
+                "new_chat_member": member(new),
             },
         )
 
@@ -1256,7 +1272,7 @@ def _command_scope(p: _Params) -> str:
         return "default"
     if not isinstance(scope, dict) or not isinstance(scope.get("type"), str):
         raise _bad_request("can't parse BotCommandScope: BotCommandScope must be an Object")
-    kind = scope["type"]
+    kind: str = scope["type"]
     if kind in ("default", "all_private_chats", "all_group_chats", "all_chat_administrators"):
         return kind
     if kind not in ("chat", "chat_administrators", "chat_member"):

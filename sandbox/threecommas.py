@@ -138,6 +138,11 @@ def _path_id(request: web.Request, name: str) -> int:
         return -1
 
 
+def _caller(request: web.Request) -> str:
+    """The Apikey of a request the middleware already authenticated."""
+    return request.headers["Apikey"]
+
+
 def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response(payload, status=status, headers=headers)
 
@@ -258,11 +263,11 @@ class _SmartTrade:
     entered_amount: Decimal
     average_enter_price: Decimal | None
     error: str | None = None
-    frozen: bool = False
 
 
-class _Rejected(Exception):
-    """A request refused with a 3Commas error body."""
+class _Rejected(ValueError):
+    """A request refused with a 3Commas error body; scenario controls given the same bad input
+    (another user's account, an invalid SmartTrade) raise it as a plain ValueError."""
 
     def __init__(
         self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
@@ -712,8 +717,6 @@ class LocalThreeCommas:
             key = self._authenticate(request, api_key, raw_body)
             if request.method != "GET" and not key.can_write:  # every POST served here trades
                 raise _Rejected(403, _NO_PERMISSION)
-            request["tc_key"] = key.api_key
-            request["tc_body"] = body
             response = await handler(request)
         except _Rejected as rejected:
             response = _json(rejected.body, rejected.status, rejected.headers)
@@ -807,7 +810,7 @@ class LocalThreeCommas:
 
     def _visible(self, request: web.Request, owner: str, account_id: int) -> bool:
         account = self._accounts.get(account_id)
-        return owner == request["tc_key"] and account is not None and account.paper == self._paper(request)
+        return owner == _caller(request) and account is not None and account.paper == self._paper(request)
 
     def _order(self, raw: Mapping[str, Any], default_time: datetime) -> _Order:
         side = str(raw["side"]).lower()
@@ -1010,12 +1013,12 @@ class LocalThreeCommas:
         accounts = [
             a
             for a in self._accounts.values()
-            if a.owner == request["tc_key"] and a.paper == self._paper(request)
+            if a.owner == _caller(request) and a.paper == self._paper(request)
         ]
         return _json([self._render_account(a) for a in self._page(request, accounts, default_per_page=100)])
 
     async def _account_show(self, request: web.Request) -> web.Response:
-        account = self._own_account(request["tc_key"], request.match_info["account_id"])
+        account = self._own_account(_caller(request), request.match_info["account_id"])
         return _json(self._render_account(account))
 
     async def _deals_list(self, request: web.Request) -> web.Response:
@@ -1111,7 +1114,8 @@ class LocalThreeCommas:
 
     async def _start_new_deal(self, request: web.Request) -> web.Response:
         bot = self._own_bot(request)
-        params = {**(request["tc_body"] if isinstance(request["tc_body"], dict) else {}), **request.query}
+        body = self._parse_body(request, await request.read())
+        params = {**(body if isinstance(body, dict) else {}), **request.query}
         pair = params.get("pair") or (bot.pairs[0] if len(bot.pairs) == 1 else None)
         if pair is None:
             raise _record_invalid({"pair": ["is missing"]})
@@ -1160,10 +1164,10 @@ class LocalThreeCommas:
         return _json(self._render_smart_trade(trade))
 
     async def _smart_trade_create(self, request: web.Request) -> web.Response:
-        body = request["tc_body"]
+        body = self._parse_body(request, await request.read())
         if not isinstance(body, dict):
             raise _record_invalid({"base": ["send the SmartTrade as a JSON object"]})
-        trade = self._create_smart_trade(request["tc_key"], body)
+        trade = self._create_smart_trade(_caller(request), body)
         return _json(self._render_smart_trade(trade), 201)
 
     def _create_smart_trade(self, api_key: str, body: dict[str, Any]) -> _SmartTrade:

@@ -56,12 +56,16 @@ class Budget:
 
 DEFAULT_BUDGETS: dict[str, Budget] = {
     "binance": Budget(
-        6000, 60, 120,
+        6000,
+        60,
+        120,
         "https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits",
         "x-mbx-used-weight-1m",
     ),
     "binanceusdm": Budget(
-        2400, 60, 120,
+        2400,
+        60,
+        120,
         "https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info",
         "x-mbx-used-weight-1m",
     ),
@@ -199,6 +203,13 @@ class BudgetRegistry:
         if retry_after_s is None:
             retry_after_s = window.budget.ban_pause_s if banned else window.budget.window_s
         window.paused_until = max(window.paused_until, self._monotonic() + retry_after_s)
+
+    def in_use(self, exchange_id: str) -> float:
+        """Weight counted in the current window: ours plus what the exchange says others spent."""
+        window = self._window(exchange_id)
+        now = self._monotonic()
+        window.prune(now)
+        return window.used + (window.external if now < window.external_until else 0.0)
 
     def paused_for(self, exchange_id: str) -> float:
         """Seconds the exchange stays paused (0 when calls may go)."""

@@ -13,9 +13,12 @@ Order of decisions (the first that applies wins):
    are decided by the status alone. This is what guarantees that an overloaded, throttling or
    banning exchange is never reported as a broken key, whatever the body says.
 3. The exchange's own code/message, looked up in :mod:`services.classifier_tables`.
-4. A bare HTTP 403 from Binance or Bybit: their WAF / IP-ban page (Binance docs "HTTP 403 return
-   code is used when the WAF Limit has been violated"; Bybit docs "403, access too frequent",
-   https://bybit-exchange.github.io/docs/v5/rate-limit) → ``rate_limited``.
+4. A bare HTTP 403 (no exchange code) from Binance, Bybit or OKX: their WAF / IP-ban page
+   (Binance: "HTTP 403 return code is used when the WAF Limit has been violated",
+   https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits; Bybit: "403, access
+   too frequent", https://bybit-exchange.github.io/docs/v5/rate-limit; OKX fronts its API with a
+   WAF whose block page is a 403 too) → ``rate_limited``: it is about our traffic, not the key,
+   and the whole exchange must pause.
 5. The ccxt exception class, most specific first (see ``_BY_CLASS``).
 """
 
@@ -81,14 +84,21 @@ _STATUS = re.compile(r"^\S+ (?:(?:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS) \S+ )?
 _URL_QUERY = re.compile(r"(https?://[^\s?]+)\?\S*")
 _REQUEST_IP = re.compile(r"request ip:?\s*([0-9A-Fa-f:.]+)", re.IGNORECASE)
 _SUCCESS_CODES = frozenset({"0", "00000", "200000", "200"})
-_WAF_403 = frozenset({"binance", "bybit"})
+_WAF_403 = frozenset({"binance", "bybit", "okx"})
 
 
-def classify(exchange_id: str, exc: BaseException, *, allowed_ips: Collection[str] = ()) -> Classification:
+def classify(
+    exchange_id: str,
+    exc: BaseException,
+    *,
+    ip_restricted: bool | None = None,
+    allowed_ips: Collection[str] = (),
+) -> Classification:
     """Classify one failure of a call to ``exchange_id``.
 
-    ``allowed_ips`` is the key's IP whitelist as last seen by a successful probe (empty when
-    unknown or unrestricted); only Binance -2015 uses it, see :func:`_binance_2015`.
+    ``ip_restricted``/``allowed_ips`` describe the key as its last successful probe saw it (the
+    whitelist is empty when the exchange does not reveal it); only Binance -2015 needs them, see
+    :func:`_binance_2015`.
     """
     if not isinstance(exc, ccxt.BaseError):
         verdict = Verdict.NETWORK if isinstance(exc, _TRANSPORT) else Verdict.UNKNOWN
@@ -112,7 +122,7 @@ def classify(exchange_id: str, exc: BaseException, *, allowed_ips: Collection[st
     if rule is not None:
         verdict = rule.verdict
         if table_id == "binance" and rule.code == "-2015":
-            verdict = _binance_2015(text, allowed_ips)
+            verdict = _binance_2015(text, ip_restricted, allowed_ips)
         return Classification(verdict, code or rule.code, detail)
 
     if status == 403 and table_id in _WAF_403 and code is None:
@@ -125,19 +135,22 @@ def classify(exchange_id: str, exc: BaseException, *, allowed_ips: Collection[st
     return Classification(Verdict.UNKNOWN, fallback, detail)
 
 
-def _binance_2015(text: str, allowed_ips: Collection[str]) -> Verdict:
+def _binance_2015(text: str, ip_restricted: bool | None, allowed_ips: Collection[str]) -> Verdict:
     """Binance -2015 "Invalid API-key, IP, or permissions for action": one code for three causes.
 
-    Rule: ``key_invalid`` unless there is positive evidence of an IP problem, namely the key is
-    known to be IP-restricted (``allowed_ips`` from its last successful probe) *and* the message
-    names a request IP (``"…, request ip: 203.0.113.7"``) that is not in that whitelist → then
-    ``ip_not_allowed``. The words "request ip" alone prove nothing: Binance appends them to every
-    -2015, deleted keys included. Our probe calls ``GET /sapi/v1/account/apiRestrictions``, which
-    any key may call whatever its permissions, so "permission missing" is not a cause there.
-    The ccxt class is ignored on purpose: after one successful spot call ccxt turns -2015 into
-    ``DDoSProtection`` (binance.py ~12641, flag set in ``request()`` ~12688).
+    Rule: ``key_invalid`` unless the metadata shows an IP problem. The words "request ip: X" alone
+    prove nothing, Binance appends them to every -2015, deleted keys included. They count only for
+    a key that its last successful probe showed IP-restricted (``ipRestrict: true``): then
+    ``ip_not_allowed``, unless X is in the known whitelist (then the IP is fine and the key itself
+    is gone). Binance does not reveal the whitelist, so for Binance keys the list is usually
+    unknown and a restricted key answering -2015 is reported as an IP problem, naming X: the
+    common real cause (our egress IP changed or the whitelist was edited), and the alert tells the
+    user which IP to whitelist. A restricted key that was deleted is the one case this misreads.
+    Permission problems are not a cause here: the probe calls ``GET /sapi/v1/account/apiRestrictions``,
+    which any key may call. The ccxt class is ignored on purpose: after one successful spot call
+    ccxt turns -2015 into ``DDoSProtection`` (binance.py ~12641, flag set in ``request()`` ~12688).
     """
-    if allowed_ips:
+    if ip_restricted:
         found = _REQUEST_IP.search(text)
         if found and found.group(1).rstrip(".") not in allowed_ips:
             return Verdict.IP_NOT_ALLOWED

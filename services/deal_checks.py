@@ -553,10 +553,10 @@ def _recreate_deal(deal: Deal) -> RecreatePlan:
         + (f" (the old deal had {settings})." if settings else ".")
     ]
     held = (deal.bought_amount or Decimal(0)) - (deal.sold_amount or Decimal(0))
-    if deal.status == "failed" and held > 0:
+    if held > 0:  # failing or cancelling a deal leaves what it bought on the account
         base = deal.pair.partition("_")[2]
         warnings.append(
-            f"The failed deal had bought {held} {base}; the new deal buys again, it does not sell those."
+            f"The old deal had bought {held} {base}; the new deal buys again, it does not sell those."
         )
     return RecreatePlan(
         kind="dca_deal",

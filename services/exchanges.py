@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-import inspect
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -156,11 +155,21 @@ def rebase_urls(urls: Any, base: str) -> Any:
     return urls
 
 
-@functools.cache
+_IMPLICIT: dict[tuple[type[Any], str], bool] = {}
+
+
 def _is_implicit(cls: type[Any], method: str) -> bool:
     """Implicit endpoints (``sapiGetAccountApiRestrictions``…) are ``Entry`` descriptors (ccxt
-    abstract/*.py); they send one raw request and need no markets. Unified methods may."""
-    return isinstance(inspect.getattr_static(cls, method, None), Entry)
+    abstract/*.py); they send one raw request and need no markets. Unified methods may.
+
+    The whole MRO is searched because ccxt's ``__init__`` re-binds camelCase names as plain
+    functions on the instance's class (base/exchange.py, "convert all properties from underscore
+    notation"), which hides the descriptor from a plain attribute lookup on our subclass.
+    """
+    known = _IMPLICIT.get((cls, method))
+    if known is None:
+        known = _IMPLICIT[(cls, method)] = any(isinstance(k.__dict__.get(method), Entry) for k in cls.__mro__)
+    return known
 
 
 class ExchangeClient:
@@ -246,7 +255,9 @@ class ExchangeHub:
         lock = self._markets_locks.setdefault(exchange_id, asyncio.Lock())
         async with lock:
             if not template.markets:
-                await self.budgets.acquire(exchange_id, _MARKETS_WEIGHT.get(exchange_id, _DEFAULT_MARKETS_WEIGHT))
+                await self.budgets.acquire(
+                    exchange_id, _MARKETS_WEIGHT.get(exchange_id, _DEFAULT_MARKETS_WEIGHT)
+                )
                 async with asyncio.timeout(self.deadline_s):
                     await template.load_markets()
         return template.markets  # type: ignore[no-any-return]
@@ -309,6 +320,9 @@ class ExchangeHub:
             }
         )
         template.has["fetchCurrencies"] = False
+        # ccxt's open() creates an SSL context (~10 ms: it loads certifi) and binds the loop on the
+        # first request of every instance that has none. Doing it once here lets all copies share it.
+        template.open()
         base = self._overrides.get(exchange_id)
         if base:
             template.urls["api"] = rebase_urls(template.urls["api"], base)
@@ -327,7 +341,9 @@ class ExchangeHub:
         if isinstance(exc, ccxt.BaseError):
             self._penalize(exchange_id, instance.last_http_status, headers or {}, exc)
 
-    def _penalize(self, exchange_id: str, status: int | None, headers: dict[str, str], exc: BaseException) -> None:
+    def _penalize(
+        self, exchange_id: str, status: int | None, headers: dict[str, str], exc: BaseException
+    ) -> None:
         classification = classify(exchange_id, exc)
         if classification.verdict is not Verdict.RATE_LIMITED:
             return

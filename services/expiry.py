@@ -21,7 +21,13 @@ async def enqueue_expiry_reminders(sessions: async_sessionmaker[AsyncSession], n
     async with sessions() as session:
         rows = (
             await session.execute(
-                select(Connection.id, Connection.user_id, Connection.exchange, Connection.label, Connection.key_info)
+                select(
+                    Connection.id,
+                    Connection.user_id,
+                    Connection.exchange,
+                    Connection.label,
+                    Connection.key_info,
+                )
                 .join(User, User.id == Connection.user_id)
                 .where(Connection.kind == "exchange", User.blocked.is_(False))
             )

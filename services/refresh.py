@@ -1,4 +1,7 @@
-"""Checks a user asks for: refresh a linked key now, or save a key that just passed verification.
+"""Connection changes a user makes from the chat: refresh now, link or update a key, remove.
+
+Keys are stored only after the exchange accepted them (:func:`verify_and_store`), and every
+change is written to the audit log in the same transaction.
 
 The poller owns scheduled checks and every alert: its incident machine decides when a failure
 is worth a message. A user who presses Refresh or links a key is already looking at the answer,
@@ -16,14 +19,32 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services import audit
 from services.checkers import verify_key
 from services.clock import Clock
-from services.connections import new_connection, owned_connection, replace_credentials
+from services.connections import new_connection, owned_connection, remove_connection, replace_credentials
 from services.exchanges import ExchangeHub
 from services.models import Connection
-from services.probes import ProbeResult
+from services.probes import KeyInfo, ProbeResult, probe
 from services.vault import Credentials, Vault, VaultError
 from services.verdicts import Verdict
 
 _DETAIL_MAX = 300  # length of Connection.verdict_detail
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """``saved`` is the stored connection's label; None when the exchange refused the key
+    (see ``result``) or the connection to update is gone."""
+
+    result: ProbeResult
+    saved: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoveOutcome:
+    """``removed`` is False when nothing was left to remove (a replayed confirmation)."""
+
+    removed: bool
+    exchange: str = ""
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,6 +54,8 @@ class RefreshOutcome:
     found: bool
     verdict: Verdict = Verdict.UNKNOWN
     detail: str = ""
+    checked: bool = True
+    """False for kinds without an exchange probe (3Commas): only the poller's next check was pulled in."""
 
 
 def apply_probe(connection: Connection, result: ProbeResult, now: datetime) -> None:
@@ -61,25 +84,42 @@ async def refresh_connection(
 ) -> RefreshOutcome:
     """Probe one of the user's connections now and record the result; never alerts.
 
-    The probe runs outside any transaction (it can take seconds), so ownership is checked
-    again before writing: a connection removed meanwhile is reported as not found.
+    Like the poller's checker it passes the last known key info to the probe, which tells an
+    expired key from a revoked one. The probe runs outside any transaction (it can take
+    seconds), so ownership is checked again before writing: a connection removed meanwhile is
+    reported as not found.
     """
     async with sessions() as session:
         connection = await owned_connection(session, user_id, connection_id)
         if connection is None:
             return RefreshOutcome(found=False)
+        if connection.kind != "exchange":
+            return await _poll_soon(sessions, connection_id, user_id, clock.now())
         exchange, sealed = connection.exchange, connection.credentials
+        known = KeyInfo.from_json(connection.key_info) if connection.key_info else None
     try:
         credentials = vault.open(sealed)
     except VaultError as error:
         return await _record_failure(sessions, connection_id, user_id, str(error), clock.now())
-    result = await verify_key(hub, exchange, credentials, clock)
+    client = await hub.client(exchange, credentials)
+    result = await probe(client, clock=clock, with_key_info=True, with_balances=True, known=known)
     async with sessions.begin() as session:
         connection = await owned_connection(session, user_id, connection_id)
         if connection is None:
             return RefreshOutcome(found=False)
         apply_probe(connection, result, clock.now())
     return RefreshOutcome(found=True, verdict=result.verdict, detail=result.detail)
+
+
+async def _poll_soon(
+    sessions: async_sessionmaker[AsyncSession], connection_id: int, user_id: int, now: datetime
+) -> RefreshOutcome:
+    async with sessions.begin() as session:
+        connection = await owned_connection(session, user_id, connection_id)
+        if connection is None:
+            return RefreshOutcome(found=False)
+        connection.next_poll_at = now
+        return RefreshOutcome(found=True, verdict=Verdict(connection.verdict), checked=False)
 
 
 async def _record_failure(
@@ -97,7 +137,7 @@ async def _record_failure(
     return RefreshOutcome(found=True, verdict=Verdict.UNKNOWN, detail=detail)
 
 
-async def save_new_connection(
+async def _save_new_connection(
     session: AsyncSession,
     vault: Vault,
     *,
@@ -128,7 +168,7 @@ async def save_new_connection(
     return connection
 
 
-async def save_new_credentials(
+async def _save_new_credentials(
     session: AsyncSession,
     vault: Vault,
     *,
@@ -156,3 +196,73 @@ async def save_new_credentials(
         key_hint=connection.key_hint,
     )
     return connection
+
+
+async def verify_and_store(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    hub: ExchangeHub,
+    clock: Clock,
+    *,
+    user_id: int,
+    exchange: str,
+    label: str,
+    credentials: Credentials,
+    connection_id: int | None = None,
+) -> StoreOutcome:
+    """Probe the key in full; only if the exchange accepts it, link it (or, with ``connection_id``,
+    swap it into that connection in place). A refused key leaves the database untouched."""
+    result = await verify_key(hub, exchange, credentials, clock)
+    if result.verdict is not Verdict.OK:
+        return StoreOutcome(result)
+    now = clock.now()
+    async with sessions.begin() as session:
+        connection: Connection | None
+        if connection_id is None:
+            connection = await _save_new_connection(
+                session,
+                vault,
+                user_id=user_id,
+                exchange=exchange,
+                label=label,
+                credentials=credentials,
+                result=result,
+                now=now,
+            )
+        else:
+            connection = await _save_new_credentials(
+                session,
+                vault,
+                user_id=user_id,
+                connection_id=connection_id,
+                credentials=credentials,
+                result=result,
+                now=now,
+            )
+        return StoreOutcome(result, connection.label if connection is not None else None)
+
+
+async def remove_owned_connection(
+    session: AsyncSession, user_id: int, connection_id: int, now: datetime
+) -> RemoveOutcome | None:
+    """Delete the user's connection (its sealed credentials and incidents with it) and audit it.
+
+    None when the connection exists but is someone else's: refused, untouched. A connection
+    that no longer exists is "already removed", so replaying a confirmation is harmless.
+    """
+    connection = await owned_connection(session, user_id, connection_id)
+    if connection is None:
+        gone = await session.get(Connection, connection_id) is None
+        return RemoveOutcome(removed=False) if gone else None
+    audit.record(
+        session,
+        user_id,
+        "connection_removed",
+        now,
+        connection_id=connection.id,
+        exchange=connection.exchange,
+        key_hint=connection.key_hint,
+    )
+    outcome = RemoveOutcome(removed=True, exchange=connection.exchange, label=connection.label)
+    await remove_connection(session, connection)
+    return outcome

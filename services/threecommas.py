@@ -51,6 +51,11 @@ DEFAULT_BASE_URL = "https://api.3commas.io/public/api"
 REQUESTS_PER_MINUTE = 100
 """3Commas' documented limit for the whole REST API, per key."""
 
+DEFAULT_BUDGET = 95
+"""What :class:`KeyLimiter` allows per minute by default. The limiter stamps a call when it is
+sent, 3Commas counts it when it arrives; uneven latency can squeeze a minute's worth of sends
+into a shorter span at the server, and the 5 % margin absorbs that."""
+
 # How long 3Commas blocks after a 429 when it sends no Retry-After (its 429s usually carry
 # none): 60 s for the deal routes, 10 s for SmartTrade listing, 300 s for everything else.
 _BLOCK_AFTER_429_S = {"deals": 60.0, "smart_trades": 10.0, "default": 300.0}
@@ -193,7 +198,7 @@ class KeyLimiter:
 
     def __init__(
         self,
-        max_requests: int = REQUESTS_PER_MINUTE,
+        max_requests: int = DEFAULT_BUDGET,
         per_seconds: float = 60.0,
         *,
         max_wait_s: float = 60.0,
@@ -771,8 +776,12 @@ class SmartTrade:
 
     @property
     def symbol(self) -> str | None:
+        """The ccxt symbol; a SmartTrade carries no market type, so a leveraged trade or a
+        contract-style pair (``USDT_BTCUSDT``: the base ends in the quote) counts as futures."""
+        quote, _, base = self.pair.partition("_")
+        futures = self.leverage_value is not None or (bool(quote) and base.endswith(quote))
         try:
-            return tc_pair_to_symbol(self.pair, futures=self.leverage_value is not None)
+            return tc_pair_to_symbol(self.pair, futures=futures)
         except ValueError:
             return None
 

@@ -67,6 +67,7 @@ async def running_bot(
     attach(dp, *routers)
     task = asyncio.create_task(dp.start_polling(bot, handle_signals=False, polling_timeout=1))
     try:
+        await tg.wait_for(lambda: tg.waiting_polls > 0)  # the bot is listening
         yield BotRig(tg=tg, app=app, bot=bot, dp=dp, clock=clock)
     finally:
         await dp.stop_polling()

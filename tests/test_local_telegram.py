@@ -8,9 +8,10 @@ flood limits is moved by hand; nothing sleeps.
 from __future__ import annotations
 
 import asyncio
+import html
 import io
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -31,12 +32,16 @@ from aiogram.types import (
     BotCommandScopeAllPrivateChats,
     BufferedInputFile,
     CallbackQuery,
+    InaccessibleMessage,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sandbox.telegram import LocalTelegram, running_local_telegram
+from sandbox.telegram import CallbackAnswer, LocalTelegram, running_local_telegram
+from sandbox.telegram_html import FormattedText, parse_html
 from sandbox.terminal import render_text, run_terminal_chat
 
 USER = 42
@@ -69,15 +74,19 @@ async def bot(tg: LocalTelegram) -> AsyncIterator[Bot]:
 
 
 @asynccontextmanager
-async def polling(dp: Dispatcher, bot: Bot) -> AsyncIterator[None]:
-    """Run the dispatcher's long polling against the local server for the block's duration."""
+async def polling(dp: Dispatcher, bot: Bot, tg: LocalTelegram) -> AsyncIterator[None]:
+    """Run the dispatcher's long polling against the local server for the block's duration.
+
+    Stopped with ``stop_polling``: cancelling the ``start_polling`` task would leave aiogram's
+    inner per-bot polling tasks running.
+    """
     task = asyncio.create_task(dp.start_polling(bot, handle_signals=False, close_bot_session=False))
+    await tg.wait_for(lambda: tg.waiting_polls)  # listening, so stop_polling is valid
     try:
         yield
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        await dp.stop_polling()
+        await task
 
 
 def keyboard(*buttons: tuple[str, str]) -> InlineKeyboardMarkup:
@@ -183,6 +192,13 @@ async def test_html_accepts_what_telegram_accepts(tg: LocalTelegram, bot: Bot) -
     assert {e.type for e in sent.entities or []} == {"spoiler", "pre", "blockquote"}
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_escaped_text_parses_back_to_itself(text: str) -> None:
+    """``html.escape`` (what our rendering uses) is always enough for Telegram's parser."""
+    assert parse_html(html.escape(text)) == FormattedText(text, [])
+
+
 @pytest.mark.parametrize(
     ("data", "accepted"),
     [("x" * 64, True), ("x" * 65, False), ("é" * 32, True), ("é" * 33, False)],
@@ -268,7 +284,7 @@ async def test_chat_action_validates_action(tg: LocalTelegram, bot: Bot) -> None
 # --------------------------------------------------------------------------- failures
 
 
-async def test_flood_limit_per_chat_and_recovery_after_retry_after(bot: Bot) -> None:
+async def test_flood_limit_per_chat_and_recovery_after_retry_after() -> None:
     clock = ManualClock()
     async with running_local_telegram(clock=clock) as tg:
         tg.add_user(USER)
@@ -373,7 +389,7 @@ async def test_long_polling_delivers_a_message_to_a_handler(tg: LocalTelegram, b
         assert message.from_user is not None
         await message.answer(f"Hallo, <b>{message.from_user.first_name}</b>")
 
-    async with polling(dp, bot):
+    async with polling(dp, bot, tg):
         tg.user_sends(USER, "/start", first_name="Bob", language_code="de")
         reply = await tg.wait_for_bot_message(USER)
         await tg.wait_for(lambda: not tg.pending_updates())  # confirmed by the next offset
@@ -422,7 +438,7 @@ async def test_group_channel_and_edited_updates(tg: LocalTelegram, bot: Bot) -> 
 
 
 async def test_button_press_round_trip(tg: LocalTelegram, bot: Bot) -> None:
-    async with polling(echo_dispatcher(), bot):
+    async with polling(echo_dispatcher(), bot, tg):
         tg.user_sends(USER, "hi")
         message = await tg.wait_for_bot_message(USER)
         assert message.buttons == [("Again", "again")]
@@ -454,6 +470,45 @@ async def test_edit_rules(tg: LocalTelegram, bot: Bot) -> None:
         await bot.edit_message_text("x", chat_id=USER, message_id=999)
 
 
+async def test_edit_reply_markup(tg: LocalTelegram, bot: Bot) -> None:
+    tg.add_user(USER)
+    sent = await bot.send_message(USER, "Key revoked", reply_markup=keyboard(("Update key", "upd")))
+    await bot.edit_message_reply_markup(chat_id=USER, message_id=sent.message_id)
+    assert tg.message(USER, sent.message_id).buttons == []
+    with pytest.raises(TelegramBadRequest, match="message is not modified"):
+        await bot.edit_message_reply_markup(chat_id=USER, message_id=sent.message_id)
+
+
+async def test_forged_callback_on_a_deleted_message(tg: LocalTelegram, bot: Bot) -> None:
+    tg.add_user(USER)
+    sent = await bot.send_message(USER, "Delete key?", reply_markup=keyboard(("Yes", "del:1")))
+    await bot.delete_message(USER, sent.message_id)
+    query_id = tg.user_sends_callback(USER, sent.message_id, "del:999")
+    [update] = await bot.get_updates()
+    assert update.callback_query is not None
+    assert (update.callback_query.id, update.callback_query.data) == (query_id, "del:999")
+    assert isinstance(update.callback_query.message, InaccessibleMessage)
+    await bot.answer_callback_query(query_id, text="That message is gone", show_alert=True)
+    assert tg.callback_answer(query_id) == CallbackAnswer(
+        query_id, "That message is gone", True, None, USER, sent.message_id
+    )
+
+
+async def test_webhook_is_stored_and_blocks_polling(tg: LocalTelegram, bot: Bot) -> None:
+    with pytest.raises(TelegramBadRequest, match="An HTTPS URL must be provided"):
+        await bot.set_webhook("http://example.com/hook")
+    await bot.set_webhook("https://example.com/hook", secret_token="s3cret")
+    assert (await bot.get_webhook_info()).url == "https://example.com/hook"
+    assert tg.webhook is not None and tg.webhook["secret_token"] == "s3cret"
+    with pytest.raises(TelegramConflictError, match="webhook is active"):
+        await bot.get_updates()
+
+    tg.user_sends(USER, "queued while the webhook was set")
+    await bot.delete_webhook(drop_pending_updates=True)
+    assert tg.pending_updates() == []
+    assert await bot.get_updates() == []
+
+
 async def test_bot_deletes_the_users_secret_message(tg: LocalTelegram, bot: Bot) -> None:
     update = tg.user_sends(USER, "secret: s3cr3t")
     await bot.delete_message(USER, update["message"]["message_id"])
@@ -464,7 +519,7 @@ async def test_bot_deletes_the_users_secret_message(tg: LocalTelegram, bot: Bot)
 
 async def test_wait_for_reports_the_conversation_on_timeout(tg: LocalTelegram) -> None:
     tg.user_sends(USER, "is anybody there?")
-    with pytest.raises(AssertionError, match="is anybody there"):
+    with pytest.raises(AssertionError, match=r"chat 42 \(private\):\n  #1 user 42: 'is anybody there\?'"):
         await tg.wait_for(lambda: False, timeout=0.01)
 
 
@@ -492,7 +547,7 @@ async def test_terminal_chat_relays_both_ways(tg: LocalTelegram, bot: Bot) -> No
         yield "9"
         yield "/quit"
 
-    async with polling(echo_dispatcher(), bot):
+    async with polling(echo_dispatcher(), bot, tg):
         await run_terminal_chat(
             tg, USER, banner="Local chat. /quit exits.", input_func=typed_lines().__anext__, output=out
         )

@@ -27,10 +27,12 @@ import string
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
+from http import HTTPStatus
 from typing import Any, ClassVar, Literal, get_args
 from urllib.parse import parse_qsl
 
@@ -72,6 +74,12 @@ def decimals(step: Decimal) -> int:
     """Number of decimal places a tick or step size allows."""
     exponent = step.normalize().as_tuple().exponent
     return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def parse_side(value: object) -> Side | None:
+    """``"BUY"``/``"Buy"``/``"buy"`` → ``"buy"``; anything else → None."""
+    side = str(value).lower()
+    return "buy" if side == "buy" else "sell" if side == "sell" else None
 
 
 def ms(moment: datetime) -> int:
@@ -326,8 +334,9 @@ class Reply:
         )
 
 
-def html_reply(status: int, title: str, detail: str = "") -> Reply:
+def html_reply(status: int, detail: str = "") -> Reply:
     """A gateway/CDN error page: no JSON, so ccxt falls back to its HTTP-status table."""
+    title = HTTPStatus(status).phrase
     page = (
         f"<html><head><title>{status} {title}</title></head><body><center><h1>{status} {title}</h1>"
         f"</center>{detail}<hr><center>nginx</center></body></html>"
@@ -384,7 +393,6 @@ class Call:
     api_key: str | None = None
     credentials: Credentials | None = None
     weight: int = 0
-    pool_used: int | None = None
     key_used: int | None = None
 
     @property
@@ -473,6 +481,8 @@ class LocalExchange(ABC):
     """
 
     exchange_id: ClassVar[str]
+    api_key_header: ClassVar[str]
+    uses_passphrase: ClassVar[bool] = False
     pools: ClassVar[Mapping[str, Pool]]
     primary_pool: ClassVar[str]
     main_wallet: ClassVar[str] = "spot"
@@ -566,16 +576,19 @@ class LocalExchange(ABC):
         """Echo the caller's used weight in the pool's header (Binance's ``X-MBX-USED-WEIGHT-1M``)."""
         if call.endpoint is None:
             return
-        pool = call.endpoint.pool or self.primary_pool
+        pool = self.pool_of(call.endpoint)
         header = self.pools[pool].header
         if header:
             reply.headers[header] = str(self.used_weight_in(pool, call.ip))
 
+    def pool_of(self, endpoint: Endpoint) -> str:
+        return endpoint.pool or self.primary_pool
+
     def not_found(self, call: Call) -> Reply:
-        return html_reply(404, "Not Found")
+        return html_reply(404)
 
     def gateway_timeout(self) -> Reply:
-        return html_reply(504, "Gateway Time-out")
+        return html_reply(504)
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -583,10 +596,11 @@ class LocalExchange(ABC):
         app = web.Application()
         app.router.add_route("*", "/__control/{action:.*}", self._control)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
+        self._closed = asyncio.Event()
         bound_host, bound_port = self._runner.addresses[0][:2]
         self.url = f"http://{bound_host}:{bound_port}"
         return self.url
@@ -629,7 +643,7 @@ class LocalExchange(ABC):
         key = LocalKey(
             api_key=api_key or generated[0],
             secret=secret or generated[1],
-            passphrase=passphrase if passphrase is not None else generated[2],
+            passphrase=(passphrase or generated[2]) if self.uses_passphrase else None,
             uid=str(100_000_000 + len(self.keys) * 7919 + 1),
             label=f"keysentry-{len(self.keys) + 1}",
             created_at=created,
@@ -719,6 +733,13 @@ class LocalExchange(ABC):
             (m for m in self.markets.values() if m.id == market_id and m.is_contract == contract),
             None,
         )
+
+    def usd_price(self, asset: str) -> Decimal:
+        """Value of one unit in USD, from the asset's USDT spot market (0 when not listed)."""
+        if asset in ("USDT", "USDC", "USD"):
+            return Decimal(1)
+        market = self.markets.get(f"{asset}/USDT")
+        return market.price if market else Decimal(0)
 
     def set_price(self, symbol: str, price: float | str) -> None:
         """Move one market's last price; tickers and the 24h change follow it."""
@@ -810,7 +831,15 @@ class LocalExchange(ABC):
                 return order
         return None
 
-    def cancel(self, order: LocalOrder) -> None:
+    def cancel_order(self, api_key: str, order_id: str) -> bool:
+        """Cancel one of the key's orders as the exchange would; False if it has no such open order."""
+        order = self.orders.get(order_id)
+        if order is None or order.api_key != api_key:
+            return False
+        self.drop_order(order)
+        return True
+
+    def drop_order(self, order: LocalOrder) -> None:
         """Remove the order and give its locked funds back."""
         del self.orders[order.order_id]
         holding = self.key(order.api_key).holding(order.wallet, order.locked_asset)
@@ -877,6 +906,10 @@ class LocalExchange(ABC):
     def used_weight_in(self, pool: str, ip: str = "127.0.0.1") -> int:
         return self._counter.used((pool, ip), self.pools[pool].window_s)
 
+    def used_by_key(self, api_key: str, path: str) -> int:
+        """Requests one key made to one endpoint in the current per-key window (Bybit/OKX limits)."""
+        return self._counter.used(("key", api_key, path), self.key_window_s)
+
     def seconds_to_reset(self, pool: str | None = None) -> float:
         return self._counter.seconds_left(self.pools[pool or self.primary_pool].window_s)
 
@@ -891,10 +924,8 @@ class LocalExchange(ABC):
             if request.content_type == "application/x-www-form-urlencoded":
                 params.update(parse_qsl(raw_body, keep_blank_values=True))
             else:
-                try:
+                with suppress(ValueError):
                     body = json.loads(raw_body)
-                except ValueError:
-                    body = None
                 if isinstance(body, dict):
                     params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()})
         call = Call(
@@ -906,6 +937,7 @@ class LocalExchange(ABC):
             raw_body=raw_body,
             params=params,
             body=body,
+            api_key=request.headers.get(self.api_key_header),
         )
         reply = await self._serve(call)
         self.decorate(call, reply)
@@ -957,7 +989,7 @@ class LocalExchange(ABC):
         return None
 
     async def _wait(self, seconds: float, *, releasable: bool) -> bool:
-        """Sleep that :meth:`close` (and, if releasable, :meth:`release_hung`) cuts short; True if cut."""
+        """Sleep that :meth:`close` (and, if releasable, :meth:`release_hung`) ends early; True if it did."""
         events = [self._closed.wait()] + ([self._release.wait()] if releasable else [])
         tasks = [asyncio.ensure_future(waiter) for waiter in events]
         done, pending = await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -967,12 +999,12 @@ class LocalExchange(ABC):
 
     def _charge_pool(self, call: Call, endpoint: Endpoint) -> Reply | None:
         """Count the request's weight against its pool; over the limit → rate-limit (then ban) reply."""
-        pool_name = endpoint.pool or self.primary_pool
+        pool_name = self.pool_of(endpoint)
         pool = self.pools[pool_name]
         call.weight = endpoint.weight_for(call.params)
-        call.pool_used = self._counter.add((pool_name, call.ip), pool.window_s, call.weight)
+        used = self._counter.add((pool_name, call.ip), pool.window_s, call.weight)
         limit = self.limits[pool_name]
-        if limit is None or call.pool_used <= limit:
+        if limit is None or used <= limit:
             return None
         strikes = self._counter.add(("strikes", call.ip), pool.window_s, 1)
         if self.ban_after_strikes is not None and strikes > self.ban_after_strikes:
@@ -996,7 +1028,7 @@ class LocalExchange(ABC):
         credentials = self.read_credentials(call)
         if isinstance(credentials, Reply):
             raise Rejected(credentials)
-        call.api_key, call.credentials = credentials.api_key, credentials
+        call.credentials = credentials
         key = self.keys.get(credentials.api_key)
 
         def fail(failure: AuthFailure) -> Rejected:
@@ -1032,7 +1064,8 @@ class LocalExchange(ABC):
         """JSON mirror of the Python API so another process can drive the fake.
 
         ``GET state|orders?api_key=|requests``; ``POST keys|keys/<key>/state|balances|faults|release|
-        prices|orders|weight_limit``; ``DELETE faults``. Bad input → 400 ``{"error": ...}``.
+        prices|orders|weight_limit``; ``DELETE faults|orders/<id>?api_key=``. Bad input → 400
+        ``{"error": ...}``, unknown action → 404.
         """
         action = request.match_info["action"].strip("/")
         try:
@@ -1064,7 +1097,7 @@ class LocalExchange(ABC):
             case "GET", ["orders"]:
                 return self.open_orders(query["api_key"])
             case "GET", ["requests"]:
-                return [record.__dict__ for record in self.requests]
+                return [asdict(record) for record in self.requests]
             case "POST", ["keys"]:
                 key = self.add_key(
                     payload.get("api_key"),
@@ -1116,6 +1149,8 @@ class LocalExchange(ABC):
                     client_order_id=payload.get("client_order_id"),
                 )
                 return {"order_id": order_id}
+            case "DELETE", ["orders", order_id]:
+                return {"cancelled": self.cancel_order(query["api_key"], order_id)}
             case "POST", ["weight_limit"]:
                 self.weight_limit = payload["limit"]
                 return {"ok": True}

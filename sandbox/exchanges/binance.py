@@ -7,7 +7,8 @@ everything before it. Binance signs query string + body concatenated, so either 
 Weights are Binance's documented IP weights, counted per IP per minute in separate buckets for ``/api``
 (``X-MBX-USED-WEIGHT-1M``, default limit 6000), ``/sapi`` (``X-SAPI-USED-IP-WEIGHT-1M``, 12000) and
 ``/fapi`` (``X-MBX-USED-WEIGHT-1M``, 2400). Going over answers 429 ``-1003`` with ``Retry-After``; more than
-``ban_after_strikes`` 429s within one window earn a 418 IP ban for ``ban_seconds``.
+``ban_after_strikes`` 429s within one window earn a 418 IP ban for ``ban_seconds``. ``/dapi`` serves only
+time and an empty exchangeInfo, because ccxt's default ``load_markets`` asks for coin-margined markets.
 
 Key states: unknown/revoked, IP not whitelisted and missing permission all answer 401 ``-2015`` (Binance
 does not tell them apart). ``expired`` models the 30-day rule for keys without an IP whitelist: spot
@@ -43,6 +44,7 @@ from .base import (
     hmac_hex,
     html_reply,
     ms,
+    parse_side,
     random_token,
 )
 
@@ -68,6 +70,7 @@ def _ticker_weight(with_symbol: int, few: int, many: int) -> Callable[[Mapping[s
 
 class LocalBinance(LocalExchange):
     exchange_id = "binance"
+    api_key_header = "X-MBX-APIKEY"
     pools: ClassVar = {
         "api": Pool(60, 6000, "X-MBX-USED-WEIGHT-1M"),
         "sapi": Pool(60, 12000, "X-SAPI-USED-IP-WEIGHT-1M"),
@@ -108,7 +111,7 @@ class LocalBinance(LocalExchange):
         return Reply(status, {"code": code, "msg": msg}, headers=headers or {}, error_code=str(code))
 
     def read_credentials(self, call: Call) -> Credentials | Reply:
-        api_key = call.headers.get("X-MBX-APIKEY")
+        api_key = call.api_key
         if not api_key:
             return self.error(401, -2014, "API-key format invalid.")
         signature, unsigned = None, []
@@ -154,7 +157,7 @@ class LocalBinance(LocalExchange):
     def fault_reply(self, fault: Fault, call: Call) -> Reply:
         match fault.kind:
             case "status_5xx" if fault.status is not None:
-                return html_reply(fault.status, "Service Unavailable")
+                return html_reply(fault.status)
             case "status_5xx":
                 return self.error(
                     503, -1001, "Internal error; unable to process your request. Please try again."
@@ -162,18 +165,18 @@ class LocalBinance(LocalExchange):
             case "maintenance":
                 return self.error(503, 1, "System is under maintenance.")
             case "rate_limit":
-                return self.rate_limit_reply(call, self.seconds_to_reset(self.pool_of(call)))
+                return self.rate_limit_reply(call, self.seconds_to_reset(self.call_pool(call)))
             case _:
                 return self.ban_reply(call, self.ban_seconds)
 
-    def pool_of(self, call: Call) -> str:
-        return (call.endpoint.pool if call.endpoint else None) or self.primary_pool
+    def call_pool(self, call: Call) -> str:
+        return self.pool_of(call.endpoint) if call.endpoint else self.primary_pool
 
     def rate_limit_reply(self, call: Call, retry_after_s: float) -> Reply:
         return self.error(
             429,
             -1003,
-            f"Too much request weight used; current limit is {self.limits[self.pool_of(call)]} "
+            f"Too much request weight used; current limit is {self.limits[self.call_pool(call)]} "
             "request weight per 1 MINUTE. "
             "Please use WebSocket Streams for live updates to avoid polling the API.",
             {"Retry-After": str(max(1, round(retry_after_s)))},
@@ -706,8 +709,8 @@ class LocalBinance(LocalExchange):
         if not call.params.get("symbol"):
             return self.mandatory("symbol")
         market = self.require_market(call.params["symbol"], contract)
-        side = call.params.get("side", "").lower()
-        if side not in ("buy", "sell"):
+        side = parse_side(call.params.get("side"))
+        if side is None:
             return self.mandatory("side")
         if call.params.get("type") != "LIMIT":
             return self.error(400, -1116, "Invalid orderType.")
@@ -738,7 +741,7 @@ class LocalBinance(LocalExchange):
         order = self.find_order(key, market, order_id, client_id)
         if order is None:
             return self.error(400, -2011, "Unknown order sent.")
-        self.cancel(order)
+        self.drop_order(order)
         body = self.order_json(order, status="CANCELED")
         if not contract:
             body |= {"origClientOrderId": order.client_order_id, "transactTime": self.now_ms()}

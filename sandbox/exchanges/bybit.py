@@ -39,26 +39,43 @@ from .base import (
     Pool,
     Rejected,
     Reply,
+    decimals,
     hmac_hex,
     html_reply,
     iso_z,
     ms,
+    parse_side,
     plain,
     random_token,
 )
 
 KEY_LIFETIME_DAYS = 90
 DEFAULT_RECV_WINDOW_MS = 5000
-PERMISSION_GROUPS = ("Options", "Derivatives", "CopyTrading", "BlockTrade", "Exchange", "NFT", "Affiliate", "Earn")
+PERMISSION_GROUPS = (
+    "Options",
+    "Derivatives",
+    "CopyTrading",
+    "BlockTrade",
+    "Exchange",
+    "NFT",
+    "Affiliate",
+    "Earn",
+)
 
 
 class LocalBybit(LocalExchange):
     exchange_id = "bybit"
+    api_key_header = "X-BAPI-API-KEY"
     pools: ClassVar = {"ip": Pool(5, 600)}
     primary_pool = "ip"
     main_wallet = "unified"
     key_window_s = 1.0
-    market_overrides: ClassVar = {"BTC/USDT:USDT": {"min_notional": "5"}, "ETH/USDT:USDT": {"min_notional": "5"}}
+    ban_after_strikes = 0  # going over the per-IP limit bans the IP straight away
+    ban_seconds = 600.0
+    market_overrides: ClassVar = {
+        "BTC/USDT:USDT": {"min_notional": "5"},
+        "ETH/USDT:USDT": {"min_notional": "5"},
+    }
 
     # ---- identity ---------------------------------------------------------------------------------
 
@@ -82,7 +99,9 @@ class LocalBybit(LocalExchange):
     # ---- wire format ------------------------------------------------------------------------------
 
     def ok(self, result: Any) -> Reply:
-        return Reply(json={"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": self.now_ms()})
+        return Reply(
+            json={"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": self.now_ms()}
+        )
 
     def error(self, code: int, msg: str) -> Reply:
         return Reply(
@@ -91,7 +110,7 @@ class LocalBybit(LocalExchange):
         )
 
     def read_credentials(self, call: Call) -> Credentials | Reply:
-        api_key = call.headers.get("X-BAPI-API-KEY", "")
+        api_key = call.api_key or ""
         timestamp = call.headers.get("X-BAPI-TIMESTAMP", "")
         signature = call.headers.get("X-BAPI-SIGN", "")
         recv_window = call.headers.get("X-BAPI-RECV-WINDOW", str(DEFAULT_RECV_WINDOW_MS))
@@ -104,7 +123,11 @@ class LocalBybit(LocalExchange):
         payload = call.raw_body if call.method == "POST" else call.raw_query
         try:
             return Credentials(
-                api_key, signature, f"{timestamp}{api_key}{recv_window}{payload}", int(timestamp), int(recv_window)
+                api_key,
+                signature,
+                f"{timestamp}{api_key}{recv_window}{payload}",
+                int(timestamp),
+                int(recv_window),
             )
         except ValueError:
             return self.skew_error(timestamp, recv_window)
@@ -138,24 +161,23 @@ class LocalBybit(LocalExchange):
     def fault_reply(self, fault: Fault, call: Call) -> Reply:
         match fault.kind:
             case "status_5xx":
-                return html_reply(fault.status or 502, "Bad Gateway")
+                return html_reply(fault.status or 502)
             case "maintenance":
-                return html_reply(503, "Service Unavailable", "<p>The system is under maintenance.</p>")
+                return html_reply(503, "<p>The system is under maintenance.</p>")
             case "rate_limit":
-                return self.error(10006, "Too many visits!")
+                return self.rate_limit_reply(call, self.key_window_s)
             case _:
-                return self.ban_reply(call, 600.0)
+                return self.ban_reply(call, self.ban_seconds)
 
     def rate_limit_reply(self, call: Call, retry_after_s: float) -> Reply:
-        """Per-key limits answer 10006; the per-IP limit is enforced upstream with a bare 403."""
-        if call.key_used is not None:
-            return self.error(10006, "Too many visits!")
-        return self.ban_reply(call, retry_after_s)
+        """Per-key limits answer 10006; the per-IP limit bans at once (``ban_after_strikes = 0``)."""
+        return self.error(10006, "Too many visits!")
 
     def ban_reply(self, call: Call, retry_after_s: float) -> Reply:
-        return html_reply(403, "Forbidden", "<p>access too frequent</p>")
+        return html_reply(403, "<p>access too frequent</p>")
 
     def decorate(self, call: Call, reply: Reply) -> None:
+        super().decorate(call, reply)
         endpoint = call.endpoint
         if endpoint is None or endpoint.key_limit is None or call.key_used is None:
             return
@@ -177,7 +199,9 @@ class LocalBybit(LocalExchange):
             ("GET", "/v5/account/wallet-balance"): Endpoint(self.wallet_balance, signed=True, key_limit=50),
             ("GET", "/v5/order/realtime"): Endpoint(self.list_orders, signed=True, key_limit=50),
             ("POST", "/v5/order/create"): Endpoint(self.create, signed=True, scope="trade", key_limit=10),
-            ("POST", "/v5/order/cancel"): Endpoint(self.cancel_by_request, signed=True, scope="trade", key_limit=10),
+            ("POST", "/v5/order/cancel"): Endpoint(
+                self.cancel_by_request, signed=True, scope="trade", key_limit=10
+            ),
         }
 
     # ---- market data ------------------------------------------------------------------------------
@@ -224,7 +248,7 @@ class LocalBybit(LocalExchange):
             "launchTime": "1585526400000",
             "deliveryTime": "0",
             "deliveryFeeRate": "",
-            "priceScale": str(-m.tick.normalize().as_tuple().exponent),
+            "priceScale": str(decimals(m.tick)),
             "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
             "priceFilter": {"minPrice": plain(m.tick), "maxPrice": "1999999.80", "tickSize": plain(m.tick)},
             "lotSizeFilter": {
@@ -248,7 +272,9 @@ class LocalBybit(LocalExchange):
         category, markets = self.category_markets(call)
         if call.params.get("status", "Trading") != "Trading":
             markets = []
-        return self.ok({"category": category, "list": [self.instrument(m) for m in markets], "nextPageCursor": ""})
+        return self.ok(
+            {"category": category, "list": [self.instrument(m) for m in markets], "nextPageCursor": ""}
+        )
 
     def ticker(self, m: Market) -> dict[str, Any]:
         volume = Decimal(1000)
@@ -295,7 +321,7 @@ class LocalBybit(LocalExchange):
         trade = key.trading_allowed
         expiry = self.key_expiry(key)
         wallet = ["AccountTransfer", "SubMemberTransfer"] + (["Withdraw"] if key.withdrawals_allowed else [])
-        permissions = {group: [] for group in PERMISSION_GROUPS} | {
+        permissions: dict[str, list[str]] = {group: [] for group in PERMISSION_GROUPS} | {
             "ContractTrade": ["Order", "Position"] if trade else [],
             "Spot": ["SpotTrade"] if trade else [],
             "Wallet": wallet,
@@ -346,22 +372,18 @@ class LocalBybit(LocalExchange):
             }
         )
 
-    def usd_price(self, asset: str) -> Decimal:
-        if asset in ("USDT", "USDC", "USD"):
-            return Decimal(1)
-        market = self.markets.get(f"{asset}/USDT")
-        return market.price if market else Decimal(0)
-
     def wallet_balance(self, call: Call) -> Reply:
-        """UNIFIED only. Spot orders hold coins in ``locked``, contract orders hold margin in ``totalOrderIM``;
-        ``availableToWithdraw`` is empty as on real UTA accounts since 2025."""
+        """UNIFIED only. Spot orders hold coins in ``locked``, contract orders hold margin in
+        ``totalOrderIM``; ``availableToWithdraw`` is empty as on real UTA accounts since 2025."""
         key = call.signed_key
         if call.params.get("accountType") != "UNIFIED":
             return self.error(10001, "accountType only support UNIFIED.")
         wanted = set(filter(None, call.params.get("coin", "").split(",")))
         order_margin: dict[str, Decimal] = {}
         for order in self.key_orders(key, contract=True):
-            order_margin[order.locked_asset] = order_margin.get(order.locked_asset, Decimal(0)) + order.locked_amount
+            order_margin[order.locked_asset] = (
+                order_margin.get(order.locked_asset, Decimal(0)) + order.locked_amount
+            )
         coins, equity, available, initial = [], Decimal(0), Decimal(0), Decimal(0)
         for asset, h in key.wallets.get(self.main_wallet, {}).items():
             if wanted and asset not in wanted:
@@ -450,7 +472,9 @@ class LocalBybit(LocalExchange):
         if category == "linear" and not (
             call.params.get("symbol") or call.params.get("settleCoin") or call.params.get("baseCoin")
         ):
-            return self.error(10001, "Missing some parameters that must be filled in, symbol or settleCoin or baseCoin")
+            return self.error(
+                10001, "Missing some parameters that must be filled in, symbol or settleCoin or baseCoin"
+            )
         settle = call.params.get("settleCoin")
         orders = [
             order
@@ -460,7 +484,9 @@ class LocalBybit(LocalExchange):
             and call.params.get("orderId", order.order_id) == order.order_id
             and call.params.get("orderLinkId", order.client_order_id) == order.client_order_id
         ]
-        return self.ok({"category": category, "list": [self.order_json(o) for o in orders], "nextPageCursor": ""})
+        return self.ok(
+            {"category": category, "list": [self.order_json(o) for o in orders], "nextPageCursor": ""}
+        )
 
     def single_market(self, call: Call) -> Market:
         if not call.params.get("symbol"):
@@ -472,8 +498,8 @@ class LocalBybit(LocalExchange):
 
     def create(self, call: Call) -> Reply:
         market = self.single_market(call)
-        side = call.params.get("side", "").lower()
-        if side not in ("buy", "sell"):
+        side = parse_side(call.params.get("side"))
+        if side is None:
             return self.error(10001, "params error: side invalid")
         if call.params.get("orderType") != "Limit":
             return self.error(10001, "params error: orderType invalid")
@@ -493,10 +519,12 @@ class LocalBybit(LocalExchange):
 
     def cancel_by_request(self, call: Call) -> Reply:
         market = self.single_market(call)
-        order = self.find_order(call.signed_key, market, call.params.get("orderId"), call.params.get("orderLinkId"))
+        order = self.find_order(
+            call.signed_key, market, call.params.get("orderId"), call.params.get("orderLinkId")
+        )
         if order is None:
             if market.is_contract:
                 return self.error(110001, "order not exists or too late to cancel")
             return self.error(170213, "Order does not exist.")
-        self.cancel(order)
+        self.drop_order(order)
         return self.ok({"orderId": order.order_id, "orderLinkId": order.client_order_id})

@@ -1,0 +1,506 @@
+"""/link and "Update API key": collect a key, verify it with the exchange, then save it.
+
+Secrets are handled as little as possible: every message that may carry a key, secret or
+passphrase is deleted the moment it arrives and is never echoed; between steps the parts
+collected so far live in the FSM data only as one vault-sealed blob; nothing is stored in a
+connection until the exchange has accepted the key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from contextlib import suppress
+from datetime import datetime
+from html import escape
+
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
+from aiogram.filters import Command, CommandObject, StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.callbacks import ConnCb, ExchangeCb, ExchangePageCb, LinkStepCb, StartLinkCb
+from bot.context import AppContext
+from bot.texts import connection_title, verdict_advice, verdict_reason
+from handlers.status import balance_summary
+from services.connections import owned_connection
+from services.exchanges import PREFERRED, display_name, needs_passphrase, supported_exchanges
+from services.models import User
+from services.probes import KeyInfo, ProbeResult, key_warnings
+from services.refresh import verify_and_store
+from services.vault import Credentials, mask
+from services.verdicts import Verdict
+
+router = Router(name="link")
+
+EXCHANGES_PER_PAGE = 24
+LABEL_MAX = 64
+KEY_MAX = 256
+# Keys and secrets are printable ASCII without spaces on every exchange; passphrases may hold spaces.
+_KEY_CHARS = re.compile(r"[\x21-\x7e]+")
+_PASSPHRASE_CHARS = re.compile(r"[\x20-\x7e]+")
+_NOT_COMMAND = ~F.text.startswith("/")
+
+
+class LinkFlow(StatesGroup):
+    """Wizard steps; the key steps serve both /link and Update API key (``cid`` set in the data)."""
+
+    exchange = State()
+    label = State()
+    api_key = State()
+    secret = State()
+    passphrase = State()
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def parse_exchange(text: str) -> str | None:
+    """A supported exchange id from what the user typed (``binance``, ``OKX``), else None."""
+    wanted = text.strip().lower()
+    return wanted if wanted in supported_exchanges() else None
+
+
+def key_problem(text: str | None, *, passphrase: bool = False) -> str | None:
+    """Why ``text`` cannot be a key/secret/passphrase, in words for the user; None if it can."""
+    if not text or not text.strip():
+        return _("Send it as a plain text message.")
+    value = text.strip()
+    if len(value) > KEY_MAX:
+        return _("That is too long for an API key (at most {n} characters).").format(n=KEY_MAX)
+    pattern = _PASSPHRASE_CHARS if passphrase else _KEY_CHARS
+    if not pattern.fullmatch(value):
+        return _("API keys are letters, digits and symbols only: no spaces, emoji or other characters.")
+    return None
+
+
+def label_problem(text: str | None) -> str | None:
+    if not text or not text.strip():
+        return _("Send the label as text, or press Skip.")
+    if len(text.strip()) > LABEL_MAX:
+        return _("Labels are at most {n} characters.").format(n=LABEL_MAX)
+    if not text.strip().isprintable():
+        return _("Labels are one line of ordinary text.")
+    return None
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def exchange_keyboard(page: int) -> InlineKeyboardMarkup:
+    """Page 0: the big three and "More…"; pages 1+: every other supported exchange, 24 at a time."""
+    keyboard = InlineKeyboardBuilder()
+    others = [e for e in supported_exchanges() if e not in PREFERRED]
+    pages = math.ceil(len(others) / EXCHANGES_PER_PAGE)
+    page = min(max(page, 0), pages)
+    if page == 0:
+        for exchange in PREFERRED:
+            keyboard.button(text=display_name(exchange), callback_data=ExchangeCb(exchange=exchange))
+        keyboard.button(text=_("More…"), callback_data=ExchangePageCb(page=1))
+        widths = [len(PREFERRED), 1]
+    else:
+        shown = others[(page - 1) * EXCHANGES_PER_PAGE : page * EXCHANGES_PER_PAGE]
+        for exchange in shown:
+            keyboard.button(text=display_name(exchange), callback_data=ExchangeCb(exchange=exchange))
+        keyboard.button(text="‹", callback_data=ExchangePageCb(page=page - 1))
+        if page < pages:
+            keyboard.button(text="›", callback_data=ExchangePageCb(page=page + 1))
+        widths = [3] * math.ceil(len(shown) / 3) + [2 if page < pages else 1]
+    keyboard.button(text=_("Cancel"), callback_data=LinkStepCb(step="cancel"))
+    keyboard.adjust(*widths, 1)
+    return keyboard.as_markup()
+
+
+def _buttons(*steps: tuple[str, str]) -> InlineKeyboardMarkup:
+    keyboard = InlineKeyboardBuilder()
+    for text, step in steps:
+        keyboard.button(text=text, callback_data=LinkStepCb(step=step))
+    return keyboard.as_markup()
+
+
+def _cancel_button() -> InlineKeyboardMarkup:
+    return _buttons((_("Cancel"), "cancel"))
+
+
+def key_prompt(exchange: str) -> str:
+    return "\n\n".join(
+        [
+            _("Now send the <b>API key</b> of your {exchange} account.").format(
+                exchange=escape(display_name(exchange))
+            ),
+            _(
+                "Create it by hand in the exchange's API management. Do not use “Fast Connect” "
+                "(one-tap OAuth linking) for a sub-account, or if you live in a country where "
+                "futures trading is not allowed: it links the wrong account or fails. "
+                "A read-only key is enough for monitoring; one-tap order cancellation needs "
+                "the “Trade” permission. Never enable withdrawals."
+            ),
+            _("I delete every message with a key or secret the moment it arrives."),
+        ]
+    )
+
+
+def permissions_line(info: KeyInfo) -> str:
+    names = list(info.permissions) or [_("read")]
+    return _("Permissions: {list}").format(list=escape(", ".join(names)))
+
+
+def warning_lines(exchange: str, info: KeyInfo, now: datetime) -> list[str]:
+    """What to fix about the key, most dangerous first, with the policy date where there is one."""
+    lines = []
+    for warning in key_warnings(exchange, info, now):
+        when = warning.due.strftime("%Y-%m-%d") if warning.due else ""
+        if warning.code == "withdraw_enabled":
+            lines.insert(
+                0,
+                "⚠️ "
+                + _(
+                    "<b>Withdrawals are enabled</b> on this key: whoever gets it can move your funds "
+                    "out. keysentry never needs that; create a key without withdrawals."
+                ),
+            )
+        elif warning.code == "no_ip_restriction" and when:
+            lines.append(
+                "⚠️ "
+                + _(
+                    "No IP whitelist: under {exchange}'s policy such a key stops working (or loses "
+                    "trading) on {date}. Whitelist keysentry's IP to keep it working."
+                ).format(exchange=escape(display_name(exchange)), date=when)
+            )
+        elif warning.code == "no_ip_restriction":
+            lines.append("⚠️ " + _("No IP whitelist: anyone who gets this key can use it from anywhere."))
+        elif warning.code == "expires_soon" and when:
+            lines.append("⏰ " + _("The key expires on {date}.").format(date=when))
+        elif warning.code == "read_only":
+            lines.append(_("Read-only key: monitoring works; cancelling orders from here needs “Trade”."))
+    return lines
+
+
+def verified_text(exchange: str, label: str, result: ProbeResult, key_hint: str, *, updated: bool) -> str:
+    title = connection_title(exchange, label)
+    head = (
+        _("✅ New key saved for <b>{title}</b>. Same connection, history kept.")
+        if updated
+        else _("✅ <b>{title}</b> linked. I check it around the clock and tell you here when it breaks.")
+    ).format(title=title)
+    lines = [head, _("Key: {hint}").format(hint=f"<code>{escape(key_hint)}</code>")]
+    lines.append(_("Balance: {summary}").format(summary=balance_summary(result.balances or {}, top=3)))
+    if result.key_info is not None:
+        lines.append(permissions_line(result.key_info))
+        lines += warning_lines(exchange, result.key_info, result.checked_at)
+    lines.append(_("Everything at a glance: /status"))
+    return "\n".join(lines)
+
+
+def rejected_text(exchange: str, result: ProbeResult, *, updated: bool) -> str:
+    outcome = (
+        _("Nothing changed: the old key stays.") if updated else _("Nothing was saved. Try again: /link")
+    )
+    return "\n".join(
+        [
+            "❌ "
+            + _("{exchange} did not accept the key: {reason}.").format(
+                exchange=escape(display_name(exchange)), reason=verdict_reason(result.verdict)
+            ),
+            verdict_advice(result.verdict, result.detail),
+            outcome,
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------- flow helpers
+
+
+async def forget(message: Message) -> None:
+    """Delete a message that may hold a secret; if Telegram refuses, ask the user to do it."""
+    try:
+        await message.delete()
+    except TelegramAPIError:
+        await message.answer(_("I could not delete your message with the key: please delete it yourself."))
+
+
+async def begin(message: Message, state: FSMContext) -> None:
+    await state.clear()
+    await state.set_state(LinkFlow.exchange)
+    await message.answer(
+        _("Which exchange is the key from? Tap it, or type its name."), reply_markup=exchange_keyboard(0)
+    )
+
+
+async def ask_label(message: Message, state: FSMContext, exchange: str, *, edit: bool = False) -> None:
+    await state.set_state(LinkFlow.label)
+    await state.update_data(exchange=exchange)
+    text = _(
+        "<b>{exchange}</b>. Give this connection a label, e.g. “Main” or “Grid bot” "
+        "(up to {n} characters), or press Skip."
+    ).format(exchange=escape(display_name(exchange)), n=LABEL_MAX)
+    markup = _buttons((_("Skip"), "skip"), (_("Cancel"), "cancel"))
+    if edit:
+        await message.edit_text(text, reply_markup=markup)
+    else:
+        await message.answer(text, reply_markup=markup)
+
+
+async def ask_key(message: Message, state: FSMContext, label: str) -> None:
+    data = await state.update_data(label=label)
+    await state.set_state(LinkFlow.api_key)
+    await message.answer(key_prompt(data["exchange"]), reply_markup=_cancel_button())
+
+
+async def finish(
+    message: Message, state: FSMContext, app: AppContext, user: User, bot: Bot, credentials: Credentials
+) -> None:
+    """The last step of both flows: verify, then save a new connection or swap the key in place."""
+    data = await state.get_data()
+    await state.clear()
+    await verify_and_save(
+        message, app, user, bot, data["exchange"], data.get("label", ""), credentials, cid=data.get("cid")
+    )
+
+
+async def verify_and_save(
+    message: Message,
+    app: AppContext,
+    user: User,
+    bot: Bot,
+    exchange: str,
+    label: str,
+    credentials: Credentials,
+    *,
+    cid: int | None = None,
+) -> None:
+    assert app.hub is not None
+    with suppress(TelegramAPIError):  # only a courtesy while the exchange answers
+        await bot.send_chat_action(message.chat.id, "typing")
+    outcome = await verify_and_store(
+        app.sessions,
+        app.vault,
+        app.hub,
+        app.clock,
+        user_id=user.id,
+        exchange=exchange,
+        label=label,
+        credentials=credentials,
+        connection_id=cid,
+    )
+    updated = cid is not None
+    if outcome.result.verdict is not Verdict.OK:
+        text = rejected_text(exchange, outcome.result, updated=updated)
+    elif outcome.saved is None:
+        text = _("That connection no longer exists; nothing was saved.")
+    else:
+        text = verified_text(
+            exchange, outcome.saved, outcome.result, mask(credentials.api_key), updated=updated
+        )
+    await message.answer(text)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@router.message(Command("cancel"))
+async def cancel(message: Message, state: FSMContext) -> None:
+    if await state.get_state() is None:
+        await message.answer(_("Nothing to cancel."))
+        return
+    await state.clear()
+    await message.answer(_("Cancelled. Nothing was saved."))
+
+
+@router.message(Command("link"))
+async def link_command(
+    message: Message, command: CommandObject, state: FSMContext, app: AppContext, user: User, bot: Bot
+) -> None:
+    """``/link`` starts the wizard; ``/link okx`` skips the exchange step; with keys it is one-shot."""
+    args = (command.args or "").split()
+    if len(args) > 1:
+        await forget(message)
+    if not args:
+        await begin(message, state)
+        return
+    exchange = parse_exchange(args[0])
+    if exchange is None:
+        await message.answer(
+            _("I do not know the exchange “{name}”. Send /link and pick it from the list.").format(
+                name=escape(args[0][:32])
+            )
+        )
+        return
+    if len(args) == 1:
+        await ask_label(message, state, exchange)
+        return
+    wanted = 4 if needs_passphrase(exchange) else 3
+    if len(args) != wanted:
+        usage = "/link {exchange} KEY SECRET" + (" PASSPHRASE" if wanted == 4 else "")
+        await message.answer(
+            _("Usage: <code>{usage}</code> in one message, or just /link for step by step.").format(
+                usage=escape(usage.format(exchange=exchange))
+            )
+        )
+        return
+    problems = [key_problem(args[1]), key_problem(args[2])]
+    if wanted == 4:
+        problems.append(key_problem(args[3], passphrase=True))
+    problem = next((p for p in problems if p), None)
+    if problem:
+        await message.answer(problem + " " + _("Nothing was saved."))
+        return
+    await state.clear()
+    credentials = Credentials(args[1], args[2], args[3] if wanted == 4 else None)
+    await verify_and_save(message, app, user, bot, exchange, "", credentials)
+
+
+@router.callback_query(StartLinkCb.filter())
+async def start_button(query: CallbackQuery, state: FSMContext) -> None:
+    await query.answer()
+    if isinstance(query.message, Message):
+        await begin(query.message, state)
+
+
+@router.callback_query(ConnCb.filter(F.action == "update"))
+async def update_button(
+    query: CallbackQuery, callback_data: ConnCb, state: FSMContext, app: AppContext, user: User
+) -> None:
+    """Update API key: the key steps of the wizard, for one existing connection."""
+    async with app.sessions() as session:
+        connection = await owned_connection(session, user.id, callback_data.cid)
+    if connection is None or connection.kind != "exchange" or not isinstance(query.message, Message):
+        await query.answer(_("Connection not found."), show_alert=True)
+        return
+    await query.answer()
+    await state.clear()
+    await state.update_data(cid=connection.id, exchange=connection.exchange, label=connection.label)
+    await state.set_state(LinkFlow.api_key)
+    await query.message.answer(
+        _("New key for <b>{title}</b>.").format(title=connection_title(connection.exchange, connection.label))
+        + "\n\n"
+        + key_prompt(connection.exchange),
+        reply_markup=_cancel_button(),
+    )
+
+
+# ----------------------------------------------------------------------------- wizard steps
+
+
+@router.callback_query(LinkStepCb.filter(F.step == "cancel"))
+async def cancel_button(query: CallbackQuery, state: FSMContext) -> None:
+    await state.clear()
+    await query.answer()
+    if isinstance(query.message, Message):
+        with suppress(TelegramBadRequest):
+            await query.message.edit_text(_("Cancelled. Nothing was saved."))
+
+
+@router.callback_query(StateFilter(LinkFlow.exchange), ExchangePageCb.filter())
+async def exchange_page(query: CallbackQuery, callback_data: ExchangePageCb) -> None:
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.edit_reply_markup(reply_markup=exchange_keyboard(callback_data.page))
+
+
+@router.callback_query(StateFilter(LinkFlow.exchange), ExchangeCb.filter())
+async def exchange_chosen(query: CallbackQuery, callback_data: ExchangeCb, state: FSMContext) -> None:
+    exchange = parse_exchange(callback_data.exchange)
+    if exchange is None or not isinstance(query.message, Message):
+        await query.answer(_("Unknown exchange."), show_alert=True)
+        return
+    await query.answer()
+    await ask_label(query.message, state, exchange, edit=True)
+
+
+@router.message(StateFilter(LinkFlow.exchange), _NOT_COMMAND)
+async def exchange_typed(message: Message, state: FSMContext) -> None:
+    exchange = parse_exchange(message.text or "")
+    if exchange is None:
+        await message.answer(
+            _("I do not know that exchange. Tap one of the buttons, or /cancel."),
+            reply_markup=exchange_keyboard(0),
+        )
+        return
+    await ask_label(message, state, exchange)
+
+
+@router.callback_query(StateFilter(LinkFlow.label), LinkStepCb.filter(F.step == "skip"))
+async def label_skipped(query: CallbackQuery, state: FSMContext) -> None:
+    await query.answer()
+    if isinstance(query.message, Message):
+        with suppress(TelegramBadRequest):
+            await query.message.edit_reply_markup(reply_markup=None)
+        await ask_key(query.message, state, "")
+
+
+@router.message(StateFilter(LinkFlow.label), _NOT_COMMAND)
+async def label_typed(message: Message, state: FSMContext) -> None:
+    problem = label_problem(message.text)
+    if problem:
+        await message.answer(problem, reply_markup=_buttons((_("Skip"), "skip"), (_("Cancel"), "cancel")))
+        return
+    await ask_key(message, state, " ".join((message.text or "").split()))
+
+
+@router.message(StateFilter(LinkFlow.api_key), _NOT_COMMAND)
+async def key_received(message: Message, state: FSMContext, app: AppContext) -> None:
+    await forget(message)
+    problem = key_problem(message.text)
+    if problem:
+        await message.answer(problem + " " + _("Send the API key again, or /cancel."))
+        return
+    api_key = (message.text or "").strip()
+    await state.update_data(sealed=app.vault.seal(Credentials(api_key, "")).decode())
+    await state.set_state(LinkFlow.secret)
+    await message.answer(
+        _("Got the key <code>{hint}</code> (message deleted). Now send the <b>secret</b>.").format(
+            hint=escape(mask(api_key))
+        ),
+        reply_markup=_cancel_button(),
+    )
+
+
+@router.message(StateFilter(LinkFlow.secret), _NOT_COMMAND)
+async def secret_received(message: Message, state: FSMContext, app: AppContext, user: User, bot: Bot) -> None:
+    await forget(message)
+    problem = key_problem(message.text)
+    if problem:
+        await message.answer(problem + " " + _("Send the secret again, or /cancel."))
+        return
+    data = await state.get_data()
+    credentials = Credentials(app.vault.open(data["sealed"].encode()).api_key, (message.text or "").strip())
+    if needs_passphrase(data["exchange"]):
+        await state.update_data(sealed=app.vault.seal(credentials).decode())
+        await state.set_state(LinkFlow.passphrase)
+        await message.answer(
+            _("Secret received (message deleted). Last step: the <b>passphrase</b> you chose for this key."),
+            reply_markup=_cancel_button(),
+        )
+        return
+    await finish(message, state, app, user, bot, credentials)
+
+
+@router.message(StateFilter(LinkFlow.passphrase), _NOT_COMMAND)
+async def passphrase_received(
+    message: Message, state: FSMContext, app: AppContext, user: User, bot: Bot
+) -> None:
+    await forget(message)
+    problem = key_problem(message.text, passphrase=True)
+    if problem:
+        await message.answer(problem + " " + _("Send the passphrase again, or /cancel."))
+        return
+    data = await state.get_data()
+    partial = app.vault.open(data["sealed"].encode())
+    credentials = Credentials(partial.api_key, partial.secret, (message.text or "").strip())
+    await finish(message, state, app, user, bot, credentials)
+
+
+_OUR_PREFIXES = frozenset(
+    {ExchangeCb.__prefix__, ExchangePageCb.__prefix__, LinkStepCb.__prefix__, StartLinkCb.__prefix__}
+)
+
+
+@router.callback_query(F.data.func(lambda data: (data or "").split(":", 1)[0] in _OUR_PREFIXES))
+async def stale_step(query: CallbackQuery) -> None:
+    """A wizard button from a step that is over (or forged data): say so, change nothing."""
+    await query.answer(_("This step is over. Send /link to start again."))

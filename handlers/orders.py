@@ -1,0 +1,441 @@
+"""/orders and the Orders button: open orders, what they lock, and cancelling orphans.
+
+Handlers only parse the button, call :mod:`services.orders` and render. A page holds at most
+:data:`PAGE_SIZE` orders so text (4096 characters) and keyboard stay inside Telegram's limits
+whatever the number of orders; every button names a stored row, never an order id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from html import escape
+
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.callbacks import ConnCb, OrdersCb
+from bot.context import AppContext
+from bot.texts import ago, connection_title
+from handlers.threecommas import threecommas_access
+from services.attribution import Attribution
+from services.deals_store import exchange_connections
+from services.locked_funds import Lock
+from services.models import ListedOrder, User
+from services.orders import (
+    CancelOutcome,
+    CancelResult,
+    Deps,
+    Listing,
+    ListingError,
+    cancel_all_orphans,
+    cancel_order,
+    list_orders,
+    load_listing,
+    row_lock,
+    total_freed,
+)
+
+router = Router(name="orders")
+
+PAGE_SIZE = 15
+MAX_TEXT = 4096
+MAX_FUND_LINES = 10
+
+
+def deps(app: AppContext) -> Deps:
+    assert app.hub is not None
+    return Deps(app.sessions, app.vault, app.hub, app.clock, threecommas_access(app))
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def num(value: Decimal | None) -> str:
+    """Plain decimal without exponent or trailing zeros (``0.01``, ``65000``)."""
+    if value is None:
+        return "?"
+    text = format(value.normalize(), "f")
+    return text
+
+
+def lock_text(lock: Lock) -> str:
+    if lock.amount is None:
+        return _("margin in {currency}").format(currency=escape(lock.currency))
+    return f"{num(lock.amount)} {escape(lock.currency)}"
+
+
+def _row_line(number: int, row: ListedOrder) -> str:
+    marks = {
+        Attribution.ACTIVE.value: "🟢 " + _("active deal"),
+        Attribution.ORPHAN.value: "🟠 " + _("orphan (finished deal)"),
+        Attribution.UNKNOWN.value: "⚪ " + _("unknown"),
+    }
+    mark = marks[row.attribution]
+    if row.outcome == CancelOutcome.CANCELLED:
+        mark = "✅ " + _("cancelled")
+    elif row.outcome is not None:
+        mark = "▫️ " + _("no longer open")
+    deal = f" · {escape(row.deal_ref)}" if row.deal_ref else ""
+    return (
+        f"{number}. {mark}{deal}\n"
+        f"    {row.side.upper()} {num(Decimal(row.amount))} {escape(row.symbol)} @ {num(Decimal(row.price))}"
+        f" · " + _("locks {what}").format(what=lock_text(row_lock(row)))
+    )
+
+
+def _funds_lines(listing: Listing) -> list[str]:
+    lines = []
+    for funds in listing.funds.currencies[:MAX_FUND_LINES]:
+        line = _("{currency}: {locked} locked by orders (orphans {orphans}) · free {free} of {total}").format(
+            currency=f"<b>{escape(funds.currency)}</b>",
+            locked=num(funds.locked_by_orders),
+            orphans=num(funds.locked_by_orphans),
+            free=num(funds.free),
+            total=num(funds.total),
+        )
+        if funds.locked_by_orphans and funds.free_after_cancelling_orphans is not None:
+            line += " → " + _("free {after} after cancelling orphans").format(
+                after=num(funds.free_after_cancelling_orphans)
+            )
+        lines.append(line)
+    hidden = len(listing.funds.currencies) - MAX_FUND_LINES
+    if hidden > 0:
+        lines.append(_("…and {n} more currencies").format(n=hidden))
+    if listing.funds.margin_orders:
+        lines.append(
+            _("{n} derivative orders hold margin that depends on leverage; not counted above.").format(
+                n=len(listing.funds.margin_orders)
+            )
+        )
+    return lines
+
+
+def _notes(listing: Listing) -> list[str]:
+    notes = listing.notes
+    if not notes.get("threecommas_linked"):
+        return [
+            "ℹ️ "
+            + _(
+                "No 3Commas account is mapped to this key, so no order can be matched to a deal "
+                "and none is offered as an orphan. Link 3Commas with /link3c."
+            )
+        ]
+    if not notes.get("threecommas_complete"):
+        return [
+            "⚠️ " + _("3Commas could not be read completely, so no order is offered as an orphan this time.")
+        ]
+    return []
+
+
+def page_count(listing: Listing) -> int:
+    return max(1, -(-len(listing.rows) // PAGE_SIZE))
+
+
+def render(listing: Listing, page: int, now_text: str, banner: str = "") -> tuple[str, InlineKeyboardMarkup]:
+    """One page of a listing: header, funds, the page's orders, and its buttons."""
+    pages = page_count(listing)
+    page = min(max(page, 0), pages - 1)
+    rows = listing.rows[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+    counts = {a.value: sum(1 for r in listing.rows if r.attribution == a.value) for a in Attribution}
+    title = connection_title(listing.connection.exchange, listing.connection.label)
+    head = [
+        *([banner, ""] if banner else []),
+        f"📋 <b>{title}</b> — "
+        + _("{n} open orders: 🟢 {active} active deal · 🟠 {orphan} orphan · ⚪ {unknown} unknown").format(
+            n=len(listing.rows),
+            active=counts["active"],
+            orphan=counts["orphan"],
+            unknown=counts["unknown"],
+        ),
+        *_notes(listing),
+    ]
+    funds = _funds_lines(listing)
+    body = [_row_line(page * PAGE_SIZE + i + 1, row) for i, row in enumerate(rows)]
+    foot = [_("Page {page}/{pages} · listed {when}").format(page=page + 1, pages=pages, when=now_text)]
+    text = "\n".join([*head, "", *funds, "", *body, "", *foot])
+    if len(text) > MAX_TEXT:  # many long symbols: drop the funds block first, it is on every page
+        text = "\n".join([*head, "", *body, "", *foot])[:MAX_TEXT]
+    return text, _keyboard(listing, rows, page, pages)
+
+
+def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: int) -> InlineKeyboardMarkup:
+    buttons: list[InlineKeyboardButton] = []
+    for i, row in enumerate(rows):
+        number = page * PAGE_SIZE + i + 1
+        if row.outcome is not None:
+            continue
+        if row.attribution == Attribution.ORPHAN:
+            buttons.append(
+                InlineKeyboardButton(
+                    text="❌ " + _("Cancel {n}").format(n=number),
+                    callback_data=OrdersCb(action="x", id=row.id, page=page).pack(),
+                )
+            )
+        elif row.attribution == Attribution.UNKNOWN:
+            buttons.append(
+                InlineKeyboardButton(
+                    text="⚠️ " + _("Cancel {n}?").format(n=number),
+                    callback_data=OrdersCb(action="u", id=row.id, page=page).pack(),
+                )
+            )
+    keyboard: list[list[InlineKeyboardButton]] = [buttons[i : i + 4] for i in range(0, len(buttons), 4)]
+    orphans = len(listing.orphan_rows)
+    if orphans:
+        keyboard.append(
+            [
+                InlineKeyboardButton(
+                    text="🧹 " + _("Cancel all {n} orphans").format(n=orphans),
+                    callback_data=OrdersCb(action="all", id=listing.list_id, page=page).pack(),
+                )
+            ]
+        )
+    nav = []
+    if page > 0:
+        nav.append(
+            InlineKeyboardButton(
+                text="‹", callback_data=OrdersCb(action="pg", id=listing.list_id, page=page - 1).pack()
+            )
+        )
+    nav.append(
+        InlineKeyboardButton(
+            text="🔄 " + _("Refresh"), callback_data=OrdersCb(action="rf", id=listing.list_id).pack()
+        )
+    )
+    if page < pages - 1:
+        nav.append(
+            InlineKeyboardButton(
+                text="›", callback_data=OrdersCb(action="pg", id=listing.list_id, page=page + 1).pack()
+            )
+        )
+    keyboard.append(nav)
+    return InlineKeyboardMarkup(inline_keyboard=keyboard)
+
+
+def outcome_text(result: CancelResult) -> str:
+    """One line on what a tap did, freed funds included."""
+    order = ""
+    if result.row is not None:
+        order = f"{result.row.side.upper()} {num(Decimal(result.row.amount))} {escape(result.row.symbol)}"
+    if result.repeat and result.outcome is CancelOutcome.CANCELLED:
+        return _("{order} was already cancelled from this list.").format(order=order)
+    texts = {
+        CancelOutcome.CANCELLED: "✅ "
+        + _("Cancelled {order}: freed {freed}.").format(
+            order=order, freed=lock_text(result.freed) if result.freed else "?"
+        ),
+        CancelOutcome.ALREADY_FILLED: _("{order} was already filled; nothing to cancel.").format(order=order),
+        CancelOutcome.ALREADY_CANCELLED: _("{order} was already cancelled.").format(order=order),
+        CancelOutcome.NOT_FOUND: _("{order} is no longer open on the exchange.").format(order=order),
+        CancelOutcome.LIST_GONE: _("This list changed: that order is no longer in it. Send /orders again."),
+        CancelOutcome.CONNECTION_GONE: _("That connection is no longer linked."),
+        CancelOutcome.ACTIVE_DEAL: _(
+            "That order belongs to an active deal; it is never cancelled from here."
+        ),
+        CancelOutcome.NEEDS_CONFIRMATION: _("That order needs an explicit confirmation."),
+        CancelOutcome.DEAL_ACTIVE_AGAIN: _(
+            "Its deal is active again on 3Commas, so {order} was left alone."
+        ).format(order=order),
+        CancelOutcome.DEAL_UNVERIFIED: _(
+            "3Commas could not confirm the deal is finished, so {order} was left alone. Try again later."
+        ).format(order=order),
+        CancelOutcome.NO_TRADE_PERMISSION: _(
+            "The exchange refused: this API key has no trading permission. Cancel {order} on the exchange, "
+            "or enable “Trade” on the key."
+        ).format(order=order),
+        CancelOutcome.EXCHANGE_FAILED: _("The exchange did not answer; nothing was cancelled. Try again."),
+    }
+    return texts[result.outcome]
+
+
+async def _edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None) -> None:
+    if not isinstance(query.message, Message):
+        return
+    try:
+        await query.message.edit_text(text, reply_markup=markup)
+    except TelegramBadRequest as error:
+        if "not modified" not in error.message:
+            raise
+
+
+async def _show_list(
+    query: CallbackQuery, app: AppContext, user: User, list_id: int, page: int, banner: str = ""
+) -> bool:
+    """Re-render a stored listing in place; False when it no longer exists."""
+    async with app.sessions() as session:
+        listing = await load_listing(session, user.id, list_id)
+    if listing is None:
+        return False
+    await _edit(query, *render(listing, page, ago(listing.listed_at, app.clock.now()), banner))
+    return True
+
+
+def _page_of(listing: Listing, row_id: int) -> int:
+    position = next((i for i, row in enumerate(listing.rows) if row.id == row_id), 0)
+    return position // PAGE_SIZE
+
+
+async def _send_listing(
+    app: AppContext, user: User, bot: Bot, connection_id: int, target: Message | None
+) -> None:
+    """List now and put the result into ``target`` (edited) or a new message."""
+    listing = await list_orders(deps(app), user.id, connection_id)
+    if isinstance(listing, ListingError):
+        errors = {
+            ListingError.NOT_FOUND: _("Connection not found."),
+            ListingError.NOT_AN_EXCHANGE: _("Orders are listed for exchange keys; this is a 3Commas key."),
+            ListingError.EXCHANGE_FAILED: _("The exchange did not answer; try again in a minute."),
+        }
+        text, markup = errors[listing], None
+    else:
+        text, markup = render(listing, 0, ago(listing.listed_at, app.clock.now()))
+    if target is not None:
+        await target.edit_text(text, reply_markup=markup)
+    else:
+        await bot.send_message(user.id, text, reply_markup=markup)
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+@router.message(Command("orders"))
+async def orders_command(message: Message, app: AppContext, user: User, bot: Bot) -> None:
+    async with app.sessions() as session:
+        connections = await exchange_connections(session, user.id)
+    if not connections:
+        await message.answer(_("No exchange key is linked yet: /link"))
+        return
+    if len(connections) > 1:
+        keyboard = InlineKeyboardBuilder()
+        for connection in connections[:50]:
+            keyboard.button(
+                text=connection_title(connection.exchange, connection.label),
+                callback_data=ConnCb(action="orders", cid=connection.id),
+            )
+        keyboard.adjust(1)
+        await message.answer(_("Whose open orders?"), reply_markup=keyboard.as_markup())
+        return
+    waiting = await message.answer("⏳ " + _("Loading open orders…"))
+    await _send_listing(app, user, bot, connections[0].id, waiting)
+
+
+@router.callback_query(ConnCb.filter(F.action == "orders"))
+async def orders_button(
+    query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot
+) -> None:
+    await query.answer(_("Loading open orders…"))
+    await _send_listing(app, user, bot, callback_data.cid, None)
+
+
+@router.callback_query(OrdersCb.filter(F.action == "pg"))
+async def page(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
+    if await _show_list(query, app, user, callback_data.id, callback_data.page):
+        await query.answer()
+    else:
+        await query.answer(_("This list has expired. Tap Refresh or send /orders."), show_alert=True)
+
+
+@router.callback_query(OrdersCb.filter(F.action == "rf"))
+async def refresh(
+    query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User, bot: Bot
+) -> None:
+    async with app.sessions() as session:
+        listing = await load_listing(session, user.id, callback_data.id)
+    if listing is None:
+        await query.answer(_("This list has expired. Send /orders."), show_alert=True)
+        return
+    await query.answer(_("Loading open orders…"))
+    await _send_listing(
+        app, user, bot, listing.connection.id, query.message if isinstance(query.message, Message) else None
+    )
+
+
+@router.callback_query(OrdersCb.filter(F.action.in_({"x", "uy"})))
+async def cancel_one(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
+    result = await cancel_order(
+        deps(app), callback_data.id, user.id, allow_unknown=callback_data.action == "uy"
+    )
+    banner = outcome_text(result)
+    await query.answer(banner[:200] if not result.done else _("Cancelled."), show_alert=not result.done)
+    if result.row is not None:
+        async with app.sessions() as session:
+            listing = await load_listing(session, user.id, result.row.list_version)
+        if listing is not None:
+            await _show_list(query, app, user, listing.list_id, _page_of(listing, result.row.id), banner)
+
+
+@router.callback_query(OrdersCb.filter(F.action == "u"))
+async def confirm_unknown(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
+    async with app.sessions() as session:
+        row = await session.get(ListedOrder, callback_data.id)
+    if row is None or row.user_id != user.id:
+        await query.answer(outcome_text(CancelResult(CancelOutcome.LIST_GONE)), show_alert=True)
+        return
+    text = "⚠️ " + _(
+        "keysentry cannot tell who placed {side} {amount} {symbol} @ {price}. It may belong to another bot, "
+        "a manual trade or a deal 3Commas did not report. Cancel it anyway?"
+    ).format(
+        side=row.side.upper(),
+        amount=num(Decimal(row.amount)),
+        symbol=escape(row.symbol),
+        price=num(Decimal(row.price)),
+    )
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(
+        text=_("Yes, cancel this order"),
+        callback_data=OrdersCb(action="uy", id=row.id, page=callback_data.page),
+    )
+    keyboard.button(
+        text="‹ " + _("Back"),
+        callback_data=OrdersCb(action="pg", id=row.list_version, page=callback_data.page),
+    )
+    await query.answer()
+    await _edit(query, text, keyboard.as_markup())
+
+
+@router.callback_query(OrdersCb.filter(F.action == "all"))
+async def confirm_all(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
+    async with app.sessions() as session:
+        listing = await load_listing(session, user.id, callback_data.id)
+    if listing is None:
+        await query.answer(_("This list has expired. Send /orders."), show_alert=True)
+        return
+    orphans = listing.orphan_rows
+    freed: dict[str, Decimal] = {}
+    for row in orphans:
+        lock = row_lock(row)
+        if lock.amount is not None:
+            freed[lock.currency] = freed.get(lock.currency, Decimal(0)) + lock.amount
+    text = _("Cancel all {n} orphan orders? Each is checked again first; this frees about {freed}.").format(
+        n=len(orphans), freed=", ".join(f"{num(v)} {escape(k)}" for k, v in sorted(freed.items())) or "—"
+    )
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(
+        text=_("Yes, cancel {n} orders").format(n=len(orphans)),
+        callback_data=OrdersCb(action="ally", id=listing.list_id, page=callback_data.page),
+    )
+    keyboard.button(
+        text="‹ " + _("Back"),
+        callback_data=OrdersCb(action="pg", id=listing.list_id, page=callback_data.page),
+    )
+    await query.answer()
+    await _edit(query, text, keyboard.as_markup())
+
+
+@router.callback_query(OrdersCb.filter(F.action == "ally"))
+async def cancel_all(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
+    await query.answer(_("Cancelling…"))
+    results = await cancel_all_orphans(deps(app), user.id, callback_data.id)
+    done = [r for r in results if r.done]
+    freed = ", ".join(f"{num(v)} {escape(k)}" for k, v in sorted(total_freed(results).items())) or "—"
+    banner = "✅ " + _("Cancelled {done} of {n} orphans; freed {freed}.").format(
+        done=len(done), n=len(results), freed=freed
+    )
+    skipped = [outcome_text(r) for r in results if not r.done][:5]
+    banner = "\n".join([banner, *skipped])
+    if not await _show_list(query, app, user, callback_data.id, callback_data.page, banner):
+        await _edit(query, banner, None)

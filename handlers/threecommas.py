@@ -1,0 +1,287 @@
+"""/link3c: link a 3Commas key, map its exchange accounts; and the Recreate button.
+
+The key and secret messages are deleted as soon as they arrive and only a vault-sealed copy
+waits in the wizard state, as in /link. Mapping accounts is what lets /orders tell a finished
+deal's order from a live one, so it follows linking directly; each account can be skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+
+from aiogram import F, Router
+from aiogram.exceptions import TelegramAPIError
+from aiogram.filters import Command
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.callbacks import RecreateCb, TcMapCb
+from bot.context import AppContext
+from bot.texts import connection_title
+from services.deals_store import (
+    RecreateOutcome,
+    ThreeCommasAccess,
+    add_threecommas_connection,
+    exchange_connections,
+    failed_deal,
+    recreate_failed_deal,
+    save_account_link,
+    smart_trade_params,
+    suggest_connection,
+)
+from services.models import Connection, FailedDeal, ThreeCommasAccountLink, User
+from services.threecommas import Account, KeyInvalid, ThreeCommasError, tc_pair_to_symbol
+from services.vault import Credentials, mask
+
+router = Router(name="threecommas")
+
+
+def threecommas_access(app: AppContext) -> ThreeCommasAccess:
+    """The app's 3Commas client factory (its per-key limiters must live as long as the app)."""
+    access = app.extras.get("threecommas")
+    if access is None:
+        access = app.extras["threecommas"] = ThreeCommasAccess(app.settings.threecommas_api_url)
+    assert isinstance(access, ThreeCommasAccess)
+    return access
+
+
+class TcLink(StatesGroup):
+    key = State()
+    secret = State()
+
+
+async def _forget(message: Message) -> None:
+    try:
+        await message.delete()
+    except TelegramAPIError:
+        await message.answer(_("I could not delete your message with the key: please delete it yourself."))
+
+
+# ----------------------------------------------------------------------------- linking
+
+
+@router.message(Command("link3c"))
+async def link3c(message: Message, state: FSMContext) -> None:
+    await state.clear()
+    await state.set_state(TcLink.key)
+    await message.answer(
+        _(
+            "Send the <b>API key</b> of your 3Commas key (3Commas → API keys). Read permission is "
+            "enough to watch; “Recreate” needs write permission for bots and SmartTrades. "
+            "I delete your message at once."
+        )
+    )
+
+
+@router.message(TcLink.key, F.text)
+async def got_key(message: Message, state: FSMContext, app: AppContext) -> None:
+    assert message.text is not None
+    await _forget(message)
+    sealed = app.vault.seal(Credentials(message.text.strip(), ""))
+    await state.update_data(tc_key=base64.b64encode(sealed).decode())
+    await state.set_state(TcLink.secret)
+    await message.answer(_("Now send the <b>secret</b> of that key."))
+
+
+@router.message(TcLink.secret, F.text)
+async def got_secret(message: Message, state: FSMContext, app: AppContext, user: User) -> None:
+    assert message.text is not None
+    await _forget(message)
+    sealed_key = (await state.get_data()).get("tc_key")
+    await state.clear()
+    if not sealed_key:
+        await message.answer(_("The key was lost; please start again with /link3c."))
+        return
+    api_key = app.vault.open(base64.b64decode(sealed_key)).api_key
+    credentials = Credentials(api_key, message.text.strip())
+    try:
+        async with threecommas_access(app).open(credentials) as client:
+            await client.validate()
+            accounts = await client.accounts()
+    except KeyInvalid:
+        await message.answer(
+            _("3Commas did not accept this key and secret. Check both and send /link3c again.")
+        )
+        return
+    except ThreeCommasError as error:
+        await message.answer(
+            _("3Commas could not be asked right now ({error}). Try /link3c again later.").format(
+                error=escape(error.error)
+            )
+        )
+        return
+    now = app.clock.now()
+    async with app.sessions.begin() as session:
+        connection = add_threecommas_connection(
+            session, app.vault, user_id=user.id, credentials=credentials, label="", now=now
+        )
+        await session.flush()
+        links = [
+            await save_account_link(
+                session,
+                user_id=user.id,
+                tc_connection_id=connection.id,
+                account=account,
+                exchange_connection_id=None,
+                now=now,
+            )
+            for account in accounts
+        ]
+        candidates = await exchange_connections(session, user.id)
+        link_ids = [link.id for link in links]
+    await message.answer(
+        _("✅ 3Commas key {hint} linked. It has {n} exchange account(s).").format(
+            hint=f"<code>{escape(mask(api_key))}</code>", n=len(accounts)
+        )
+    )
+    for account, link_id in zip(accounts, link_ids, strict=True):
+        text, markup = mapping_prompt(account, link_id, candidates)
+        await message.answer(text, reply_markup=markup)
+
+
+def mapping_prompt(
+    account: Account, link_id: int, candidates: list[Connection]
+) -> tuple[str, InlineKeyboardMarkup]:
+    """Which keysentry connection is this 3Commas account? The likely one first, marked."""
+    suggested = suggest_connection(account, candidates)
+    keyboard = InlineKeyboardBuilder()
+    ordered = sorted(candidates, key=lambda c: (c is not suggested, c.exchange != account.exchange_id, c.id))
+    for connection in ordered[:8]:
+        mark = "⭐ " if connection is suggested else ""
+        keyboard.button(
+            text=mark + connection_title(connection.exchange, connection.label),
+            callback_data=TcMapCb(link=link_id, cid=connection.id),
+        )
+    keyboard.button(text=_("Skip"), callback_data=TcMapCb(link=link_id, cid=0))
+    keyboard.adjust(1)
+    text = _("3Commas account <b>{name}</b> ({market}): which of your keysentry connections is it?").format(
+        name=escape(account.name), market=escape(account.market_code or "?")
+    )
+    if not candidates:
+        text += "\n" + _("You have no exchange key linked yet: add one with /link, then /link3c again.")
+    return text, keyboard.as_markup()
+
+
+@router.callback_query(TcMapCb.filter())
+async def mapped(query: CallbackQuery, callback_data: TcMapCb, app: AppContext, user: User) -> None:
+    async with app.sessions.begin() as session:
+        link = await session.get(ThreeCommasAccountLink, callback_data.link)
+        target = await session.get(Connection, callback_data.cid) if callback_data.cid else None
+        if link is None or link.user_id != user.id or (target is not None and target.user_id != user.id):
+            await query.answer(_("That choice is no longer valid."), show_alert=True)
+            return
+        link.exchange_connection_id = target.id if target is not None else None
+        link.updated_at = app.clock.now()
+        name = link.account_name
+        title = connection_title(target.exchange, target.label) if target is not None else None
+    text = (
+        _("3Commas account <b>{name}</b> → {title}.").format(name=escape(name), title=title)
+        if title
+        else _("3Commas account <b>{name}</b> skipped.").format(name=escape(name))
+    )
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.edit_text(text)
+
+
+# ----------------------------------------------------------------------------- recreate
+
+
+def _num(value: object) -> str:
+    return escape(str(value))
+
+
+def plan_lines(row: FailedDeal) -> list[str]:
+    """Exactly the parameters the recreate request carries, one per line."""
+    params = row.params
+    if row.kind != "smart_trade":
+        body = params.get("body") or {}
+        pair = body.get("pair")
+        return [
+            _("DCA bot: start a new deal ({path})").format(path=escape(str(params.get("path")))),
+            _("Pair: {pair}").format(pair=escape(tc_pair_to_symbol(pair) if pair else _("the bot's pair"))),
+        ]
+    trade = smart_trade_params(params["body"])
+    price = (
+        _("at market") if trade.order_type == "market" else _("limit {price}").format(price=_num(trade.price))
+    )
+    lines = [
+        _("SmartTrade on account {account}").format(account=trade.account_id),
+        _("Pair: {pair}").format(
+            pair=escape(tc_pair_to_symbol(trade.pair, futures=trade.leverage_value is not None))
+        ),
+        _("Side: {side}").format(side=escape(trade.side)),
+        _("Amount: {units} ({price})").format(units=_num(trade.units), price=price),
+    ]
+    if trade.take_profit:
+        steps = ", ".join(f"{_num(step.price)} × {_num(step.volume)}%" for step in trade.take_profit)
+        lines.append(_("Take profit: {steps}").format(steps=steps))
+    else:
+        lines.append(_("Take profit: none"))
+    lines.append(
+        _("Stop loss: {price}").format(price=_num(trade.stop_loss.price))
+        if trade.stop_loss
+        else _("Stop loss: none")
+    )
+    if trade.skip_enter_step:
+        lines.append(_("Entry skipped: only take profit and stop loss are placed."))
+    return lines
+
+
+@router.callback_query(RecreateCb.filter(F.action == "show"))
+async def recreate_show(query: CallbackQuery, callback_data: RecreateCb, app: AppContext, user: User) -> None:
+    async with app.sessions() as session:
+        row = await failed_deal(session, callback_data.id, user.id)
+    if row is None:
+        await query.answer(_("This failed deal is no longer known."), show_alert=True)
+        return
+    lines = [
+        "♻️ <b>" + _("Recreate through 3Commas with exactly these parameters:") + "</b>",
+        *plan_lines(row),
+        *(f"⚠️ {escape(str(w))}" for w in row.params.get("warnings") or ()),
+    ]
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text="✅ " + _("Recreate"), callback_data=RecreateCb(action="go", id=row.id))
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
+
+
+@router.callback_query(RecreateCb.filter(F.action == "go"))
+async def recreate_go(query: CallbackQuery, callback_data: RecreateCb, app: AppContext, user: User) -> None:
+    await query.answer(_("Sending to 3Commas…"))
+    result = await recreate_failed_deal(
+        app.sessions,
+        app.vault,
+        threecommas_access(app),
+        row_id=callback_data.id,
+        user_id=user.id,
+        now=app.clock.now(),
+    )
+    texts = {
+        RecreateOutcome.CREATED: _("✅ 3Commas created {ref} (status: {status}).").format(
+            ref=escape(result.ref or ""), status=escape(result.status or "?")
+        ),
+        RecreateOutcome.ALREADY: _("Already recreated as {ref}; nothing was sent again.").format(
+            ref=escape(result.ref or "")
+        ),
+        RecreateOutcome.GONE: _("This failed deal or its 3Commas key is no longer linked."),
+        RecreateOutcome.NO_WRITE_PERMISSION: _(
+            "3Commas refused: this key needs write permission (bots / SmartTrades). "
+            "Enable it on 3Commas or link a key that has it with /link3c."
+        ),
+        RecreateOutcome.REFUSED: _("3Commas refused: {error}").format(error=escape(result.error or "")),
+    }
+    if isinstance(query.message, Message):
+        await query.message.edit_text(query.message.html_text + "\n\n" + texts[result.outcome])
+
+
+def recreate_button(row_id: int) -> InlineKeyboardMarkup:
+    """The button the deal_failed alert carries (see ``services.deals_store.store_failed_deal``)."""
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text="♻️ " + _("Recreate…"), callback_data=RecreateCb(action="show", id=row_id))
+    return keyboard.as_markup()

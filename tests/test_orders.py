@@ -1,0 +1,284 @@
+"""/orders end to end: the real bot and local Telegram, real ccxt against local exchanges, local 3Commas."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from sandbox.exchanges.base import LocalExchange, LocalKey
+from sandbox.exchanges.binance import LocalBinance
+from sandbox.exchanges.bybit import LocalBybit
+from sandbox.exchanges.okx import LocalOkx
+from sandbox.telegram import ChatMessage
+from sandbox.threecommas import LocalThreeCommas
+from services.clock import FakeClock
+from services.connections import new_connection
+from services.deals_store import add_threecommas_connection, save_account_link
+from services.models import AuditEntry
+from services.threecommas import Account
+from services.vault import Credentials
+from tests.harness import BotRig, running_bot
+
+USER = 601
+OTHER = 602
+T0 = datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def exchanges() -> AsyncIterator[dict[str, LocalExchange]]:
+    servers: dict[str, LocalExchange] = {"binance": LocalBinance(), "bybit": LocalBybit(), "okx": LocalOkx()}
+    for server in servers.values():
+        await server.start()
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            await server.close()
+
+
+@pytest.fixture
+async def tc() -> AsyncIterator[LocalThreeCommas]:
+    server = LocalThreeCommas(FakeClock(T0))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def rig(tmp_path, exchanges, tc) -> AsyncIterator[BotRig]:
+    overrides = {name: str(server.url) for name, server in exchanges.items()}
+    async with running_bot(
+        f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}",
+        clock=FakeClock(T0 + timedelta(minutes=30)),
+        exchange_url_overrides=overrides,
+        threecommas_api_url=tc.url,
+    ) as rig:
+        yield rig
+
+
+async def link_exchange(rig: BotRig, exchange: str, key: LocalKey, user_id: int = USER) -> int:
+    """A linked exchange connection, as /link would leave it (the wizard is tested elsewhere)."""
+    rig.tg.add_user(user_id)
+    await rig.say(user_id, "/start")  # creates the user row
+    async with rig.app.sessions.begin() as session:
+        connection = new_connection(
+            rig.app.vault,
+            user_id=user_id,
+            exchange=exchange,
+            label="Main",
+            credentials=Credentials(key.api_key, key.secret, key.passphrase),
+            now=rig.clock.now(),
+        )
+        session.add(connection)
+        await session.flush()
+        return connection.id
+
+
+async def map_threecommas(
+    rig: BotRig, tc: LocalThreeCommas, exchange_connection_id: int, market: str
+) -> tuple[str, int]:
+    """A 3Commas key and one account mapped onto the exchange connection; returns (tc api key, account id)."""
+    key = tc.add_key()
+    account_id = tc.add_account(key.api_key, market)
+    async with rig.app.sessions.begin() as session:
+        connection = add_threecommas_connection(
+            session,
+            rig.app.vault,
+            user_id=USER,
+            credentials=Credentials(key.api_key, key.secret),
+            label="",
+            now=rig.clock.now(),
+        )
+        await session.flush()
+        account = Account.from_json({"id": account_id, "name": "Main", "market_code": market})
+        await save_account_link(
+            session,
+            user_id=USER,
+            tc_connection_id=connection.id,
+            account=account,
+            exchange_connection_id=exchange_connection_id,
+            now=rig.clock.now(),
+        )
+    return key.api_key, account_id
+
+
+async def showing(rig: BotRig, message_id: int, needle: str) -> ChatMessage:
+    """The message once an edit (or the first send) shows ``needle``."""
+
+    def check() -> ChatMessage | None:
+        message = rig.tg.message(USER, message_id)
+        return message if needle in message.text else None
+
+    return await rig.tg.wait_for(check)
+
+
+def line_of(message: ChatMessage, needle: str) -> str:
+    lines = message.text.splitlines()
+    index = next(i for i, line in enumerate(lines) if needle in line)
+    return lines[index - 1] + " " + lines[index]
+
+
+@pytest.fixture
+async def scenario(rig, exchanges, tc):
+    """Binance key with an active-deal order, an orphan of a finished deal, and a manual order."""
+    binance = exchanges["binance"]
+    key = binance.add_key(balances={"USDT": 10_000, "BTC": 1, "ETH": 5})
+    active_id = binance.add_order(key.api_key, "BTC/USDT", "buy", "60000", "0.01", created_at=T0)
+    orphan_id = binance.add_order(key.api_key, "ETH/USDT", "sell", "3700", "0.5", created_at=T0)
+    manual_id = binance.add_order(key.api_key, "SOL/USDT", "buy", "100", "2", created_at=T0)
+    cid = await link_exchange(rig, "binance", key)
+    tc_key, account = await map_threecommas(rig, tc, cid, "binance")
+    tc.add_deal(
+        tc_key,
+        account,
+        pair="USDT_BTC",
+        status="bought",
+        orders=[{"side": "buy", "price": "60000", "amount": "0.01", "created_at": T0}],
+    )
+    finished = tc.add_deal(
+        tc_key,
+        account,
+        pair="USDT_ETH",
+        status="bought",
+        orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
+    )
+    tc.finish_deal(finished)
+    return {
+        "key": key,
+        "active": active_id,
+        "orphan": orphan_id,
+        "manual": manual_id,
+        "deal": finished,
+        "cid": cid,
+    }
+
+
+async def test_orders_marks_active_orphan_unknown_and_one_tap_cancel_frees_funds(
+    rig, exchanges, tc, scenario
+):
+    binance = exchanges["binance"]
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    assert "3 open orders: 🟢 1 active deal · 🟠 1 orphan · ⚪ 1 unknown" in listing.text
+    # orphans first, then unknown, then active
+    assert "orphan" in line_of(listing, "SELL 0.5 ETH/USDT") and "locks 0.5 ETH" in listing.text
+    assert "active deal" in line_of(listing, "BUY 0.01 BTC/USDT") and "locks 600 USDT" in listing.text
+    assert "unknown" in line_of(listing, "BUY 2 SOL/USDT")
+    labels = [b.text for b in listing.buttons]
+    assert "❌ Cancel 1" in labels and "⚠️ Cancel 2?" in labels
+    assert not any(label.endswith(" 3") or label.endswith("3?") for label in labels), (
+        "active order is cancellable"
+    )
+    assert "🧹 Cancel all 1 orphans" in labels
+    assert all(len(b.callback_data.encode()) <= 64 for b in listing.buttons if b.callback_data)
+
+    cancel_data = next(b.callback_data for b in listing.buttons if b.text == "❌ Cancel 1")
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    edited = await showing(rig, listing.message_id, "freed")
+    assert "Cancelled SELL 0.5 ETH/USDT: freed 0.5 ETH." in edited.text
+    assert scenario["orphan"] not in binance.orders and scenario["active"] in binance.orders
+    assert "❌ Cancel 1" not in [b.text for b in edited.buttons]
+
+    # A second tap on the old button: harmless, no second DELETE reaches the exchange.
+    deletes = sum(1 for r in binance.requests if r.method == "DELETE")
+    query = rig.tg.user_sends_callback(USER, listing.message_id, cancel_data)
+    answer = await rig.tg.wait_for(lambda: rig.tg.callback_answer(query))
+    assert "already cancelled" in answer.text
+    assert sum(1 for r in binance.requests if r.method == "DELETE") == deletes
+
+    async with rig.app.sessions() as session:
+        actions = [e.action for e in await session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert actions == ["order_cancel", "order_cancel_repeat"]
+
+
+async def test_tap_by_another_user_or_after_the_deal_restarted_cancels_nothing(rig, exchanges, tc, scenario):
+    binance = exchanges["binance"]
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    data = next(b.callback_data for b in listing.buttons if b.text == "❌ Cancel 1")
+
+    rig.tg.add_user(OTHER)
+    await rig.say(OTHER, "/start")
+    theirs = await rig.bot.send_message(OTHER, "a message of theirs")
+    query = rig.tg.user_sends_callback(OTHER, theirs.message_id, data)
+    answer = await rig.tg.wait_for(lambda: rig.tg.callback_answer(query))
+    assert "list changed" in answer.text
+    assert scenario["orphan"] in binance.orders
+
+    tc.set_deal(scenario["deal"], status="bought")  # the deal is active again
+    query = rig.tg.user_sends_callback(USER, listing.message_id, data)
+    answer = await rig.tg.wait_for(lambda: rig.tg.callback_answer(query))
+    assert "active again" in answer.text
+    assert scenario["orphan"] in binance.orders
+    async with rig.app.sessions() as session:
+        refused = [
+            e.detail["outcome"]
+            for e in await session.scalars(select(AuditEntry))
+            if e.action == "order_cancel_refused"
+        ]
+    assert refused == ["list_gone", "deal_active_again"]
+
+
+async def test_unknown_order_needs_the_explicit_confirmation_and_a_read_only_key_is_explained(
+    rig, exchanges, tc, scenario
+):
+    binance = exchanges["binance"]
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    rig.tg.user_presses(USER, listing, "⚠️ Cancel 2?")
+    ask = await showing(rig, listing.message_id, "may belong")
+    confirm = next(b.callback_data for b in ask.buttons if b.text == "Yes, cancel this order")
+    binance.set_key_state(scenario["key"].api_key, "read_only")
+    rig.tg.user_presses(USER, ask, "Yes, cancel this order")
+    result = await showing(rig, listing.message_id, "trading permission")
+    assert scenario["manual"] in binance.orders
+    binance.set_key_state(scenario["key"].api_key, "valid")
+    query = rig.tg.user_sends_callback(USER, result.message_id, confirm)
+    await rig.tg.wait_for(lambda: rig.tg.callback_answer(query))
+    await rig.tg.wait_for(lambda: scenario["manual"] not in binance.orders)
+
+
+async def test_three_hundred_orders_page_within_telegram_limits(rig, exchanges):
+    binance = exchanges["binance"]
+    key = binance.add_key(balances={"USDT": 1_000_000})
+    for i in range(300):
+        binance.add_order(key.api_key, "XRP/USDT", "buy", f"{0.3 + i / 10000:.4f}", "10", created_at=T0)
+    await link_exchange(rig, "binance", key)
+    before = len(binance.requests)
+    first = await rig.say(USER, "/orders")
+    first = await showing(rig, first.message_id, "open orders:")
+    assert "300 open orders" in first.text and "Page 1/20" in first.text
+    assert len(first.html) <= 4096 and len(first.buttons) <= 100
+    assert all(len(b.callback_data.encode()) <= 64 for b in first.buttons if b.callback_data)
+    assert not rig.tg.errors
+    rig.tg.user_presses(USER, first, "›")
+    second = await showing(rig, first.message_id, "Page 2/20")
+    assert "16. ⚪ unknown" in second.text
+    signed = [r.path for r in binance.requests[before:] if "exchangeInfo" not in r.path]
+    assert signed.count("/api/v3/openOrders") == 1
+
+
+@pytest.mark.parametrize("exchange", ["binance", "bybit", "okx"])
+async def test_requests_per_orders_call(rig, exchanges, exchange):
+    server = exchanges[exchange]
+    key = server.add_key(balances={"USDT": 100_000, "BTC": 1})
+    for i in range(30):
+        server.add_order(key.api_key, "BTC/USDT", "buy", str(50000 + i), "0.001", created_at=T0)
+    expected = 30
+    if exchange != "binance":  # Binance USDⓈ-M is the separate ccxt exchange binanceusdm
+        server.add_order(key.api_key, "BTC/USDT:USDT", "sell", "70000", "0.01", created_at=T0)
+        expected = 31
+    await link_exchange(rig, exchange, key)
+    await rig.app.hub.markets(exchange)  # shared and loaded once per process, not per /orders
+    before = len(server.requests)
+    message = await rig.say(USER, "/orders")
+    message = await showing(rig, message.message_id, "open orders:")
+    assert f"{expected} open orders" in message.text
+    calls = [(r.method, r.path) for r in server.requests[before:]]
+    print(f"\n{exchange}: {len(calls)} requests per /orders: {calls}")
+    assert len(calls) <= 5  # Bybit: ccxt looks up the account mode (query-api + account/info) per client

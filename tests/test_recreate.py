@@ -1,0 +1,141 @@
+"""Recreate a failed SmartTrade / DCA deal through the bot against the local 3Commas."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from handlers.threecommas import recreate_button
+from sandbox.threecommas import LocalThreeCommas
+from services.clock import FakeClock
+from services.deal_checks import recreate_params
+from services.deals_store import ThreeCommasAccess, add_threecommas_connection, store_failed_deal
+from services.vault import Credentials
+from tests.harness import BotRig, running_bot
+
+USER = 701
+T0 = datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def tc() -> AsyncIterator[LocalThreeCommas]:
+    server = LocalThreeCommas(FakeClock(T0))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def rig(tmp_path, tc) -> AsyncIterator[BotRig]:
+    async with running_bot(f"sqlite+aiosqlite:///{tmp_path / 'rc.db'}", threecommas_api_url=tc.url) as rig:
+        rig.tg.add_user(USER)
+        await rig.say(USER, "/start")
+        yield rig
+
+
+async def failed_alert(rig: BotRig, tc: LocalThreeCommas, *, can_write: bool = True, dca: bool = False):
+    """A failed deal stored as the monitoring engine would, and the alert carrying its button."""
+    key = tc.add_key(can_write=can_write)
+    account = tc.add_account(key.api_key, "binance")
+    if dca:
+        item_id = tc.add_deal(key.api_key, account, pair="USDT_ETH", status="bought")
+        tc.fail_deal(item_id)
+    else:
+        item_id = tc.add_smart_trade(
+            key.api_key,
+            account,
+            pair="USDT_BTC",
+            side="buy",
+            units="0.01",
+            price="60000",
+            take_profit=[{"price": "66000", "volume": 100}],
+            stop_loss={"price": "55000"},
+        )
+        tc.fail_smart_trade(item_id)
+    credentials = Credentials(key.api_key, key.secret)
+    async with ThreeCommasAccess(tc.url).open(credentials) as client:
+        item = await (client.deal(item_id) if dca else client.smart_trade(item_id))
+    async with rig.app.sessions.begin() as session:
+        connection = add_threecommas_connection(
+            session, rig.app.vault, user_id=USER, credentials=credentials, label="", now=rig.clock.now()
+        )
+        await session.flush()
+        row_id = await store_failed_deal(
+            session,
+            user_id=USER,
+            tc_connection_id=connection.id,
+            plan=recreate_params(item).to_dict(),
+            error="Invalid API key",
+            now=rig.clock.now(),
+        )
+    with rig.app.i18n.context(), rig.app.i18n.use_locale("en"):
+        markup = recreate_button(row_id)
+    return await rig.bot.send_message(USER, "SmartTrade failed", reply_markup=markup)
+
+
+async def confirm(rig: BotRig, alert) -> str:
+    rig.tg.user_presses(USER, alert.message_id, 0)
+    shown = await rig.tg.wait_for_bot_message(USER, contains="exactly these parameters")
+    rig.tg.user_presses(USER, shown, "✅ Recreate")
+    await rig.tg.wait_for(lambda: rig.tg.message(USER, shown.message_id).edits)
+    return shown.text + "\n" + rig.tg.message(USER, shown.message_id).text
+
+
+async def test_recreate_smart_trade_shows_parameters_and_sends_them(rig, tc):
+    alert = await failed_alert(rig, tc)
+    rig.tg.user_presses(USER, alert.message_id, 0)
+    shown = await rig.tg.wait_for_bot_message(USER, contains="exactly these parameters")
+    for part in (
+        "Pair: BTC/USDT",
+        "Side: buy",
+        "Amount: 0.01 (limit 60000)",
+        "Take profit: 66000 × 100%",
+        "Stop loss: 55000",
+    ):
+        assert part in shown.text
+    go = shown.buttons[0].callback_data
+    rig.tg.user_presses(USER, shown, "✅ Recreate")
+    await rig.tg.wait_for(
+        lambda: "3Commas created smart_trade:" in rig.tg.message(USER, shown.message_id).text
+    )
+    posts = [r for r in tc.requests if r.method == "POST"]
+    assert len(posts) == 1 and posts[0].path.endswith("/v2/smart_trades")
+    body = posts[0].body
+    assert body["pair"] == "USDT_BTC" and body["position"] == {
+        "type": "buy",
+        "order_type": "limit",
+        "units": {"value": "0.01"},
+        "price": {"value": "60000"},
+    }
+    assert body["take_profit"]["steps"][0]["price"]["value"] == "66000"
+    assert body["stop_loss"]["conditional"]["price"]["value"] == "55000"
+
+    # A second confirmation (an old button, a double tap) sends nothing.
+    query = rig.tg.user_sends_callback(USER, shown.message_id, go)
+    await rig.tg.wait_for(lambda: "Already recreated" in rig.tg.message(USER, shown.message_id).text)
+    assert rig.tg.callback_answer(query) is not None
+    assert len([r for r in tc.requests if r.method == "POST"]) == 1
+
+
+async def test_recreate_dca_deal_starts_a_new_deal_on_the_bot(rig, tc):
+    alert = await failed_alert(rig, tc, dca=True)
+    text = await confirm(rig, alert)
+    assert "Pair: ETH/USDT" in text and "DCA bot" in text
+    posts = [r for r in tc.requests if r.method == "POST"]
+    assert (
+        len(posts) == 1
+        and posts[0].path.endswith("/start_new_deal")
+        and posts[0].body == {"pair": "USDT_ETH"}
+    )
+    assert "3Commas created deal:" in text
+
+
+async def test_read_only_key_is_told_it_needs_write_permission(rig, tc):
+    alert = await failed_alert(rig, tc, can_write=False)
+    text = await confirm(rig, alert)
+    assert "needs write permission" in text
+    assert [r.status for r in tc.requests if r.method == "POST"] == [403]
