@@ -13,7 +13,7 @@ from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
 from bot.middlewares import GateMiddleware
 from bot.settings import Settings
-from handlers import errors, language, link, orders, privacy, start, status, threecommas
+from handlers import errors, language, link, mute, orders, privacy, start, status, threecommas
 from handlers import help as help_handler
 from services.clock import Clock, SystemClock
 from services.db import create_engine, run_migrations, session_factory
@@ -62,10 +62,12 @@ def build_dispatcher(app: AppContext) -> Dispatcher:
         help_handler.router,
         language.router,
         privacy.router,
+        mute.router,
         orders.router,
         threecommas.router,
+        link.router,
+        status.router,
     )
-    attach(dp, link.router, status.router)
     return dp
 
 

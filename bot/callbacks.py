@@ -50,7 +50,8 @@ class LinkStepCb(CallbackData, prefix="lxs"):
 
 class OrdersCb(CallbackData, prefix="o"):
     """/orders: ``pg`` page / ``rf`` refresh of list ``id``; ``x`` cancel orphan row ``id``;
-    ``u``/``uy`` ask/confirm cancelling an unknown row; ``all``/``ally`` ask/confirm all orphans of list ``id``."""
+    ``u``/``uy`` ask/confirm cancelling an unknown row; ``all``/``ally`` ask/confirm all orphans
+    of list ``id``."""
 
     action: str
     id: int
@@ -69,3 +70,10 @@ class TcMapCb(CallbackData, prefix="tcm"):
 
     link: int
     cid: int
+
+
+class MuteCb(CallbackData, prefix="m"):
+    """Mute one connection (cid > 0) or everything (cid = 0) for ``hours``; 0 hours unmutes."""
+
+    cid: int
+    hours: int

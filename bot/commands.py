@@ -18,6 +18,7 @@ COMMANDS = (
     ("cancel", __("leave the current step")),
     ("orders", __("open orders, what they lock, and cancelling orphans")),
     ("link3c", __("link a 3Commas API key and map its accounts")),
+    ("mute", __("pause alerts for a connection or for everything")),
     ("history", __("the last 20 actions taken for you")),
     ("export", __("download what keysentry stores about you")),
     ("forget", __("delete all your data from keysentry")),

@@ -59,8 +59,7 @@ def num(value: Decimal | None) -> str:
     """Plain decimal without exponent or trailing zeros (``0.01``, ``65000``)."""
     if value is None:
         return "?"
-    text = format(value.normalize(), "f")
-    return text
+    return format(value.normalize(), "f")
 
 
 def lock_text(lock: Lock) -> str:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from services.clock import Clock
 from services.exchanges import ExchangeHub
 from services.polling import CheckResult, Claimed
-from services.probes import ProbeResult, probe
+from services.probes import KeyInfo, ProbeResult, probe
 from services.vault import Credentials, Vault, VaultError
 from services.verdicts import Verdict
 
@@ -36,7 +36,11 @@ class ExchangeChecker:
         now = self.clock.now()
         with_balances = claimed.balances_at is None or now - claimed.balances_at >= self.balances_every
         client = await self.hub.client(claimed.exchange, credentials)
-        result = await probe(client, clock=self.clock, with_key_info=True, with_balances=with_balances)
+        # What we knew about the key lets the probe tell "expired by policy" from "revoked".
+        known = KeyInfo.from_json(claimed.key_info) if claimed.key_info else None
+        result = await probe(
+            client, clock=self.clock, with_key_info=True, with_balances=with_balances, known=known
+        )
         return CheckResult(
             verdict=result.verdict,
             detail=result.detail,

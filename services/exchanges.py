@@ -76,8 +76,10 @@ _DEFAULT_MARKETS_WEIGHT = 2
 _AUTH_TRAP = "hasAlreadyAuthenticatedSuccessfully"  # binance.py options ~1407, request() ~12688
 
 # Rate limits that concern one account (UID), not our IP: do not pause every connection for them.
-# Binance -1015 order count; Bybit 10006 per-UID limit; OKX 50061 sub-account limit.
-_ACCOUNT_SCOPED = frozenset({("binance", "-1015"), ("bybit", "10006"), ("okx", "50061")})
+# Binance -1015 order count; Bybit 10006 per-UID limit; OKX limits private endpoints per user ID
+# (https://www.okx.com/docs-v5/en/#overview-rate-limits), so 50011 on our signed calls is that
+# user's budget (their own bots share it), and 50061 is the sub-account order limit.
+_ACCOUNT_SCOPED = frozenset({("binance", "-1015"), ("bybit", "10006"), ("okx", "50011"), ("okx", "50061")})
 # IP bans reported in the body: Bybit 10009 "IP has been banned".
 _IP_BANS = frozenset({("bybit", "10009")})
 # Binance 418 body: "Way too much request weight used; IP banned until 1700000000000."

@@ -1,0 +1,70 @@
+"""/mute and the Mute 24 h button: silence alerts for a chosen time, never losing a recovery."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.callbacks import ConnCb, MuteCb
+from bot.context import AppContext
+from bot.texts import connection_title
+from services.models import User
+from services.mutes import mute
+from services.users import user_connections
+
+router = Router(name="mute")
+CHOICES = (1, 8, 24, 168)
+
+
+def _duration_label(hours: int) -> str:
+    return _("{n} h").format(n=hours) if hours < 48 else _("{n} days").format(n=hours // 24)
+
+
+@router.message(Command("mute"))
+async def mute_menu(message: Message, app: AppContext, user: User) -> None:
+    async with app.sessions() as session:
+        connections = await user_connections(session, user.id)
+    keyboard = InlineKeyboardBuilder()
+    for hours in CHOICES:
+        keyboard.button(
+            text="🔕 " + _("All, {d}").format(d=_duration_label(hours)),
+            callback_data=MuteCb(cid=0, hours=hours),
+        )
+    for connection in connections[:20]:
+        keyboard.button(
+            text=f"🔕 {connection_title(connection.exchange, connection.label)}, {_duration_label(24)}",
+            callback_data=MuteCb(cid=connection.id, hours=24),
+        )
+    keyboard.button(text="🔔 " + _("Unmute everything"), callback_data=MuteCb(cid=0, hours=0))
+    keyboard.adjust(2, 2, *([1] * (len(connections[:20]) + 1)))
+    await message.answer(
+        _("Mute alerts for a while. When a mute ends you get one summary if anything changed."),
+        reply_markup=keyboard.as_markup(),
+    )
+
+
+async def _apply(query: CallbackQuery, app: AppContext, user: User, cid: int, hours: int) -> None:
+    async with app.sessions.begin() as session:
+        ok = await mute(session, user.id, cid or None, timedelta(hours=hours), app.clock.now())
+    if not ok:
+        await query.answer(_("Connection not found."), show_alert=True)
+        return
+    if hours == 0:
+        await query.answer(_("Alerts are on again."))
+    else:
+        await query.answer(_("Muted for {d}.").format(d=_duration_label(hours)))
+
+
+@router.callback_query(MuteCb.filter(F.hours.in_((0, *CHOICES))))
+async def mute_chosen(query: CallbackQuery, callback_data: MuteCb, app: AppContext, user: User) -> None:
+    await _apply(query, app, user, callback_data.cid, callback_data.hours)
+
+
+@router.callback_query(ConnCb.filter(F.action == "mute"))
+async def mute_button(query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User) -> None:
+    await _apply(query, app, user, callback_data.cid, 24)
