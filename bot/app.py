@@ -17,6 +17,7 @@ from handlers import errors, language, link, mute, orders, privacy, start, statu
 from handlers import help as help_handler
 from services.clock import Clock, SystemClock
 from services.db import create_engine, run_migrations, session_factory
+from services.deals_store import ThreeCommasAccess
 from services.exchanges import ExchangeHub
 from services.vault import Vault
 
@@ -34,6 +35,7 @@ async def build_context(settings: Settings, *, clock: Clock | None = None) -> Ap
         vault=Vault(settings.vault_key),
         i18n=build_i18n(),
         hub=ExchangeHub(url_overrides=settings.exchange_url_overrides, clock=clock),
+        threecommas=ThreeCommasAccess(settings.threecommas_api_url),
     )
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiogram.utils.i18n import I18n
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -13,6 +13,7 @@ from services.clock import Clock
 from services.vault import Vault
 
 if TYPE_CHECKING:
+    from services.deals_store import ThreeCommasAccess
     from services.exchanges import ExchangeHub
 
 
@@ -25,4 +26,5 @@ class AppContext:
     vault: Vault
     i18n: I18n
     hub: ExchangeHub | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    # 3Commas clients share one limiter per key for the app's lifetime (about 100 requests/min).
+    threecommas: ThreeCommasAccess | None = None

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.polling import CheckResult, Claimed
+
 
 @dataclass
 class Metrics:
@@ -43,3 +45,9 @@ class Metrics:
 
 
 METRICS = Metrics()
+
+
+def observe_check(claimed: Claimed, result: CheckResult, seconds: float) -> None:
+    """The poller's hook: one check done."""
+    METRICS.checks.labels(claimed.exchange, result.verdict.value).inc()
+    METRICS.probe_latency.labels(claimed.exchange).observe(seconds)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 from typing import Any
 
 from aiogram.types import InlineKeyboardMarkup
@@ -16,6 +17,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ConnCb
 from bot.texts import EXCHANGE_NAMES, connection_title, duration, verdict_advice, verdict_reason
+from handlers.threecommas import recreate_button
 from services.models import OutboxMessage
 from services.verdicts import Verdict
 
@@ -50,8 +52,57 @@ def _render_alert(p: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _symptom_subject(p: dict[str, Any]) -> str:
+    """What a 3Commas symptom is about: an account, a deal or a SmartTrade, in a few words."""
+    subject = p.get("subject") or {}
+    check = str(p.get("check", ""))
+    name = escape(str(subject.get("name") or subject.get("account_name") or ""))
+    pair = escape(str(subject.get("pair") or ""))
+    ref = check.rpartition(":")[2]
+    if check.startswith("tc_account:"):
+        return _("3Commas account {name}").format(name=name or ref)
+    if check.startswith(("smart_trade_error:", "smart_trade_failed:")):
+        return _("SmartTrade #{id} {pair}").format(id=ref, pair=pair)
+    return _("deal #{id} {pair}").format(id=ref, pair=pair)
+
+
+def _symptom_reason(p: dict[str, Any]) -> str:
+    reason = str(p.get("reason", ""))
+    texts = {
+        "account_locked": _("the account is locked"),
+        "keys_expire_soon": _("its exchange API key expires soon"),
+        "keys_state_unknown": _("3Commas reports an unusual key state"),
+        "auto_balance_error": _("balances are not loading"),
+        "deal_error": _("3Commas reports an error on it"),
+        "stale_upnl": _("its UPNL stopped updating while the market moved"),
+        "deal_failed": _("it failed"),
+        "deal_cancelled": _("it was cancelled"),
+    }
+    return texts.get(reason) or verdict_reason(reason)
+
+
+def _render_symptom(p: dict[str, Any]) -> str:
+    kind = p.get("type")
+    head = f"<b>{_title(p)}</b> · {_symptom_subject(p)}"
+    detail = escape(str(p.get("detail", ""))[:200])
+    if kind == "recovery":
+        return "🟢 " + _("{what}: resolved after {duration}.").format(what=head, duration=duration_from(p))
+    lines = [f"🔴 {head}: {_symptom_reason(p)}"]
+    if detail:
+        lines.append(f"<i>{detail}</i>")
+    if p.get("reason") in {"deal_failed", "deal_cancelled"}:
+        lines.append(
+            _("Its orders may still lock funds: see /orders. You can recreate it with the button below.")
+        )
+    elif p.get("reason") == "stale_upnl":
+        lines.append(_("Usually the exchange key behind the account stopped working; check /status."))
+    return "\n".join(lines)
+
+
 def _render_one(p: dict[str, Any]) -> str:
     kind = p.get("type")
+    if p.get("check") and kind in {"alert", "reminder", "recovery", "event"}:
+        return _render_symptom(p)
     if kind == "alert":
         return _render_alert(p)
     if kind == "reminder":
@@ -98,6 +149,11 @@ def _outage(exchange: str, count: int) -> str:
 
 
 def _buttons(keyboard: InlineKeyboardBuilder, p: dict[str, Any]) -> None:
+    if p.get("failed_deal_id"):
+        keyboard.add(*recreate_button(int(p["failed_deal_id"])).inline_keyboard[0])
+        return
+    if p.get("check"):
+        return  # symptoms point to /orders and /status; the account's key has its own alert
     cid = p.get("connection_id")
     if cid is None:
         return

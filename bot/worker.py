@@ -17,8 +17,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import delete
 
 from bot.context import AppContext
+from bot.metrics import observe_check
 from bot.sender import Sender
-from services.checkers import ExchangeChecker
+from services.checkers import BudgetStretch, ExchangeChecker, ThreeCommasChecker
+from services.deals_store import THREECOMMAS
 from services.expiry import enqueue_expiry_reminders
 from services.models import ConversationState, OutboxMessage
 from services.polling import Poller, PollerConfig
@@ -41,15 +43,18 @@ class Worker:
     scheduler: AsyncIOScheduler = field(init=False)
 
     def __post_init__(self) -> None:
-        assert self.app.hub is not None
-        config = PollerConfig(default_interval=timedelta(seconds=self.app.settings.poll_interval_seconds))
+        app = self.app
+        assert app.hub is not None and app.threecommas is not None
+        threecommas = ThreeCommasChecker(app.threecommas, app.hub, app.vault, app.clock)
         self.poller = Poller(
-            sessions=self.app.sessions,
-            clock=self.app.clock,
+            sessions=app.sessions,
+            clock=app.clock,
             worker_id=self.ident,
-            checkers={"exchange": ExchangeChecker(self.app.hub, self.app.vault, self.app.clock)},
-            config=config,
-            stretch=self.app.hub.stretch_interval,
+            checkers={"exchange": ExchangeChecker(app.hub, app.vault, app.clock), THREECOMMAS: threecommas},
+            event_payloads={THREECOMMAS: threecommas.event_payload},
+            config=PollerConfig(default_interval=timedelta(seconds=app.settings.poll_interval_seconds)),
+            stretch=BudgetStretch(app.hub),
+            observe=observe_check,
         )
         self.sender = Sender(self.app, self.bot, self.ident)
         self.scheduler = AsyncIOScheduler(timezone="UTC")

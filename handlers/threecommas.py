@@ -42,11 +42,9 @@ router = Router(name="threecommas")
 
 def threecommas_access(app: AppContext) -> ThreeCommasAccess:
     """The app's 3Commas client factory (its per-key limiters must live as long as the app)."""
-    access = app.extras.get("threecommas")
-    if access is None:
-        access = app.extras["threecommas"] = ThreeCommasAccess(app.settings.threecommas_api_url)
-    assert isinstance(access, ThreeCommasAccess)
-    return access
+    if app.threecommas is None:
+        app.threecommas = ThreeCommasAccess(app.settings.threecommas_api_url)
+    return app.threecommas
 
 
 class TcLink(StatesGroup):

@@ -75,6 +75,30 @@ DEFAULT_BUDGETS: dict[str, Budget] = {
 FALLBACK_BUDGET = Budget(60, 60, 300, "conservative default for an exchange nobody registered")
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeWeights:
+    """Weight of the probe's two calls, in the exchange's own units."""
+
+    key_check: float
+    balances: float
+
+
+PROBE_WEIGHTS: dict[str, ProbeWeights] = {
+    # GET /sapi/v1/account/apiRestrictions: IP weight 1; GET /api/v3/account: 20
+    # (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/account-endpoints);
+    # GET /fapi/v3/account: 5 (USDⓈ-M "Account Information V3").
+    "binance": ProbeWeights(1, 20),
+    "binanceusdm": ProbeWeights(1, 5),
+    # Bybit and OKX budgets count requests: /v5/user/query-api + /v5/account/wallet-balance,
+    # /api/v5/account/config + /api/v5/account/balance.
+    "bybit": ProbeWeights(1, 1),
+    "okx": ProbeWeights(1, 1),
+}
+GENERIC_PROBE_WEIGHT = 2.0
+"""Other exchanges: ccxt ``fetch_balance`` is the probe; it may first look up the account mode
+(KuCoin ``is_uta_enabled``) and then fetch the balance: two requests."""
+
+
 @dataclass(slots=True)
 class _Window:
     budget: Budget

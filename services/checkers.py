@@ -1,16 +1,34 @@
-"""Checkers: how the poller checks one kind of connection (exchange keys here)."""
+"""Checkers: how the poller checks each kind of connection (exchange keys, 3Commas accounts)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.clock import Clock
+from services.deal_checks import (
+    Observation,
+    Snapshot,
+    TcState,
+    Thresholds,
+    fetch_state,
+    price_requests,
+    run_checks,
+)
+from services.deals_store import THREECOMMAS, ThreeCommasAccess, store_failed_deal
 from services.exchanges import ExchangeHub
-from services.polling import CheckResult, Claimed
-from services.probes import KeyInfo, ProbeResult, probe
+from services.models import Connection
+from services.polling import CheckResult, Claimed, Symptom
+from services.probes import KeyInfo, ProbeResult, probe, probe_weight
+from services.threecommas import ThreeCommasError
 from services.vault import Credentials, Vault, VaultError
 from services.verdicts import Verdict
+
+log = logging.getLogger(__name__)
 
 
 async def verify_key(hub: ExchangeHub, exchange: str, credentials: Credentials, clock: Clock) -> ProbeResult:
@@ -48,3 +66,127 @@ class ExchangeChecker:
             balances=result.balances,
             weight=result.weight,
         )
+
+
+# Public ticker weight on the heaviest supported exchange (Binance GET /api/v3/ticker/price, one symbol).
+TICKER_WEIGHT = 2
+MAX_TICKERS_PER_POLL = 20
+
+
+@dataclass
+class ThreeCommasChecker:
+    """Checks a 3Commas key and what it shows: accounts, deals, SmartTrades, frozen UPNL, failures.
+
+    Live prices for the stale-UPNL check come from public tickers through the shared exchange
+    budget, at most ``MAX_TICKERS_PER_POLL`` per poll.
+    """
+
+    access: ThreeCommasAccess
+    hub: ExchangeHub
+    vault: Vault
+    clock: Clock
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    async def __call__(self, claimed: Claimed) -> CheckResult:
+        try:
+            credentials = self.vault.open(claimed.credentials)
+        except VaultError as error:
+            return CheckResult(Verdict.UNKNOWN, str(error))
+        state, key_error = None, None
+        async with self.access.open(credentials) as client:
+            try:
+                state = await fetch_state(client)
+            except ThreeCommasError as error:
+                key_error = error
+        prices = await self._prices(state) if state is not None else {}
+        previous = Snapshot.from_dict(claimed.check_state) if claimed.check_state else None
+        outcome = run_checks(
+            state,
+            previous,
+            prices=prices,
+            now=self.clock.now(),
+            thresholds=self.thresholds,
+            key_error=key_error,
+        )
+        key = next(o for o in outcome.observations if o.check_kind == "tc_key")
+        return CheckResult(
+            verdict=_as_verdict(key.verdict_or_reason) if not key.ok else Verdict.OK,
+            detail=key.detail,
+            symptoms=tuple(_symptom(o) for o in outcome.observations if o.check_kind != "tc_key"),
+            check_state=outcome.snapshot.to_dict(),
+        )
+
+    async def _prices(self, state: TcState) -> dict[str, float]:
+        prices: dict[str, float] = {}
+        wanted = [(ex, sym) for ex, symbols in price_requests(state).items() for sym in sorted(symbols)]
+        for exchange, symbol in wanted[:MAX_TICKERS_PER_POLL]:
+            try:
+                public = await self.hub.public(exchange)
+                await self.hub.budgets.acquire(exchange, TICKER_WEIGHT)
+                ticker = await public.fetch_ticker(symbol)
+            except Exception:  # no price means no stale-UPNL verdict this time, never a false one
+                continue
+            if ticker.get("last"):
+                prices[symbol] = float(ticker["last"])
+        return prices
+
+    async def event_payload(
+        self, session: AsyncSession, connection: Connection, symptom: Symptom, now: datetime
+    ) -> dict[str, Any]:
+        """A failed or cancelled deal gets a stored recreate plan, so its button carries a short id."""
+        plan = symptom.subject.get("recreate_plan")
+        if not plan:
+            return {}
+        row_id = await store_failed_deal(
+            session,
+            user_id=connection.user_id,
+            tc_connection_id=connection.id,
+            plan=plan,
+            error=str(symptom.subject.get("error") or ""),
+            now=now,
+        )
+        return {"failed_deal_id": row_id}
+
+
+def _as_verdict(value: str) -> Verdict:
+    return Verdict(value) if value in Verdict._value2member_map_ else Verdict.UNKNOWN
+
+
+def _symptom(observation: Observation) -> Symptom:
+    subject = dict(observation.subject)
+    plan = subject.pop("recreate", None)
+    if plan:
+        subject["recreate_plan"] = plan
+    return Symptom(
+        check_kind=observation.check_kind,
+        ok=observation.ok,
+        verdict=Verdict.OK if observation.ok else _as_verdict(observation.verdict_or_reason),
+        reason=observation.verdict_or_reason,
+        detail=observation.detail,
+        subject=subject,
+        is_event=observation.is_event,
+    )
+
+
+@dataclass
+class BudgetStretch:
+    """Poll intervals stretched fairly when an exchange's request budget cannot cover them all."""
+
+    hub: ExchangeHub
+    stretched: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, exchange: str, interval: timedelta, connections: int) -> timedelta:
+        if exchange == THREECOMMAS:
+            return interval  # 3Commas limits per key, not per IP
+        requested = interval.total_seconds()
+        fair = self.hub.budgets.stretch_interval(
+            exchange, connections, probe_weight(exchange, with_key_info=True), requested
+        )
+        ratio = fair / requested
+        if ratio > 1 and self.stretched.get(exchange, 1.0) < ratio:
+            log.warning(
+                "%s budget cannot check %d connections every %.0f s; stretching to %.0f s",
+                exchange, connections, requested, fair,
+            )  # fmt: skip
+        self.stretched[exchange] = ratio
+        return timedelta(seconds=fair)

@@ -110,7 +110,7 @@ def classify(
 
     table_id = TABLE_OF.get(exchange_id)
     code, message = _parse_body(table_id, text)
-    detail = _clip(message or _strip_query(text))
+    detail = _clip(message or _strip_query(text.removeprefix(f"{exchange_id} ")))
     match = _STATUS.match(text)
     status = int(match.group(1)) if match else None
 

@@ -17,13 +17,15 @@
   reads ``self.apiKey``/``self.secret``/``self.password`` of the copy, so keys cannot leak between
   clients (tests prove it with two keys concurrently against a local exchange).
 * **Markets once per exchange**, from public endpoints only, shared by reference (ccxt's own
-  ``set_markets_from_exchange``). The template has no keys, and ``has['fetchCurrencies']`` is
-  switched off on it: Binance, Bybit, OKX and KuCoin fetch currencies from *private* endpoints
-  inside ``load_markets`` (reference: binance ``fetch_currencies`` → sapi capital/config/getall,
-  bybit → /v5/asset/coin/query-info, okx → /api/v5/asset/currencies, kucoin → account mode), and
-  Binance also loads margin pairs privately unless ``fetchMargins`` is off. Binance markets are
-  limited to spot + linear (USDⓈ-M): what the bot trades through 3Commas; inverse/options would
-  only cost weight and memory. Bybit and OKX get the same restriction.
+  ``set_markets_from_exchange``). ``load_markets`` calls ``fetch_currencies`` first, and with
+  keys set Binance, Bybit, OKX and KuCoin take that from *private* endpoints (binance.py ~3157
+  sapi capital/config/getall, bybit.py ~1805 /v5/asset/coin/query-info, okx.py ~2020
+  /api/v5/asset/currencies, kucoin.py ~2227 account mode); Binance's ``fetch_markets`` also
+  loads margin pairs privately (``fetchMargins``). Markets load on the keyless template only,
+  and ``has['fetchCurrencies']`` / Binance ``fetchCurrencies`` + ``fetchMargins`` are switched
+  off there as well: no probe needs currency metadata, and it costs requests and memory.
+  Binance markets are limited to spot + linear (USDⓈ-M), what the bots trade through 3Commas;
+  inverse and options would only cost weight and memory. Bybit and OKX get the same restriction.
 * **Our limiter, not ccxt's.** ``enableRateLimit=False``: ccxt's throttle is per instance, so with
   one instance per connection it would limit nothing. Every call first acquires the shared
   per-exchange budget (:mod:`services.budget`), reads the used-weight header afterwards and
@@ -41,6 +43,7 @@ import asyncio
 import copy
 import functools
 import re
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,7 +51,7 @@ import aiohttp
 import ccxt.async_support as ccxt
 from ccxt.base.types import Entry
 
-from services.budget import BudgetRegistry
+from services.budget import GENERIC_PROBE_WEIGHT, PROBE_WEIGHTS, BudgetRegistry
 from services.classifier import classify
 from services.classifier_tables import TABLE_OF
 from services.clock import Clock, SystemClock
@@ -119,13 +122,17 @@ def _describe(exchange_id: str) -> dict[str, Any]:
     return description
 
 
-@functools.cache
 def supported_exchanges() -> list[str]:
     """ccxt exchanges whose private API needs exactly what we store: key, secret, maybe passphrase.
 
     Aliases (``describe()['alias']``) and exchanges wanting more (uid, wallet keys, 2FA) are left
     out. Binance, Bybit and OKX come first: most users trade there.
     """
+    return list(_supported())
+
+
+@functools.cache
+def _supported() -> tuple[str, ...]:
     usable = []
     for exchange_id in ccxt.exchanges:
         try:
@@ -135,7 +142,7 @@ def supported_exchanges() -> list[str]:
         required = {k for k, v in description.get("requiredCredentials", {}).items() if v}
         if {"apiKey", "secret"} <= required <= _STORABLE and not description.get("alias"):
             usable.append(exchange_id)
-    return [e for e in PREFERRED if e in usable] + sorted(e for e in usable if e not in PREFERRED)
+    return (*[e for e in PREFERRED if e in usable], *sorted(e for e in usable if e not in PREFERRED))
 
 
 def needs_passphrase(exchange_id: str) -> bool:
@@ -198,7 +205,7 @@ class ExchangeClient:
         hub = self._hub
         if ex.markets is None and not _is_implicit(type(ex), method):
             await hub.markets(self.exchange_id)
-            ex.set_markets_from_exchange(hub._templates[self.exchange_id])
+            ex.set_markets_from_exchange(hub._template(self.exchange_id))
         await hub.budgets.acquire(self.exchange_id, weight)
         options = ex.options
         if _AUTH_TRAP in options:
@@ -210,9 +217,9 @@ class ExchangeClient:
             async with asyncio.timeout(hub.deadline_s):
                 result = await getattr(ex, method)(*args, **kwargs)
         except Exception as exc:
-            hub.settle(self.exchange_id, ex, exc)
+            hub._settle(self.exchange_id, ex, exc)
             raise
-        hub.settle(self.exchange_id, ex, None)
+        hub._settle(self.exchange_id, ex, None)
         return result
 
 
@@ -288,6 +295,29 @@ class ExchangeHub:
             await self._session.close()
             self._session = None
 
+    def stretch_interval(
+        self,
+        exchange_id: str,
+        interval: timedelta,
+        connections: int,
+        *,
+        balances_every: timedelta = timedelta(minutes=30),
+    ) -> timedelta:
+        """The poller's probe interval for ``exchange_id``, stretched so our budget share covers
+        ``connections`` probes (see :meth:`BudgetRegistry.stretch_interval`).
+
+        A probe weighs its key check plus, amortised, the balance call made every
+        ``balances_every`` (the checker's default): on Binance that is 20 weight, which 2000
+        connections refreshing every 30 minutes turn into 1333 weight a minute.
+        """
+        weights = PROBE_WEIGHTS.get(exchange_id)
+        if weights is None:
+            weight = GENERIC_PROBE_WEIGHT
+        else:
+            weight = weights.key_check + weights.balances * min(1.0, interval / balances_every)
+        seconds = self.budgets.stretch_interval(exchange_id, connections, weight, interval.total_seconds())
+        return timedelta(seconds=seconds)
+
     def _template(self, exchange_id: str) -> Any:
         template = self._templates.get(exchange_id)
         if template is None:
@@ -332,7 +362,7 @@ class ExchangeHub:
         self._weight_headers[exchange_id] = self.budgets.budget(exchange_id).used_weight_header
         return template
 
-    def settle(self, exchange_id: str, instance: Any, exc: BaseException | None) -> None:
+    def _settle(self, exchange_id: str, instance: Any, exc: BaseException | None) -> None:
         """After a call: feed the used-weight header to the budget; pause the exchange on 429/418/bans."""
         headers = instance.last_response_headers
         header = self._weight_headers.get(exchange_id)

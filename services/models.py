@@ -81,6 +81,8 @@ class Connection(Base):
     key_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     balances: Mapped[dict[str, Any]] = mapped_column(default=dict)
     balances_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # What a checker remembers between polls (3Commas: deal marks and failed deals already seen).
+    check_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
     next_poll_at: Mapped[datetime]
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services import outbox
@@ -40,6 +41,7 @@ from services.incidents import (
     VerdictChanged,
     confirm_after,
     due_reminder,
+    inhibited,
     mute_snapshot,
     step,
     unmute_summary,
@@ -63,21 +65,43 @@ class Claimed:
     interval: timedelta
     balances_at: datetime | None
     key_info: dict[str, Any]
+    check_state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Symptom:
+    """A further check behind one connection (a 3Commas account, a deal's UPNL, a failed deal).
+
+    Each ``check_kind`` has an incident of its own; ``is_event`` marks one-off happenings (a deal
+    that failed) that are announced once instead of stepping an incident. ``reason`` is the
+    precise cause shown to the user; ``verdict`` is what the incident machine confirms on.
+    """
+
+    check_kind: str
+    ok: bool
+    verdict: Verdict
+    reason: str
+    detail: str = ""
+    subject: dict[str, Any] = field(default_factory=dict)
+    is_event: bool = False
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """A checker's conclusion about one connection."""
+    """A checker's conclusion about one connection: the key itself, plus any symptoms."""
 
     verdict: Verdict
     detail: str = ""
     key_info: dict[str, Any] | None = None
     balances: dict[str, Any] | None = None
-    weight: int = 1
+    weight: float = 1
+    symptoms: tuple[Symptom, ...] = ()
+    check_state: dict[str, Any] | None = None
 
 
 Checker = Callable[[Claimed], Awaitable[CheckResult]]
-IntervalStretch = Callable[[str, timedelta], timedelta]
+EventPayload = Callable[[AsyncSession, Connection, Symptom, datetime], Awaitable[dict[str, Any]]]
+IntervalStretch = Callable[[str, timedelta, int], timedelta]
 
 
 @dataclass
@@ -100,8 +124,13 @@ class Poller:
     config: PollerConfig = field(default_factory=PollerConfig)
     policy: AlertPolicy = DEFAULT_POLICY
     stretch: IntervalStretch | None = None
+    # Turns a one-off symptom (a failed deal) into outbox data, per connection kind.
+    event_payloads: dict[str, EventPayload] = field(default_factory=dict)
+    observe: Callable[[Claimed, CheckResult, float], None] | None = None
     random: random.Random = field(default_factory=random.Random)
     checked: int = 0
+    population: dict[str, int] = field(default_factory=dict)
+    _population_at: datetime | None = None
 
     async def claim(self, limit: int | None = None) -> list[Claimed]:
         """Lease up to ``limit`` due connections of users who have not blocked the bot."""
@@ -156,6 +185,7 @@ class Poller:
                 interval=timedelta(seconds=interval) if interval else default,
                 balances_at=c.balances_at,
                 key_info=dict(c.key_info or {}),
+                check_state=dict(c.check_state or {}),
             )
             for c, interval in rows
         ]
@@ -165,14 +195,32 @@ class Poller:
             checker = self.checkers.get(claimed.kind)
             if checker is None:
                 return CheckResult(Verdict.UNKNOWN, f"no checker for {claimed.kind}")
+            started = time.perf_counter()
             try:
-                return await checker(claimed)
+                result = await checker(claimed)
             except Exception as error:  # a checker bug must not stall the whole batch
                 log.exception("checker failed for connection %s", claimed.id)
-                return CheckResult(Verdict.UNKNOWN, type(error).__name__)
+                result = CheckResult(Verdict.UNKNOWN, type(error).__name__)
+            if self.observe is not None:
+                self.observe(claimed, result, time.perf_counter() - started)
+            return result
+
+    async def refresh_population(self) -> None:
+        """Connections per exchange, refreshed once a minute, for fair interval stretching."""
+        now = self.clock.now()
+        if self._population_at is not None and now - self._population_at < timedelta(minutes=1):
+            return
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(Connection.exchange, func.count()).group_by(Connection.exchange)
+            )
+            self.population = {exchange: int(count) for exchange, count in rows.all()}
+        self._population_at = now
 
     async def run_once(self) -> int:
         """Claim one batch, check it with bounded concurrency, record it; returns how many."""
+        if self.stretch is not None:
+            await self.refresh_population()
         batch = await self.claim()
         if not batch:
             return 0
@@ -194,10 +242,8 @@ class Poller:
                 )
             }
             incidents = {
-                i.connection_id: i
-                for i in await session.scalars(
-                    select(Incident).where(Incident.connection_id.in_(ids), Incident.check_kind == KEY_CHECK)
-                )
+                (i.connection_id, i.check_kind): i
+                for i in await session.scalars(select(Incident).where(Incident.connection_id.in_(ids)))
             }
             users = {
                 u.id: u
@@ -209,17 +255,101 @@ class Poller:
                 connection = connections.get(claimed.id)
                 if connection is None:  # lease lost to another worker, or the user removed it
                     continue
-                incident = incidents.get(claimed.id) or self._new_incident(session, claimed.id, now)
-                self._record_one(
-                    session, connection, incident, users[connection.user_id], claimed, result, now
+                user = users[connection.user_id]
+
+                def incident_for(kind: str, cid: int = claimed.id) -> Incident:
+                    found = incidents.get((cid, kind))
+                    if found is None:
+                        found = self._new_incident(session, cid, kind, now)
+                        incidents[(cid, kind)] = found
+                    return found
+
+                key_status = self._record_one(
+                    session, connection, incident_for(KEY_CHECK), user, claimed, result, now
                 )
+                for symptom in result.symptoms:
+                    if symptom.is_event:
+                        await self._announce(session, connection, user, symptom, now)
+                    elif not inhibited(symptom.check_kind, key_status):
+                        self._step_symptom(
+                            session, connection, incident_for(symptom.check_kind), user, symptom, now
+                        )
 
     @staticmethod
-    def _new_incident(session: AsyncSession, connection_id: int, now: datetime) -> Incident:
-        incident = Incident(connection_id=connection_id, check_kind=KEY_CHECK, updated_at=now)
+    def _new_incident(session: AsyncSession, connection_id: int, kind: str, now: datetime) -> Incident:
+        incident = Incident(connection_id=connection_id, check_kind=kind, updated_at=now)
         IncidentState().apply_to(incident)
         session.add(incident)
         return incident
+
+    def _step_incident(
+        self, incident: Incident, observation: Observation, muted: bool, now: datetime
+    ) -> tuple[IncidentState, list[Event]]:
+        """One step of an incident, with reminders and mutes applied; returns the events to send."""
+        before = IncidentState.from_row(incident)
+        if muted and before.muted_state is None:
+            before = _with_mute(before)  # what the user knew when the mute began
+        state, events = step(before, observation, now, self.policy)
+        state, reminder = due_reminder(state, now, self.policy)
+        if reminder is not None:
+            events.append(reminder)
+        if muted:
+            events = []
+        elif state.muted_state is not None:  # the mute has ended: one summary if anything changed
+            summary = unmute_summary(state, now, self.policy)
+            events = [summary] if summary is not None else []
+            state = _without_mute(state)
+        state.apply_to(incident)
+        incident.updated_at = now
+        return state, events
+
+    def _enqueue(
+        self, session: AsyncSession, connection: Connection, payload: dict[str, Any], now: datetime
+    ) -> None:
+        base = {"connection_id": connection.id, "exchange": connection.exchange, "label": connection.label}
+        outbox.enqueue(
+            session,
+            user_id=connection.user_id,
+            kind="alert",
+            payload={**base, **payload},
+            now=now,
+            event_at=now,
+            delay=self.config.group_window,
+        )
+
+    def _step_symptom(
+        self,
+        session: AsyncSession,
+        connection: Connection,
+        incident: Incident,
+        user: User,
+        symptom: Symptom,
+        now: datetime,
+    ) -> None:
+        verdict = Verdict.OK if symptom.ok else symptom.verdict
+        observation = Observation(symptom.ok, verdict, symptom.detail[:300])
+        _, events = self._step_incident(incident, observation, _muted(connection, user, now), now)
+        extra = {"check": symptom.check_kind, "reason": symptom.reason, "subject": _small(symptom.subject)}
+        for event in events:
+            self._enqueue(session, connection, {**event_payload(event), **extra}, now)
+
+    async def _announce(
+        self, session: AsyncSession, connection: Connection, user: User, symptom: Symptom, now: datetime
+    ) -> None:
+        """A one-off event: announced once (unless muted), with whatever the kind's hook adds."""
+        if _muted(connection, user, now):
+            return
+        hook = self.event_payloads.get(connection.kind)
+        extra = await hook(session, connection, symptom, now) if hook is not None else {}
+        payload = {
+            "type": "event",
+            "check": symptom.check_kind,
+            "reason": symptom.reason,
+            "detail": symptom.detail,
+            "subject": _small(symptom.subject),
+            **extra,
+        }
+        self._enqueue(session, connection, payload, now)
 
     def _record_one(
         self,
@@ -230,27 +360,10 @@ class Poller:
         claimed: Claimed,
         result: CheckResult,
         now: datetime,
-    ) -> None:
-        state, events = step(
-            IncidentState.from_row(incident),
-            Observation(result.verdict is Verdict.OK, result.verdict, result.detail[:300]),
-            now,
-            self.policy,
-        )
-        state, reminder = due_reminder(state, now, self.policy)
-        if reminder is not None:
-            events.append(reminder)
-        muted = _muted(connection, user, now)
-        if muted and state.muted_state is None:
-            state = _with_mute(state)
-        elif not muted and state.muted_state is not None:
-            summary = unmute_summary(state, now, self.policy)
-            events = [summary] if summary is not None else []
-            state = _without_mute(state)
-        if muted:
-            events = []
-        state.apply_to(incident)
-        incident.updated_at = now
+    ) -> IncidentStatus:
+        """Record the key check; returns the key incident's status (it may silence symptoms)."""
+        observation = Observation(result.verdict is Verdict.OK, result.verdict, result.detail[:300])
+        state, events = self._step_incident(incident, observation, _muted(connection, user, now), now)
 
         connection.last_check_at = now
         connection.verdict = result.verdict.value
@@ -263,27 +376,20 @@ class Poller:
         if result.balances is not None:
             connection.balances = result.balances
             connection.balances_at = now
+        if result.check_state is not None:
+            connection.check_state = result.check_state
         connection.next_poll_at = self._next_poll(claimed, state, now)
         connection.lease_owner = None
         connection.lease_until = None
         connection.updated_at = now
-
-        base = {"connection_id": connection.id, "exchange": connection.exchange, "label": connection.label}
         for event in events:
-            outbox.enqueue(
-                session,
-                user_id=connection.user_id,
-                kind="alert",
-                payload={**base, **event_payload(event)},
-                now=now,
-                event_at=now,
-                delay=self.config.group_window,
-            )
+            self._enqueue(session, connection, event_payload(event), now)
+        return state.status
 
     def _next_poll(self, claimed: Claimed, state: IncidentState, now: datetime) -> datetime:
         interval = claimed.interval
         if self.stretch is not None:
-            interval = self.stretch(claimed.exchange, interval)
+            interval = self.stretch(claimed.exchange, interval, self.population.get(claimed.exchange, 1))
         if state.status is IncidentStatus.PENDING:
             interval = min(interval, confirm_after(state.verdict, self.policy))
         spread = interval.total_seconds() * self.config.jitter
@@ -301,6 +407,11 @@ class Poller:
 
 def _muted(connection: Connection, user: User, now: datetime) -> bool:
     return any(until is not None and until > now for until in (connection.muted_until, user.muted_until))
+
+
+def _small(subject: dict[str, Any]) -> dict[str, Any]:
+    """Keep outbox rows small: scalar fields only (recreate plans live in their own table)."""
+    return {k: v for k, v in subject.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
 
 def _with_mute(state: IncidentState) -> IncidentState:

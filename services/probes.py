@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.budget import GENERIC_PROBE_WEIGHT, PROBE_WEIGHTS
 from services.classifier import Classification, classify
 from services.classifier_tables import TABLE_OF
 from services.clock import Clock
@@ -53,10 +54,8 @@ _PERMISSION_DOCS = {
     "bybit": "https://bybit-exchange.github.io/docs/v5/user/apikey-info",
     "okx": "https://www.okx.com/docs-v5/en/#trading-account-rest-api-get-account-configuration",
 }
+_LIFETIME_POLICIES = {"binance": BINANCE_TRADING_POLICY, "bybit": BYBIT_EXPIRY_POLICY, "okx": OKX_IDLE_POLICY}
 EXPIRY_WARNING = timedelta(days=7)
-
-# Weights in the exchange's own units (see services.budget).
-_GENERIC_WEIGHT = 2  # fetch_balance: at most one account-mode lookup (e.g. KuCoin) + the balance
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +139,7 @@ def probe_weight(exchange_id: str, *, with_key_info: bool = False, with_balances
     """
     recipe = _RECIPES.get(exchange_id)
     if recipe is None:
-        return _GENERIC_WEIGHT
+        return GENERIC_PROBE_WEIGHT
     return recipe.check_weight + (recipe.balance_weight if with_balances else 0)
 
 
@@ -165,10 +164,12 @@ async def probe(
     recipe = _RECIPES.get(exchange_id)
     if recipe is None:
         try:
-            raw = await client.call("fetch_balance", weight=_GENERIC_WEIGHT)
+            raw = await client.call("fetch_balance", weight=GENERIC_PROBE_WEIGHT)
         except Exception as exc:
-            return _failure(exchange_id, exc, known, _GENERIC_WEIGHT, clock)
-        return ProbeResult(Verdict.OK, None, "", None, _unified_balances(raw), _GENERIC_WEIGHT, clock.now())
+            return _failure(exchange_id, exc, known, GENERIC_PROBE_WEIGHT, clock)
+        return ProbeResult(
+            Verdict.OK, None, "", None, _unified_balances(raw), GENERIC_PROBE_WEIGHT, clock.now()
+        )
 
     spent = recipe.check_weight
     try:
@@ -187,14 +188,16 @@ async def probe(
         except Exception as exc:
             failed = classify(exchange_id, exc, ip_restricted=info.ip_restricted, allowed_ips=info.ip_list)
             if failed.verdict.is_key_problem:
-                keep = info if with_key_info else None
-                return ProbeResult(failed.verdict, failed.code, failed.detail, keep, None, spent, clock.now())
+                shown = info if with_key_info else None
+                return ProbeResult(
+                    failed.verdict, failed.code, failed.detail, shown, None, spent, clock.now()
+                )
             # The key works; a throttled or failing balance call says nothing against it.
             detail = f"balances unavailable: {failed.detail}"[:200]
     # After a lost permission the stored key info must stay the baseline (what the key could do
     # while it worked), or the next probe would compare with the degraded key and report ok.
-    keep = with_key_info and verdict is Verdict.OK
-    return ProbeResult(verdict, None, detail, info if keep else None, balances, spent, clock.now())
+    shown = info if with_key_info and verdict is Verdict.OK else None
+    return ProbeResult(verdict, None, detail, shown, balances, spent, clock.now())
 
 
 def _failure(
@@ -228,7 +231,7 @@ def _refine_with_known(
         if due is not None and due <= now:
             return Classification(Verdict.KEY_EXPIRED, result.code, result.detail)
     if family == "okx" and known.ip_restricted is False and (known.can_trade or known.can_withdraw):
-        hint = " (OKX deletes trade keys without a bound IP after 14 days unused)"
+        hint = f" (OKX deletes trade keys without a bound IP after {OKX_IDLE_LIMIT.days} days unused)"
         return Classification(result.verdict, result.code, (result.detail + hint)[:200])
     return result
 
@@ -275,15 +278,13 @@ def key_warnings(exchange_id: str, info: KeyInfo, now: datetime) -> list[KeyWarn
         warnings.append(KeyWarning("withdraw_enabled", None, docs))
     if info.can_trade is False:
         warnings.append(KeyWarning("read_only", None, docs))
+    policy = _LIFETIME_POLICIES.get(family, docs)
     due = _policy_due(family, info)
     if info.ip_restricted is False:
-        source = {"binance": BINANCE_TRADING_POLICY, "bybit": BYBIT_EXPIRY_POLICY, "okx": OKX_IDLE_POLICY}
-        warnings.append(KeyWarning("no_ip_restriction", due, source.get(family, docs)))
+        warnings.append(KeyWarning("no_ip_restriction", due, policy))
     ending = info.expires_at or due
     if ending is not None and ending - now <= EXPIRY_WARNING:
-        warnings.append(
-            KeyWarning("expires_soon", ending, BYBIT_EXPIRY_POLICY if family == "bybit" else docs)
-        )
+        warnings.append(KeyWarning("expires_soon", ending, policy))
     return warnings
 
 
@@ -442,31 +443,37 @@ def _fixed_call(method: str, params: dict[str, str]) -> Callable[[Any], tuple[st
     return lambda _raw: (method, params)
 
 
-_BINANCE = _Recipe(
-    "sapiGetAccountApiRestrictions",
-    1,
-    _binance_key_info,
-    _fixed_call("privateGetAccount", {"omitZeroBalances": "true"}),
-    20,
-    _binance_spot_balances,
-)
 _RECIPES: dict[str, _Recipe] = {
-    "binance": _BINANCE,
+    "binance": _Recipe(
+        "sapiGetAccountApiRestrictions",
+        PROBE_WEIGHTS["binance"].key_check,
+        _binance_key_info,
+        _fixed_call("privateGetAccount", {"omitZeroBalances": "true"}),
+        PROBE_WEIGHTS["binance"].balances,
+        _binance_spot_balances,
+    ),
     "binanceusdm": _Recipe(
         "sapiGetAccountApiRestrictions",
-        1,
+        PROBE_WEIGHTS["binanceusdm"].key_check,
         _binance_key_info,
         _fixed_call("fapiPrivateV3GetAccount", {}),
-        5,
+        PROBE_WEIGHTS["binanceusdm"].balances,
         _binance_futures_balances,
     ),
-    "bybit": _Recipe("privateGetV5UserQueryApi", 1, _bybit_key_info, _bybit_balance_call, 1, _bybit_balances),
+    "bybit": _Recipe(
+        "privateGetV5UserQueryApi",
+        PROBE_WEIGHTS["bybit"].key_check,
+        _bybit_key_info,
+        _bybit_balance_call,
+        PROBE_WEIGHTS["bybit"].balances,
+        _bybit_balances,
+    ),
     "okx": _Recipe(
         "privateGetAccountConfig",
-        1,
+        PROBE_WEIGHTS["okx"].key_check,
         _okx_key_info,
         _fixed_call("privateGetAccountBalance", {}),
-        1,
+        PROBE_WEIGHTS["okx"].balances,
         _okx_balances,
     ),
 }

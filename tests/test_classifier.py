@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import ccxt.async_support as ccxt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.classifier import CLASSIFIER_TABLES, Classification, classify
 from services.classifier_tables import TABLE_OF, Rule
@@ -331,6 +333,37 @@ def test_transient_classes_never_blame_the_key(exchange_id: str, cls: type[Excep
         assert not result.verdict.is_key_problem, (template, result)
     for cause in TRANSPORT:
         assert classify(exchange_id, _wrapped(cls, cause)).verdict is Verdict.NETWORK
+
+
+KEY_BODIES = [
+    rule.body for rules in CLASSIFIER_TABLES.values() for rule in rules if rule.verdict.is_key_problem
+]
+
+
+@given(
+    exchange_id=st.sampled_from(EXCHANGES),
+    cls=st.sampled_from([*TRANSIENT_CLASSES, ccxt.ExchangeError, ccxt.AuthenticationError]),
+    status=st.sampled_from([418, 429, *range(500, 600)]),
+    body=st.one_of(st.text(max_size=80), st.sampled_from(KEY_BODIES)),
+)
+def test_property_5xx_429_418_never_blame_the_key(
+    exchange_id: str, cls: type[Exception], status: int, body: str
+) -> None:
+    """Whatever the class and the body (even one carrying a key error code), a 5xx/429/418 status is
+    the exchange's or our traffic's problem."""
+    error = cls(f"{exchange_id} GET https://api.example.com/private {status} Some Reason {body}")
+    assert not classify(exchange_id, error).verdict.is_key_problem
+
+
+@given(
+    exchange_id=st.sampled_from(EXCHANGES),
+    cls=st.sampled_from(TRANSIENT_CLASSES),
+    text=st.text(alphabet=st.characters(blacklist_characters="{"), max_size=120),
+)
+def test_property_transient_classes_without_exchange_code_never_blame_the_key(
+    exchange_id: str, cls: type[Exception], text: str
+) -> None:
+    assert not classify(exchange_id, cls(f"{exchange_id} {text}")).verdict.is_key_problem
 
 
 def test_detail_is_redacted_and_short() -> None:

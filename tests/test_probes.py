@@ -14,7 +14,7 @@ import pytest
 from sandbox.exchanges import LOCAL_EXCHANGES, LocalBinance, LocalExchange, LocalKey
 from services.budget import BudgetRegistry
 from services.clock import SystemClock
-from services.exchanges import ExchangeHub, rebase_urls
+from services.exchanges import ExchangeHub, display_name, needs_passphrase, rebase_urls, supported_exchanges
 from services.probes import KeyInfo, key_warnings, probe, probe_weight
 from services.vault import Credentials
 from services.verdicts import Verdict
@@ -321,6 +321,9 @@ async def test_two_clients_concurrently_never_mix_keys(server: LocalExchange, hu
     per_key = {k.api_key: sum(r.api_key == k.api_key for r in server.requests) for k in (first, second)}
     assert per_key == {first.api_key: 8, second.api_key: 8}  # key check + balances, 4 times
     assert clients[0].instance.apiKey == first.api_key and clients[1].instance.apiKey == second.api_key
+    # Per-connection mutable state is per connection; the big read-only tables are shared.
+    assert clients[0].instance.options is not clients[1].instance.options
+    assert clients[0].instance.api is clients[1].instance.api
 
 
 async def test_markets_load_once_from_public_endpoints_and_are_shared(
@@ -422,3 +425,26 @@ def test_key_warnings_from_stored_json() -> None:
     info = KeyInfo.from_json(stored)
     [warning] = [w for w in key_warnings("binance", info, info.created_at) if w.code == "no_ip_restriction"]
     assert warning.due == info.created_at + timedelta(days=30)  # type: ignore[operator]
+
+
+# --- exchange catalogue and the poller's interval stretch ----------------------------------------
+
+
+def test_supported_exchanges_lead_with_the_big_three_and_need_only_storable_credentials() -> None:
+    exchanges = supported_exchanges()
+    assert exchanges[:3] == ["binance", "bybit", "okx"]
+    assert {"kucoin", "bitget", "gate", "binanceusdm"} <= set(exchanges)
+    for exchange_id in exchanges:
+        required = {k for k, v in getattr(ccxt, exchange_id)().requiredCredentials.items() if v}
+        assert {"apiKey", "secret"} <= required <= {"apiKey", "secret", "password"}, exchange_id
+    assert needs_passphrase("okx") and needs_passphrase("kucoin") and not needs_passphrase("binance")
+    assert display_name("okx") == "OKX" and display_name("binance") == "Binance"
+
+
+def test_hub_stretch_interval_counts_amortised_balance_calls() -> None:
+    hub = ExchangeHub()  # Binance share: 3000 weight / minute
+    minute = timedelta(minutes=1)
+    # 2000 key checks (1) + balances (20) every 30 min → 2000 × (1 + 20 × 60/1800) = 3333 per minute.
+    assert hub.stretch_interval("binance", minute, 2000) == timedelta(seconds=2000 * (1 + 20 / 30) / 50)
+    assert hub.stretch_interval("binance", minute, 1000) == minute
+    assert hub.stretch_interval("okx", minute, 600) == timedelta(seconds=600 * (1 + 1 / 30) / 5)

@@ -1,0 +1,189 @@
+"""The monitoring engine end to end: real ccxt against local exchanges, real aiogram against the
+local Telegram, time driven by the clock. One alert per incident, one recovery, nothing for blips."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from bot.worker import Worker
+from sandbox.exchanges import LocalExchange, running_local_exchange
+from sandbox.telegram import ChatMessage
+from services.clock import FakeClock, utcnow
+from services.connections import new_connection
+from services.models import Connection
+from services.mutes import mute
+from services.users import get_or_create_user
+from services.vault import Credentials
+from tests.harness import BotRig, running_bot
+
+
+@dataclass
+class Monitor:
+    rig: BotRig
+    worker: Worker
+    exchanges: dict[str, LocalExchange]
+
+    async def link(self, user_id: int, exchange: str, label: str = "Main") -> tuple[int, str]:
+        """A user with one healthy key on ``exchange``; returns (connection id, api key)."""
+        key = self.exchanges[exchange].add_key()
+        self.rig.tg.add_user(user_id)
+        async with self.rig.app.sessions.begin() as session:
+            await get_or_create_user(session, user_id, "en", self.rig.clock.now())
+            connection = new_connection(
+                self.rig.app.vault,
+                user_id=user_id,
+                exchange=exchange,
+                label=label,
+                credentials=Credentials(key.api_key, key.secret, key.passphrase),
+                now=self.rig.clock.now(),
+            )
+            session.add(connection)
+        return connection.id, key.api_key
+
+    async def tick(self, seconds: float = 1) -> None:
+        """Let ``seconds`` pass, then run what the scheduler would: poll, then send."""
+        self.rig.clock.advance(seconds)
+        await self.worker.poll()
+        await self.worker.send()
+
+    async def run_for(self, seconds: int, step: int = 5) -> None:
+        for _ in range(0, seconds, step):
+            await self.tick(step)
+
+    async def until_failing_seen(self, connection_id: int, limit_s: int = 90) -> None:
+        """Advance until a check of the connection has failed (the revocation was noticed)."""
+        for _ in range(limit_s):
+            async with self.rig.app.sessions() as session:
+                if (await session.get(Connection, connection_id)).verdict != "ok":
+                    return
+            await self.tick(1)
+        raise AssertionError("the failure was not noticed within the poll interval")
+
+    def messages(self, user_id: int) -> list[ChatMessage]:
+        return self.rig.tg.bot_messages(user_id)
+
+
+@contextlib.asynccontextmanager
+async def monitor(tmp_path, *exchange_ids: str) -> AsyncIterator[Monitor]:
+    async with contextlib.AsyncExitStack() as stack:
+        exchanges = {
+            eid: await stack.enter_async_context(running_local_exchange(eid)) for eid in exchange_ids
+        }
+        rig = await stack.enter_async_context(
+            running_bot(
+                f"sqlite+aiosqlite:///{tmp_path / 'monitor.db'}",
+                FakeClock(utcnow()),  # the local exchanges date keys by the real clock
+                exchange_url_overrides={eid: srv.url for eid, srv in exchanges.items()},
+            )
+        )
+        yield Monitor(rig, Worker(rig.app, rig.bot), exchanges)
+
+
+async def test_revoked_key_one_alert_then_one_recovery(tmp_path):
+    async with monitor(tmp_path, "binance") as m:
+        _, api_key = await m.link(1, "binance")
+        await m.tick(0)
+        assert m.messages(1) == []
+        m.exchanges["binance"].set_key_state(api_key, "revoked")
+        await m.until_failing_seen(1)  # the next scheduled check, at most one interval (+ jitter) away
+        await m.run_for(60)  # one poll interval from the first failed check
+        [alert] = m.messages(1)
+        assert "revoked" in alert.text and "Binance · Main" in alert.text
+        assert [b.text for b in alert.buttons][0].startswith("⛔")
+        assert {"⛔ Update API key", "🔄 Refresh", "🔕 Mute 24 h"} == {b.text for b in alert.buttons}
+        await m.run_for(600)
+        assert len(m.messages(1)) == 1  # still failing: no repeats before the first reminder
+        m.exchanges["binance"].set_key_state(api_key, "valid")
+        await m.run_for(120)
+        assert len(m.messages(1)) == 2
+        recovery = m.messages(1)[-1]
+        assert "works again" in recovery.text and "11 min" in recovery.text
+
+
+async def test_a_single_503_says_nothing(tmp_path):
+    async with monitor(tmp_path, "okx") as m:
+        await m.link(1, "okx")
+        await m.tick(0)
+        m.exchanges["okx"].inject("status_5xx", times=1)
+        await m.run_for(600)
+        assert m.messages(1) == []
+
+
+async def test_bybit_outage_gives_each_user_one_notice_and_calls_no_key_revoked(tmp_path):
+    async with monitor(tmp_path, "bybit") as m:
+        for user in range(1, 21):
+            await m.link(user, "bybit")
+        await m.tick(0)
+        m.exchanges["bybit"].inject("status_5xx")
+        await m.run_for(900)
+        for user in range(1, 21):
+            [notice] = m.messages(user)
+            assert "Bybit looks down" in notice.text
+            assert "revoked" not in notice.text.lower()
+        m.exchanges["bybit"].clear_faults()
+        await m.run_for(300)
+        assert all(len(m.messages(user)) == 2 for user in range(1, 21))
+        assert all("works again" in m.messages(user)[-1].text for user in range(1, 21))
+
+
+async def test_recovery_during_a_mute_is_summarised_once_after_it(tmp_path):
+    async with monitor(tmp_path, "binance") as m:
+        connection_id, api_key = await m.link(1, "binance")
+        await m.tick(0)
+        m.exchanges["binance"].set_key_state(api_key, "revoked")
+        await m.until_failing_seen(connection_id)
+        await m.run_for(60)
+        assert len(m.messages(1)) == 1
+        async with m.rig.app.sessions.begin() as session:
+            assert await mute(session, 1, connection_id, timedelta(hours=1), m.rig.clock.now())
+        m.exchanges["binance"].set_key_state(api_key, "valid")
+        await m.run_for(1800, step=30)
+        assert len(m.messages(1)) == 1  # the recovery waits for the mute to end
+        await m.run_for(1800 + 120, step=30)
+        assert len(m.messages(1)) == 2
+        assert "works again" in m.messages(1)[-1].text
+
+
+async def test_blocked_user_stops_being_polled_until_start(tmp_path):
+    async with monitor(tmp_path, "binance") as m:
+        _, api_key = await m.link(1, "binance")
+        await m.tick(0)
+        m.rig.tg.block_user(1)
+        m.exchanges["binance"].set_key_state(api_key, "revoked")
+        await m.run_for(120)
+        requests_before = len(m.exchanges["binance"].requests)
+        await m.run_for(600)
+        assert len(m.exchanges["binance"].requests) == requests_before
+        async with m.rig.app.sessions() as session:
+            assert (await session.get(Connection, 1)).lease_owner is None
+
+
+@pytest.mark.parametrize(
+    ("exchange", "policy_days"),
+    [
+        ("binance", 30),  # spot trading lapses 30 days after creation without an IP whitelist
+        ("bybit", 90),  # keys without a bound IP expire after 90 days
+        ("okx", None),  # OKX deletes idle keys; a key we check every minute is never idle
+    ],
+)
+async def test_expiry_reminders_seven_days_and_one_day_before(tmp_path, exchange, policy_days):
+    async with monitor(tmp_path, exchange) as m:
+        await m.link(1, exchange)
+        await m.tick(0)
+        sent_on: list[int] = []
+        start = m.rig.clock.now()
+        for day in range(100):  # the daily job, 6 hours into each day after linking
+            m.rig.clock.set(start + timedelta(days=day, hours=6))
+            await m.worker.daily()
+            await m.tick(0)
+            if sum("⏰" in x.text for x in m.messages(1)) > len(sent_on):
+                sent_on.append(day)
+        if policy_days is None:
+            assert sent_on == []
+        else:
+            assert sent_on == [policy_days - 7, policy_days - 1]
