@@ -35,7 +35,10 @@ async def build_context(settings: Settings, *, clock: Clock | None = None) -> Ap
         vault=Vault(settings.vault_key),
         i18n=build_i18n(),
         hub=ExchangeHub(url_overrides=settings.exchange_url_overrides, clock=clock),
-        threecommas=ThreeCommasAccess(settings.threecommas_api_url),
+        # The limiter counts on the app clock, so tests that move time move its minute too.
+        threecommas=ThreeCommasAccess(
+            settings.threecommas_api_url, monotonic=lambda: clock.now().timestamp()
+        ),
     )
 
 

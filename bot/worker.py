@@ -17,9 +17,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import delete
 
 from bot.context import AppContext
-from bot.metrics import observe_check
+from bot.metrics import METRICS, observe_check
 from bot.sender import Sender
-from services.checkers import BudgetStretch, ExchangeChecker, ThreeCommasChecker
+from services.checkers import ExchangeChecker, ThreeCommasChecker
 from services.deals_store import THREECOMMAS
 from services.expiry import enqueue_expiry_reminders
 from services.models import ConversationState, OutboxMessage
@@ -53,11 +53,25 @@ class Worker:
             checkers={"exchange": ExchangeChecker(app.hub, app.vault, app.clock), THREECOMMAS: threecommas},
             event_payloads={THREECOMMAS: threecommas.event_payload},
             config=PollerConfig(default_interval=timedelta(seconds=app.settings.poll_interval_seconds)),
-            stretch=BudgetStretch(app.hub),
+            stretch=self.stretch,
             observe=observe_check,
         )
         self.sender = Sender(self.app, self.bot, self.ident)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+
+    def stretch(self, exchange: str, interval: timedelta, connections: int) -> timedelta:
+        """The interval the exchange's IP budget allows; logged and exported when it is longer."""
+        if exchange == THREECOMMAS or self.app.hub is None:
+            return interval  # 3Commas limits each key, not our IP
+        fair = self.app.hub.stretch_interval(exchange, interval, connections)
+        ratio = fair / interval
+        if ratio > 1 and METRICS.interval_stretch.labels(exchange)._value.get() < ratio:
+            log.warning(
+                "%s budget cannot check %d connections every %s; stretching to %s",
+                exchange, connections, interval, fair,
+            )  # fmt: skip
+        METRICS.interval_stretch.labels(exchange).set(ratio)
+        return fair
 
     async def poll(self) -> None:
         # Keep claiming while whole batches come back: a backlog drains within one tick.

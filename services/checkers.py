@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,16 +18,14 @@ from services.deal_checks import (
     price_requests,
     run_checks,
 )
-from services.deals_store import THREECOMMAS, ThreeCommasAccess, store_failed_deal
+from services.deals_store import ThreeCommasAccess, store_failed_deal
 from services.exchanges import ExchangeHub
 from services.models import Connection
 from services.polling import CheckResult, Claimed, Symptom
-from services.probes import KeyInfo, ProbeResult, probe, probe_weight
+from services.probes import KeyInfo, ProbeResult, probe
 from services.threecommas import ThreeCommasError
 from services.vault import Credentials, Vault, VaultError
 from services.verdicts import Verdict
-
-log = logging.getLogger(__name__)
 
 
 async def verify_key(hub: ExchangeHub, exchange: str, credentials: Credentials, clock: Clock) -> ProbeResult:
@@ -166,27 +163,3 @@ def _symptom(observation: Observation) -> Symptom:
         subject=subject,
         is_event=observation.is_event,
     )
-
-
-@dataclass
-class BudgetStretch:
-    """Poll intervals stretched fairly when an exchange's request budget cannot cover them all."""
-
-    hub: ExchangeHub
-    stretched: dict[str, float] = field(default_factory=dict)
-
-    def __call__(self, exchange: str, interval: timedelta, connections: int) -> timedelta:
-        if exchange == THREECOMMAS:
-            return interval  # 3Commas limits per key, not per IP
-        requested = interval.total_seconds()
-        fair = self.hub.budgets.stretch_interval(
-            exchange, connections, probe_weight(exchange, with_key_info=True), requested
-        )
-        ratio = fair / requested
-        if ratio > 1 and self.stretched.get(exchange, 1.0) < ratio:
-            log.warning(
-                "%s budget cannot check %d connections every %.0f s; stretching to %.0f s",
-                exchange, connections, requested, fair,
-            )  # fmt: skip
-        self.stretched[exchange] = ratio
-        return timedelta(seconds=fair)

@@ -9,7 +9,8 @@ that goes to 3Commas is the one the user approved even if the original deal chan
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -50,16 +51,21 @@ class ThreeCommasAccess:
     nothing leaks when the bot stops.
     """
 
-    def __init__(self, base_url: str, *, timeout_s: float = 15) -> None:
+    def __init__(
+        self, base_url: str, *, timeout_s: float = 15, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.base_url = base_url
         self._timeout_s = timeout_s
+        self._monotonic = monotonic
         self._limiters: dict[str, KeyLimiter] = {}
 
     @contextlib.asynccontextmanager
     async def open(
         self, credentials: Credentials, *, max_pages: int = 20
     ) -> AsyncIterator[ThreeCommasClient]:
-        limiter = self._limiters.setdefault(credentials.api_key, KeyLimiter())
+        limiter = self._limiters.get(credentials.api_key)
+        if limiter is None:
+            limiter = self._limiters[credentials.api_key] = KeyLimiter(clock=self._monotonic)
         async with aiohttp.ClientSession() as session:
             yield ThreeCommasClient(
                 session,

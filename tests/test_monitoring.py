@@ -14,7 +14,9 @@ from bot.worker import Worker
 from sandbox.exchanges import LocalExchange, running_local_exchange
 from sandbox.telegram import ChatMessage
 from services.clock import FakeClock, utcnow
+from sandbox.threecommas import LocalThreeCommas
 from services.connections import new_connection
+from services.deals_store import add_threecommas_connection
 from services.models import Connection
 from services.mutes import mute
 from services.users import get_or_create_user
@@ -27,6 +29,7 @@ class Monitor:
     rig: BotRig
     worker: Worker
     exchanges: dict[str, LocalExchange]
+    tc: LocalThreeCommas | None = None
 
     async def link(self, user_id: int, exchange: str, label: str = "Main") -> tuple[int, str]:
         """A user with one healthy key on ``exchange``; returns (connection id, api key)."""
@@ -43,6 +46,21 @@ class Monitor:
                 now=self.rig.clock.now(),
             )
             session.add(connection)
+        return connection.id, key.api_key
+
+    async def link_threecommas(self, user_id: int, tc: LocalThreeCommas) -> tuple[int, str]:
+        key = tc.add_key()
+        self.rig.tg.add_user(user_id)
+        async with self.rig.app.sessions.begin() as session:
+            await get_or_create_user(session, user_id, "en", self.rig.clock.now())
+            connection = add_threecommas_connection(
+                session,
+                self.rig.app.vault,
+                user_id=user_id,
+                credentials=Credentials(key.api_key, key.secret),
+                label="3C",
+                now=self.rig.clock.now(),
+            )
         return connection.id, key.api_key
 
     async def tick(self, seconds: float = 1) -> None:
@@ -69,19 +87,27 @@ class Monitor:
 
 
 @contextlib.asynccontextmanager
-async def monitor(tmp_path, *exchange_ids: str) -> AsyncIterator[Monitor]:
+async def monitor(tmp_path, *exchange_ids: str, threecommas: bool = False) -> AsyncIterator[Monitor]:
+    clock = FakeClock(utcnow())  # the local exchanges date keys by the real clock
     async with contextlib.AsyncExitStack() as stack:
         exchanges = {
             eid: await stack.enter_async_context(running_local_exchange(eid)) for eid in exchange_ids
         }
+        extra = {}
+        tc = None
+        if threecommas:
+            tc = LocalThreeCommas(clock, monotonic=lambda: clock.now().timestamp())
+            extra["threecommas_api_url"] = await tc.start()
+            stack.push_async_callback(tc.close)
         rig = await stack.enter_async_context(
             running_bot(
                 f"sqlite+aiosqlite:///{tmp_path / 'monitor.db'}",
-                FakeClock(utcnow()),  # the local exchanges date keys by the real clock
+                clock,
                 exchange_url_overrides={eid: srv.url for eid, srv in exchanges.items()},
+                **extra,
             )
         )
-        yield Monitor(rig, Worker(rig.app, rig.bot), exchanges)
+        yield Monitor(rig, Worker(rig.app, rig.bot), exchanges, tc)
 
 
 async def test_revoked_key_one_alert_then_one_recovery(tmp_path):
@@ -180,10 +206,63 @@ async def test_expiry_reminders_seven_days_and_one_day_before(tmp_path, exchange
         for day in range(100):  # the daily job, 6 hours into each day after linking
             m.rig.clock.set(start + timedelta(days=day, hours=6))
             await m.worker.daily()
-            await m.tick(0)
+            await m.worker.send()
             if sum("⏰" in x.text for x in m.messages(1)) > len(sent_on):
                 sent_on.append(day)
         if policy_days is None:
             assert sent_on == []
         else:
             assert sent_on == [policy_days - 7, policy_days - 1]
+
+
+async def test_threecommas_symptoms_each_raise_one_alert_and_a_failed_deal_can_be_recreated(tmp_path):
+    async with monitor(tmp_path, "binance", threecommas=True) as m:
+        tc = m.tc
+        _, api_key = await m.link_threecommas(1, tc)
+        account = tc.add_account(api_key, exchange="binance", name="Main")
+        frozen = tc.add_deal(api_key, account, pair="USDT_BTC", current_price="65000", bought_amount="0.01")
+        failing = tc.add_deal(api_key, account, pair="USDT_ETH", current_price="3000", bought_amount="0.5")
+        await m.tick(0)  # the first look only records what exists
+        assert m.messages(1) == []
+
+        tc.freeze_upnl(frozen)
+        m.exchanges["binance"].set_price("BTC/USDT", "67000")  # the market moves 3 %, the deal does not
+        tc.fail_deal(failing, error_message="Invalid API key")
+        await m.run_for(40 * 60, step=30)
+        texts = [x.text for x in m.messages(1)]
+        assert sum("UPNL stopped updating" in t for t in texts) == 1
+        assert sum("it failed" in t for t in texts) == 1
+
+        tc.set_account(account, api_key_invalid=True)
+        await m.run_for(10 * 60, step=30)
+        texts = [x.text for x in m.messages(1)]
+        assert sum("3Commas account Main" in t and "revoked" in t for t in texts) == 1
+
+        tc.revoke_key(api_key)
+        await m.run_for(10 * 60, step=30)
+        key_alerts = [
+            line for x in m.messages(1) for line in x.text.splitlines() if line.startswith("🔴 3Commas · 3C: ")
+        ]
+        assert len(key_alerts) == 1 and "revoked" in key_alerts[0]
+
+        [failed] = [x for x in m.messages(1) if "it failed" in x.text]
+        assert any("Recreate" in b.text for b in failed.buttons)
+
+
+async def test_recreate_from_the_alert_sends_the_deal_to_threecommas(tmp_path):
+    async with monitor(tmp_path, "binance", threecommas=True) as m:
+        tc = m.tc
+        _, api_key = await m.link_threecommas(1, tc)
+        account = tc.add_account(api_key, exchange="binance", name="Main")
+        deal = tc.add_deal(api_key, account, pair="USDT_ETH", current_price="3000", bought_amount="0.5")
+        await m.tick(0)
+        tc.fail_deal(deal, error_message="Invalid API key")
+        await m.run_for(120, step=30)
+        [alert] = [x for x in m.messages(1) if "it failed" in x.text]
+        await m.rig.press(1, alert, "Recreate")
+        shown = await m.rig.tg.wait_for_bot_message(1, contains="exactly these parameters")
+        assert "USDT_ETH" in shown.text or "ETH/USDT" in shown.text
+        await m.rig.press(1, shown, "Recreate")
+        await m.rig.tg.wait_for(lambda: any(r.path.endswith("/start_new_deal") for r in tc.requests))
+        [started] = [r for r in tc.requests if r.path.endswith("/start_new_deal")]
+        assert started.status < 300 and started.body == {"pair": "USDT_ETH"}
