@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     allowed_user_ids: Annotated[frozenset[int], NoDecode] = Field(default_factory=frozenset)
     log_level: str = "INFO"
     log_json: bool = False
+    # How long a worker may hold a connection before another may take it over (crash recovery time).
+    lease_seconds: int = Field(default=120, ge=5, le=3600)
+    # Telegram allows about 30 messages a second per bot; keep the sum over all senders below it.
+    send_rate_per_second: int = Field(default=25, ge=1, le=30)
     # Webhook mode and the operator endpoints (/metrics, /healthz, /readyz).
     webhook_url: str = ""
     webhook_secret: str = ""

@@ -6,6 +6,7 @@ workers can tick side by side and share the work through leases.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from bot.metrics import METRICS, observe_check
 from bot.sender import Sender
 from services.checkers import ExchangeChecker, ThreeCommasChecker
 from services.deals_store import THREECOMMAS
+from services import outbox
 from services.expiry import enqueue_expiry_reminders
 from services.models import ConversationState, OutboxMessage
 from services.polling import Poller, PollerConfig
@@ -41,6 +43,9 @@ class Worker:
     poller: Poller = field(init=False)
     sender: Sender = field(init=False)
     scheduler: AsyncIOScheduler = field(init=False)
+    _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _sending: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _stopping: bool = False
 
     def __post_init__(self) -> None:
         app = self.app
@@ -52,11 +57,14 @@ class Worker:
             worker_id=self.ident,
             checkers={"exchange": ExchangeChecker(app.hub, app.vault, app.clock), THREECOMMAS: threecommas},
             event_payloads={THREECOMMAS: threecommas.event_payload},
-            config=PollerConfig(default_interval=timedelta(seconds=app.settings.poll_interval_seconds)),
+            config=PollerConfig(
+                default_interval=timedelta(seconds=app.settings.poll_interval_seconds),
+                lease=timedelta(seconds=app.settings.lease_seconds),
+            ),
             stretch=self.stretch,
             observe=observe_check,
         )
-        self.sender = Sender(self.app, self.bot, self.ident)
+        self.sender = Sender(self.app, self.bot, self.ident, per_second=app.settings.send_rate_per_second)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
 
     def stretch(self, exchange: str, interval: timedelta, connections: int) -> timedelta:
@@ -75,11 +83,14 @@ class Worker:
 
     async def poll(self) -> None:
         # Keep claiming while whole batches come back: a backlog drains within one tick.
-        while await self.poller.run_once() >= self.poller.config.batch_size:
-            pass
+        async with self._busy:
+            while not self._stopping and await self.poller.run_once() >= self.poller.config.batch_size:
+                pass
 
     async def send(self) -> None:
-        await self.sender.run_once()
+        async with self._sending:
+            if not self._stopping:
+                await self.sender.run_once()
 
     async def daily(self) -> None:
         now = self.app.clock.now()
@@ -102,11 +113,16 @@ class Worker:
         self.scheduler.start()
         log.info("worker %s started", self.ident)
 
-    async def stop(self) -> None:
-        """Stop claiming, then give every lease back so another worker continues at once."""
+    async def stop(self, deadline_s: float = 20.0) -> None:
+        """Stop claiming, let in-flight probes and sends finish (within the deadline), then give
+        every lease back so another worker continues at once."""
+        self._stopping = True
         self.scheduler.shutdown(wait=False)
+        try:
+            async with asyncio.timeout(deadline_s), self._busy, self._sending:
+                pass
+        except TimeoutError:
+            log.warning("worker %s: in-flight work did not finish within %.0f s", self.ident, deadline_s)
         await self.poller.release()
-        from services import outbox
-
         await outbox.release(self.app.sessions, self.ident)
         log.info("worker %s stopped and released its leases", self.ident)
