@@ -20,9 +20,9 @@ from sqlalchemy import delete
 from bot.context import AppContext
 from bot.metrics import METRICS, observe_check
 from bot.sender import Sender
+from services import outbox
 from services.checkers import ExchangeChecker, ThreeCommasChecker
 from services.deals_store import THREECOMMAS
-from services import outbox
 from services.expiry import enqueue_expiry_reminders
 from services.models import ConversationState, OutboxMessage
 from services.polling import Poller, PollerConfig
