@@ -63,5 +63,7 @@ async def start_web(web_app: web.Application, host: str, port: int) -> web.AppRu
     runner = web.AppRunner(web_app)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    log.info("http listening on %s:%s", host, port)
+    # The bound address, not the requested one: with WEB_PORT=0 only this says where /metrics is.
+    bound_host, bound_port = runner.addresses[0][:2] if runner.addresses else (host, port)
+    log.info("http listening on %s:%s", bound_host, bound_port)
     return runner

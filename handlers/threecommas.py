@@ -22,6 +22,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import RecreateCb, TcMapCb
 from bot.context import AppContext
 from bot.texts import connection_title
+from handlers.link import key_problem
 from services.deals_store import (
     RecreateOutcome,
     ThreeCommasAccess,
@@ -75,20 +76,29 @@ async def link3c(message: Message, state: FSMContext) -> None:
     )
 
 
-@router.message(TcLink.key, F.text)
+# Commands (/cancel, /status...) are not a key: they reach their handlers, as in /link.
+@router.message(TcLink.key, F.text, ~F.text.startswith("/"))
 async def got_key(message: Message, state: FSMContext, app: AppContext) -> None:
     assert message.text is not None
     await _forget(message)
+    problem = key_problem(message.text)  # checked before anything reaches a request header
+    if problem:
+        await message.answer(problem + " " + _("Send the API key again, or /cancel."))
+        return
     sealed = app.vault.seal(Credentials(message.text.strip(), ""))
     await state.update_data(tc_key=base64.b64encode(sealed).decode())
     await state.set_state(TcLink.secret)
     await message.answer(_("Now send the <b>secret</b> of that key."))
 
 
-@router.message(TcLink.secret, F.text)
+@router.message(TcLink.secret, F.text, ~F.text.startswith("/"))
 async def got_secret(message: Message, state: FSMContext, app: AppContext, user: User) -> None:
     assert message.text is not None
     await _forget(message)
+    problem = key_problem(message.text)
+    if problem:
+        await message.answer(problem + " " + _("Send the secret again, or /cancel."))
+        return
     sealed_key = (await state.get_data()).get("tc_key")
     await state.clear()
     if not sealed_key:

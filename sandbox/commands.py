@@ -1,22 +1,30 @@
-"""Sandbox-only commands that play the exchange's part, so a newcomer can watch the whole story.
+"""Sandbox-only commands that play the exchange's and 3Commas' part, so a newcomer can watch
+the whole story.
 
 /sandbox_key <exchange> creates a key on a local exchange and prints it, ready for /link;
 /sandbox_revoke <exchange> revokes the newest key there; /sandbox_restore makes it valid again;
-/sandbox_outage <exchange> makes the exchange answer 503 for a while.
+/sandbox_outage <exchange> makes the exchange answer 503 for a while;
+/sandbox_3c creates a 3Commas key with an account on the local Binance, an active deal and a
+finished one whose take-profit order still rests on the exchange (an orphan locking funds);
+/sandbox_fail fails the active deal the way 3Commas does when the exchange key is revoked.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
 from sandbox.exchanges import LocalExchange
+from sandbox.threecommas import LocalThreeCommas
 
 
-def sandbox_router(exchanges: dict[str, LocalExchange]) -> Router:
+def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeCommas) -> Router:
     router = Router(name="sandbox")
     issued: dict[str, list[str]] = {}
+    deals: list[int] = []
 
     def pick(command: CommandObject) -> LocalExchange | None:
         return exchanges.get((command.args or "binance").strip().lower())
@@ -57,5 +65,42 @@ def sandbox_router(exchanges: dict[str, LocalExchange]) -> Router:
             return
         exchange.inject("status_5xx", times=50)
         await message.answer(f"{exchange.exchange_id} answers 503 to the next 50 private requests.")
+
+    @router.message(Command("sandbox_3c"))
+    async def make_threecommas(message: Message) -> None:
+        binance = exchanges["binance"]
+        keys = issued.get("binance", [])
+        if not keys:
+            await message.answer("First create and /link a Binance key: /sandbox_key binance")
+            return
+        tc_key = threecommas.add_key()
+        account = threecommas.add_account(tc_key.api_key, exchange="binance", name="Main")
+        now = datetime.now(UTC)
+        active = threecommas.add_deal(
+            tc_key.api_key, account, pair="USDT_ETH", current_price="3000", bought_amount="0.5",
+            orders=[{"side": "sell", "price": "3150", "amount": "0.5", "created_at": now}],
+        )  # fmt: skip
+        finished = threecommas.add_deal(
+            tc_key.api_key, account, pair="USDT_BTC", current_price="65000", bought_amount="0.01",
+            orders=[{"side": "sell", "price": "68000", "amount": "0.01", "created_at": now}],
+        )  # fmt: skip
+        threecommas.finish_deal(finished, status="cancelled")
+        binance.add_order(keys[-1], "ETH/USDT", "sell", "3150", "0.5", created_at=now)
+        binance.add_order(keys[-1], "BTC/USDT", "sell", "68000", "0.01", created_at=now)
+        deals[:] = [active]
+        await message.answer(
+            "3Commas sandbox ready: deal on ETH/USDT is active, the BTC/USDT deal was cancelled but its "
+            "sell order still locks 0.01 BTC on Binance. Link it, map the account to your Binance "
+            "connection, then open /orders:\n<code>/link3c</code> then send\n"
+            f"<code>{tc_key.api_key}</code>\n<code>{tc_key.secret}</code>"
+        )
+
+    @router.message(Command("sandbox_fail"))
+    async def fail_deal(message: Message) -> None:
+        if not deals:
+            await message.answer("Create the 3Commas sandbox first: /sandbox_3c")
+            return
+        threecommas.fail_deal(deals[0], error_message="Invalid API key")
+        await message.answer("The ETH/USDT deal failed on 3Commas. The alert with a Recreate button follows.")
 
     return router

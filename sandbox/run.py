@@ -11,7 +11,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from bot.app import build_bot, build_context, build_dispatcher, close_context
+from bot.app import attach, build_bot, build_context, build_dispatcher, close_context
 from bot.commands import register_commands
 from bot.settings import Settings
 from bot.worker import Worker
@@ -26,7 +26,8 @@ SANDBOX_TOKEN = "100000:SANDBOX"
 SANDBOX_USER = 1001
 BANNER = (
     "keysentry SANDBOX — local Telegram and local exchanges, nothing leaves this machine. "
-    "Try /start, /sandbox_key binance, /link, /status. Go live: put BOT_TOKEN and VAULT_KEY in .env."
+    "Try /start, /sandbox_key binance, /link, /status, /sandbox_revoke binance; then /sandbox_3c, "
+    "/orders, /sandbox_fail. Go live: put BOT_TOKEN and VAULT_KEY in .env."
 )
 
 
@@ -53,7 +54,7 @@ async def run_sandbox(settings: Settings) -> None:
     app = await build_context(config)
     bot = build_bot(config)
     dp = build_dispatcher(app)
-    dp.include_router(sandbox_router(exchanges))
+    attach(dp, sandbox_router(exchanges, threecommas))
     await register_commands(bot, app.i18n)
     worker = Worker(app, bot)
     worker.start()

@@ -35,7 +35,7 @@ def test_catalog_is_complete(language):
     with (LOCALES_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as handle:
         catalog = read_po(handle, locale=language)
     missing = sorted(s for s in STRINGS if s not in catalog)
-    assert not missing, f"{language}: {len(missing)} string(s) missing from the catalog (run `make locales`): {missing[:5]}"
+    assert not missing, f"{language}: {len(missing)} missing (run `make locales`): {missing[:5]}"
     if language != "en":
         untranslated = sorted(s for s in STRINGS if not catalog[s].string)
         assert not untranslated, f"{language}: {len(untranslated)} untranslated: {untranslated[:5]}"
@@ -49,4 +49,5 @@ def test_placeholders_survive_translation(language):
         catalog = read_po(handle, locale=language)
     for message in catalog:
         if message.id and message.string:
-            assert set(re.findall(r"{\w+}", message.id)) == set(re.findall(r"{\w+}", message.string)), message.id
+            placeholders = set(re.findall(r"{\w+}", message.id))
+            assert placeholders == set(re.findall(r"{\w+}", message.string)), message.id

@@ -33,7 +33,8 @@ async def _seed(sessions, vault, clock, users: int, per_user: int = 1) -> None:
 
 
 def _poller(sessions, clock, name: str, batch: int = 50) -> Poller:
-    return Poller(sessions=sessions, clock=clock, worker_id=name, checkers={}, config=PollerConfig(batch_size=batch))
+    config = PollerConfig(batch_size=batch)
+    return Poller(sessions=sessions, clock=clock, worker_id=name, checkers={}, config=config)
 
 
 async def test_two_workers_claim_disjoint_sets(sessions, vault, clock):

@@ -13,8 +13,8 @@ import pytest
 from bot.worker import Worker
 from sandbox.exchanges import LocalExchange, running_local_exchange
 from sandbox.telegram import ChatMessage
-from services.clock import FakeClock, utcnow
 from sandbox.threecommas import LocalThreeCommas
+from services.clock import FakeClock, utcnow
 from services.connections import new_connection
 from services.deals_store import add_threecommas_connection
 from services.models import Connection
@@ -120,7 +120,7 @@ async def test_revoked_key_one_alert_then_one_recovery(tmp_path):
         await m.run_for(60)  # one poll interval from the first failed check
         [alert] = m.messages(1)
         assert "revoked" in alert.text and "Binance · Main" in alert.text
-        assert [b.text for b in alert.buttons][0].startswith("⛔")
+        assert alert.buttons[0].text.startswith("⛔")
         assert {"⛔ Update API key", "🔄 Refresh", "🔕 Mute 24 h"} == {b.text for b in alert.buttons}
         await m.run_for(600)
         assert len(m.messages(1)) == 1  # still failing: no repeats before the first reminder
@@ -240,9 +240,8 @@ async def test_threecommas_symptoms_each_raise_one_alert_and_a_failed_deal_can_b
 
         tc.revoke_key(api_key)
         await m.run_for(10 * 60, step=30)
-        key_alerts = [
-            line for x in m.messages(1) for line in x.text.splitlines() if line.startswith("🔴 3Commas · 3C: ")
-        ]
+        lines = [line for x in m.messages(1) for line in x.text.splitlines()]
+        key_alerts = [line for line in lines if line.startswith("🔴 3Commas · 3C: ")]
         assert len(key_alerts) == 1 and "revoked" in key_alerts[0]
 
         [failed] = [x for x in m.messages(1) if "it failed" in x.text]

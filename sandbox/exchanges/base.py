@@ -275,7 +275,10 @@ class LocalOrder:
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One request as the server saw it; ``error_code`` is the exchange's own code (``"-2015"``…)."""
+    """One request as the server saw it; ``error_code`` is the exchange's own code (``"-2015"``…).
+
+    ``at`` is when it was answered (``time.monotonic()``), for gap analysis in real-time tests.
+    """
 
     method: str
     path: str
@@ -283,6 +286,7 @@ class RequestRecord:
     weight: int
     status: int
     error_code: str | None
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -25,7 +25,9 @@ def run_migrations_online() -> None:
         return
 
     async def standalone() -> None:
-        engine = create_async_engine(context.config.get_main_option("sqlalchemy.url"))
+        url = context.config.get_main_option("sqlalchemy.url")
+        assert url, "sqlalchemy.url is not configured"
+        engine = create_async_engine(url)
         async with engine.begin() as conn:
             await conn.run_sync(_run)
         await engine.dispose()
