@@ -424,14 +424,7 @@ def _without_mute(state: IncidentState) -> IncidentState:
 
 def event_payload(event: Event) -> dict[str, Any]:
     """An incident event as outbox data; the bot renders it in the user's language."""
-    if isinstance(event, Alert):
-        return {
-            "type": "alert",
-            "verdict": event.verdict.value,
-            "detail": event.detail,
-            "since": event.since.isoformat(),
-        }
-    if isinstance(event, VerdictChanged):
+    if isinstance(event, (Alert, VerdictChanged)):  # a changed reason is announced like a new alert
         return {
             "type": "alert",
             "verdict": event.verdict.value,
