@@ -217,7 +217,8 @@ LONG_CASES = {
     "wizard-label": (["/link binance"], BIG, "at most 64"),
     "wizard-key": (["/link binance", "Main"], BIG, "too long"),
     "wizard-secret": (["/link binance", "Main", "AAAAAAAAAAAAAAAA"], BIG, "too long"),
-    "link3c-key": (["/link3c"], BIG, ""),
+    "link3c-key": (["/link3c"], BIG, "too long"),
+    "link3c-secret": (["/link3c", "A" * 64], BIG, "too long"),
 }
 
 
@@ -226,10 +227,10 @@ async def test_ten_kilobyte_message_gets_a_short_clear_answer(env, caplog, case)
     before, long_message, expected = LONG_CASES[case]
     for message in before:
         await env.rig.say(OWNER, message)
-    requests = len(env.binance.requests)
+    requests = len(env.binance.requests), len(env.tc.requests)
     reply = await env.rig.say(OWNER, long_message)
     assert expected in reply.text and len(reply.text) < 1000, env.tg.transcript(OWNER)
-    assert len(env.binance.requests) == requests  # nothing that long is ever sent to an exchange
+    assert (len(env.binance.requests), len(env.tc.requests)) == requests  # nothing that long leaves
     assert (await snapshot(env))["connections"] == []
     assert_clean(env, caplog)
 
@@ -283,4 +284,187 @@ async def test_garbage_keys_and_secrets_are_refused_deleted_and_never_sent(env, 
     assert len(env.binance.requests) + len(env.okx.requests) == exchange_requests
     assert len(env.tc.requests) == threecommas_requests
     assert (await snapshot(env))["connections"] == []
+    assert_clean(env, caplog)
+
+
+# ----------------------------------------------------------------------------- a populated account
+
+
+@dataclass
+class World:
+    """OWNER's account with one of everything a button can name."""
+
+    cid: int  # binance connection
+    tc_cid: int  # 3Commas connection
+    link_id: int  # 3Commas account → binance connection mapping
+    list_id: int  # the /orders listing
+    orphan_row: int  # listed order of a finished deal
+    unknown_row: int  # listed order nobody claims
+    orphan_order: str  # its exchange order id
+    deal_row: int  # failed SmartTrade
+    status: ChatMessage  # OWNER's /status page
+    listing: ChatMessage  # OWNER's /orders listing
+
+    def buttons(self) -> dict[str, str]:
+        """Every valid button of OWNER's, packed."""
+        return {
+            **{f"conn-{a}": ConnCb(action=a, cid=self.cid).pack() for a in ("refresh", "update", "orders")},
+            "conn-remove": ConnCb(action="remove", cid=self.cid).pack(),
+            "conn-rm_yes": ConnCb(action="rm_yes", cid=self.cid).pack(),
+            "conn-mute": ConnCb(action="mute", cid=self.cid).pack(),
+            "mute": MuteCb(cid=self.cid, hours=24).pack(),
+            "mute-3c": MuteCb(cid=self.tc_cid, hours=168).pack(),
+            "refresh-3c": ConnCb(action="refresh", cid=self.tc_cid).pack(),
+            **{
+                f"orders-{a}": OrdersCb(action=a, id=self.list_id).pack()
+                for a in ("pg", "rf", "all", "ally")
+            },
+            "orders-x": OrdersCb(action="x", id=self.orphan_row).pack(),
+            "orders-u": OrdersCb(action="u", id=self.unknown_row).pack(),
+            "orders-uy": OrdersCb(action="uy", id=self.unknown_row).pack(),
+            "recreate-show": RecreateCb(action="show", id=self.deal_row).pack(),
+            "recreate-go": RecreateCb(action="go", id=self.deal_row).pack(),
+            "tcmap-skip": TcMapCb(link=self.link_id, cid=0).pack(),
+            "tcmap": TcMapCb(link=self.link_id, cid=self.cid).pack(),
+        }
+
+
+@pytest.fixture
+async def world(env: Env) -> World:
+    rig, binance, tc = env.rig, env.binance, env.tc
+    key = binance.add_key(balances={"USDT": 10_000, "ETH": 5, "SOL": 10})
+    orphan_order = binance.add_order(key.api_key, "ETH/USDT", "sell", "3700", "0.5", created_at=T0)
+    binance.add_order(key.api_key, "SOL/USDT", "buy", "100", "2", created_at=T0)
+    cid = await link_key(env, OWNER, "Main", key)
+
+    tc_key = tc.add_key()
+    account_id = tc.add_account(tc_key.api_key, "binance")
+    finished = tc.add_deal(
+        tc_key.api_key,
+        account_id,
+        pair="USDT_ETH",
+        status="bought",
+        orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
+    )
+    tc.finish_deal(finished)
+    trade = tc.add_smart_trade(
+        tc_key.api_key, account_id, pair="USDT_BTC", side="buy", units="0.01", price="60000"
+    )
+    tc.fail_smart_trade(trade)
+    credentials = Credentials(tc_key.api_key, tc_key.secret)
+    async with ThreeCommasAccess(tc.url).open(credentials) as client:
+        item = await client.smart_trade(trade)
+    now = rig.clock.now()
+    async with rig.app.sessions.begin() as session:
+        tc_connection = add_threecommas_connection(
+            session, rig.app.vault, user_id=OWNER, credentials=credentials, label="3C", now=now
+        )
+        await session.flush()
+        link = await save_account_link(
+            session,
+            user_id=OWNER,
+            tc_connection_id=tc_connection.id,
+            account=Account.from_json({"id": account_id, "name": "Main", "market_code": "binance"}),
+            exchange_connection_id=cid,
+            now=now,
+        )
+        deal_row = await store_failed_deal(
+            session,
+            user_id=OWNER,
+            tc_connection_id=tc_connection.id,
+            plan=recreate_params(item).to_dict(),
+            error="Invalid API key",
+            now=now,
+        )
+        tc_cid, link_id = tc_connection.id, link.id
+
+    waiting = await env.rig.say(OWNER, "/orders")  # one exchange key: "Loading…", then the list
+    listing = await env.tg.wait_for(lambda: "open orders:" in waiting.text and waiting)
+    pressed = {b.text: OrdersCb.unpack(b.callback_data) for b in listing.buttons if b.callback_data}
+    orphan, unknown = pressed["❌ Cancel 1"], pressed["⚠️ Cancel 2?"]
+    status = await env.rig.say(OWNER, "/status")
+    return World(
+        cid=cid,
+        tc_cid=tc_cid,
+        link_id=link_id,
+        list_id=pressed["🔄 Refresh"].id,
+        orphan_row=orphan.id,
+        unknown_row=unknown.id,
+        orphan_order=orphan_order,
+        deal_row=deal_row,
+        status=status,
+        listing=listing,
+    )
+
+
+def deletes(env: Env) -> int:
+    return sum(1 for r in env.binance.requests if r.method == "DELETE")
+
+
+def threecommas_posts(env: Env) -> int:
+    return sum(1 for r in env.tc.requests if r.method == "POST")
+
+
+# ----------------------------------------------------------------------------- forged callback data
+
+HUGE = "9" * 40
+FORGED = {
+    "random": ["", ":", "::::", "\x00", "🙂" * 16, "A" * 64, "null", "undefined", "{}", "' OR 1=1 --"],
+    "connection": [
+        "c:refresh:-1",
+        "c:refresh:0",
+        f"c:refresh:{HUGE}",
+        "c:refresh:" + "9" * 54,  # 64 bytes
+        f"c:rm_yes:{2**31}",
+        f"c:rm_yes:{2**63}",
+        "c:update:-99",
+        f"c:orders:{HUGE}",
+        "c:remove:1e9",
+        "c:refresh:0x10",
+        "c:refresh:1:2",
+        "c::",
+        "sp:-5",
+        f"sp:{HUGE}",
+    ],
+    "orders": [
+        "o:x:-1:0",
+        f"o:x:{HUGE}:0",
+        f"o:uy:{2**31}:0",
+        f"o:pg:1:{HUGE}",
+        "o:pg:1:-7",
+        f"o:rf:{HUGE}:0",
+        f"o:ally:{2**63}:0",
+        f"o:u:{HUGE}:0",
+        "o:zz:1:0",
+    ],
+    "recreate": ["rc:go:-1", f"rc:go:{HUGE}", f"rc:show:{2**31}", "rc:show:0", "rc:boom:1"],
+    "mute": [f"m:{HUGE}:24", "m:-1:24", "m:0:999999", "m:0:-24", f"m:0:{HUGE}", "m:1:1.5"],
+    "tcmap": [f"tcm:{HUGE}:0", f"tcm:1:{HUGE}", "tcm:-1:-1", f"tcm:{2**31}:{2**31}"],
+    "link-and-language": [
+        "lx:" + "a" * 61,
+        "lx:../../etc/passwd",
+        "lxp:-1",
+        f"lxp:{HUGE}",
+        "lxs:boom",
+        "golink:extra",
+        "lang:xx",
+        "lang:" + "a" * 59,
+        "forget:maybe",
+        "forget:",
+    ],
+}
+
+
+@pytest.mark.parametrize("family", list(FORGED))
+async def test_forged_callback_data_gets_a_clear_answer_or_none_and_changes_nothing(
+    env, world, caplog, family
+):
+    before, dels, posts = await snapshot(env), deletes(env), threecommas_posts(env)
+    for data in FORGED[family]:
+        answer = await env.press(OWNER, world.status, data)
+        if answer is not None:
+            assert answer.text, data  # an answer says something
+    assert await snapshot(env) == before
+    assert (deletes(env), threecommas_posts(env)) == (dels, posts)
+    assert "Nothing to cancel" in (await env.rig.say(OWNER, "/cancel")).text  # no wizard got started
     assert_clean(env, caplog)
