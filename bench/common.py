@@ -143,6 +143,18 @@ def _quiet_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(processName)s %(levelname)s %(name)s: %(message)s")
 
 
+class _SkippedRuns(logging.Filter):
+    """Counts (and hides) APScheduler's "skipped: maximum number of running instances reached"."""
+
+    count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "maximum number of running instances" in record.getMessage():
+            _SkippedRuns.count += 1
+            return False
+        return True
+
+
 # ------------------------------------------------------------------------------------------ exchange
 
 
@@ -262,6 +274,7 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
     """The real Worker (scheduler, Poller, Sender) wired as ``bot.app.build_context`` does, except
     for the exchange budget override. Commands: start, stats, gc_freeze, stop."""
     _quiet_logging()
+    logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRuns())
     if config.get("uvloop"):
         import uvloop
 
@@ -308,6 +321,9 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
         worker = Worker(app, bot)
         for name, value in config.get("poller", {}).items():
             setattr(worker.poller.config, name, value)
+        if config.get("lanes", 1) > 1:
+            _lanes(worker, config["lanes"])
+        phases = _instrument(worker) if config.get("phases") else {}
         rss_context = rss_bytes()
         assert app.hub is not None
         for exchange_id in config["exchange_urls"]:
@@ -326,6 +342,8 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
                 "send_failed": s.failed,
                 "cpu": time.process_time(),
                 "rss": rss_bytes(),
+                "skipped_runs": _SkippedRuns.count,
+                "phases": {name: list(v) for name, v in phases.items()},
             }
 
         def freeze() -> None:
@@ -340,25 +358,102 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
             await engine.dispose()
 
         pipe.send({"rss_context": rss_context, "rss_ready": rss_ready, "id": worker.ident})
-        await _serve_commands(pipe, {"start": worker.start, "stats": stats, "gc_freeze": freeze, "stop": stop})
+        await _serve_commands(
+            pipe,
+            {
+                "start": worker.start,
+                "stats": stats,
+                "gc_freeze": freeze,
+                "stop": stop,
+            },
+        )
 
     asyncio.run(main())
+
+
+def _lanes(worker: Any, lanes: int) -> None:
+    """Experiment: ``lanes`` claim-check-record loops at once, so one batch's database work
+    overlaps another's network waits (bench-only replacement of ``Worker.poll``)."""
+
+    async def poll() -> None:
+        async with worker._busy:
+
+            async def lane() -> None:
+                while not worker._stopping and await worker.poller.run_once() >= worker.poller.config.batch_size:
+                    pass
+
+            await asyncio.gather(*(lane() for _ in range(lanes)))
+
+    worker.poll = poll
+
+
+def _instrument(worker: Any) -> dict[str, list[float]]:
+    """Wall time and process CPU spent in the poller's phases: claim, checks, record
+    (``[wall s, CPU s, calls]``; for checks the third figure is the number of checks).
+
+    Bench-only: wraps the bound methods on this one Poller instance. The sender runs in the same
+    loop, so a phase's CPU includes whatever the sender did meanwhile (little: it polls 5 x/s).
+    """
+    poller = worker.poller
+    phases: dict[str, list[float]] = {name: [0.0, 0.0, 0] for name in ("claim", "checks", "record")}
+
+    def timed(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                totals = phases[name]
+                totals[0] += time.perf_counter() - wall
+                totals[1] += time.process_time() - cpu
+                totals[2] += 1
+
+        return wrapper
+
+    poller.claim = timed("claim", poller.claim)
+    poller.record = timed("record", poller.record)
+    run_once = poller.run_once
+
+    async def run_once_timed() -> int:
+        wall, cpu = time.perf_counter(), time.process_time()
+        claim0, record0 = list(phases["claim"]), list(phases["record"])
+        count = await run_once()
+        if count:
+            totals = phases["checks"]
+            claim_wall = phases["claim"][0] - claim0[0]
+            record_wall = phases["record"][0] - record0[0]
+            totals[0] += time.perf_counter() - wall - claim_wall - record_wall
+            totals[1] += time.process_time() - cpu - (phases["claim"][1] - claim0[1]) - (
+                phases["record"][1] - record0[1]
+            )
+            totals[2] += count
+        return count
+
+    poller.run_once = run_once_timed
+    return phases
 
 
 # ------------------------------------------------------------------------------------------ bare ccxt
 
 
 def bare_main(
-    pipe: Pipe, exchange_id: str, url: str, key: tuple[str, str, str | None], in_flight: int, seconds: float
+    pipe: Pipe,
+    exchange_id: str,
+    url: str,
+    key: tuple[str, str, str | None],
+    in_flight: int,
+    seconds: float,
+    rounds: int,
 ) -> None:
     """One bare ccxt instance (own session, no limiter, no bot) making the probe's signed call with
-    ``in_flight`` requests outstanding for ``seconds``. Replies (calls/s, CPU ms per call)."""
+    ``in_flight`` requests outstanding: 2 s of warm-up, then ``rounds`` rounds over ``seconds``.
+    Replies ``[(calls/s, CPU ms per call), ...]`` per round."""
     import aiohttp
     import ccxt.async_support as ccxt
 
     from services.exchanges import rebase_urls
 
-    async def main() -> tuple[float, float]:
+    async def main() -> list[tuple[float, float]]:
         # ccxt's own connector allows 100 connections; a larger pool lets the CPU be the limit.
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight))
         exchange = getattr(ccxt, exchange_id)(
@@ -373,14 +468,15 @@ def bare_main(
                 await method()
                 counts[0] += 1
 
+        results = []
         try:
-            for duration, measured in ((2.0, False), (seconds, True)):  # warm-up, then the count
+            for duration in (2.0, *[seconds / rounds] * rounds):
                 counts = [0]
                 cpu0, wall0 = time.process_time(), time.perf_counter()
-                deadline = wall0 + duration
-                await asyncio.gather(*(loop(deadline, counts) for _ in range(in_flight)))
+                await asyncio.gather(*(loop(wall0 + duration, counts) for _ in range(in_flight)))
                 wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-            return counts[0] / wall, cpu * 1000 / counts[0]
+                results.append((counts[0] / wall, cpu * 1000 / counts[0]))
+            return results[1:]
         finally:
             exchange.session = None
             await session.close()
@@ -391,15 +487,36 @@ def bare_main(
 
 
 def bare_ccxt(
-    exchange_id: str, url: str, key: tuple[str, str, str | None], in_flight: int, seconds: float
-) -> tuple[float, float, float]:
-    """Run :func:`bare_main` in a fresh process; returns (calls/s, CPU ms/call, process CPU s)."""
-    child = Child(bare_main, exchange_id, url, key, in_flight, seconds, name="bare-ccxt")
+    exchange_id: str,
+    url: str,
+    key: tuple[str, str, str | None],
+    in_flight: int,
+    seconds: float,
+    rounds: int = 4,
+    others: Iterable[Child] = (),
+) -> dict[str, Any]:
+    """Run :func:`bare_main` in a fresh process. The limit is the best round (other load on the
+    machine can only slow a round down); ``busy`` is the machine's CPU use meanwhile, in cores,
+    and ``other`` what processes outside this bench used."""
+    child = Child(bare_main, exchange_id, url, key, in_flight, seconds, rounds, name="bare-ccxt")
+    watched = list(others)
+    before = [c.cpu() for c in watched], child.cpu(), machine_busy(), time.perf_counter()
     child.pipe.send("go")
-    rate, cpu_ms = child.pipe.recv()
-    total = child.cpu()
+    per_round = child.pipe.recv()
+    after = [c.cpu() for c in watched], child.cpu(), machine_busy(), time.perf_counter()
     child.process.join(10)
-    return rate, cpu_ms, total
+    span = after[3] - before[3]
+    cores = (after[2][0] - before[2][0]) / (after[2][1] - before[2][1]) * (os.cpu_count() or 1)
+    ours = sum(a - b for a, b in zip(after[0], before[0], strict=True)) + after[1] - before[1]
+    rate, cpu_ms = max(per_round)
+    return {
+        "rate": rate,
+        "cpu_ms": cpu_ms,
+        "rounds": [r for r, _ in per_round],
+        "busy": cores,
+        "other": max(cores - ours / span, 0.0),
+        "watched": [(a - b) / span for a, b in zip(after[0], before[0], strict=True)],
+    }
 
 
 # ------------------------------------------------------------------------------------------ database
@@ -418,14 +535,20 @@ async def seed(
 ) -> list[int]:
     """One user with one connection per key, by bulk insert; returns the user ids.
 
-    Connections look as the link wizard leaves them: key info and balances stored, balances
-    fresh (so checks are key checks, as in steady state), all due now.
+    Connections look as they do after their first check: key info and balances stored (the link
+    wizard's probe), balances fresh (so checks are key checks, as in steady state), the key
+    incident row in place and ok, all due now.
     """
-    from sqlalchemy import insert
+    from sqlalchemy import insert, select
 
     from services.db import create_engine, run_migrations, session_factory
-    from services.models import Connection, User
+    from services.incidents import KEY_CHECK, IncidentState
+    from services.models import Connection, Incident, User
     from services.vault import Credentials, Vault, mask
+
+    fresh = Incident()
+    IncidentState().apply_to(fresh)
+    incident = {c.key: getattr(fresh, c.key) for c in Incident.__table__.columns if c.key != "id"}
 
     vault = Vault([vault_key])
     engine = create_engine(database_url)
@@ -464,6 +587,13 @@ async def seed(
             async with sessions.begin() as session:
                 await session.execute(insert(User), users)
                 await session.execute(insert(Connection), connections)
+                ids = await session.scalars(
+                    select(Connection.id).where(Connection.user_id.in_([u["id"] for u in users]))
+                )
+                await session.execute(
+                    insert(Incident),
+                    [{**incident, "connection_id": i, "check_kind": KEY_CHECK, "updated_at": now} for i in ids],
+                )
         return user_ids
     finally:
         await engine.dispose()

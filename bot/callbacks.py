@@ -6,7 +6,14 @@ payload stays far below Telegram's 64-byte limit and is re-checked against the d
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiogram.filters.callback_data import CallbackData
+from pydantic import Field
+
+# A stored row's id, in the range of the id columns (INTEGER on PostgreSQL). Forged data outside it
+# fails to unpack, so no handler matches, instead of the database driver raising on the lookup.
+RowId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class LanguageCb(CallbackData, prefix="lang"):
@@ -21,7 +28,7 @@ class ConnCb(CallbackData, prefix="c"):
     """An action on one connection: refresh, update, remove, rm_yes, orders, mute."""
 
     action: str
-    cid: int
+    cid: RowId
 
 
 class StatusPageCb(CallbackData, prefix="sp"):
@@ -54,7 +61,7 @@ class OrdersCb(CallbackData, prefix="o"):
     of list ``id``."""
 
     action: str
-    id: int
+    id: RowId
     page: int = 0
 
 
@@ -62,18 +69,18 @@ class RecreateCb(CallbackData, prefix="rc"):
     """Recreate failed deal row ``id``: ``show`` the exact parameters, ``go`` after confirmation."""
 
     action: str
-    id: int
+    id: RowId
 
 
 class TcMapCb(CallbackData, prefix="tcm"):
     """3Commas account link row ``link`` trades on exchange connection ``cid`` (0 = skip)."""
 
-    link: int
-    cid: int
+    link: RowId
+    cid: RowId
 
 
 class MuteCb(CallbackData, prefix="m"):
     """Mute one connection (cid > 0) or everything (cid = 0) for ``hours``; 0 hours unmutes."""
 
-    cid: int
+    cid: RowId
     hours: int

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Chat, TelegramObject, Update
 from aiogram.types import User as TgUser
 from aiogram.utils.i18n import gettext as _
+from sqlalchemy.exc import IntegrityError
 
 from bot.context import AppContext
 from bot.i18n import pick_language
@@ -65,23 +68,33 @@ class GateMiddleware(BaseMiddleware):
             if allowed and tg_user.id not in allowed:
                 await self._refuse(event)
                 return None
-            async with app.sessions.begin() as session:
-                user = await get_or_create_user(session, tg_user.id, language, app.clock.now())
+            try:
+                async with app.sessions.begin() as session:
+                    user = await get_or_create_user(session, tg_user.id, language, app.clock.now())
+            except IntegrityError:  # a new user's first updates arrived together; another made the row
+                async with app.sessions.begin() as session:
+                    user = await get_or_create_user(session, tg_user.id, language, app.clock.now())
             data["user"] = user
         with app.i18n.context(), app.i18n.use_locale(user.language):
             return await handler(event, data)
 
     async def _notice_group(self, event: Update, chat: Chat) -> None:
-        if event.message is None and event.channel_post is None:
+        if event.message is None:
             if event.callback_query:
                 await event.callback_query.answer(_("keysentry works in private chats only."))
+            # Channel posts get nothing: a channel has no one to redirect, and a reply there is public.
             return
-        async with self.app.sessions.begin() as session:
-            first_time = await claim_chat_notice(session, chat.id, self.app.clock.now())
+        if (event.message.text or "").startswith("/link"):
+            # Someone pasted a key into a group: remove it if we are allowed to (group admin).
+            with contextlib.suppress(TelegramAPIError):
+                await event.message.delete()
+        try:
+            async with self.app.sessions.begin() as session:
+                first_time = await claim_chat_notice(session, chat.id, self.app.clock.now())
+        except IntegrityError:  # several messages from the group at once: another one claimed it
+            first_time = False
         if first_time:
-            target = event.message or event.channel_post
-            assert target is not None
-            await target.answer(
+            await event.message.answer(
                 _(
                     "keysentry works in private chats only: API keys never belong in a group. "
                     "Message me directly."

@@ -78,8 +78,13 @@ def duration(span: timedelta) -> str:
 
 def connection_title(exchange: str, label: str) -> str:
     """'Binance · Main', HTML-escaped: labels are user text."""
+    return escape(button_title(exchange, label))
+
+
+def button_title(exchange: str, label: str) -> str:
+    """'Binance · Main' for a button: button texts are plain text, never parsed as HTML."""
     name = EXCHANGE_NAMES.get(exchange, exchange.capitalize())
-    return escape(f"{name} · {label}" if label else name)
+    return f"{name} · {label}" if label else name
 
 
 EXCHANGE_NAMES = {

@@ -12,7 +12,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ConnCb, MuteCb
 from bot.context import AppContext
-from bot.texts import connection_title
+from bot.texts import button_title
 from services.models import User
 from services.mutes import mute
 from services.users import user_connections
@@ -37,7 +37,7 @@ async def mute_menu(message: Message, app: AppContext, user: User) -> None:
         )
     for connection in connections[:20]:
         keyboard.button(
-            text=f"🔕 {connection_title(connection.exchange, connection.label)}, {_duration_label(24)}",
+            text=f"🔕 {button_title(connection.exchange, connection.label)}, {_duration_label(24)}",
             callback_data=MuteCb(cid=connection.id, hours=24),
         )
     keyboard.button(text="🔔 " + _("Unmute everything"), callback_data=MuteCb(cid=0, hours=0))

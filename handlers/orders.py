@@ -20,7 +20,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ConnCb, OrdersCb
 from bot.context import AppContext
-from bot.texts import ago, connection_title
+from bot.texts import ago, button_title, connection_title
 from handlers.threecommas import threecommas_access
 from services.attribution import Attribution
 from services.deals_store import exchange_connections
@@ -312,7 +312,7 @@ async def orders_command(message: Message, app: AppContext, user: User, bot: Bot
         keyboard = InlineKeyboardBuilder()
         for connection in connections[:50]:
             keyboard.button(
-                text=connection_title(connection.exchange, connection.label),
+                text=button_title(connection.exchange, connection.label),
                 callback_data=ConnCb(action="orders", cid=connection.id),
             )
         keyboard.adjust(1)
@@ -427,6 +427,11 @@ async def confirm_all(query: CallbackQuery, callback_data: OrdersCb, app: AppCon
 
 @router.callback_query(OrdersCb.filter(F.action == "ally"))
 async def cancel_all(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
+    async with app.sessions() as session:  # an expired or someone else's list: say so, not "0 of 0"
+        listing = await load_listing(session, user.id, callback_data.id)
+    if listing is None:
+        await query.answer(_("This list has expired. Send /orders."), show_alert=True)
+        return
     await query.answer(_("Cancelling…"))
     results = await cancel_all_orphans(deps(app), user.id, callback_data.id)
     done = [r for r in results if r.done]

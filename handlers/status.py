@@ -27,7 +27,7 @@ from bot.texts import ago, connection_title, verdict_advice, verdict_reason
 from services.connections import owned_connection
 from services.models import Connection, User
 from services.probes import KeyInfo
-from services.refresh import refresh_connection, remove_owned_connection
+from services.refresh import RefreshOutcome, refresh_connection, remove_owned_connection
 from services.users import user_connections
 from services.verdicts import Verdict
 
@@ -244,13 +244,30 @@ async def status_page(
     await query.answer()
 
 
+# Refreshes in flight in this process, per app, connection and user: taps that arrive while one
+# runs wait for its result instead of each probing the exchange (50 taps make one probe, not 50).
+_refreshing: dict[tuple[int, int, int], asyncio.Task[RefreshOutcome]] = {}
+
+
+def _shared_refresh(app: AppContext, cid: int, user_id: int) -> asyncio.Task[RefreshOutcome]:
+    assert app.hub is not None
+    key = (id(app), cid, user_id)
+    task = _refreshing.get(key)
+    if task is None:
+        task = asyncio.create_task(
+            refresh_connection(app.sessions, app.vault, app.hub, app.clock, cid, user_id)
+        )
+        _refreshing[key] = task
+        task.add_done_callback(lambda _: _refreshing.pop(key, None))
+    return task
+
+
 @router.callback_query(ConnCb.filter(F.action == "refresh"))
 async def refresh(query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot) -> None:
     """Re-probe now and edit the pressed message (a /status page or an alert) into the page
     holding this connection; after a second without an answer, show "checking…" first."""
-    assert app.hub is not None
     cid = callback_data.cid
-    task = asyncio.create_task(refresh_connection(app.sessions, app.vault, app.hub, app.clock, cid, user.id))
+    task = _shared_refresh(app, cid, user.id)
     answered = False
     try:
         outcome = await asyncio.wait_for(asyncio.shield(task), CHECKING_AFTER_S)

@@ -21,7 +21,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import RecreateCb, TcMapCb
 from bot.context import AppContext
-from bot.texts import connection_title
+from bot.texts import button_title, connection_title
 from handlers.link import key_problem
 from services.deals_store import (
     RecreateOutcome,
@@ -161,7 +161,7 @@ def mapping_prompt(
     for connection in ordered[:8]:
         mark = "⭐ " if connection is suggested else ""
         keyboard.button(
-            text=mark + connection_title(connection.exchange, connection.label),
+            text=mark + button_title(connection.exchange, connection.label),
             callback_data=TcMapCb(link=link_id, cid=connection.id),
         )
     keyboard.button(text=_("Skip"), callback_data=TcMapCb(link=link_id, cid=0))
@@ -179,7 +179,9 @@ async def mapped(query: CallbackQuery, callback_data: TcMapCb, app: AppContext, 
     async with app.sessions.begin() as session:
         link = await session.get(ThreeCommasAccountLink, callback_data.link)
         target = await session.get(Connection, callback_data.cid) if callback_data.cid else None
-        if link is None or link.user_id != user.id or (target is not None and target.user_id != user.id):
+        # A connection removed since the prompt, or someone else's: not the same as Skip.
+        stale = bool(callback_data.cid) and (target is None or target.user_id != user.id)
+        if link is None or link.user_id != user.id or stale:
             await query.answer(_("That choice is no longer valid."), show_alert=True)
             return
         link.exchange_connection_id = target.id if target is not None else None

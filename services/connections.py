@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.models import Connection, Incident
@@ -56,12 +56,18 @@ async def replace_credentials(
     connection.lease_until = None
 
 
-async def remove_connection(session: AsyncSession, connection: Connection) -> None:
-    """Delete the row; the encrypted credentials go with it, and so do its incidents."""
+async def remove_connection(session: AsyncSession, connection: Connection) -> bool:
+    """Delete the row; the encrypted credentials go with it, and so do its incidents.
+
+    False when the row was already gone: a concurrent transaction (a double tap, another
+    process) deleted it after ``connection`` was read, so the caller must not report a removal.
+    """
     incidents = await session.scalars(select(Incident).where(Incident.connection_id == connection.id))
     for incident in incidents:
         await session.delete(incident)
-    await session.delete(connection)
+    deleted = await session.execute(delete(Connection).where(Connection.id == connection.id))
+    session.expunge(connection)
+    return getattr(deleted, "rowcount", 0) == 1
 
 
 async def reseal_all(session: AsyncSession, vault: Vault) -> int:

@@ -21,7 +21,9 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -603,13 +605,26 @@ _FINAL_OUTCOMES = frozenset(
 )
 
 
+# One cancel per listed order at a time in this process: a double tap waits for the first one and
+# then reports its outcome, instead of verifying and cancelling on the exchange a second time.
+_cancelling: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
 async def cancel_order(deps: Deps, row_id: int, user_id: int, *, allow_unknown: bool = False) -> CancelResult:
-    """Cancel one listed order after re-verifying it; safe to call twice.
+    """Cancel one listed order after re-verifying it; safe to call twice, also at the same time.
 
     ``allow_unknown`` is set only by the explicit "it may belong to something else"
     confirmation; ACTIVE orders are refused whatever the caller says. Every call, refusals
     included, leaves an audit entry.
     """
+    lock = _cancelling.get(row_id)
+    if lock is None:
+        lock = _cancelling[row_id] = asyncio.Lock()
+    async with lock:
+        return await _cancel_order(deps, row_id, user_id, allow_unknown=allow_unknown)
+
+
+async def _cancel_order(deps: Deps, row_id: int, user_id: int, *, allow_unknown: bool) -> CancelResult:
     now = deps.clock.now()
     async with deps.sessions() as session:
         row = await session.get(ListedOrder, row_id)

@@ -254,15 +254,9 @@ async def remove_owned_connection(
     if connection is None:
         gone = await session.get(Connection, connection_id) is None
         return RemoveOutcome(removed=False) if gone else None
-    audit.record(
-        session,
-        user_id,
-        "connection_removed",
-        now,
-        connection_id=connection.id,
-        exchange=connection.exchange,
-        key_hint=connection.key_hint,
-    )
+    details = {"exchange": connection.exchange, "key_hint": connection.key_hint}
     outcome = RemoveOutcome(removed=True, exchange=connection.exchange, label=connection.label)
-    await remove_connection(session, connection)
+    if not await remove_connection(session, connection):
+        return RemoveOutcome(removed=False)  # a concurrent confirmation removed it first
+    audit.record(session, user_id, "connection_removed", now, connection_id=connection_id, **details)
     return outcome

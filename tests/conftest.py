@@ -7,10 +7,13 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.engine import make_url
 
+from sandbox.exchanges import LOCAL_EXCHANGES, LocalExchange
+from sandbox.threecommas import LocalThreeCommas
 from services.clock import FakeClock
 from services.db import create_engine, run_migrations, session_factory
 from services.vault import Vault, generate_key
@@ -118,3 +121,31 @@ def vault() -> Vault:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# The moment the 3Commas fixtures date their deals from; rigs start their clocks after it.
+T0 = datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def exchanges() -> AsyncIterator[dict[str, LocalExchange]]:
+    """Local Binance, Bybit and OKX servers, started for one test."""
+    servers = {name: cls() for name, cls in LOCAL_EXCHANGES.items()}
+    for server in servers.values():
+        await server.start()
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            await server.close()
+
+
+@pytest.fixture
+async def tc() -> AsyncIterator[LocalThreeCommas]:
+    """A local 3Commas whose deals are dated by a clock standing at ``T0``."""
+    server = LocalThreeCommas(FakeClock(T0))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()

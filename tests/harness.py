@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,3 +76,31 @@ async def running_bot(
         await bot.session.close()
         await close_context(app)
         await tg.close()
+
+
+class Tracker:
+    """Records which updates the dispatcher has finished with, and anything that escaped it."""
+
+    def __init__(self, dp: Dispatcher) -> None:
+        self.done: set[int] = set()
+        self.escaped: list[BaseException] = []
+        self._changed = asyncio.Condition()
+        feed = dp.feed_update
+
+        async def feed_update(bot: Any, update: Any, **kwargs: Any) -> Any:
+            try:
+                return await feed(bot, update, **kwargs)
+            except Exception as error:  # aiogram would only log it
+                self.escaped.append(error)
+                raise
+            finally:
+                self.done.add(update.update_id)
+                async with self._changed:
+                    self._changed.notify_all()
+
+        dp.feed_update = feed_update  # type: ignore[method-assign]  # polling calls self.feed_update
+
+    async def wait(self, update_ids: Iterable[int], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        wanted = set(update_ids)
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: wanted <= self.done)

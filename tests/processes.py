@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sandbox.exchanges import LocalBinance, LocalExchange, RequestRecord
@@ -112,6 +113,15 @@ class WorkerProcess:
         ):
             reply.raise_for_status()
             return await reply.text()
+
+    async def ready(self) -> bool:
+        """``/readyz``: the process reaches the database through its pool and migrations are current."""
+        assert self.port is not None, "wait_ready() first"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.port}/readyz", timeout=aiohttp.ClientTimeout(5)) as reply,
+        ):
+            return reply.status == 200
 
     async def checks_done(self) -> int:
         """``keysentry_checks_total`` summed over exchanges and verdicts: this process's checks."""
@@ -245,7 +255,9 @@ class Cluster:
         return started
 
     def logs(self) -> str:
-        return "\n".join(f"----- {w.name} (pid {w.pid}, rc {w.returncode}) -----\n{w.log_tail()}" for w in self.workers)
+        return "\n".join(
+            f"----- {w.name} (pid {w.pid}, rc {w.returncode}) -----\n{w.log_tail()}" for w in self.workers
+        )
 
     # ---- what the far ends saw -----------------------------------------------------------------------
 
@@ -276,10 +288,6 @@ class Cluster:
             )
             return [(row[0], row[1]) for row in rows.all()]
 
-    async def set_next_poll(self, when: Any) -> None:
-        async with self.sessions.begin() as session:
-            await session.execute(update(Connection).values(next_poll_at=when))
-
 
 async def wait_until(
     predicate: Callable[[], Any],
@@ -304,7 +312,7 @@ async def wait_until(
 
 def gaps(times: list[float], until: float | None = None) -> list[float]:
     """Gaps between consecutive checks, plus (with ``until``) the time since the last one."""
-    out = [b - a for a, b in zip(times, times[1:], strict=False)]
+    out = [b - a for a, b in itertools.pairwise(times)]
     if until is not None and times:
         out.append(until - times[-1])
     return out

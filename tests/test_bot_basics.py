@@ -62,6 +62,8 @@ async def test_group_is_told_once_to_use_a_private_chat(sqlite_url):
         rig.tg.user_sends(10, "/start")  # a private message after it proves the group one was processed
         await rig.tg.wait_for_bot_message(10)
         assert len(rig.tg.bot_messages(-500)) == 1
+        pasted = [m for m in rig.tg.user_messages(-500) if m.text.startswith("/link")]
+        assert pasted and all(m.deleted for m in pasted)  # a key pasted in a group is removed
 
 
 async def test_user_outside_the_allow_list_is_refused_politely(sqlite_url):

@@ -8,10 +8,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from bot.callbacks import ExchangeCb, ExchangePageCb, LinkStepCb
-from sandbox.exchanges.base import LocalExchange, LocalKey
-from sandbox.exchanges.binance import LocalBinance
-from sandbox.exchanges.bybit import LocalBybit
-from sandbox.exchanges.okx import LocalOkx
+from sandbox.exchanges.base import LocalKey
 from sandbox.telegram import ChatMessage
 from services.models import AuditEntry, Connection
 from tests.harness import BotRig, running_bot
@@ -19,18 +16,6 @@ from tests.harness import BotRig, running_bot
 USER = 501
 SIGNATURE_REASON = "the secret does not match the key"
 REVOKED_REASON = "API key revoked, deleted or never existed"
-
-
-@pytest.fixture
-async def exchanges() -> AsyncIterator[dict[str, LocalExchange]]:
-    servers: dict[str, LocalExchange] = {"binance": LocalBinance(), "bybit": LocalBybit(), "okx": LocalOkx()}
-    for server in servers.values():
-        await server.start()
-    try:
-        yield servers
-    finally:
-        for server in servers.values():
-            await server.close()
 
 
 @pytest.fixture

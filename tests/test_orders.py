@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from sandbox.exchanges.base import LocalExchange, LocalKey
-from sandbox.exchanges.binance import LocalBinance
-from sandbox.exchanges.bybit import LocalBybit
-from sandbox.exchanges.okx import LocalOkx
+from sandbox.exchanges.base import LocalKey
 from sandbox.telegram import ChatMessage
 from sandbox.threecommas import LocalThreeCommas
 from services.clock import FakeClock
@@ -20,33 +17,11 @@ from services.deals_store import add_threecommas_connection, save_account_link
 from services.models import AuditEntry
 from services.threecommas import Account
 from services.vault import Credentials
+from tests.conftest import T0
 from tests.harness import BotRig, running_bot
 
 USER = 601
 OTHER = 602
-T0 = datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def exchanges() -> AsyncIterator[dict[str, LocalExchange]]:
-    servers: dict[str, LocalExchange] = {"binance": LocalBinance(), "bybit": LocalBybit(), "okx": LocalOkx()}
-    for server in servers.values():
-        await server.start()
-    try:
-        yield servers
-    finally:
-        for server in servers.values():
-            await server.close()
-
-
-@pytest.fixture
-async def tc() -> AsyncIterator[LocalThreeCommas]:
-    server = LocalThreeCommas(FakeClock(T0))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 @pytest.fixture

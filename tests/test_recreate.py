@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 
 from handlers.threecommas import recreate_button
 from sandbox.threecommas import LocalThreeCommas
-from services.clock import FakeClock
 from services.deal_checks import recreate_params
 from services.deals_store import ThreeCommasAccess, add_threecommas_connection, store_failed_deal
 from services.vault import Credentials
 from tests.harness import BotRig, running_bot
 
 USER = 701
-T0 = datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def tc() -> AsyncIterator[LocalThreeCommas]:
-    server = LocalThreeCommas(FakeClock(T0))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from services.vault import Credentials
 from tests import test_link
 from tests.harness import BotRig
 
-exchanges = test_link.exchanges
 rig = test_link.rig
 
 OWNER, STRANGER = 601, 602
