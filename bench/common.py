@@ -19,6 +19,7 @@ each process's CPU is read from ``/proc`` by the parent. That keeps the worker's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -114,10 +115,8 @@ class Child:
 
     def stop(self, timeout: float = 30) -> None:
         if self.process.is_alive():
-            try:
+            with contextlib.suppress(EOFError, BrokenPipeError, OSError):
                 self.call("stop")
-            except (EOFError, BrokenPipeError, OSError):
-                pass
             self.process.join(timeout)
         if self.process.is_alive():
             self.process.kill()
@@ -221,9 +220,15 @@ def new_keys(count: int) -> list[tuple[str, str, str | None]]:
 # ------------------------------------------------------------------------------------------ telegram
 
 
-def telegram_main(pipe: Pipe, user_ids: list[int]) -> None:
-    """The local Telegram with flood limits on; records every sendMessage outcome."""
+def telegram_main(pipe: Pipe, user_ids: list[int], latency_ms: int = 0) -> None:
+    """The local Telegram with flood limits on; records every sendMessage outcome.
+
+    ``latency_ms`` delays every answer (half before the request is handled, half after), like the
+    round trip from a server to api.telegram.org; the local server otherwise answers in ~1 ms.
+    """
     _quiet_logging()
+    from aiohttp import web
+
     from sandbox.telegram import LocalTelegram, RecordedRequest
 
     class RecordingTelegram(LocalTelegram):
@@ -231,10 +236,24 @@ def telegram_main(pipe: Pipe, user_ids: list[int]) -> None:
             super().__init__(token=TOKEN, rate_limits=True)
             self.delivered: list[tuple[int, float, bool]] = []  # chat, when, mentions "revoked"
             self.outcomes: Counter[int] = Counter()
+            self.refused: list[tuple[float, str]] = []  # when, why (429s and other errors)
+
+        async def _handle(self, request: web.Request) -> web.StreamResponse:
+            if latency_ms:
+                await asyncio.sleep(latency_ms / 2000)
+            response = await super()._handle(request)
+            if latency_ms:
+                await asyncio.sleep(latency_ms / 2000)
+            return response
 
         def _record(self, recorded: RecordedRequest) -> None:
             if recorded.method == "sendMessage":
                 self.outcomes[recorded.status] += 1
+                if recorded.status != 200:
+                    chat = recorded.params.get("chat_id", "?")
+                    self.refused.append(
+                        (time.time(), f"{recorded.status} chat {chat}: {recorded.description}")
+                    )
                 if recorded.status == 200:
                     text = recorded.params.get("text", "")
                     self.delivered.append((int(recorded.params["chat_id"]), time.time(), "revoked" in text))
@@ -259,6 +278,9 @@ def telegram_main(pipe: Pipe, user_ids: list[int]) -> None:
                 "first": min(times, default=None),
                 "last": max(times, default=None),
                 "outcomes": dict(tg.outcomes),
+                "peak_per_second": _peak(sorted(times), 1.0),
+                "refused": tg.refused[:5],
+                "refused_after": [_peak_before(sorted(times), when) for when, _ in tg.refused[:5]],
             }
 
         pipe.send(url)
@@ -267,12 +289,32 @@ def telegram_main(pipe: Pipe, user_ids: list[int]) -> None:
     asyncio.run(main())
 
 
+def _peak(times: list[float], span: float) -> int:
+    """Most events within any ``span`` seconds (``times`` sorted)."""
+    best, start = 0, 0
+    for end, when in enumerate(times):
+        while times[start] <= when - span:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def _peak_before(times: list[float], moment: float) -> int:
+    """Events in the second before ``moment``."""
+    return sum(1 for when in times if moment - 1.0 < when <= moment)
+
+
 # ------------------------------------------------------------------------------------------ worker
 
 
 def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
     """The real Worker (scheduler, Poller, Sender) wired as ``bot.app.build_context`` does, except
-    for the exchange budget override. Commands: start, stats, gc_freeze, stop."""
+    for the exchange budget override. Commands: start, stats, stop.
+
+    Experiment knobs in ``config``: ``poller`` (PollerConfig fields), ``lanes`` (Worker.lanes),
+    ``no_gc_freeze`` (start without the worker's gc.freeze()), ``uvloop``, ``phases`` (time the
+    poller's claim / checks / record).
+    """
     _quiet_logging()
     logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRuns())
     if config.get("uvloop"):
@@ -321,8 +363,12 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
         worker = Worker(app, bot)
         for name, value in config.get("poller", {}).items():
             setattr(worker.poller.config, name, value)
-        if config.get("lanes", 1) > 1:
-            _lanes(worker, config["lanes"])
+        if config.get("lanes"):
+            worker.lanes = config["lanes"]
+        if config.get("sliding_sender"):
+            _sliding_sender(worker.sender)
+        if config.get("no_gc_freeze"):
+            gc.freeze = lambda: None  # experiment: Worker.start() without its gc.freeze()
         phases = _instrument(worker) if config.get("phases") else {}
         rss_context = rss_bytes()
         assert app.hub is not None
@@ -346,10 +392,6 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
                 "phases": {name: list(v) for name, v in phases.items()},
             }
 
-        def freeze() -> None:
-            gc.collect()
-            gc.freeze()
-
         async def stop() -> None:
             await worker.stop()
             await bot.session.close()
@@ -357,13 +399,14 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
             await app.hub.close()
             await engine.dispose()
 
-        pipe.send({"rss_context": rss_context, "rss_ready": rss_ready, "id": worker.ident})
+        pipe.send(
+            {"rss_context": rss_context, "rss_ready": rss_ready, "id": worker.ident, "lanes": worker.lanes}
+        )
         await _serve_commands(
             pipe,
             {
                 "start": worker.start,
                 "stats": stats,
-                "gc_freeze": freeze,
                 "stop": stop,
             },
         )
@@ -371,25 +414,37 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
     asyncio.run(main())
 
 
-def _lanes(worker: Any, lanes: int) -> None:
-    """Experiment: ``lanes`` claim-check-record loops at once, so one batch's database work
-    overlaps another's network waits (bench-only replacement of ``Worker.poll``)."""
+def _sliding_sender(sender: Any) -> None:
+    """Experiment: the Sender's pacing as a sliding one-second window over its own sends.
 
-    async def poll() -> None:
-        async with worker._busy:
+    ``Sender`` counts messages per fixed window that restarts a second after it began; when one
+    window's sends bunch at its end (its outbox claim waited on the poller's writes) and the
+    next window's at its start, Telegram sees up to twice the rate in one second and answers
+    429. Bench-only replacement of ``Sender._budget_left`` (bot/sender.py is not the bench's).
+    """
+    from collections import deque
 
-            async def lane() -> None:
-                while not worker._stopping and await worker.poller.run_once() >= worker.poller.config.batch_size:
-                    pass
+    sent: deque[datetime] = deque()
+    send_message = sender.bot.send_message
 
-            await asyncio.gather(*(lane() for _ in range(lanes)))
+    def budget_left(now: datetime) -> int:
+        while sent and sent[0] <= now - timedelta(seconds=1):
+            sent.popleft()
+        return int(sender.per_second - len(sent))
 
-    worker.poll = poll
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        result = await send_message(*args, **kwargs)
+        sent.append(sender.app.clock.now())
+        return result
+
+    sender._budget_left = budget_left
+    sender.bot.send_message = counted
 
 
 def _instrument(worker: Any) -> dict[str, list[float]]:
     """Wall time and process CPU spent in the poller's phases: claim, checks, record
-    (``[wall s, CPU s, calls]``; for checks the third figure is the number of checks).
+    (``[wall s, CPU s, calls]``; for checks the third figure is the number of checks), and in
+    the sender's outbox claim, sendMessage and mark_sent.
 
     Bench-only: wraps the bound methods on this one Poller instance. The sender runs in the same
     loop, so a phase's CPU includes whatever the sender did meanwhile (little: it polls 5 x/s).
@@ -423,13 +478,25 @@ def _instrument(worker: Any) -> dict[str, list[float]]:
             claim_wall = phases["claim"][0] - claim0[0]
             record_wall = phases["record"][0] - record0[0]
             totals[0] += time.perf_counter() - wall - claim_wall - record_wall
-            totals[1] += time.process_time() - cpu - (phases["claim"][1] - claim0[1]) - (
-                phases["record"][1] - record0[1]
+            totals[1] += (
+                time.process_time()
+                - cpu
+                - (phases["claim"][1] - claim0[1])
+                - (phases["record"][1] - record0[1])
             )
             totals[2] += count
         return count
 
     poller.run_once = run_once_timed
+
+    # The sender: its outbox claim, each sendMessage and each mark_sent, in wall time.
+    from services import outbox
+
+    for name in ("send_claim", "send_message", "mark_sent"):
+        phases[name] = [0.0, 0.0, 0]
+    outbox.claim = timed("send_claim", outbox.claim)
+    outbox.mark_sent = timed("mark_sent", outbox.mark_sent)
+    worker.sender.bot.send_message = timed("send_message", worker.sender.bot.send_message)
     return phases
 
 
@@ -558,9 +625,7 @@ async def seed(
         user_ids = [first_user_id + i for i in range(len(keys))]
         for start in range(0, len(keys), chunk):
             part = range(start, min(start + chunk, len(keys)))
-            users = [
-                {"id": user_ids[i], "language": "en", "blocked": False, "created_at": now} for i in part
-            ]
+            users = [{"id": user_ids[i], "language": "en", "blocked": False, "created_at": now} for i in part]
             connections = [
                 {
                     "user_id": user_ids[i],
@@ -592,7 +657,10 @@ async def seed(
                 )
                 await session.execute(
                     insert(Incident),
-                    [{**incident, "connection_id": i, "check_kind": KEY_CHECK, "updated_at": now} for i in ids],
+                    [
+                        {**incident, "connection_id": i, "check_kind": KEY_CHECK, "updated_at": now}
+                        for i in ids
+                    ],
                 )
         return user_ids
     finally:
@@ -632,9 +700,12 @@ class Sampler:
         self.samples.append(sample)
 
     def window(self, low: float, high: float, key: str = "checked") -> tuple[dict[str, Any], dict[str, Any]]:
-        """First sample at or above ``low`` and last one at or below ``high`` of ``key``."""
+        """First sample at or above ``low`` and last one at or below ``high`` of ``key``; the
+        whole timeline when that leaves less than two samples (a short run)."""
         start = next(s for s in self.samples if s[key] >= low)
         end = [s for s in self.samples if s[key] <= high][-1]
+        if end["t"] <= start["t"]:
+            start, end = self.samples[0], next(s for s in self.samples if s[key] >= high)
         return start, end
 
 

@@ -131,6 +131,7 @@ class Poller:
     checked: int = 0
     population: dict[str, int] = field(default_factory=dict)
     _population_at: datetime | None = None
+    _gate: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
     async def claim(self, limit: int | None = None) -> list[Claimed]:
         """Lease up to ``limit`` due connections of users who have not blocked the bot."""
@@ -224,8 +225,12 @@ class Poller:
         batch = await self.claim()
         if not batch:
             return 0
-        gate = asyncio.Semaphore(self.config.concurrency)
-        results = await asyncio.gather(*(self._check(c, gate) for c in batch))
+        # One gate for every batch in flight: ``concurrency`` bounds this worker's probes however
+        # many batches run at once (Worker.poll overlaps them), so requests never queue for the
+        # hub's per-host connections and time out there.
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.config.concurrency)
+        results = await asyncio.gather(*(self._check(c, self._gate) for c in batch))
         await self.record(list(zip(batch, results, strict=True)))
         self.checked += len(batch)
         return len(batch)

@@ -81,8 +81,16 @@ class Vault:
 _SECRETISH = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{24,}(?![A-Za-z0-9+/=_-])")
 
 
+def _mask_if_random(match: re.Match[str]) -> str:
+    # Keys and secrets mix letters and digits; identifiers such as exception class names do not.
+    token = match.group(0)
+    if any(c.isdigit() for c in token) and any(c.isalpha() for c in token):
+        return "[redacted]"
+    return token
+
+
 def redact(text: str) -> str:
-    return _SECRETISH.sub("[redacted]", text)
+    return _SECRETISH.sub(_mask_if_random, text)
 
 
 class RedactingFilter(logging.Filter):

