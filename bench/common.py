@@ -334,7 +334,7 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
     from services.vault import Credentials, Vault
 
     async def main() -> None:
-        settings = Settings(
+        settings = Settings(  # type: ignore[call-arg]  # pydantic-settings' init-only argument
             _env_file=None,
             bot_token=TOKEN,
             telegram_api_url=config["telegram_url"],

@@ -298,6 +298,8 @@ def report(out: dict[str, Any]) -> None:
         "checks per minute per worker",
         f"{rate * 60:9.0f}   ({rate:.0f}/s; round 1 took {out['round_s']:.1f} s)",
     )
+    if out["round_s"] < 3:
+        print("  (round 1 too short for a steady-state window: figures include start-up; use more users)")
     _row("CPU per check (worker process)", f"{cpu_ms:9.3f} ms")
     _row("worker CPU", f"{100 * worker_share:8.0f} %  of one core")
     _row("exchange fake CPU", f"{100 * exchange_share:8.0f} %  of one core")
@@ -356,8 +358,8 @@ def report(out: dict[str, Any]) -> None:
         sends = max(ph["send_message"][2], 1)
         claims = max(ph["send_claim"][2], 1)
         print("\nrevocation -> alerts (seconds after every key was revoked)")
-        _row("first / last failed check", _span(*tl["seen"], revoked_at))
-        _row("first / last confirmed", _span(*tl["confirmed"], revoked_at))
+        _row("first / last failed check", _span(tl["seen"][0], tl["seen"][1], revoked_at))
+        _row("first / last confirmed", _span(tl["confirmed"][0], tl["confirmed"][1], revoked_at))
         _row("first / last alert queued", _span(queued_min, queued_max, revoked_at))
         done = "" if out["complete"] else "   INCOMPLETE"
         _row("first / last alert delivered", f"{first:6.1f} s / {last:6.1f} s{done}")

@@ -120,7 +120,7 @@ def measure(
             workers.append(Child(worker_main, config, name=f"worker-{len(workers) + 1}"))
         for w in workers:
             w.call("start")
-        database = make_url(config["database_url"]).database
+        database = make_url(config["database_url"]).database or ""
         time.sleep(warmup)
         a = snapshot(workers, exchange, database)
         time.sleep(window)
@@ -157,7 +157,7 @@ def _share(cpu: float, span: float) -> str:
 
 
 def report(results: list[dict[str, Any]], connections: int) -> None:
-    base = results[0]["per_min"]
+    base = results[0]["per_min"] or float("nan")
     print(f"\nscale-out: {connections} connections on PostgreSQL, {CORES} CPUs")
     print("  CPU columns: % of one core over the window (the machine has", CORES * 100, "%)")
     head = (
@@ -188,8 +188,8 @@ def report(results: list[dict[str, Any]], connections: int) -> None:
             )
         )
     print("\n  CPU ms per check, and the ceiling that cost allows on all cores")
-    head = ("workers", "worker", "exchange", "postgres", "all", "ceiling/min", "worker RSS MiB")
-    print("  {:>7} {:>8} {:>8} {:>8} {:>7} {:>12}   {}".format(*head))
+    costs = ("workers", "worker", "exchange", "postgres", "all", "ceiling/min", "worker RSS MiB")
+    print("  {:>7} {:>8} {:>8} {:>8} {:>7} {:>12}   {}".format(*costs))
     for r in results:
         n = max(r["checks"], 1)
         w, e, p = (1000 * r[k] / n for k in ("worker_cpu", "exchange_cpu", "pg_cpu"))
@@ -219,7 +219,8 @@ def explain(results: list[dict[str, Any]]) -> None:
         span = r["span"]
         busy = r["machine_cpu"] / span / CORES
         print(
-            f"  {previous['workers']} -> {r['workers']} workers: x{r['per_min'] / previous['per_min']:.2f};"
+            f"  {previous['workers']} -> {r['workers']} workers:"
+            f" x{r['per_min'] / (previous['per_min'] or 1):.2f};"
             f" machine {100 * busy:.0f} % busy (workers {100 * r['worker_cpu'] / span:.0f} %,"
             f" exchange fake {100 * r['exchange_cpu'] / span:.0f} %,"
             f" PostgreSQL {100 * r['pg_cpu'] / span:.0f} %,"

@@ -82,11 +82,11 @@ _SECRETISH = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{24,}(?![A-Za-z0-
 
 
 def _mask_if_random(match: re.Match[str]) -> str:
-    # Keys and secrets mix letters and digits; identifiers such as exception class names do not.
+    # Keys and secrets mix letters and digits, or are long; identifiers such as exception class
+    # names ("ConnectionDoesNotExistError") are shorter and have no digits, and stay readable.
     token = match.group(0)
-    if any(c.isdigit() for c in token) and any(c.isalpha() for c in token):
-        return "[redacted]"
-    return token
+    mixed = any(c.isdigit() for c in token) and any(c.isalpha() for c in token)
+    return "[redacted]" if mixed or len(token) >= 32 else token
 
 
 def redact(text: str) -> str:

@@ -25,6 +25,7 @@ _REASON = postgres_unreachable_reason()
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.postgres,
+    pytest.mark.xdist_group("real-time-workers"),  # one xdist process runs these, in order
     pytest.mark.skipif(_REASON is not None, reason=_REASON or ""),
 ]
 
