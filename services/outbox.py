@@ -95,17 +95,23 @@ async def claim(
         select(OutboxMessage.user_id)
         .join(User, User.id == OutboxMessage.user_id)
         .where(_due(now), User.blocked.is_(False), OutboxMessage.user_id.not_in(busy_users))
-        .group_by(OutboxMessage.user_id)
-        .order_by(func.min(OutboxMessage.id))
-        .limit(users)
+        .order_by(OutboxMessage.id)
+        .limit(users * 4)
     )
+    if sessions.kw["bind"].dialect.name == "postgresql":
+        # Rows another sender is claiming right now are skipped, so concurrent senders split
+        # the users between them instead of queueing on each other's row locks.
+        candidates = candidates.with_for_update(of=OutboxMessage, skip_locked=True)
     until = now + lease
     async with sessions.begin() as session:
+        picked = list(dict.fromkeys(await session.scalars(candidates)))[:users]
+        if not picked:
+            return []
         await session.execute(
             update(OutboxMessage)
             .where(
                 _due(now),
-                OutboxMessage.user_id.in_(candidates.scalar_subquery()),
+                OutboxMessage.user_id.in_(picked),
                 or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until <= now),
             )
             .values(claimed_by=worker_id, claimed_until=until)
