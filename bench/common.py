@@ -50,6 +50,9 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # ------------------------------------------------------------------------------------------ /proc
 
 
+CORES = os.cpu_count() or 1
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of one process (all its threads), from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:
@@ -60,22 +63,6 @@ def cpu_seconds(pid: int) -> float:
 def rss_bytes(pid: int | None = None) -> int:
     with open(f"/proc/{pid or 'self'}/statm") as f:
         return int(f.read().split()[1]) * _PAGE
-
-
-def postgres_cpu() -> float:
-    """CPU of every process named ``postgres`` on this machine (server, backends, writers)."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/comm") as f:
-                if f.read().strip() != "postgres":
-                    continue
-            total += cpu_seconds(int(entry))
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return total
 
 
 def machine_busy() -> tuple[float, float]:
@@ -308,8 +295,8 @@ def _peak_before(times: list[float], moment: float) -> int:
 
 
 def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
-    """The real Worker (scheduler, Poller, Sender) wired as ``bot.app.build_context`` does, except
-    for the exchange budget override. Commands: start, stats, stop.
+    """The real Worker (scheduler, Poller, Sender) on ``bot.app.build_context``, with the exchange
+    budget raised. Commands: start, stats, stop.
 
     Experiment knobs in ``config``: ``poller`` (PollerConfig fields), ``lanes`` (Worker.lanes),
     ``no_gc_freeze`` (start without the worker's gc.freeze()), ``uvloop``, ``phases`` (time the
@@ -321,17 +308,11 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
         import uvloop
 
         uvloop.install()
-    from bot.app import build_bot
-    from bot.context import AppContext
-    from bot.i18n import build_i18n
+    from bot.app import build_bot, build_context, close_context
     from bot.settings import Settings
     from bot.worker import Worker
     from services.budget import BudgetRegistry
-    from services.clock import SystemClock
-    from services.db import create_engine, session_factory
-    from services.deals_store import ThreeCommasAccess
-    from services.exchanges import ExchangeHub
-    from services.vault import Credentials, Vault
+    from services.vault import Credentials
 
     async def main() -> None:
         settings = Settings(  # type: ignore[call-arg]  # pydantic-settings' init-only argument
@@ -343,22 +324,7 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
             poll_interval_seconds=config["poll_interval_s"],
             exchange_url_overrides=config["exchange_urls"],
         )
-        clock = SystemClock()
-        engine = create_engine(settings.database_url)
-        app = AppContext(
-            settings=settings,
-            clock=clock,
-            engine=engine,
-            sessions=session_factory(engine),
-            vault=Vault(settings.vault_key),
-            i18n=build_i18n(),
-            hub=ExchangeHub(
-                url_overrides=settings.exchange_url_overrides,
-                clock=clock,
-                budgets=BudgetRegistry(overrides=config["budget_per_minute"]),
-            ),
-            threecommas=ThreeCommasAccess(settings.threecommas_api_url),
-        )
+        app = await build_context(settings, budgets=BudgetRegistry(overrides=config["budget_per_minute"]))
         bot = build_bot(settings)
         worker = Worker(app, bot)
         for name, value in config.get("poller", {}).items():
@@ -395,9 +361,7 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
         async def stop() -> None:
             await worker.stop()
             await bot.session.close()
-            assert app.hub is not None
-            await app.hub.close()
-            await engine.dispose()
+            await close_context(app)
 
         pipe.send(
             {"rss_context": rss_context, "rss_ready": rss_ready, "id": worker.ident, "lanes": worker.lanes}
@@ -743,6 +707,7 @@ def utc(ts: float) -> datetime:
 
 
 __all__ = [
+    "CORES",
     "Child",
     "Sampler",
     "bare_ccxt",
@@ -750,7 +715,6 @@ __all__ = [
     "exchange_main",
     "new_keys",
     "pct",
-    "postgres_cpu",
     "probe_key_info",
     "rss_bytes",
     "seed",

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
@@ -55,6 +54,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    CORES,
     Child,
     Sampler,
     bare_ccxt,
@@ -73,7 +73,6 @@ from bench.common import (
 EXCHANGE = "binance"
 WEIGHT_LIMIT = 6_000_000  # per minute, every pool of the local Binance and our budget for it
 SEND_RATE_PER_SECOND = 25  # Settings.send_rate_per_second default
-CORES = os.cpu_count() or 1
 TARGETS = {"checks_per_min": 10_000, "of_bare": 0.6, "cpu_ms": 2.0, "kb_per_conn": 10.0}
 
 

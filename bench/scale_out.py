@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    CORES,
     Child,
     cpu_seconds,
     exchange_main,
@@ -47,7 +48,6 @@ from bench.common import (
 
 EXCHANGE = "binance"
 WEIGHT_LIMIT = 60_000_000  # per minute, every pool of the local Binance and our budget for it
-CORES = os.cpu_count() or 1
 
 
 def postgres_cpu(database: str) -> dict[int, float]:

@@ -15,6 +15,7 @@ from bot.middlewares import GateMiddleware
 from bot.settings import Settings
 from handlers import errors, language, link, mute, orders, privacy, start, status, threecommas
 from handlers import help as help_handler
+from services.budget import BudgetRegistry
 from services.clock import Clock, SystemClock
 from services.db import create_engine, run_migrations, session_factory
 from services.deals_store import ThreeCommasAccess
@@ -22,7 +23,9 @@ from services.exchanges import ExchangeHub
 from services.vault import Vault
 
 
-async def build_context(settings: Settings, *, clock: Clock | None = None) -> AppContext:
+async def build_context(
+    settings: Settings, *, clock: Clock | None = None, budgets: BudgetRegistry | None = None
+) -> AppContext:
     """Open the database (migrating it), the vault, the translations and the exchange hub."""
     engine = create_engine(settings.database_url)
     await run_migrations(engine)
@@ -34,7 +37,7 @@ async def build_context(settings: Settings, *, clock: Clock | None = None) -> Ap
         sessions=session_factory(engine),
         vault=Vault(settings.vault_key),
         i18n=build_i18n(),
-        hub=ExchangeHub(url_overrides=settings.exchange_url_overrides, clock=clock),
+        hub=ExchangeHub(url_overrides=settings.exchange_url_overrides, clock=clock, budgets=budgets),
         # The limiter counts on the app clock, so tests that move time move its minute too.
         threecommas=ThreeCommasAccess(
             settings.threecommas_api_url, monotonic=lambda: clock.now().timestamp()

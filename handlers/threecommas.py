@@ -43,8 +43,7 @@ router = Router(name="threecommas")
 
 def threecommas_access(app: AppContext) -> ThreeCommasAccess:
     """The app's 3Commas client factory (its per-key limiters must live as long as the app)."""
-    if app.threecommas is None:
-        app.threecommas = ThreeCommasAccess(app.settings.threecommas_api_url)
+    assert app.threecommas is not None, "build_context creates it"
     return app.threecommas
 
 
