@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from operator import attrgetter
 
-from services.attribution import DealOrder, MarketPrecision, OpenOrder, attribute
+from services.orders.attribution import DealOrder, MarketPrecision, OpenOrder, attribute
 
 ORDERS = 1000
 DEALS = 250

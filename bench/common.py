@@ -311,8 +311,8 @@ def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
     from bot.app import build_bot, build_context, close_context
     from bot.settings import Settings
     from bot.worker import Worker
-    from services.budget import BudgetRegistry
-    from services.vault import Credentials
+    from services.core.vault import Credentials
+    from services.exchanges.budget import BudgetRegistry
 
     async def main() -> None:
         settings = Settings(  # type: ignore[call-arg]  # pydantic-settings' init-only argument
@@ -454,7 +454,7 @@ def _instrument(worker: Any) -> dict[str, list[float]]:
     poller.run_once = run_once_timed
 
     # The sender: its outbox claim, each sendMessage and each mark_sent, in wall time.
-    from services import outbox
+    from services.monitoring import outbox
 
     for name in ("send_claim", "send_message", "mark_sent"):
         phases[name] = [0.0, 0.0, 0]
@@ -482,7 +482,7 @@ def bare_main(
     import aiohttp
     import ccxt.async_support as ccxt
 
-    from services.exchanges import rebase_urls
+    from services.exchanges.hub import rebase_urls
 
     async def main() -> list[tuple[float, float]]:
         # ccxt's own connector allows 100 connections; a larger pool lets the CPU be the limit.
@@ -572,10 +572,10 @@ async def seed(
     """
     from sqlalchemy import insert, select
 
-    from services.db import create_engine, run_migrations, session_factory
-    from services.incidents import KEY_CHECK, IncidentState
-    from services.models import Connection, Incident, User
-    from services.vault import Credentials, Vault, mask
+    from services.core.vault import Credentials, Vault, mask
+    from services.monitoring.incidents import KEY_CHECK, IncidentState
+    from services.storage.db import create_engine, run_migrations, session_factory
+    from services.storage.models import Connection, Incident, User
 
     fresh = Incident()
     IncidentState().apply_to(fresh)
@@ -633,12 +633,12 @@ async def seed(
 
 async def probe_key_info(exchange_id: str, url: str, key: tuple[str, str, str | None]) -> dict[str, Any]:
     """What the link wizard stores for a healthy key: the key info of one real probe."""
-    from services.budget import BudgetRegistry
-    from services.clock import SystemClock
-    from services.exchanges import ExchangeHub
-    from services.probes import probe
-    from services.vault import Credentials
-    from services.verdicts import Verdict
+    from services.core.clock import SystemClock
+    from services.core.vault import Credentials
+    from services.core.verdicts import Verdict
+    from services.exchanges.budget import BudgetRegistry
+    from services.exchanges.hub import ExchangeHub
+    from services.exchanges.probes import probe
 
     hub = ExchangeHub(url_overrides={exchange_id: url}, budgets=BudgetRegistry({exchange_id: 1e9}))
     try:

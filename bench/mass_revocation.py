@@ -80,8 +80,8 @@ async def _timeline(database_url: str, revoked_at: float) -> dict[str, Any]:
     """When the worker saw, confirmed and enqueued the revocations (from the database)."""
     from sqlalchemy import func, select
 
-    from services.db import create_engine, session_factory
-    from services.models import Incident, OutboxMessage
+    from services.storage.db import create_engine, session_factory
+    from services.storage.models import Incident, OutboxMessage
 
     engine = create_engine(database_url)
     since = utc(revoked_at)
@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     pg_url = None
     out: dict[str, Any] = {"args": args, "users": users}
     try:
-        from services.clock import utcnow
-        from services.vault import generate_key
+        from services.core.clock import utcnow
+        from services.core.vault import generate_key
 
         keys = new_keys(users)
         exchange = Child(exchange_main, EXCHANGE, keys, args.latency_ms, WEIGHT_LIMIT, name="exchange")

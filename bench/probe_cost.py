@@ -39,12 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ccxt.async_support as ccxt
 
 from sandbox.exchanges import LOCAL_EXCHANGES
-from services.budget import BudgetRegistry
-from services.clock import SystemClock
-from services.exchanges import ExchangeClient, ExchangeHub, rebase_urls
-from services.probes import probe
-from services.vault import Credentials
-from services.verdicts import Verdict
+from services.core.clock import SystemClock
+from services.core.vault import Credentials
+from services.core.verdicts import Verdict
+from services.exchanges.budget import BudgetRegistry
+from services.exchanges.hub import ExchangeClient, ExchangeHub, rebase_urls
+from services.exchanges.probes import probe
 
 CONCURRENCY = 64  # in-flight requests, for ours and bare ccxt alike (= the hub's per-host pool)
 CHECK_CALL = {

@@ -77,9 +77,9 @@ async def _reset(database_url: str) -> None:
     """Every connection due now and unleased (incidents stay: every key is valid throughout)."""
     from sqlalchemy import update
 
-    from services.clock import utcnow
-    from services.db import create_engine, session_factory
-    from services.models import Connection
+    from services.core.clock import utcnow
+    from services.storage.db import create_engine, session_factory
+    from services.storage.models import Connection
 
     engine = create_engine(database_url)
     try:
@@ -256,8 +256,8 @@ def run(args: argparse.Namespace) -> None:
     children: list[Child] = []
     pg_url = None
     try:
-        from services.clock import utcnow
-        from services.vault import generate_key
+        from services.core.clock import utcnow
+        from services.core.vault import generate_key
         from tests.conftest import create_pg_database, drop_pg_database
 
         keys = new_keys(args.connections)

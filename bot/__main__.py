@@ -11,7 +11,7 @@ import asyncio
 import sys
 
 from bot.settings import Settings, SettingsError, load_settings
-from services.vault import generate_key
+from services.core.vault import generate_key
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:

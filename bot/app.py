@@ -15,12 +15,12 @@ from bot.middlewares import GateMiddleware
 from bot.settings import Settings
 from handlers import errors, language, link, mute, orders, privacy, start, status, threecommas
 from handlers import help as help_handler
-from services.budget import BudgetRegistry
-from services.clock import Clock, SystemClock
-from services.db import create_engine, run_migrations, session_factory
-from services.deals_store import ThreeCommasAccess
-from services.exchanges import ExchangeHub
-from services.vault import Vault
+from services.core.clock import Clock, SystemClock
+from services.core.vault import Vault
+from services.exchanges.budget import BudgetRegistry
+from services.exchanges.hub import ExchangeHub
+from services.storage.db import create_engine, run_migrations, session_factory
+from services.threecommas.client import ThreeCommasAccess
 
 
 async def build_context(

@@ -9,12 +9,12 @@ from aiogram.utils.i18n import I18n
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.settings import Settings
-from services.clock import Clock
-from services.vault import Vault
+from services.core.clock import Clock
+from services.core.vault import Vault
 
 if TYPE_CHECKING:
-    from services.deals_store import ThreeCommasAccess
-    from services.exchanges import ExchangeHub
+    from services.exchanges.hub import ExchangeHub
+    from services.threecommas.client import ThreeCommasAccess
 
 
 @dataclass

@@ -14,8 +14,8 @@ from aiogram.fsm.state import State
 from aiogram.fsm.storage.base import BaseStorage, DefaultKeyBuilder, StateType, StorageKey
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.clock import Clock
-from services.models import ConversationState
+from services.core.clock import Clock
+from services.storage.models import ConversationState
 
 
 class DatabaseStorage(BaseStorage):

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from services.vault import RedactingFilter
+from services.core.vault import RedactingFilter
 
 
 class JsonFormatter(logging.Formatter):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.polling import CheckResult, Claimed
+from services.monitoring.polling import CheckResult, Claimed
 
 
 @dataclass

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.context import AppContext
 from bot.i18n import pick_language
-from services.users import claim_chat_notice, get_or_create_user
+from services.storage.users import claim_chat_notice, get_or_create_user
 
 log = logging.getLogger(__name__)
 

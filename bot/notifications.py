@@ -18,8 +18,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import ConnCb
 from bot.texts import EXCHANGE_NAMES, connection_title, duration, verdict_advice, verdict_reason
 from handlers.threecommas import recreate_button
-from services.models import OutboxMessage
-from services.verdicts import Verdict
+from services.core.verdicts import Verdict
+from services.storage.models import OutboxMessage
 
 TELEGRAM_TEXT_LIMIT = 4096
 MAX_BUTTON_ROWS = 30

@@ -14,9 +14,9 @@ from bot.commands import register_commands
 from bot.settings import Settings
 from bot.web import build_web_app, start_web, webhook_secret
 from bot.worker import Worker
-from services.connections import reseal_all
-from services.db import create_engine, is_sqlite, run_migrations, session_factory
-from services.vault import Vault
+from services.core.vault import Vault
+from services.storage.connections import reseal_all
+from services.storage.db import create_engine, is_sqlite, run_migrations, session_factory
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from aiogram.exceptions import (
 from bot.context import AppContext
 from bot.metrics import METRICS
 from bot.notifications import render_batch
-from services import outbox
-from services.users import mark_blocked
+from services.monitoring import outbox
+from services.storage.users import mark_blocked
 
 log = logging.getLogger(__name__)
 

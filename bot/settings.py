@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from services.vault import parse_keys
+from services.core.vault import parse_keys
 
 OFFICIAL_TELEGRAM_API = "https://api.telegram.org"
 OFFICIAL_THREECOMMAS_API = "https://api.3commas.io/public/api"

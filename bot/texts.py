@@ -8,7 +8,7 @@ from html import escape
 
 from aiogram.utils.i18n import gettext as _
 
-from services.verdicts import Verdict
+from services.core.verdicts import Verdict
 
 _IP = re.compile(r"request ip:\s*([0-9a-fA-F.:]+)")
 

@@ -13,8 +13,8 @@ from sqlalchemy import text
 
 from bot.context import AppContext
 from bot.metrics import METRICS
-from services import outbox
-from services.db import migrations_current
+from services.monitoring import outbox
+from services.storage.db import migrations_current
 
 log = logging.getLogger(__name__)
 WEBHOOK_PATH = "/telegram"

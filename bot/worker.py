@@ -21,12 +21,12 @@ from sqlalchemy import delete
 from bot.context import AppContext
 from bot.metrics import METRICS, observe_check
 from bot.sender import Sender
-from services import outbox
-from services.checkers import ExchangeChecker, ThreeCommasChecker
-from services.deals_store import THREECOMMAS
-from services.expiry import enqueue_expiry_reminders
-from services.models import ConversationState, OutboxMessage
-from services.polling import Poller, PollerConfig
+from services.monitoring import outbox
+from services.monitoring.checkers import ExchangeChecker, ThreeCommasChecker
+from services.monitoring.expiry import enqueue_expiry_reminders
+from services.monitoring.polling import Poller, PollerConfig
+from services.storage.models import ConversationState, OutboxMessage
+from services.threecommas.links import THREECOMMAS
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import LanguageCb
 from bot.context import AppContext
 from bot.i18n import LANGUAGES
-from services.models import User
-from services.users import set_language
+from services.storage.models import User
+from services.storage.users import set_language
 
 router = Router(name="language")
 

@@ -27,13 +27,13 @@ from bot.callbacks import ConnCb, ExchangeCb, ExchangePageCb, LinkStepCb, StartL
 from bot.context import AppContext
 from bot.texts import connection_title, verdict_advice, verdict_reason
 from handlers.status import balance_summary
-from services.connections import owned_connection
-from services.exchanges import PREFERRED, display_name, needs_passphrase, supported_exchanges
-from services.models import User
-from services.probes import KeyInfo, ProbeResult, key_warnings
-from services.refresh import verify_and_store
-from services.vault import Credentials, mask
-from services.verdicts import Verdict
+from services.core.vault import Credentials, mask
+from services.core.verdicts import Verdict
+from services.exchanges.hub import PREFERRED, display_name, needs_passphrase, supported_exchanges
+from services.exchanges.probes import KeyInfo, ProbeResult, key_warnings
+from services.monitoring.refresh import verify_and_store
+from services.storage.connections import owned_connection
+from services.storage.models import User
 
 router = Router(name="link")
 

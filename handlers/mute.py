@@ -13,9 +13,9 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import ConnCb, MuteCb
 from bot.context import AppContext
 from bot.texts import button_title
-from services.models import User
-from services.mutes import mute
-from services.users import user_connections
+from services.monitoring.mutes import mute
+from services.storage.models import User
+from services.storage.users import user_connections
 
 router = Router(name="mute")
 CHOICES = (1, 8, 24, 168)

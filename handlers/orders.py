@@ -1,6 +1,6 @@
 """/orders and the Orders button: open orders, what they lock, and cancelling orphans.
 
-Handlers only parse the button, call :mod:`services.orders` and render. A page holds at most
+Handlers only parse the button, call :mod:`services.orders.listing` and render. A page holds at most
 :data:`PAGE_SIZE` orders so text (4096 characters) and keyboard stay inside Telegram's limits
 whatever the number of orders; every button names a stored row, never an order id.
 """
@@ -22,23 +22,12 @@ from bot.callbacks import ConnCb, OrdersCb
 from bot.context import AppContext
 from bot.texts import ago, button_title, connection_title
 from handlers.threecommas import threecommas_access
-from services.attribution import Attribution
-from services.deals_store import exchange_connections
-from services.locked_funds import Lock
-from services.models import ListedOrder, User
-from services.orders import (
-    CancelOutcome,
-    CancelResult,
-    Deps,
-    Listing,
-    ListingError,
-    cancel_all_orphans,
-    cancel_order,
-    list_orders,
-    load_listing,
-    row_lock,
-    total_freed,
-)
+from services.orders.attribution import Attribution
+from services.orders.cancel import CancelOutcome, CancelResult, cancel_all_orphans, cancel_order, total_freed
+from services.orders.listing import Deps, Listing, ListingError, list_orders, load_listing, row_lock
+from services.orders.locked_funds import Lock
+from services.storage.models import ListedOrder, User
+from services.threecommas.links import exchange_connections
 
 router = Router(name="orders")
 

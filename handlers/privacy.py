@@ -13,9 +13,9 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.context import AppContext
-from services import audit
-from services.models import User
-from services.user_data import export_user, forget_user
+from services.storage import audit
+from services.storage.models import User
+from services.storage.user_data import export_user, forget_user
 
 router = Router(name="privacy")
 

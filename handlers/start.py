@@ -10,8 +10,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import StartLinkCb
 from bot.context import AppContext
-from services.models import User
-from services.users import mark_blocked
+from services.storage.models import User
+from services.storage.users import mark_blocked
 
 router = Router(name="start")
 

@@ -24,12 +24,12 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import ConnCb, StatusPageCb
 from bot.context import AppContext
 from bot.texts import ago, connection_title, verdict_advice, verdict_reason
-from services.connections import owned_connection
-from services.models import Connection, User
-from services.probes import KeyInfo
-from services.refresh import RefreshOutcome, refresh_connection, remove_owned_connection
-from services.users import user_connections
-from services.verdicts import Verdict
+from services.core.verdicts import Verdict
+from services.exchanges.probes import KeyInfo
+from services.monitoring.refresh import RefreshOutcome, refresh_connection, remove_owned_connection
+from services.storage.connections import owned_connection
+from services.storage.models import Connection, User
+from services.storage.users import user_connections
 
 router = Router(name="status")
 

@@ -23,20 +23,23 @@ from bot.callbacks import RecreateCb, TcMapCb
 from bot.context import AppContext
 from bot.texts import button_title, connection_title
 from handlers.link import key_problem
-from services.deals_store import (
-    RecreateOutcome,
-    ThreeCommasAccess,
+from services.core.vault import Credentials, mask
+from services.storage.models import Connection, FailedDeal, ThreeCommasAccountLink, User
+from services.threecommas.client import ThreeCommasAccess
+from services.threecommas.entities import Account, tc_pair_to_symbol
+from services.threecommas.errors import KeyInvalid, ThreeCommasError
+from services.threecommas.links import (
     add_threecommas_connection,
     exchange_connections,
-    failed_deal,
-    recreate_failed_deal,
     save_account_link,
-    smart_trade_params,
     suggest_connection,
 )
-from services.models import Connection, FailedDeal, ThreeCommasAccountLink, User
-from services.threecommas import Account, KeyInvalid, ThreeCommasError, tc_pair_to_symbol
-from services.vault import Credentials, mask
+from services.threecommas.recreate import (
+    RecreateOutcome,
+    failed_deal,
+    recreate_failed_deal,
+    smart_trade_params,
+)
 
 router = Router(name="threecommas")
 
@@ -290,7 +293,7 @@ async def recreate_go(query: CallbackQuery, callback_data: RecreateCb, app: AppC
 
 
 def recreate_button(row_id: int) -> InlineKeyboardMarkup:
-    """The button the deal_failed alert carries (see ``services.deals_store.store_failed_deal``)."""
+    """The button the deal_failed alert carries (see ``services.threecommas.links.store_failed_deal``)."""
     keyboard = InlineKeyboardBuilder()
     keyboard.button(text="♻️ " + _("Recreate…"), callback_data=RecreateCb(action="show", id=row_id))
     return keyboard.as_markup()

@@ -20,7 +20,7 @@ from sandbox.exchanges import LOCAL_EXCHANGES
 from sandbox.telegram import LocalTelegram
 from sandbox.terminal import run_terminal_chat
 from sandbox.threecommas import LocalThreeCommas
-from services.vault import generate_key
+from services.core.vault import generate_key
 
 SANDBOX_TOKEN = "100000:SANDBOX"
 SANDBOX_USER = 1001

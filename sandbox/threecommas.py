@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from services.clock import Clock, SystemClock
+from services.core.clock import Clock, SystemClock
 
 API_PREFIX = "/public/api"
 CONTROL_PREFIX = "/__control"

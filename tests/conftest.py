@@ -14,9 +14,9 @@ from sqlalchemy.engine import make_url
 
 from sandbox.exchanges import LOCAL_EXCHANGES, LocalExchange
 from sandbox.threecommas import LocalThreeCommas
-from services.clock import FakeClock
-from services.db import create_engine, run_migrations, session_factory
-from services.vault import Vault, generate_key
+from services.core.clock import FakeClock
+from services.core.vault import Vault, generate_key
+from services.storage.db import create_engine, run_migrations, session_factory
 
 PG_ADMIN_URL = os.environ.get("KEYSENTRY_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 _pg_state: dict[str, str | None] = {}

@@ -14,8 +14,8 @@ from bot.app import attach, build_bot, build_context, build_dispatcher, close_co
 from bot.context import AppContext
 from bot.settings import Settings
 from sandbox.telegram import ChatMessage, LocalTelegram
-from services.clock import FakeClock
-from services.vault import generate_key
+from services.core.clock import FakeClock
+from services.core.vault import generate_key
 
 TOKEN = "123456:TEST-TOKEN"
 

@@ -33,17 +33,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sandbox.exchanges import LocalBinance, LocalExchange, RequestRecord
 from sandbox.telegram import LocalTelegram, RateLimits
-from services.clock import utcnow
-from services.connections import new_connection
-from services.db import create_engine, run_migrations, session_factory
-from services.models import Connection
-from services.users import get_or_create_user
-from services.vault import Credentials, Vault, generate_key
+from services.core.clock import utcnow
+from services.core.vault import Credentials, Vault, generate_key
+from services.storage.connections import new_connection
+from services.storage.db import create_engine, run_migrations, session_factory
+from services.storage.models import Connection
+from services.storage.users import get_or_create_user
 from tests.conftest import create_pg_database, drop_pg_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "123456:WORKERS-PG-TOKEN"
-# The probe's key check on Binance (services/probes.py recipe "binance": sapiGetAccountApiRestrictions):
+# The probe's key check on Binance (services/exchanges/probes.py, recipe "binance"):
 # exactly one per health check of a connection, whatever the verdict.
 KEY_CHECK_PATH = "/sapi/v1/account/apiRestrictions"
 _LISTENING = re.compile(r"http listening on [^\s:]+:(\d+)")

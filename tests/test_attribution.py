@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.attribution import (
+from services.orders.attribution import (
     UNKNOWN_PRECISION_TOLERANCE,
     AttributedOrder,
     Attribution,

@@ -25,17 +25,13 @@ from bot.callbacks import ConnCb, MuteCb, OrdersCb, RecreateCb, TcMapCb
 from sandbox.exchanges.base import LocalExchange, LocalKey
 from sandbox.telegram import CallbackAnswer, ChatMessage, LocalTelegram
 from sandbox.threecommas import LocalThreeCommas
-from services.clock import FakeClock
-from services.deal_checks import recreate_params
-from services.deals_store import (
-    ThreeCommasAccess,
-    add_threecommas_connection,
-    save_account_link,
-    store_failed_deal,
-)
-from services.models import Connection
-from services.threecommas import Account
-from services.vault import Credentials
+from services.core.clock import FakeClock
+from services.core.vault import Credentials
+from services.storage.models import Connection
+from services.threecommas.client import ThreeCommasAccess
+from services.threecommas.entities import Account
+from services.threecommas.links import add_threecommas_connection, save_account_link
+from services.threecommas.recreate import recreate_params, store_failed_deal
 from tests.conftest import T0
 from tests.harness import BotRig, Tracker, running_bot
 

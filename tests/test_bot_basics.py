@@ -101,8 +101,8 @@ async def test_commands_are_registered_in_every_language(sqlite_url):
 
 
 async def test_export_contains_no_secret_and_forget_deletes_everything(sqlite_url):
-    from services.connections import new_connection
-    from services.vault import Credentials
+    from services.core.vault import Credentials
+    from services.storage.connections import new_connection
 
     async with running_bot(sqlite_url) as rig:
         await rig.say(20, "/start")
@@ -129,6 +129,6 @@ async def test_export_contains_no_secret_and_forget_deletes_everything(sqlite_ur
         await rig.press(20, confirm, "Delete everything")
         await rig.tg.wait_for(lambda: "deleted" in rig.tg.message(20, confirm.message_id).text)
         async with rig.app.sessions() as session:
-            from services.user_data import export_user
+            from services.storage.user_data import export_user
 
             assert (await export_user(session, 20))["connections"] == []

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from services.budget import DEFAULT_BUDGETS, BudgetRegistry
+from services.exchanges.budget import DEFAULT_BUDGETS, BudgetRegistry
 
 
 class SimTime:

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.classifier import CLASSIFIER_TABLES, Classification, classify
-from services.classifier_tables import TABLE_OF, Rule
-from services.verdicts import Verdict
+from services.core.verdicts import Verdict
+from services.exchanges.classifier import CLASSIFIER_TABLES, Classification, classify
+from services.exchanges.classifier_tables import TABLE_OF, Rule
 
 # A private endpoint of each exchange, on its production host: some ccxt maps depend on the URL.
 PRODUCTION_URL = {

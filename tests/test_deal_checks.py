@@ -12,8 +12,9 @@ import aiohttp
 import pytest
 
 from sandbox.threecommas import LocalThreeCommas
-from services.clock import FakeClock
-from services.deal_checks import (
+from services.core.clock import FakeClock
+from services.core.verdicts import Verdict
+from services.threecommas.checks import (
     GONE,
     Observation,
     Snapshot,
@@ -21,21 +22,13 @@ from services.deal_checks import (
     Thresholds,
     fetch_state,
     price_requests,
-    recreate,
-    recreate_params,
     run_checks,
 )
-from services.threecommas import (
-    Account,
-    Deal,
-    KeyInvalid,
-    KeyLimiter,
-    SmartTrade,
-    TakeProfitStep,
-    ThreeCommasClient,
-    Unavailable,
-)
-from services.verdicts import Verdict
+from services.threecommas.client import ThreeCommasClient
+from services.threecommas.entities import Account, Deal, SmartTrade, TakeProfitStep
+from services.threecommas.errors import KeyInvalid, Unavailable
+from services.threecommas.limiter import KeyLimiter
+from services.threecommas.recreate import recreate, recreate_params
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -15,10 +15,10 @@ from bot.i18n import build_i18n
 from bot.sender import Sender
 from bot.settings import Settings
 from sandbox.telegram import LocalTelegram, RateLimits
-from services import outbox
-from services.clock import FakeClock
-from services.models import User
-from services.users import get_or_create_user
+from services.core.clock import FakeClock
+from services.monitoring import outbox
+from services.storage.models import User
+from services.storage.users import get_or_create_user
 
 
 @dataclass

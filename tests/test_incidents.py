@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.incidents import (
+from services.core.verdicts import Verdict
+from services.monitoring.incidents import (
     DEFAULT_POLICY,
     DEFAULT_RULES,
     Alert,
@@ -35,8 +36,7 @@ from services.incidents import (
     step,
     unmute_summary,
 )
-from services.models import Incident
-from services.verdicts import Verdict
+from services.storage.models import Incident
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 OK = Observation(True, Verdict.OK)

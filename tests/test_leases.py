@@ -7,12 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from services import outbox
-from services.connections import new_connection
-from services.models import Connection, OutboxMessage
-from services.polling import Poller, PollerConfig
-from services.users import get_or_create_user, mark_blocked
-from services.vault import Credentials
+from services.core.vault import Credentials
+from services.monitoring import outbox
+from services.monitoring.polling import Poller, PollerConfig
+from services.storage.connections import new_connection
+from services.storage.models import Connection, OutboxMessage
+from services.storage.users import get_or_create_user, mark_blocked
 
 
 async def _seed(sessions, vault, clock, users: int, per_user: int = 1) -> None:

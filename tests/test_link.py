@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text
 from bot.callbacks import ExchangeCb, ExchangePageCb, LinkStepCb
 from sandbox.exchanges.base import LocalKey
 from sandbox.telegram import ChatMessage
-from services.models import AuditEntry, Connection
+from services.storage.models import AuditEntry, Connection
 from tests.harness import BotRig, running_bot
 
 USER = 501

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.attribution import AttributedOrder, Attribution, OpenOrder, Reason
-from services.locked_funds import CurrencyFunds, Lock, LockKind, freed_by, summarize
+from services.orders.attribution import AttributedOrder, Attribution, OpenOrder, Reason
+from services.orders.locked_funds import CurrencyFunds, Lock, LockKind, freed_by, summarize
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -16,13 +16,13 @@ from bot.worker import Worker
 from sandbox.exchanges import LocalExchange, running_local_exchange
 from sandbox.telegram import ChatMessage
 from sandbox.threecommas import LocalThreeCommas
-from services.clock import FakeClock, utcnow
-from services.connections import new_connection
-from services.deals_store import add_threecommas_connection
-from services.models import Connection
-from services.mutes import mute
-from services.users import get_or_create_user
-from services.vault import Credentials
+from services.core.clock import FakeClock, utcnow
+from services.core.vault import Credentials
+from services.monitoring.mutes import mute
+from services.storage.connections import new_connection
+from services.storage.models import Connection
+from services.storage.users import get_or_create_user
+from services.threecommas.links import add_threecommas_connection
 from tests.harness import BotRig, running_bot
 
 

@@ -11,12 +11,12 @@ from sqlalchemy import select
 from sandbox.exchanges.base import LocalKey
 from sandbox.telegram import ChatMessage
 from sandbox.threecommas import LocalThreeCommas
-from services.clock import FakeClock
-from services.connections import new_connection
-from services.deals_store import add_threecommas_connection, save_account_link
-from services.models import AuditEntry
-from services.threecommas import Account
-from services.vault import Credentials
+from services.core.clock import FakeClock
+from services.core.vault import Credentials
+from services.storage.connections import new_connection
+from services.storage.models import AuditEntry
+from services.threecommas.entities import Account
+from services.threecommas.links import add_threecommas_connection, save_account_link
 from tests.conftest import T0
 from tests.harness import BotRig, running_bot
 

@@ -12,12 +12,18 @@ import ccxt.async_support as ccxt
 import pytest
 
 from sandbox.exchanges import LOCAL_EXCHANGES, LocalBinance, LocalExchange, LocalKey
-from services.budget import BudgetRegistry
-from services.clock import SystemClock
-from services.exchanges import ExchangeHub, display_name, needs_passphrase, rebase_urls, supported_exchanges
-from services.probes import KeyInfo, key_warnings, probe, probe_weight
-from services.vault import Credentials
-from services.verdicts import Verdict
+from services.core.clock import SystemClock
+from services.core.vault import Credentials
+from services.core.verdicts import Verdict
+from services.exchanges.budget import BudgetRegistry
+from services.exchanges.hub import (
+    ExchangeHub,
+    display_name,
+    needs_passphrase,
+    rebase_urls,
+    supported_exchanges,
+)
+from services.exchanges.probes import KeyInfo, key_warnings, probe, probe_weight
 
 CLOCK = SystemClock()
 EXCHANGES = ["binance", "bybit", "okx"]

@@ -8,9 +8,10 @@ import pytest
 
 from handlers.threecommas import recreate_button
 from sandbox.threecommas import LocalThreeCommas
-from services.deal_checks import recreate_params
-from services.deals_store import ThreeCommasAccess, add_threecommas_connection, store_failed_deal
-from services.vault import Credentials
+from services.core.vault import Credentials
+from services.threecommas.client import ThreeCommasAccess
+from services.threecommas.links import add_threecommas_connection
+from services.threecommas.recreate import recreate_params, store_failed_deal
 from tests.harness import BotRig, running_bot
 
 USER = 701

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bot.settings import SettingsError, load_settings
-from services.vault import generate_key
+from services.core.vault import generate_key
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ from sqlalchemy import func, select
 
 from bot.callbacks import ConnCb
 from sandbox.telegram import CallbackAnswer, ChatMessage
-from services.connections import new_connection
-from services.models import AuditEntry, Connection, OutboxMessage
-from services.users import get_or_create_user
-from services.vault import Credentials
+from services.core.vault import Credentials
+from services.storage.connections import new_connection
+from services.storage.models import AuditEntry, Connection, OutboxMessage
+from services.storage.users import get_or_create_user
 from tests import test_link
 from tests.harness import BotRig
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from services import audit
-from services.connections import new_connection, owned_connection, replace_credentials, reseal_all
-from services.db import migrations_current
-from services.models import Connection, Incident, OutboxMessage
-from services.users import claim_chat_notice, get_or_create_user, set_language
-from services.vault import Credentials, Vault, generate_key
+from services.core.vault import Credentials, Vault, generate_key
+from services.storage import audit
+from services.storage.connections import new_connection, owned_connection, replace_credentials, reseal_all
+from services.storage.db import migrations_current
+from services.storage.models import Connection, Incident, OutboxMessage
+from services.storage.users import claim_chat_notice, get_or_create_user, set_language
 
 SECRET = "Zx9SuperSecretValue0123456789abcdefABCDEF0123456789xyz"
 
@@ -103,7 +103,7 @@ async def test_group_notice_claimed_once(sessions, clock):
 
 
 async def test_no_plaintext_secret_in_sqlite_file(tmp_path, clock):
-    from services.db import create_engine, run_migrations, session_factory
+    from services.storage.db import create_engine, run_migrations, session_factory
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'plain.db'}"
     engine = create_engine(url)

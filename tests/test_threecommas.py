@@ -21,28 +21,30 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sandbox.threecommas import LocalTcKey, LocalThreeCommas
-from services.clock import FakeClock
-from services.threecommas import (
+from services.core.clock import FakeClock
+from services.core.verdicts import Verdict
+from services.threecommas.client import ThreeCommasClient
+from services.threecommas.entities import (
     Account,
-    Banned,
     Deal,
-    KeyInvalid,
-    KeyLimiter,
-    NotFound,
-    PermissionDenied,
-    PlanRestricted,
-    RateLimited,
     SmartTrade,
     SmartTradeParams,
     StopLoss,
     TakeProfitStep,
-    ThreeCommasClient,
-    ThreeCommasError,
-    Unavailable,
     symbol_to_tc_pair,
     tc_pair_to_symbol,
 )
-from services.verdicts import Verdict
+from services.threecommas.errors import (
+    Banned,
+    KeyInvalid,
+    NotFound,
+    PermissionDenied,
+    PlanRestricted,
+    RateLimited,
+    ThreeCommasError,
+    Unavailable,
+)
+from services.threecommas.limiter import KeyLimiter
 
 DOCS_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
 

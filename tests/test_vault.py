@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from services.vault import Credentials, RedactingFilter, Vault, VaultError, generate_key, parse_keys
+from services.core.vault import Credentials, RedactingFilter, Vault, VaultError, generate_key, parse_keys
 
 SECRET = "Qw3rtyUiop1234567890AsdfGhjkl0987654321"
 
@@ -58,7 +58,7 @@ def test_log_filter_redacts_keys_in_messages_and_tracebacks(caplog):
 
 
 def test_identifiers_are_not_mistaken_for_keys():
-    from services.vault import redact
+    from services.core.vault import redact
 
     assert redact("asyncpg.exceptions.ConnectionDoesNotExistError") == (
         "asyncpg.exceptions.ConnectionDoesNotExistError"

@@ -33,12 +33,12 @@ from bot.web import WEBHOOK_PATH, build_web_app
 from bot.worker import Worker
 from sandbox.exchanges.binance import LocalBinance
 from sandbox.telegram import LocalTelegram
-from services import outbox
-from services.connections import new_connection
-from services.db import create_engine, session_factory
-from services.models import User
-from services.users import get_or_create_user
-from services.vault import Credentials, generate_key
+from services.core.vault import Credentials, generate_key
+from services.monitoring import outbox
+from services.storage.connections import new_connection
+from services.storage.db import create_engine, session_factory
+from services.storage.models import User
+from services.storage.users import get_or_create_user
 from tests.harness import TOKEN, Tracker, running_bot
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,9 +15,9 @@ from datetime import timedelta
 
 import pytest
 
-from services.budget import BudgetRegistry
-from services.clock import utcnow
-from services.exchanges import ExchangeHub
+from services.core.clock import utcnow
+from services.exchanges.budget import BudgetRegistry
+from services.exchanges.hub import ExchangeHub
 from tests.conftest import PG_ADMIN_URL, postgres_unreachable_reason
 from tests.processes import Cluster, WorkerProcess, cluster, gaps, wait_until
 
@@ -39,7 +39,7 @@ def effective_interval(connections: int) -> float:
     """The interval the workers actually use for ``connections`` Binance keys.
 
     The poller stretches the interval when the exchange's IP budget cannot cover every key
-    (services.exchanges.ExchangeHub.stretch_interval, exported as keysentry_interval_stretch_ratio):
+    (services.exchanges.hub.ExchangeHub.stretch_interval, exported as keysentry_interval_stretch_ratio):
     500 Binance keys every 10 s need 55 weight/s against a 50/s share, hence 11.1 s.
     """
     hub = ExchangeHub(budgets=BudgetRegistry())

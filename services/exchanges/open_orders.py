@@ -1,0 +1,83 @@
+"""Every open order of one key, in as few budgeted requests as each exchange allows.
+
+Binance lists all symbols in one call (weight 80); Bybit v5 and OKX list per category /
+instrument type and page by cursor. Each request is priced in the exchange's own weight so
+the shared budget counts it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.exchanges.hub import ExchangeClient
+
+BYBIT_SETTLE_COINS = ("USDT",)
+
+OKX_INST_TYPES = ("SPOT", "SWAP")
+
+
+# -- the exchange side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Request weight of each call in the exchange's own units (what the shared budget counts)."""
+
+    all_open_orders: float = 1
+    symbol_open_orders: float = 1
+    balance: float = 1
+    order: float = 1
+    cancel: float = 1
+
+
+WEIGHTS: dict[str, Weights] = {
+    # ccxt binance cost × 5 = Binance weight: openOrders {cost 1.2, noSymbol 16} → 6 / 80,
+    # account 4 → 20, order 0.8 → 4, DELETE order 0.2 → 1.
+    "binance": Weights(all_open_orders=80, symbol_open_orders=6, balance=20, order=4, cancel=1),
+}
+
+PAGE_LIMITS = {"bybit": 50, "okx": 100}
+
+
+async def _pages(client: ExchangeClient, params: dict[str, Any], weight: float) -> list[dict[str, Any]]:
+    """All pages of one Bybit category / OKX instType, each page one budgeted request."""
+    exchange_id = client.exchange_id
+    limit = PAGE_LIMITS[exchange_id]
+    orders: list[dict[str, Any]] = []
+    cursor: dict[str, Any] = {}
+    while True:
+        page = await client.call("fetch_open_orders", None, None, limit, {**params, **cursor}, weight=weight)
+        orders += page
+        if len(page) < limit:
+            return orders
+        if exchange_id == "bybit":
+            # ccxt puts Bybit's nextPageCursor on one order's info (add_pagination_cursor_to_result).
+            token = next((o["info"]["nextPageCursor"] for o in page if o["info"].get("nextPageCursor")), None)
+            if not token:
+                return orders
+            cursor = {"cursor": token}
+        else:
+            cursor = {"after": page[-1]["id"]}  # OKX: orders older than the last one listed
+
+
+async def fetch_all_open_orders(client: ExchangeClient) -> list[dict[str, Any]]:
+    """Every open order of the key without a per-symbol loop (see the module docstring)."""
+    exchange_id = client.exchange_id
+    weight = WEIGHTS.get(exchange_id, Weights()).all_open_orders
+    if exchange_id == "bybit":
+        orders = await _pages(client, {"type": "spot"}, weight)
+        for settle in BYBIT_SETTLE_COINS:
+            orders += await _pages(
+                client, {"type": "swap", "subType": "linear", "settleCoin": settle}, weight
+            )
+        return orders
+    if exchange_id == "okx":
+        orders = []
+        for inst_type in OKX_INST_TYPES:
+            orders += await _pages(client, {"instType": inst_type}, weight)
+        return orders
+    # Binance and the rest: one call without a symbol. ccxt refuses that on Binance unless told
+    # we mean it (its warning is about weight, which the budget above already accounts for).
+    client.instance.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
+    return list(await client.call("fetch_open_orders", weight=weight))

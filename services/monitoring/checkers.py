@@ -1,0 +1,166 @@
+"""Checkers: how the poller checks each kind of connection (exchange keys, 3Commas accounts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core.clock import Clock
+from services.core.vault import Credentials, Vault, VaultError
+from services.core.verdicts import Verdict
+from services.exchanges.hub import ExchangeHub
+from services.exchanges.probes import KeyInfo, ProbeResult, probe
+from services.monitoring.polling import CheckResult, Claimed, Symptom
+from services.storage.models import Connection
+from services.threecommas.checks import (
+    Observation,
+    Snapshot,
+    TcState,
+    Thresholds,
+    fetch_state,
+    price_requests,
+    run_checks,
+)
+from services.threecommas.client import ThreeCommasAccess
+from services.threecommas.errors import ThreeCommasError
+from services.threecommas.recreate import store_failed_deal
+
+
+async def verify_key(hub: ExchangeHub, exchange: str, credentials: Credentials, clock: Clock) -> ProbeResult:
+    """The full probe a new or replacement key must pass before it is saved."""
+    client = await hub.client(exchange, credentials)
+    return await probe(client, clock=clock, with_key_info=True, with_balances=True)
+
+
+@dataclass
+class ExchangeChecker:
+    """Probes an exchange key; balances load only every ``balances_every`` (they cost more weight)."""
+
+    hub: ExchangeHub
+    vault: Vault
+    clock: Clock
+    balances_every: timedelta = timedelta(minutes=30)
+
+    async def __call__(self, claimed: Claimed) -> CheckResult:
+        try:
+            credentials = self.vault.open(claimed.credentials)
+        except VaultError as error:
+            return CheckResult(Verdict.UNKNOWN, str(error))
+        now = self.clock.now()
+        with_balances = claimed.balances_at is None or now - claimed.balances_at >= self.balances_every
+        client = await self.hub.client(claimed.exchange, credentials)
+        # What we knew about the key lets the probe tell "expired by policy" from "revoked".
+        known = KeyInfo.from_json(claimed.key_info) if claimed.key_info else None
+        result = await probe(
+            client, clock=self.clock, with_key_info=True, with_balances=with_balances, known=known
+        )
+        return CheckResult(
+            verdict=result.verdict,
+            detail=result.detail,
+            key_info=result.key_info.to_json() if result.key_info is not None else None,
+            balances=result.balances,
+            weight=result.weight,
+        )
+
+
+# Public ticker weight on the heaviest supported exchange (Binance GET /api/v3/ticker/price, one symbol).
+TICKER_WEIGHT = 2
+MAX_TICKERS_PER_POLL = 20
+
+
+@dataclass
+class ThreeCommasChecker:
+    """Checks a 3Commas key and what it shows: accounts, deals, SmartTrades, frozen UPNL, failures.
+
+    Live prices for the stale-UPNL check come from public tickers through the shared exchange
+    budget, at most ``MAX_TICKERS_PER_POLL`` per poll.
+    """
+
+    access: ThreeCommasAccess
+    hub: ExchangeHub
+    vault: Vault
+    clock: Clock
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    async def __call__(self, claimed: Claimed) -> CheckResult:
+        try:
+            credentials = self.vault.open(claimed.credentials)
+        except VaultError as error:
+            return CheckResult(Verdict.UNKNOWN, str(error))
+        state, key_error = None, None
+        async with self.access.open(credentials) as client:
+            try:
+                state = await fetch_state(client)
+            except ThreeCommasError as error:
+                key_error = error
+        prices = await self._prices(state) if state is not None else {}
+        previous = Snapshot.from_dict(claimed.check_state) if claimed.check_state else None
+        outcome = run_checks(
+            state,
+            previous,
+            prices=prices,
+            now=self.clock.now(),
+            thresholds=self.thresholds,
+            key_error=key_error,
+        )
+        key = next(o for o in outcome.observations if o.check_kind == "tc_key")
+        return CheckResult(
+            verdict=_as_verdict(key.verdict_or_reason) if not key.ok else Verdict.OK,
+            detail=key.detail,
+            symptoms=tuple(_symptom(o) for o in outcome.observations if o.check_kind != "tc_key"),
+            check_state=outcome.snapshot.to_dict(),
+        )
+
+    async def _prices(self, state: TcState) -> dict[str, float]:
+        prices: dict[str, float] = {}
+        wanted = [(ex, sym) for ex, symbols in price_requests(state).items() for sym in sorted(symbols)]
+        for exchange, symbol in wanted[:MAX_TICKERS_PER_POLL]:
+            try:
+                public = await self.hub.public(exchange)
+                await self.hub.budgets.acquire(exchange, TICKER_WEIGHT)
+                ticker = await public.fetch_ticker(symbol)
+            except Exception:  # no price means no stale-UPNL verdict this time, never a false one
+                continue
+            if ticker.get("last"):
+                prices[symbol] = float(ticker["last"])
+        return prices
+
+    async def event_payload(
+        self, session: AsyncSession, connection: Connection, symptom: Symptom, now: datetime
+    ) -> dict[str, Any]:
+        """A failed or cancelled deal gets a stored recreate plan, so its button carries a short id."""
+        plan = symptom.subject.get("recreate_plan")
+        if not plan:
+            return {}
+        row_id = await store_failed_deal(
+            session,
+            user_id=connection.user_id,
+            tc_connection_id=connection.id,
+            plan=plan,
+            error=str(symptom.subject.get("error") or ""),
+            now=now,
+        )
+        return {"failed_deal_id": row_id}
+
+
+def _as_verdict(value: str) -> Verdict:
+    return Verdict(value) if value in Verdict._value2member_map_ else Verdict.UNKNOWN
+
+
+def _symptom(observation: Observation) -> Symptom:
+    subject = dict(observation.subject)
+    plan = subject.pop("recreate", None)
+    if plan:
+        subject["recreate_plan"] = plan
+    return Symptom(
+        check_kind=observation.check_kind,
+        ok=observation.ok,
+        verdict=Verdict.OK if observation.ok else _as_verdict(observation.verdict_or_reason),
+        reason=observation.verdict_or_reason,
+        detail=observation.detail,
+        subject=subject,
+        is_event=observation.is_event,
+    )

@@ -1,0 +1,219 @@
+"""Durable delivery: messages are rows first, Telegram calls second.
+
+An event and the outbox row announcing it commit in one transaction, so a crash can never
+lose an alert. Senders in any number of processes claim rows with a lease (compare-and-set);
+a sender that dies mid-send leaves a lease that expires, so at most the one message in flight
+is repeated. Rows are claimed per user, all due rows at once, which keeps each chat's messages
+in order and lets the sender merge a burst into one message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.storage.models import OutboxMessage, User
+
+DEFAULT_GROUP_WINDOW = timedelta(seconds=30)
+MAX_ATTEMPTS = 12
+
+
+def enqueue(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    kind: str,
+    payload: dict[str, Any],
+    now: datetime,
+    event_at: datetime | None = None,
+    delay: timedelta = timedelta(0),
+    dedup_key: str | None = None,
+) -> OutboxMessage:
+    """Add a message to the caller's transaction; ``delay`` lets a burst gather into one message."""
+    row = OutboxMessage(
+        user_id=user_id,
+        kind=kind,
+        payload=payload,
+        dedup_key=dedup_key,
+        event_at=event_at or now,
+        not_before=now + delay,
+        attempts=0,
+        failed=False,
+        error="",
+        created_at=now,
+    )
+    session.add(row)
+    return row
+
+
+async def enqueue_once(sessions: async_sessionmaker[AsyncSession], dedup_key: str, **kwargs: Any) -> bool:
+    """Enqueue in a transaction of its own unless a row with this key exists (e.g. one reminder per day)."""
+    try:
+        async with sessions.begin() as session:
+            enqueue(session, dedup_key=dedup_key, **kwargs)
+    except IntegrityError:
+        return False
+    return True
+
+
+def _due(now: datetime) -> Any:
+    return and_(
+        OutboxMessage.sent_at.is_(None), OutboxMessage.failed.is_(False), OutboxMessage.not_before <= now
+    )
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """All due messages of one user, oldest first."""
+
+    user_id: int
+    language: str
+    messages: list[OutboxMessage]
+
+
+async def claim(
+    sessions: async_sessionmaker[AsyncSession],
+    worker_id: str,
+    now: datetime,
+    *,
+    users: int = 50,
+    lease: timedelta = timedelta(seconds=60),
+) -> list[ClaimedBatch]:
+    """Claim every due row of up to ``users`` users that no live sender holds.
+
+    A user with any row under someone else's live lease is skipped entirely, so one chat
+    is only ever fed by one sender at a time and its messages keep their order.
+    """
+    held = and_(OutboxMessage.claimed_until.is_not(None), OutboxMessage.claimed_until > now)
+    busy_users = select(OutboxMessage.user_id).where(OutboxMessage.sent_at.is_(None), held)
+    candidates = (
+        select(OutboxMessage.user_id)
+        .join(User, User.id == OutboxMessage.user_id)
+        .where(_due(now), User.blocked.is_(False), OutboxMessage.user_id.not_in(busy_users))
+        .order_by(OutboxMessage.id)
+        .limit(users * 4)
+    )
+    if sessions.kw["bind"].dialect.name == "postgresql":
+        # Rows another sender is claiming right now are skipped, so concurrent senders split
+        # the users between them instead of queueing on each other's row locks.
+        candidates = candidates.with_for_update(of=OutboxMessage, skip_locked=True)
+    until = now + lease
+    async with sessions.begin() as session:
+        picked = list(dict.fromkeys(await session.scalars(candidates)))[:users]
+        if not picked:
+            return []
+        await session.execute(
+            update(OutboxMessage)
+            .where(
+                _due(now),
+                OutboxMessage.user_id.in_(picked),
+                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until <= now),
+            )
+            .values(claimed_by=worker_id, claimed_until=until)
+            .execution_options(synchronize_session=False)
+        )
+    async with sessions() as session:
+        rows = list(
+            await session.scalars(
+                select(OutboxMessage)
+                .where(
+                    OutboxMessage.claimed_by == worker_id,
+                    OutboxMessage.claimed_until == until,
+                    OutboxMessage.sent_at.is_(None),
+                )
+                .order_by(OutboxMessage.user_id, OutboxMessage.id)
+            )
+        )
+        languages = dict(
+            (
+                await session.execute(
+                    select(User.id, User.language).where(User.id.in_({r.user_id for r in rows}))
+                )
+            ).all()
+        )
+    batches: dict[int, list[OutboxMessage]] = {}
+    for row in rows:
+        batches.setdefault(row.user_id, []).append(row)
+    return [ClaimedBatch(uid, languages.get(uid, "en"), msgs) for uid, msgs in batches.items()]
+
+
+async def mark_sent(sessions: async_sessionmaker[AsyncSession], ids: list[int], now: datetime) -> None:
+    async with sessions.begin() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids))
+            .values(sent_at=now, claimed_by=None, claimed_until=None)
+        )
+
+
+async def retry_later(
+    sessions: async_sessionmaker[AsyncSession],
+    ids: list[int],
+    not_before: datetime,
+    error: str,
+    *,
+    count: bool = True,
+) -> None:
+    """Give the rows back with a later due time; after MAX_ATTEMPTS failures they are parked.
+
+    A rate-limit wait is not a failure (``count=False``): the row only waits its turn.
+    """
+    async with sessions.begin() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids))
+            .values(
+                attempts=OutboxMessage.attempts + (1 if count else 0),
+                not_before=not_before,
+                claimed_by=None,
+                claimed_until=None,
+                error=error[:300],
+            )
+        )
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.attempts >= MAX_ATTEMPTS)
+            .values(failed=True)
+        )
+
+
+async def give_up(sessions: async_sessionmaker[AsyncSession], ids: list[int], error: str) -> None:
+    async with sessions.begin() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids))
+            .values(failed=True, claimed_by=None, claimed_until=None, error=error[:300])
+        )
+
+
+async def release_ids(sessions: async_sessionmaker[AsyncSession], ids: list[int]) -> None:
+    """Hand claimed rows back untouched (the sender's budget for this second ran out)."""
+    async with sessions.begin() as session:
+        await session.execute(
+            update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(claimed_by=None, claimed_until=None)
+        )
+
+
+async def release(sessions: async_sessionmaker[AsyncSession], worker_id: str) -> None:
+    """Drop this sender's claims (graceful shutdown) so another process sends at once."""
+    async with sessions.begin() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.claimed_by == worker_id, OutboxMessage.sent_at.is_(None))
+            .values(claimed_by=None, claimed_until=None)
+        )
+
+
+async def depth(session: AsyncSession) -> int:
+    """Messages waiting to be sent (for metrics and readiness)."""
+    result = await session.scalar(
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed.is_(False))
+    )
+    return int(result or 0)

@@ -1,0 +1,267 @@
+"""Connection changes a user makes from the chat: refresh now, link or update a key, remove.
+
+Keys are stored only after the exchange accepted them (:func:`verify_and_store`), and every
+change is written to the audit log in the same transaction.
+
+The poller owns scheduled checks and every alert: its incident machine decides when a failure
+is worth a message. A user who presses Refresh or links a key is already looking at the answer,
+so these paths only write what the probe found to the connection row and pull the next poll
+forward (``next_poll_at = now``), so the poller confirms soon and alerts or recovers as usual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.core.clock import Clock
+from services.core.vault import Credentials, Vault, VaultError
+from services.core.verdicts import Verdict
+from services.exchanges.hub import ExchangeHub
+from services.exchanges.probes import KeyInfo, ProbeResult, probe
+from services.monitoring.checkers import verify_key
+from services.storage import audit
+from services.storage.connections import (
+    new_connection,
+    owned_connection,
+    remove_connection,
+    replace_credentials,
+)
+from services.storage.models import Connection
+
+_DETAIL_MAX = 300  # length of Connection.verdict_detail
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """``saved`` is the stored connection's label; None when the exchange refused the key
+    (see ``result``) or the connection to update is gone."""
+
+    result: ProbeResult
+    saved: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoveOutcome:
+    """``removed`` is False when nothing was left to remove (a replayed confirmation)."""
+
+    removed: bool
+    exchange: str = ""
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    """``found`` is False when the connection is not this user's (or was removed meanwhile)."""
+
+    found: bool
+    verdict: Verdict = Verdict.UNKNOWN
+    detail: str = ""
+    checked: bool = True
+    """False for kinds without an exchange probe (3Commas): only the poller's next check was pulled in."""
+
+
+def apply_probe(connection: Connection, result: ProbeResult, now: datetime) -> None:
+    """Write a probe's findings to the row, exactly the columns the poller writes, minus incidents."""
+    connection.verdict = result.verdict.value
+    connection.verdict_detail = result.detail[:_DETAIL_MAX]
+    connection.last_check_at = now
+    if result.verdict is Verdict.OK:
+        connection.last_ok_at = now
+    if result.key_info is not None:
+        connection.key_info = result.key_info.to_json()
+    if result.balances is not None:
+        connection.balances = result.balances
+        connection.balances_at = now
+    connection.next_poll_at = now
+    connection.updated_at = now
+
+
+async def refresh_connection(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    hub: ExchangeHub,
+    clock: Clock,
+    connection_id: int,
+    user_id: int,
+) -> RefreshOutcome:
+    """Probe one of the user's connections now and record the result; never alerts.
+
+    Like the poller's checker it passes the last known key info to the probe, which tells an
+    expired key from a revoked one. The probe runs outside any transaction (it can take
+    seconds), so ownership is checked again before writing: a connection removed meanwhile is
+    reported as not found.
+    """
+    async with sessions() as session:
+        connection = await owned_connection(session, user_id, connection_id)
+        if connection is None:
+            return RefreshOutcome(found=False)
+        if connection.kind != "exchange":
+            return await _poll_soon(sessions, connection_id, user_id, clock.now())
+        exchange, sealed = connection.exchange, connection.credentials
+        known = KeyInfo.from_json(connection.key_info) if connection.key_info else None
+    try:
+        credentials = vault.open(sealed)
+    except VaultError as error:
+        return await _record_failure(sessions, connection_id, user_id, str(error), clock.now())
+    client = await hub.client(exchange, credentials)
+    result = await probe(client, clock=clock, with_key_info=True, with_balances=True, known=known)
+    async with sessions.begin() as session:
+        connection = await owned_connection(session, user_id, connection_id)
+        if connection is None:
+            return RefreshOutcome(found=False)
+        apply_probe(connection, result, clock.now())
+    return RefreshOutcome(found=True, verdict=result.verdict, detail=result.detail)
+
+
+async def _poll_soon(
+    sessions: async_sessionmaker[AsyncSession], connection_id: int, user_id: int, now: datetime
+) -> RefreshOutcome:
+    async with sessions.begin() as session:
+        connection = await owned_connection(session, user_id, connection_id)
+        if connection is None:
+            return RefreshOutcome(found=False)
+        connection.next_poll_at = now
+        return RefreshOutcome(found=True, verdict=Verdict(connection.verdict), checked=False)
+
+
+async def _record_failure(
+    sessions: async_sessionmaker[AsyncSession], connection_id: int, user_id: int, detail: str, now: datetime
+) -> RefreshOutcome:
+    """A blob the vault cannot open is the operator's problem, not the key's: recorded as unknown."""
+    async with sessions.begin() as session:
+        connection = await owned_connection(session, user_id, connection_id)
+        if connection is None:
+            return RefreshOutcome(found=False)
+        connection.verdict = Verdict.UNKNOWN.value
+        connection.verdict_detail = detail[:_DETAIL_MAX]
+        connection.last_check_at = now
+        connection.updated_at = now
+    return RefreshOutcome(found=True, verdict=Verdict.UNKNOWN, detail=detail)
+
+
+async def _save_new_connection(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    user_id: int,
+    exchange: str,
+    label: str,
+    credentials: Credentials,
+    result: ProbeResult,
+    now: datetime,
+) -> Connection:
+    """Store a key that passed :func:`verify_key`, with what the probe learnt, and audit it."""
+    connection = new_connection(
+        vault, user_id=user_id, exchange=exchange, label=label, credentials=credentials, now=now
+    )
+    connection.state = "ok"  # matches the fresh incident the poller starts from
+    apply_probe(connection, result, now)
+    session.add(connection)
+    await session.flush()
+    audit.record(
+        session,
+        user_id,
+        "connection_linked",
+        now,
+        connection_id=connection.id,
+        exchange=exchange,
+        key_hint=connection.key_hint,
+    )
+    return connection
+
+
+async def _save_new_credentials(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    user_id: int,
+    connection_id: int,
+    credentials: Credentials,
+    result: ProbeResult,
+    now: datetime,
+) -> Connection | None:
+    """Swap a verified key into the user's connection in place; None if it is not theirs (any more)."""
+    connection = await owned_connection(session, user_id, connection_id)
+    if connection is None:
+        return None
+    old_hint = connection.key_hint
+    await replace_credentials(session, vault, connection, credentials, now)
+    apply_probe(connection, result, now)
+    audit.record(
+        session,
+        user_id,
+        "key_updated",
+        now,
+        connection_id=connection.id,
+        exchange=connection.exchange,
+        old_key_hint=old_hint,
+        key_hint=connection.key_hint,
+    )
+    return connection
+
+
+async def verify_and_store(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    hub: ExchangeHub,
+    clock: Clock,
+    *,
+    user_id: int,
+    exchange: str,
+    label: str,
+    credentials: Credentials,
+    connection_id: int | None = None,
+) -> StoreOutcome:
+    """Probe the key in full; only if the exchange accepts it, link it (or, with ``connection_id``,
+    swap it into that connection in place). A refused key leaves the database untouched."""
+    result = await verify_key(hub, exchange, credentials, clock)
+    if result.verdict is not Verdict.OK:
+        return StoreOutcome(result)
+    now = clock.now()
+    async with sessions.begin() as session:
+        connection: Connection | None
+        if connection_id is None:
+            connection = await _save_new_connection(
+                session,
+                vault,
+                user_id=user_id,
+                exchange=exchange,
+                label=label,
+                credentials=credentials,
+                result=result,
+                now=now,
+            )
+        else:
+            connection = await _save_new_credentials(
+                session,
+                vault,
+                user_id=user_id,
+                connection_id=connection_id,
+                credentials=credentials,
+                result=result,
+                now=now,
+            )
+        return StoreOutcome(result, connection.label if connection is not None else None)
+
+
+async def remove_owned_connection(
+    session: AsyncSession, user_id: int, connection_id: int, now: datetime
+) -> RemoveOutcome | None:
+    """Delete the user's connection (its sealed credentials and incidents with it) and audit it.
+
+    None when the connection exists but is someone else's: refused, untouched. A connection
+    that no longer exists is "already removed", so replaying a confirmation is harmless.
+    """
+    connection = await owned_connection(session, user_id, connection_id)
+    if connection is None:
+        gone = await session.get(Connection, connection_id) is None
+        return RemoveOutcome(removed=False) if gone else None
+    details = {"exchange": connection.exchange, "key_hint": connection.key_hint}
+    outcome = RemoveOutcome(removed=True, exchange=connection.exchange, label=connection.label)
+    if not await remove_connection(session, connection):
+        return RemoveOutcome(removed=False)  # a concurrent confirmation removed it first
+    audit.record(session, user_id, "connection_removed", now, connection_id=connection_id, **details)
+    return outcome

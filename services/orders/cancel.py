@@ -1,0 +1,252 @@
+"""Cancelling orphan orders: re-verified against the exchange and 3Commas at the moment of the tap."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+import ccxt.async_support as ccxt
+from sqlalchemy import select
+
+from services.exchanges.hub import ExchangeClient
+from services.exchanges.open_orders import WEIGHTS, Weights
+from services.orders.attribution import (
+    Attribution,
+    OpenOrder,
+)
+from services.orders.listing import Deps, _row_order, to_open_order
+from services.orders.locked_funds import Lock, freed_by
+from services.storage import audit
+from services.storage.connections import owned_connection
+from services.storage.models import Connection, ListedOrder
+from services.threecommas.client import ThreeCommasAccess
+from services.threecommas.entities import Deal, SmartTrade
+from services.threecommas.errors import NotFound, ThreeCommasError
+from services.threecommas.links import LinkedAccount, accounts_for_connection
+
+# -- cancelling --------------------------------------------------------------------------------
+
+
+class CancelOutcome(StrEnum):
+    CANCELLED = "cancelled"
+    ALREADY_FILLED = "already_filled"
+    ALREADY_CANCELLED = "already_cancelled"
+    NOT_FOUND = "not_found"  # the exchange no longer knows the order
+    LIST_GONE = "list_gone"  # no such row for this user (expired, or another user's)
+    CONNECTION_GONE = "connection_gone"
+    ACTIVE_DEAL = "active_deal"  # never cancelled from here
+    NEEDS_CONFIRMATION = "needs_confirmation"  # an UNKNOWN order without the explicit confirmation
+    DEAL_ACTIVE_AGAIN = "deal_active_again"
+    DEAL_UNVERIFIED = "deal_unverified"  # 3Commas could not confirm the deal is finished
+    NO_TRADE_PERMISSION = "no_trade_permission"
+    EXCHANGE_FAILED = "exchange_failed"
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    outcome: CancelOutcome
+    row: ListedOrder | None = None
+    freed: Lock | None = None
+    repeat: bool = False
+    """The row already had this outcome: nothing was sent to the exchange this time."""
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is CancelOutcome.CANCELLED and not self.repeat
+
+
+async def _deal_still_finished(
+    access: ThreeCommasAccess, accounts: Sequence[LinkedAccount], deal_ref: str
+) -> bool | None:
+    """True/False from 3Commas now; None when no mapped 3Commas key can show the deal."""
+    kind, _, raw_id = deal_ref.partition(":")
+    for linked in accounts:
+        try:
+            async with access.open(linked.credentials) as client:
+                item: Deal | SmartTrade = (
+                    await client.smart_trade(int(raw_id))
+                    if kind == "smart_trade"
+                    else await client.deal(int(raw_id))
+                )
+        except NotFound:
+            continue
+        except ThreeCommasError:
+            return None
+        return item.finished
+    return None
+
+
+async def _still_open(client: ExchangeClient, row: ListedOrder, now: datetime) -> OpenOrder | CancelOutcome:
+    """The order as the exchange shows it now, or why it is no longer open.
+
+    Looks in the symbol's open orders (Binance weight 6, supported everywhere) rather than
+    fetching the single order; only when it is gone does one ``fetch_order`` tell filled from
+    cancelled, and if the exchange cannot say, "no longer open" is the answer.
+    """
+    weights = WEIGHTS.get(client.exchange_id, Weights())
+    if client.exchange_id == "binance":
+        client.instance.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
+    listed = await client.call("fetch_open_orders", row.symbol, weight=weights.symbol_open_orders)
+    for raw in listed:
+        if str(raw.get("id")) == row.exchange_order_id:
+            return to_open_order(raw, now) or _row_order(row)
+    try:
+        status = (
+            await client.call("fetch_order", row.exchange_order_id, row.symbol, weight=weights.order)
+        ).get("status")
+    except (ccxt.BaseError, TimeoutError):
+        return CancelOutcome.NOT_FOUND
+    if status == "closed":
+        return CancelOutcome.ALREADY_FILLED
+    if status in ("canceled", "cancelled", "expired", "rejected"):
+        return CancelOutcome.ALREADY_CANCELLED
+    return CancelOutcome.NOT_FOUND
+
+
+async def _verify_and_cancel(
+    deps: Deps,
+    row: ListedOrder,
+    connection: Connection,
+    accounts: Sequence[LinkedAccount],
+    allow_unknown: bool,
+) -> CancelResult:
+    if row.attribution == Attribution.ACTIVE:
+        return CancelResult(CancelOutcome.ACTIVE_DEAL, row)
+    if row.attribution == Attribution.UNKNOWN and not allow_unknown:
+        return CancelResult(CancelOutcome.NEEDS_CONFIRMATION, row)
+    now = deps.clock.now()
+    try:
+        client = await deps.hub.client(connection.exchange, deps.vault.open(connection.credentials))
+        seen = await _still_open(client, row, now)
+    except (ccxt.BaseError, TimeoutError):
+        return CancelResult(CancelOutcome.EXCHANGE_FAILED, row)
+    if isinstance(seen, CancelOutcome):
+        return CancelResult(seen, row)
+    if row.attribution == Attribution.ORPHAN and row.deal_ref:
+        finished = await _deal_still_finished(deps.threecommas, accounts, row.deal_ref)
+        if finished is None:
+            return CancelResult(CancelOutcome.DEAL_UNVERIFIED, row)
+        if not finished:
+            return CancelResult(CancelOutcome.DEAL_ACTIVE_AGAIN, row)
+    weight = WEIGHTS.get(client.exchange_id, Weights()).cancel
+    try:
+        answer = await client.call("cancel_order", row.exchange_order_id, row.symbol, weight=weight)
+    except ccxt.OrderNotFound:
+        return CancelResult(CancelOutcome.ALREADY_CANCELLED, row)
+    except (ccxt.PermissionDenied, ccxt.AuthenticationError):
+        # The same key just read this order, so a refusal now is about trading rights
+        # (Binance -2015, Bybit 10005, OKX 50120 for a read-only key), not a dead key.
+        return CancelResult(CancelOutcome.NO_TRADE_PERMISSION, row)
+    except (ccxt.BaseError, TimeoutError):
+        return CancelResult(CancelOutcome.EXCHANGE_FAILED, row)
+    # The cancel answer carries the remaining amount at cancel time: exactly what was freed.
+    at_cancel = to_open_order(answer, now) if answer.get("remaining") is not None else None
+    return CancelResult(CancelOutcome.CANCELLED, row, freed_by(at_cancel or seen))
+
+
+_FINAL_OUTCOMES = frozenset(
+    {
+        CancelOutcome.CANCELLED,
+        CancelOutcome.ALREADY_FILLED,
+        CancelOutcome.ALREADY_CANCELLED,
+        CancelOutcome.NOT_FOUND,
+    }
+)
+
+
+# One cancel per listed order at a time in this process: a double tap waits for the first one and
+# then reports its outcome, instead of verifying and cancelling on the exchange a second time.
+_cancelling: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+async def cancel_order(deps: Deps, row_id: int, user_id: int, *, allow_unknown: bool = False) -> CancelResult:
+    """Cancel one listed order after re-verifying it; safe to call twice, also at the same time.
+
+    ``allow_unknown`` is set only by the explicit "it may belong to something else"
+    confirmation; ACTIVE orders are refused whatever the caller says. Every call, refusals
+    included, leaves an audit entry.
+    """
+    lock = _cancelling.get(row_id)
+    if lock is None:
+        lock = _cancelling[row_id] = asyncio.Lock()
+    async with lock:
+        return await _cancel_order(deps, row_id, user_id, allow_unknown=allow_unknown)
+
+
+async def _cancel_order(deps: Deps, row_id: int, user_id: int, *, allow_unknown: bool) -> CancelResult:
+    now = deps.clock.now()
+    async with deps.sessions() as session:
+        row = await session.get(ListedOrder, row_id)
+        if row is None or row.user_id != user_id:
+            result = CancelResult(CancelOutcome.LIST_GONE)
+        else:
+            connection = await owned_connection(session, user_id, row.connection_id)
+            if connection is None:
+                result = CancelResult(CancelOutcome.CONNECTION_GONE, row)
+            elif row.outcome is not None:
+                # A second tap: report what the first one did, without touching the exchange.
+                result = CancelResult(CancelOutcome(row.outcome), row, repeat=True)
+            else:
+                accounts = await accounts_for_connection(session, deps.vault, user_id, connection.id)
+                result = await _verify_and_cancel(deps, row, connection, accounts, allow_unknown)
+
+    async with deps.sessions.begin() as session:
+        stored = await session.get(ListedOrder, row_id) if result.row is not None else None
+        if stored is not None and stored.outcome is None and result.outcome in _FINAL_OUTCOMES:
+            stored.outcome = result.outcome.value
+        audit.record(
+            session,
+            user_id,
+            "order_cancel"
+            if result.done
+            else "order_cancel_repeat"
+            if result.repeat
+            else "order_cancel_refused",
+            now,
+            connection_id=result.row.connection_id if result.row else None,
+            row_id=row_id,
+            outcome=result.outcome.value,
+            order_id=result.row.exchange_order_id if result.row else None,
+            symbol=result.row.symbol if result.row else None,
+            attribution=result.row.attribution if result.row else None,
+            deal_ref=result.row.deal_ref if result.row else None,
+            freed=None if result.freed is None else [result.freed.currency, str(result.freed.amount)],
+        )
+    return result
+
+
+async def cancel_all_orphans(deps: Deps, user_id: int, list_id: int) -> list[CancelResult]:
+    """Cancel every still-open orphan of one listing (the user confirmed once for all of them).
+
+    Each order goes through :func:`cancel_order`, so each is re-verified and audited on its own.
+    """
+    async with deps.sessions() as session:
+        row_ids = list(
+            await session.scalars(
+                select(ListedOrder.id)
+                .where(
+                    ListedOrder.list_version == list_id,
+                    ListedOrder.user_id == user_id,
+                    ListedOrder.attribution == Attribution.ORPHAN.value,
+                    ListedOrder.outcome.is_(None),
+                )
+                .order_by(ListedOrder.position)
+            )
+        )
+    return [await cancel_order(deps, row_id, user_id) for row_id in row_ids]
+
+
+def total_freed(results: Iterable[CancelResult]) -> dict[str, Decimal]:
+    """Freed spot funds per currency over several cancels (margin is not computable, see locked_funds)."""
+    totals: dict[str, Decimal] = {}
+    for result in results:
+        if result.freed is not None and result.freed.amount is not None:
+            totals[result.freed.currency] = (
+                totals.get(result.freed.currency, Decimal(0)) + result.freed.amount
+            )
+    return totals

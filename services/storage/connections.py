@@ -1,0 +1,79 @@
+"""Linked connections: create, replace credentials, remove, re-seal; ownership checked here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core.vault import Credentials, Vault, mask
+from services.storage.models import Connection, Incident
+
+
+async def owned_connection(session: AsyncSession, user_id: int, connection_id: int) -> Connection | None:
+    """The connection if it exists and belongs to this user; None otherwise (never another's row)."""
+    row = await session.get(Connection, connection_id)
+    return row if row is not None and row.user_id == user_id else None
+
+
+def new_connection(
+    vault: Vault,
+    *,
+    user_id: int,
+    exchange: str,
+    label: str,
+    credentials: Credentials,
+    now: datetime,
+    kind: str = "exchange",
+) -> Connection:
+    return Connection(
+        user_id=user_id,
+        kind=kind,
+        exchange=exchange,
+        label=label,
+        credentials=vault.seal(credentials),
+        key_hint=mask(credentials.api_key),
+        state="unknown",
+        verdict="unknown",
+        key_info={},
+        balances={},
+        next_poll_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def replace_credentials(
+    session: AsyncSession, vault: Vault, connection: Connection, credentials: Credentials, now: datetime
+) -> None:
+    """Swap in a new key, keeping the connection's id, history and settings; the old blob is overwritten."""
+    connection.credentials = vault.seal(credentials)
+    connection.key_hint = mask(credentials.api_key)
+    connection.updated_at = now
+    connection.next_poll_at = now
+    connection.lease_owner = None
+    connection.lease_until = None
+
+
+async def remove_connection(session: AsyncSession, connection: Connection) -> bool:
+    """Delete the row; the encrypted credentials go with it, and so do its incidents.
+
+    False when the row was already gone: a concurrent transaction (a double tap, another
+    process) deleted it after ``connection`` was read, so the caller must not report a removal.
+    """
+    incidents = await session.scalars(select(Incident).where(Incident.connection_id == connection.id))
+    for incident in incidents:
+        await session.delete(incident)
+    deleted = await session.execute(delete(Connection).where(Connection.id == connection.id))
+    session.expunge(connection)
+    return getattr(deleted, "rowcount", 0) == 1
+
+
+async def reseal_all(session: AsyncSession, vault: Vault) -> int:
+    """Re-encrypt every credential under the newest vault key (for VAULT_KEY rotation)."""
+    count = 0
+    for connection in await session.scalars(select(Connection)):
+        connection.credentials = vault.reseal(connection.credentials)
+        count += 1
+    return count

@@ -1,0 +1,114 @@
+"""3Commas on the user's behalf: linked keys and which exchange connection each 3Commas account
+trades on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core.vault import Credentials, Vault
+from services.storage.connections import new_connection
+from services.storage.models import Connection, ThreeCommasAccountLink
+from services.threecommas.entities import (
+    Account,
+)
+
+THREECOMMAS = "threecommas"
+
+
+# -- linking a 3Commas key and mapping its accounts ----------------------------------------------
+
+
+def add_threecommas_connection(
+    session: AsyncSession, vault: Vault, *, user_id: int, credentials: Credentials, label: str, now: datetime
+) -> Connection:
+    """A validated 3Commas key as a connection (``kind="threecommas"``), in the caller's transaction."""
+    connection = new_connection(
+        vault,
+        user_id=user_id,
+        exchange=THREECOMMAS,
+        label=label,
+        credentials=credentials,
+        now=now,
+        kind=THREECOMMAS,
+    )
+    session.add(connection)
+    return connection
+
+
+def suggest_connection(account: Account, connections: list[Connection]) -> Connection | None:
+    """The user's exchange connection on the account's exchange, when exactly one exists.
+
+    Two Binance keys cannot be told apart from 3Commas' side, so then the user picks.
+    """
+    exchange = account.exchange_id
+    matches = [c for c in connections if c.kind == "exchange" and c.exchange == exchange]
+    return matches[0] if len(matches) == 1 else None
+
+
+async def exchange_connections(session: AsyncSession, user_id: int) -> list[Connection]:
+    rows = await session.scalars(
+        select(Connection)
+        .where(Connection.user_id == user_id, Connection.kind == "exchange")
+        .order_by(Connection.id)
+    )
+    return list(rows)
+
+
+async def save_account_link(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    tc_connection_id: int,
+    account: Account,
+    exchange_connection_id: int | None,
+    now: datetime,
+) -> ThreeCommasAccountLink:
+    """Create or update the mapping of one 3Commas account (None = the user skipped it)."""
+    link = await session.scalar(
+        select(ThreeCommasAccountLink).where(
+            ThreeCommasAccountLink.tc_connection_id == tc_connection_id,
+            ThreeCommasAccountLink.account_id == account.id,
+        )
+    )
+    if link is None:
+        link = ThreeCommasAccountLink(
+            user_id=user_id, tc_connection_id=tc_connection_id, account_id=account.id, updated_at=now
+        )
+        session.add(link)
+    link.account_name = account.name[:128]
+    link.market_code = (account.market_code or "")[:48]
+    link.exchange_connection_id = exchange_connection_id
+    link.updated_at = now
+    return link
+
+
+@dataclass(frozen=True)
+class LinkedAccount:
+    """A 3Commas account mapped onto an exchange connection, with the key to read it."""
+
+    tc_connection_id: int
+    account_id: int
+    credentials: Credentials
+
+
+async def accounts_for_connection(
+    session: AsyncSession, vault: Vault, user_id: int, exchange_connection_id: int
+) -> list[LinkedAccount]:
+    """3Commas accounts the user said trade on this exchange connection (their own rows only)."""
+    rows = await session.execute(
+        select(ThreeCommasAccountLink, Connection)
+        .join(Connection, Connection.id == ThreeCommasAccountLink.tc_connection_id)
+        .where(
+            ThreeCommasAccountLink.exchange_connection_id == exchange_connection_id,
+            ThreeCommasAccountLink.user_id == user_id,
+            Connection.user_id == user_id,
+        )
+        .order_by(ThreeCommasAccountLink.id)
+    )
+    return [
+        LinkedAccount(link.tc_connection_id, link.account_id, vault.open(tc.credentials)) for link, tc in rows
+    ]
