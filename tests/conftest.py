@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -73,6 +74,38 @@ async def drop_pg_database(url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+# -- the attack table: every test marked ``attack("…")`` is one attack tried; it held if the test passed.
+
+_attacks: dict[str, list[str]] = {}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("attack")
+    if marker is not None:  # user_properties travel from xdist workers to the controller
+        item.user_properties.append(("attack", marker.args[0]))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    name = dict(report.user_properties).get("attack")
+    if name is None or report.skipped or (report.when != "call" and report.passed):
+        return
+    _attacks.setdefault(str(name), []).append("held" if report.passed else "broke")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _attacks:
+        return
+    terminalreporter.section("attacks (issue 11)")
+    for name, results in sorted(_attacks.items()):
+        held = results.count("held")
+        terminalreporter.write_line(
+            f"{'held ' if held == len(results) else 'BROKE'} {held}/{len(results)}  {name}"
+        )
+    tried = sum(len(r) for r in _attacks.values())
+    held = sum(r.count("held") for r in _attacks.values())
+    terminalreporter.write_line(f"attacks tried: {tried}, held: {held}")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

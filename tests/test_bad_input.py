@@ -648,3 +648,81 @@ async def test_a_new_users_first_messages_arriving_together_are_all_answered(env
     await env.settle(*sent)
     assert len(env.tg.bot_messages(OTHER)) == 5, env.tg.transcript(OTHER)
     assert_clean(env, caplog)
+
+
+# ----------------------------------------------------------------------------- ids never reused (11.1)
+
+
+def _button(message: ChatMessage, text_part: str) -> str:
+    [data] = [b.callback_data for b in message.buttons if text_part in b.text and b.callback_data][:1]
+    return data
+
+
+async def _confirm_cancel_of_first(env: Env, listing: ChatMessage) -> str:
+    """Open the "cancel it anyway?" question of order 1; returns its "Yes, cancel this order" data."""
+    await env.press(OWNER, listing, _button(env.tg.message(OWNER, listing.message_id), "Cancel 1?"))
+    return _button(env.tg.message(OWNER, listing.message_id), "Yes, cancel this order")
+
+
+@pytest.mark.attack("old 'Yes, remove' after remove + re-link removes the new connection")
+async def test_an_old_remove_confirmation_never_removes_a_newer_connection(env, caplog):
+    first = await link_key(env, OWNER, "Old")
+    page = await env.say(OWNER, "/status")
+    await env.press(OWNER, page, ConnCb(action="remove", cid=first).pack())
+    confirm = _button(env.tg.message(OWNER, page.message_id), "Yes, remove")
+    assert (await env.press(OWNER, page, confirm)).text == "Removed."
+    second = await link_key(env, OWNER, "New")
+    assert second != first  # SQLite AUTOINCREMENT: a deleted row's id is never handed out again
+    answer = await env.press(OWNER, page, confirm)  # the old button, on the old message
+    assert answer is not None and "Removed." not in answer.text
+    [row] = (await snapshot(env))["connections"]
+    assert "New" in row
+    assert_clean(env, caplog)
+
+
+@pytest.mark.attack("old 'Yes, cancel this order' after re-link cancels another order")
+async def test_an_old_cancel_confirmation_never_cancels_an_order_of_a_newer_listing(env, caplog):
+    old_key = env.binance.add_key(balances={"USDT": 1000})
+    env.binance.add_order(old_key.api_key, "SOL/USDT", "buy", "100", "2", created_at=T0)
+    cid = await link_key(env, OWNER, "Old", old_key)
+    listing = await env.say(OWNER, "/orders")
+    await env.tg.wait_for(lambda: "open orders:" in listing.text)
+    stale = await _confirm_cancel_of_first(env, listing)
+    assert "SOL/USDT" in env.tg.message(OWNER, listing.message_id).text
+
+    page = await env.say(OWNER, "/status")
+    await env.press(OWNER, page, ConnCb(action="remove", cid=cid).pack())
+    await env.press(OWNER, page, _button(env.tg.message(OWNER, page.message_id), "Yes, remove"))
+    new_key = env.binance.add_key(balances={"BTC": 1})
+    btc = env.binance.add_order(new_key.api_key, "BTC/USDT", "sell", "70000", "0.5", created_at=T0)
+    await link_key(env, OWNER, "New", new_key)
+    fresh = await env.say(OWNER, "/orders")
+    await env.tg.wait_for(lambda: "BTC/USDT" in fresh.text)
+
+    dels = deletes(env)
+    answer = await env.press(OWNER, listing, stale)
+    assert answer is not None and "Cancelled" not in answer.text
+    assert deletes(env) == dels and btc in env.binance.orders  # no DELETE for the BTC sell
+    assert_clean(env, caplog)
+
+
+@pytest.mark.attack("old 'Yes, cancel this order' after a re-listing a day later")
+async def test_relisting_after_a_day_never_reuses_row_ids(env, caplog):
+    key = env.binance.add_key(balances={"USDT": 1000, "BTC": 1})
+    sol = env.binance.add_order(key.api_key, "SOL/USDT", "buy", "100", "2", created_at=T0)
+    await link_key(env, OWNER, "Main", key)
+    listing = await env.say(OWNER, "/orders")
+    await env.tg.wait_for(lambda: "open orders:" in listing.text)
+    stale = await _confirm_cancel_of_first(env, listing)
+
+    env.binance.cancel_order(key.api_key, sol)  # the user cancelled it on the exchange
+    btc = env.binance.add_order(key.api_key, "BTC/USDT", "sell", "70000", "0.5", created_at=T0)
+    env.rig.clock.advance(25 * 3600)  # the next listing prunes the old one
+    fresh = await env.say(OWNER, "/orders")
+    await env.tg.wait_for(lambda: "BTC/USDT" in fresh.text)
+
+    dels = deletes(env)
+    answer = await env.press(OWNER, listing, stale)
+    assert answer is not None and "Cancelled" not in answer.text
+    assert deletes(env) == dels and btc in env.binance.orders
+    assert_clean(env, caplog)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from alembic import command
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from services.core.vault import Credentials, Vault, generate_key
 from services.storage import audit
 from services.storage.connections import new_connection, owned_connection, replace_credentials, reseal_all
-from services.storage.db import migrations_current
+from services.storage.db import (
+    _alembic_config,
+    create_engine,
+    migrations_current,
+    run_migrations,
+    session_factory,
+)
 from services.storage.models import Connection, Incident, OutboxMessage
 from services.storage.users import claim_chat_notice, get_or_create_user, set_language
 
@@ -148,3 +156,47 @@ async def test_rotation_reseals_under_newest_key(sessions, clock):
     async with sessions() as session:
         blob = (await session.scalars(select(Connection))).one().credentials
     assert Vault([new_key]).open(blob).secret == SECRET
+
+
+async def test_ids_of_deleted_rows_are_never_reused_and_migration_keeps_every_row(tmp_path, vault, clock):
+    """0004 rebuilds SQLite tables for AUTOINCREMENT; children of a rebuilt table must survive it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+
+    def to_0003(sync_connection: Any) -> None:
+        config = _alembic_config(url)
+        config.attributes["connection"] = sync_connection
+        command.upgrade(config, "0003")
+
+    async with engine.begin() as connection:
+        await connection.run_sync(to_0003)
+    now = clock.now()
+    sessions = session_factory(engine)
+    async with sessions.begin() as session:
+        await get_or_create_user(session, 42, "en", now)
+        for label in ("a", "b"):
+            session.add(
+                new_connection(
+                    vault,
+                    user_id=42,
+                    exchange="binance",
+                    label=label,
+                    credentials=Credentials("k" * 64, SECRET),
+                    now=now,
+                )
+            )
+        await session.flush()
+        session.add(Incident(connection_id=1, check_kind="key", state="failing", updated_at=now))
+    await run_migrations(engine)
+    async with sessions.begin() as session:
+        assert (await session.scalars(select(Incident))).one().state == "failing"  # no cascade
+        await session.execute(text("DELETE FROM connections WHERE id = 2"))
+    async with sessions.begin() as session:
+        fresh = new_connection(
+            vault, user_id=42, exchange="okx", label="c", credentials=Credentials("k" * 64, SECRET), now=now
+        )
+        session.add(fresh)
+        await session.flush()
+        assert fresh.id == 3
+        assert (await session.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+    await engine.dispose()

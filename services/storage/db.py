@@ -68,11 +68,25 @@ async def run_migrations(engine: AsyncEngine) -> None:
         config.attributes["connection"] = sync_connection
         command.upgrade(config, "head")
 
-    async with engine.begin() as connection:
-        if not is_sqlite(str(engine.url)):
+    sqlite = is_sqlite(str(engine.url))
+    async with engine.connect() as connection:
+        if sqlite:
+            # SQLite changes a table by rebuilding it, and dropping the old copy with foreign keys on
+            # would cascade-delete every child row. So, as sqlite.org/lang_altertable.html prescribes:
+            # keys off before the transaction (the pragma is ignored inside one), checked before commit.
+            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        else:
             # One migrator at a time across processes.
             await connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
         await connection.run_sync(upgrade)
+        if sqlite:
+            broken = (await connection.exec_driver_sql("PRAGMA foreign_key_check")).fetchall()
+            if broken:
+                raise RuntimeError(f"migration left rows with dangling foreign keys: {broken[:5]}")
+        await connection.commit()
+        if sqlite:
+            await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            await connection.commit()
 
 
 async def migrations_current(engine: AsyncEngine) -> bool:

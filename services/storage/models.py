@@ -42,6 +42,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+# Tables whose rows a button names: SQLite must never hand a deleted row's id to a new one, or an
+# old button would act on a different object (migration 0004). PostgreSQL sequences never go back.
+NEVER_REUSED_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON}
 
@@ -92,7 +97,7 @@ class Connection(Base):
 
     user: Mapped[User] = relationship(back_populates="connections")
 
-    __table_args__ = (Index("ix_connections_due", "next_poll_at", "lease_until"),)
+    __table_args__ = (Index("ix_connections_due", "next_poll_at", "lease_until"), NEVER_REUSED_IDS)
 
 
 class Incident(Base):
@@ -195,6 +200,8 @@ class OrderList(Base):
     notes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     listed_at: Mapped[datetime]
 
+    __table_args__ = (NEVER_REUSED_IDS,)
+
 
 class ListedOrder(Base):
     """One open order as /orders showed it, so a button carries only this row's short id.
@@ -224,7 +231,7 @@ class ListedOrder(Base):
     outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)
     listed_at: Mapped[datetime]
 
-    __table_args__ = (Index("ix_listed_orders_list", "list_version", "position"),)
+    __table_args__ = (Index("ix_listed_orders_list", "list_version", "position"), NEVER_REUSED_IDS)
 
 
 class ThreeCommasAccountLink(Base):
@@ -243,7 +250,7 @@ class ThreeCommasAccountLink(Base):
     )
     updated_at: Mapped[datetime]
 
-    __table_args__ = (UniqueConstraint("tc_connection_id", "account_id"),)
+    __table_args__ = (UniqueConstraint("tc_connection_id", "account_id"), NEVER_REUSED_IDS)
 
 
 class FailedDeal(Base):
@@ -266,4 +273,4 @@ class FailedDeal(Base):
     recreated_at: Mapped[datetime | None] = mapped_column(nullable=True)
     recreated_ref: Mapped[str | None] = mapped_column(String(48), nullable=True)
 
-    __table_args__ = (UniqueConstraint("tc_connection_id", "kind", "tc_id"),)
+    __table_args__ = (UniqueConstraint("tc_connection_id", "kind", "tc_id"), NEVER_REUSED_IDS)
