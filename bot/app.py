@@ -16,6 +16,7 @@ from bot.settings import Settings
 from handlers import errors, language, link, mute, orders, privacy, start, status, threecommas
 from handlers import help as help_handler
 from services.core.clock import Clock, SystemClock
+from services.core.transport import Transport
 from services.core.vault import Vault
 from services.exchanges.budget import BudgetRegistry
 from services.exchanges.hub import ExchangeHub
@@ -24,9 +25,16 @@ from services.threecommas.client import ThreeCommasAccess
 
 
 async def build_context(
-    settings: Settings, *, clock: Clock | None = None, budgets: BudgetRegistry | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    budgets: BudgetRegistry | None = None,
+    transport: Transport | None = None,
 ) -> AppContext:
-    """Open the database (migrating it), the vault, the translations and the exchange hub."""
+    """Open the database (migrating it), the vault, the translations and the exchange hub.
+
+    ``transport`` (tests) replaces DNS and TLS trust for exchanges and 3Commas alike.
+    """
     engine = create_engine(settings.database_url)
     await run_migrations(engine)
     clock = clock or SystemClock()
@@ -37,10 +45,12 @@ async def build_context(
         sessions=session_factory(engine),
         vault=Vault(settings.vault_key),
         i18n=build_i18n(),
-        hub=ExchangeHub(url_overrides=settings.exchange_url_overrides, clock=clock, budgets=budgets),
+        hub=ExchangeHub(
+            url_overrides=settings.exchange_url_overrides, clock=clock, budgets=budgets, transport=transport
+        ),
         # The limiter counts on the app clock, so tests that move time move its minute too.
         threecommas=ThreeCommasAccess(
-            settings.threecommas_api_url, monotonic=lambda: clock.now().timestamp()
+            settings.threecommas_api_url, monotonic=lambda: clock.now().timestamp(), transport=transport
         ),
     )
 

@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import secrets
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -346,11 +347,15 @@ class LocalThreeCommas:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.control_url = ""
+        self.port: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
-        """Serve on ``host:port`` (0 picks a free port); returns the API base URL for the client."""
+    async def start(
+        self, port: int = 0, host: str = "127.0.0.1", *, ssl_context: ssl.SSLContext | None = None
+    ) -> str:
+        """Serve on ``host:port`` (0 picks a free port), over TLS when ``ssl_context`` is given (tests
+        serve ``api.3commas.io`` that way, see tests/production_net.py); returns the API base URL."""
         app = web.Application(middlewares=[self._api_middleware])
         api = [
             web.get(f"{API_PREFIX}/ver1/validate", self._validate),
@@ -372,11 +377,12 @@ class LocalThreeCommas:
         app.add_routes(api + control)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
-        bound = self._runner.addresses[0][1]
-        self.control_url = f"http://{host}:{bound}{CONTROL_PREFIX}"
-        self.url = f"http://{host}:{bound}{API_PREFIX}"
+        bound = self.port = self._runner.addresses[0][1]
+        scheme = "https" if ssl_context else "http"
+        self.control_url = f"{scheme}://{host}:{bound}{CONTROL_PREFIX}"
+        self.url = f"{scheme}://{host}:{bound}{API_PREFIX}"
         return self.url
 
     async def close(self) -> None:

@@ -18,6 +18,7 @@ from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock
 from services.core.vault import Vault, generate_key
 from services.storage.db import create_engine, run_migrations, session_factory
+from tests.production_net import ProductionNet
 
 PG_ADMIN_URL = os.environ.get("KEYSENTRY_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 _pg_state: dict[str, str | None] = {}
@@ -161,11 +162,18 @@ T0 = datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def exchanges() -> AsyncIterator[dict[str, LocalExchange]]:
-    """Local Binance, Bybit and OKX servers, started for one test."""
+def net() -> ProductionNet:
+    """The services' real hostnames routed to local TLS servers; give keysentry ``net.transport``."""
+    return ProductionNet()
+
+
+@pytest.fixture
+async def exchanges(net: ProductionNet) -> AsyncIterator[dict[str, LocalExchange]]:
+    """Local Binance, Bybit and OKX servers for one test, answering as ``api.binance.com``,
+    ``api.bybit.com``, ``www.okx.com``… over TLS through ``net.transport``."""
     servers = {name: cls() for name, cls in LOCAL_EXCHANGES.items()}
     for server in servers.values():
-        await server.start()
+        await net.serve_exchange(server)
     try:
         yield servers
     finally:

@@ -15,6 +15,7 @@ from bot.context import AppContext
 from bot.settings import Settings
 from sandbox.telegram import ChatMessage, LocalTelegram
 from services.core.clock import FakeClock
+from services.core.transport import Transport
 from services.core.vault import generate_key
 
 TOKEN = "123456:TEST-TOKEN"
@@ -47,9 +48,14 @@ async def running_bot(
     clock: FakeClock | None = None,
     *,
     routers: Sequence[Router] = (),
+    transport: Transport | None = None,
     **settings: Any,
 ) -> AsyncIterator[BotRig]:
-    """Everything real except the far ends: Telegram (local server) and, where set, exchanges."""
+    """Everything real except the far ends: Telegram (local server) and, where set, exchanges.
+
+    ``transport`` (usually ``net.transport``, tests/production_net.py) routes the exchanges' and
+    3Commas' real hostnames to the local fakes.
+    """
     clock = clock or FakeClock()
     tg = LocalTelegram(token=TOKEN, rate_limits=False, wall_clock=lambda: clock.now().timestamp())
     url = await tg.start()
@@ -61,7 +67,7 @@ async def running_bot(
         vault_key=[generate_key()],
         **settings,
     )
-    app = await build_context(config, clock=clock)
+    app = await build_context(config, clock=clock, transport=transport)
     bot = build_bot(config)
     dp = build_dispatcher(app)
     attach(dp, *routers)

@@ -90,12 +90,12 @@ class Env:
 
 
 @pytest.fixture
-async def env(tmp_path, exchanges, tc) -> AsyncIterator[Env]:
+async def env(tmp_path, net, exchanges, tc) -> AsyncIterator[Env]:
     binance, okx = exchanges["binance"], exchanges["okx"]
     async with running_bot(
         f"sqlite+aiosqlite:///{tmp_path / 'bad.db'}",
         clock=FakeClock(T0 + timedelta(minutes=30)),
-        exchange_url_overrides={"binance": str(binance.url), "okx": str(okx.url)},
+        transport=net.transport,
         threecommas_api_url=tc.url,
     ) as rig:
         yield Env(rig, binance, okx, tc, Tracker(rig.dp))

@@ -19,11 +19,8 @@ REVOKED_REASON = "API key revoked, deleted or never existed"
 
 
 @pytest.fixture
-async def rig(tmp_path, exchanges) -> AsyncIterator[BotRig]:
-    overrides = {name: str(server.url) for name, server in exchanges.items()}
-    async with running_bot(
-        f"sqlite+aiosqlite:///{tmp_path / 'link.db'}", exchange_url_overrides=overrides
-    ) as rig:
+async def rig(tmp_path, net, exchanges) -> AsyncIterator[BotRig]:
+    async with running_bot(f"sqlite+aiosqlite:///{tmp_path / 'link.db'}", transport=net.transport) as rig:
         yield rig
 
 

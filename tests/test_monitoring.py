@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from bot.worker import Worker
-from sandbox.exchanges import LocalExchange, running_local_exchange
+from sandbox.exchanges import LOCAL_EXCHANGES, LocalExchange
 from sandbox.telegram import ChatMessage
 from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock, utcnow
@@ -24,6 +24,7 @@ from services.storage.models import Connection
 from services.storage.users import get_or_create_user
 from services.threecommas.links import add_threecommas_connection
 from tests.harness import BotRig, running_bot
+from tests.production_net import ProductionNet
 
 
 @dataclass
@@ -91,10 +92,12 @@ class Monitor:
 @contextlib.asynccontextmanager
 async def monitor(tmp_path, *exchange_ids: str, threecommas: bool = False) -> AsyncIterator[Monitor]:
     clock = FakeClock(utcnow())  # the local exchanges date keys by the real clock
+    net = ProductionNet()
     async with contextlib.AsyncExitStack() as stack:
-        exchanges = {
-            eid: await stack.enter_async_context(running_local_exchange(eid)) for eid in exchange_ids
-        }
+        exchanges = {}
+        for eid in exchange_ids:
+            exchanges[eid] = await net.serve_exchange(LOCAL_EXCHANGES[eid]())
+            stack.push_async_callback(exchanges[eid].close)
         extra = {}
         tc = None
         if threecommas:
@@ -105,7 +108,7 @@ async def monitor(tmp_path, *exchange_ids: str, threecommas: bool = False) -> As
             running_bot(
                 f"sqlite+aiosqlite:///{tmp_path / 'monitor.db'}",
                 clock,
-                exchange_url_overrides={eid: srv.url for eid, srv in exchanges.items()},
+                transport=net.transport,
                 **extra,
             )
         )

@@ -25,12 +25,11 @@ OTHER = 602
 
 
 @pytest.fixture
-async def rig(tmp_path, exchanges, tc) -> AsyncIterator[BotRig]:
-    overrides = {name: str(server.url) for name, server in exchanges.items()}
+async def rig(tmp_path, net, exchanges, tc) -> AsyncIterator[BotRig]:
     async with running_bot(
         f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}",
         clock=FakeClock(T0 + timedelta(minutes=30)),
-        exchange_url_overrides=overrides,
+        transport=net.transport,
         threecommas_api_url=tc.url,
     ) as rig:
         yield rig

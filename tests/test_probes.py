@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import ccxt.async_support as ccxt
 import pytest
 
-from sandbox.exchanges import LOCAL_EXCHANGES, LocalBinance, LocalExchange, LocalKey
+from sandbox.exchanges import LOCAL_EXCHANGES, LocalBinance, LocalExchange, LocalKey, running_local_exchange
 from services.core.clock import SystemClock
 from services.core.vault import Credentials
 from services.core.verdicts import Verdict
@@ -24,6 +24,7 @@ from services.exchanges.hub import (
     supported_exchanges,
 )
 from services.exchanges.probes import KeyInfo, key_warnings, probe, probe_weight
+from tests.production_net import ProductionNet
 
 CLOCK = SystemClock()
 EXCHANGES = ["binance", "bybit", "okx"]
@@ -34,24 +35,24 @@ def creds(key: LocalKey, *, secret: str | None = None) -> Credentials:
 
 
 @pytest.fixture(params=EXCHANGES)
-async def server(request: pytest.FixtureRequest) -> AsyncIterator[LocalExchange]:
-    local = LOCAL_EXCHANGES[request.param]()
-    await local.start(port=0)
+async def server(request: pytest.FixtureRequest, net: ProductionNet) -> AsyncIterator[LocalExchange]:
+    local = await net.serve_exchange(LOCAL_EXCHANGES[request.param]())
     try:
         yield local
     finally:
         await local.close()
 
 
-def make_hub(server: LocalExchange, **kwargs: Any) -> ExchangeHub:
-    return ExchangeHub(url_overrides={server.exchange_id: server.url}, **kwargs)
+def make_hub(net: ProductionNet, **kwargs: Any) -> ExchangeHub:
+    """A hub reaching the local exchanges under their production hostnames, over TLS."""
+    return ExchangeHub(transport=net.transport, **kwargs)
 
 
 @pytest.fixture
-async def hub(server: LocalExchange) -> AsyncIterator[ExchangeHub]:
+async def hub(server: LocalExchange, net: ProductionNet) -> AsyncIterator[ExchangeHub]:
     # A generous budget: these tests are about verdicts, not pacing (test_budget.py covers that).
     budgets = BudgetRegistry({server.exchange_id: 1_000_000})
-    local_hub = make_hub(server, timeout_ms=3000, budgets=budgets)
+    local_hub = make_hub(net, timeout_ms=3000, budgets=budgets)
     try:
         yield local_hub
     finally:
@@ -175,8 +176,10 @@ async def test_exchange_faults_are_never_key_problems(
     assert not result.verdict.is_key_problem
 
 
-async def test_timeout_is_network_and_the_hung_request_is_released(server: LocalExchange) -> None:
-    hub = make_hub(server, timeout_ms=300)
+async def test_timeout_is_network_and_the_hung_request_is_released(
+    server: LocalExchange, net: ProductionNet
+) -> None:
+    hub = make_hub(net, timeout_ms=300)
     try:
         key = server.add_key()
         server.inject("timeout", times=1)
@@ -188,11 +191,10 @@ async def test_timeout_is_network_and_the_hung_request_is_released(server: Local
         await hub.close()
 
 
-async def test_unreachable_exchange_is_network(server: LocalExchange) -> None:
+async def test_unreachable_exchange_is_network(server: LocalExchange, net: ProductionNet) -> None:
     key = server.add_key()
-    url = server.url
-    await server.close()
-    hub = ExchangeHub(url_overrides={server.exchange_id: url}, timeout_ms=1000)
+    await server.close()  # the name still resolves, to a port nobody listens on
+    hub = make_hub(net, timeout_ms=1000)
     try:
         result = await run_probe(hub, server, key)
     finally:
@@ -218,10 +220,9 @@ async def test_429_and_bans_pause_the_whole_exchange(server: LocalExchange, hub:
     assert hub.budgets.paused_for(server.exchange_id) > 30  # Binance Retry-After 120, Bybit 600, OKX 60
 
 
-async def test_binance_429_pauses_for_retry_after() -> None:
-    server = LocalBinance()
-    await server.start(port=0)
-    hub = make_hub(server)
+async def test_binance_429_pauses_for_retry_after(net: ProductionNet) -> None:
+    server = await net.serve_exchange(LocalBinance())
+    hub = make_hub(net)
     try:
         key = server.add_key()
         server.inject("rate_limit", times=1)
@@ -233,10 +234,9 @@ async def test_binance_429_pauses_for_retry_after() -> None:
 
 
 @pytest.mark.parametrize("exchange_id", ["bybit", "okx"])
-async def test_per_account_rate_limit_does_not_pause_everybody(exchange_id: str) -> None:
-    server = LOCAL_EXCHANGES[exchange_id]()
-    await server.start(port=0)
-    hub = make_hub(server)
+async def test_per_account_rate_limit_does_not_pause_everybody(exchange_id: str, net: ProductionNet) -> None:
+    server = await net.serve_exchange(LOCAL_EXCHANGES[exchange_id]())
+    hub = make_hub(net)
     try:
         key = server.add_key()
         server.inject("rate_limit", times=1)  # Bybit 10006 / OKX 50011: the user's own limit
@@ -250,12 +250,13 @@ async def test_per_account_rate_limit_does_not_pause_everybody(exchange_id: str)
 # --- the Binance -2015 → DDoSProtection trap ----------------------------------------------------
 
 
-async def test_binance_ddos_trap_same_client_success_then_revoked() -> None:
-    server = LocalBinance()
-    await server.start(port=0)
-    hub = make_hub(server)
-    bare = ccxt.binance({"apiKey": "", "secret": "", "options": {"fetchCurrencies": False}})
-    bare.urls["api"] = rebase_urls(bare.urls["api"], server.url)
+async def test_binance_ddos_trap_same_client_success_then_revoked(net: ProductionNet) -> None:
+    server = await net.serve_exchange(LocalBinance())
+    hub = make_hub(net)
+    session = net.transport.session()
+    bare = ccxt.binance(
+        {"apiKey": "", "secret": "", "options": {"fetchCurrencies": False}, "session": session}
+    )
     try:
         key = server.add_key()
         # The trap exists: a bare ccxt instance that once succeeded on /api/v3 says DDoSProtection.
@@ -274,6 +275,7 @@ async def test_binance_ddos_trap_same_client_success_then_revoked() -> None:
         assert (result.verdict, result.code) == (Verdict.KEY_INVALID, "-2015")
     finally:
         await bare.close()
+        await session.close()
         await hub.close()
         await server.close()
 
@@ -303,11 +305,20 @@ def test_rebase_handles_a_plain_string_and_a_query() -> None:
     assert rebase_urls("https://api.example.com/v1?x=1", "http://h:1") == "http://h:1/v1?x=1"
 
 
-async def test_url_override_reaches_every_api_host_used(server: LocalExchange, hub: ExchangeHub) -> None:
-    key = server.add_key()
-    await run_probe(hub, server, key, with_balances=True)
-    client = await hub.client(server.exchange_id, creds(key))
-    assert all(url.startswith(server.url) for url in _strings(client.instance.urls["api"]))
+@pytest.mark.parametrize("exchange_id", EXCHANGES)
+async def test_url_override_reaches_every_api_host_used(exchange_id: str) -> None:
+    """EXCHANGE_URL_OVERRIDES is for operators (testnets, proxies): plain HTTP to one host works."""
+    async with running_local_exchange(exchange_id) as server:
+        hub = ExchangeHub(
+            url_overrides={exchange_id: str(server.url)}, budgets=BudgetRegistry({exchange_id: 1e6})
+        )
+        try:
+            key = server.add_key()
+            assert (await run_probe(hub, server, key, with_balances=True)).verdict is Verdict.OK
+            client = await hub.client(server.exchange_id, creds(key))
+        finally:
+            await hub.close()
+    assert all(url.startswith(str(server.url)) for url in _strings(client.instance.urls["api"]))
     paths = {record.path for record in server.requests}
     if server.exchange_id == "binance":  # sapi and api hosts are different hosts in production
         assert {"/sapi/v1/account/apiRestrictions", "/api/v3/account"} <= paths
@@ -359,12 +370,11 @@ async def test_markets_load_once_from_public_endpoints_and_are_shared(
     assert public.markets is shared and not public.apiKey
 
 
-async def test_used_weight_header_tightens_the_shared_budget() -> None:
-    server = LocalBinance()
-    await server.start(port=0)
-    hub = make_hub(server, budgets=BudgetRegistry())
-    bare = ccxt.binance({"options": {"fetchCurrencies": False}})
-    bare.urls["api"] = rebase_urls(bare.urls["api"], server.url)
+async def test_used_weight_header_tightens_the_shared_budget(net: ProductionNet) -> None:
+    server = await net.serve_exchange(LocalBinance())
+    hub = make_hub(net, budgets=BudgetRegistry())
+    session = net.transport.session()
+    bare = ccxt.binance({"options": {"fetchCurrencies": False}, "session": session})
     try:
         key = server.add_key()
         bare.apiKey, bare.secret = key.api_key, key.secret
@@ -376,6 +386,7 @@ async def test_used_weight_header_tightens_the_shared_budget() -> None:
         assert hub.budgets.in_use("binance") == pytest.approx(80)
     finally:
         await bare.close()
+        await session.close()
         await hub.close()
         await server.close()
 

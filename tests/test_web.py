@@ -40,6 +40,7 @@ from services.storage.db import create_engine, session_factory
 from services.storage.models import User
 from services.storage.users import get_or_create_user
 from tests.harness import TOKEN, Tracker, running_bot
+from tests.production_net import ProductionNet
 
 ROOT = Path(__file__).resolve().parents[1]
 USER = 901
@@ -243,11 +244,11 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 async def test_metrics_show_checks_and_the_outbox_in_prometheus_format(tmp_path):
-    binance = LocalBinance()
-    await binance.start()
+    net = ProductionNet()
+    binance = await net.serve_exchange(LocalBinance())
     try:
         async with running_bot(
-            f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}", exchange_url_overrides={"binance": binance.url}
+            f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}", transport=net.transport
         ) as rig:
             key = binance.add_key()
             now = rig.clock.now()

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
 from http import HTTPStatus
+from ssl import SSLContext
 from typing import Any, ClassVar, Literal, get_args
 from urllib.parse import parse_qsl
 
@@ -517,6 +518,7 @@ class LocalExchange(ABC):
         self._runner: web.AppRunner | None = None
         self._routes = self.routes()
         self.url: str | None = None
+        self.port: int | None = None
 
     # ---- exchange-specific hooks ------------------------------------------------------------------
 
@@ -596,17 +598,22 @@ class LocalExchange(ABC):
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: SSLContext | None = None
+    ) -> str:
+        """Serve on ``host:port`` (0: a free port), over TLS when ``ssl_context`` is given (tests serve
+        the exchange's real hostnames that way, see tests/production_net.py); returns the base URL."""
         app = web.Application()
         app.router.add_route("*", "/__control/{action:.*}", self._control)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._closed = asyncio.Event()
         bound_host, bound_port = self._runner.addresses[0][:2]
-        self.url = f"http://{bound_host}:{bound_port}"
+        self.port = bound_port
+        self.url = f"{'https' if ssl_context else 'http'}://{bound_host}:{bound_port}"
         return self.url
 
     async def close(self) -> None:

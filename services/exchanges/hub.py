@@ -35,6 +35,9 @@
 * **URL overrides** (``EXCHANGE_URL_OVERRIDES``) replace the scheme and host of every API URL of
   an exchange and keep the path, whatever the shape of ``urls['api']`` (a string, a flat dict,
   or nested dicts such as Gate's).
+* **Transport** (:class:`services.core.transport.Transport`): the session's resolver and TLS trust.
+  Production uses the defaults; tests send the real hostnames to local TLS servers, so ccxt's
+  host-dependent code (Binance's error map by URL) runs as it does in production.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import ccxt.async_support as ccxt
 from ccxt.base.types import Entry
 
 from services.core.clock import Clock, SystemClock
+from services.core.transport import Transport
 from services.core.vault import Credentials
 from services.core.verdicts import Verdict
 from services.exchanges.budget import GENERIC_PROBE_WEIGHT, PROBE_WEIGHTS, BudgetRegistry
@@ -233,8 +237,10 @@ class ExchangeHub:
         timeout_ms: int = 10_000,
         budgets: BudgetRegistry | None = None,
         clock: Clock | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self._overrides = dict(url_overrides or {})
+        self._transport = transport or Transport()
         self._timeout_ms = timeout_ms
         self.deadline_s = 2 * timeout_ms / 1000
         self.budgets = budgets or BudgetRegistry()
@@ -329,11 +335,9 @@ class ExchangeHub:
     def _build_template(self, exchange_id: str) -> Any:
         if self._session is None:
             # One pool for all exchanges; per-host cap keeps a burst of probes from opening
-            # hundreds of sockets to one API host. trust_env=False as ccxt's default
-            # (aiohttp_trust_env): proxies are configured explicitly, not by environment.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=300),
-                trust_env=False,
+            # hundreds of sockets to one API host.
+            self._session = self._transport.session(
+                connector_options={"limit": 256, "limit_per_host": 64, "ttl_dns_cache": 300}
             )
         options: dict[str, Any] = {}
         if exchange_id in _MARKET_TYPES:

@@ -10,8 +10,9 @@ Why it looks the way it does:
   3Commas compares against what arrives on the wire.
 * **Limits.** 3Commas allows about 100 requests per minute per key and blocks a key for minutes
   after a 429; clients that keep calling get their IP banned (418) for minutes up to days, which
-  would hurt every user behind our IP. :class:`~services.threecommas.limiter.KeyLimiter` spaces calls per key, waits
-  out short blocks and fails fast, without touching the network, during long blocks and bans.
+  would hurt every user behind our IP. :class:`~services.threecommas.limiter.KeyLimiter` spaces
+  calls per key, waits out short blocks and fails fast, without touching the network, during
+  long blocks and bans.
 Entities are parsed in :mod:`services.threecommas.entities`; errors live in
 :mod:`services.threecommas.errors`.
 
@@ -33,6 +34,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 from yarl import URL
 
+from services.core.transport import Transport
 from services.core.vault import Credentials, mask
 from services.threecommas.entities import (
     Account,
@@ -329,9 +331,15 @@ class ThreeCommasAccess:
     """
 
     def __init__(
-        self, base_url: str, *, timeout_s: float = 15, monotonic: Callable[[], float] = time.monotonic
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 15,
+        monotonic: Callable[[], float] = time.monotonic,
+        transport: Transport | None = None,
     ) -> None:
         self.base_url = base_url
+        self._transport = transport or Transport()
         self._timeout_s = timeout_s
         self._monotonic = monotonic
         self._limiters: dict[str, KeyLimiter] = {}
@@ -343,7 +351,7 @@ class ThreeCommasAccess:
         limiter = self._limiters.get(credentials.api_key)
         if limiter is None:
             limiter = self._limiters[credentials.api_key] = KeyLimiter(clock=self._monotonic)
-        async with aiohttp.ClientSession() as session:
+        async with self._transport.session() as session:
             yield ThreeCommasClient(
                 session,
                 self.base_url,
