@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardMarkup
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
 from pydantic import Field
 
 # A stored row's id, in the range of the id columns (INTEGER on PostgreSQL). Forged data outside it
@@ -84,3 +87,10 @@ class MuteCb(CallbackData, prefix="m"):
 
     cid: RowId
     hours: int
+
+
+def recreate_button(row_id: int) -> InlineKeyboardMarkup:
+    """The button a deal_failed alert carries; the row is ``threecommas.recreate.store_failed_deal``'s."""
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text="♻️ " + _("Recreate…"), callback_data=RecreateCb(action="show", id=row_id))
+    return keyboard.as_markup()

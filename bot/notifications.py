@@ -1,28 +1,44 @@
-"""Turning outbox rows (data) into Telegram messages (text + buttons) in the user's language.
+"""Turning outbox rows (typed events) into Telegram messages (text + buttons) in the user's language.
 
-Rows of one user that became due together are merged: several alerts read as one message,
-and transient failures of one exchange collapse into a single "looks down" notice.
+Every message kind is rendered by the one ``match`` in :func:`render`. Rows of one user that
+became due together are merged: several alerts read as one message, and outage alerts of one
+exchange fold into a single "looks down" notice (``pipeline.fold_outages`` decides which).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from html import escape
-from typing import Any
 
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import ConnCb
+from bot.callbacks import ConnCb, recreate_button
 from bot.texts import EXCHANGE_NAMES, connection_title, duration, verdict_advice, verdict_reason
-from handlers.threecommas import recreate_button
-from services.core.verdicts import Verdict
+from services.monitoring.events import (
+    Alert,
+    Check,
+    DealFailed,
+    ExpiryReminder,
+    FlappingNotice,
+    MuteSummary,
+    Notice,
+    OutageNotice,
+    Recovery,
+    Reminder,
+    Summary,
+    Target,
+    VerdictChanged,
+    from_payload,
+)
+from services.monitoring.pipeline import fold_outages
 from services.storage.models import OutboxMessage
 
 TELEGRAM_TEXT_LIMIT = 4096
 MAX_BUTTON_ROWS = 30
+SETTLED = Summary.FLAPPING_SETTLED
 
 
 @dataclass(frozen=True)
@@ -32,42 +48,37 @@ class Rendered:
     ids: list[int]
 
 
-def _when(value: str | None) -> str:
-    if not value:
-        return ""
-    return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M UTC")
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _title(p: dict[str, Any]) -> str:
-    return connection_title(p.get("exchange", ""), p.get("label", ""))
+def _title(target: Target) -> str:
+    return connection_title(target.exchange, target.label)
 
 
-def _render_alert(p: dict[str, Any]) -> str:
-    verdict = p.get("verdict", "unknown")
+def _alert(target: Target, verdict: str, detail: str, since: datetime) -> str:
     lines = [
-        f"🔴 <b>{_title(p)}</b>: {verdict_reason(verdict)}",
-        _("Since {when}.").format(when=_when(p.get("since"))),
-        verdict_advice(verdict, p.get("detail", "")),
+        f"🔴 <b>{_title(target)}</b>: {verdict_reason(verdict)}",
+        _("Since {when}.").format(when=_when(since)),
+        verdict_advice(verdict, detail),
     ]
     return "\n".join(lines)
 
 
-def _symptom_subject(p: dict[str, Any]) -> str:
+def _symptom_subject(check: Check) -> str:
     """What a 3Commas symptom is about: an account, a deal or a SmartTrade, in a few words."""
-    subject = p.get("subject") or {}
-    check = str(p.get("check", ""))
+    subject = check.subject
     name = escape(str(subject.get("name") or subject.get("account_name") or ""))
     pair = escape(str(subject.get("pair") or ""))
-    ref = check.rpartition(":")[2]
-    if check.startswith("tc_account:"):
+    ref = check.kind.rpartition(":")[2]
+    if check.kind.startswith("tc_account:"):
         return _("3Commas account {name}").format(name=name or ref)
-    if check.startswith(("smart_trade_error:", "smart_trade_failed:")):
+    if check.kind.startswith(("smart_trade_error:", "smart_trade_failed:")):
         return _("SmartTrade #{id} {pair}").format(id=ref, pair=pair)
     return _("deal #{id} {pair}").format(id=ref, pair=pair)
 
 
-def _symptom_reason(p: dict[str, Any]) -> str:
-    reason = str(p.get("reason", ""))
+def _symptom_reason(reason: str) -> str:
     texts = {
         "account_locked": _("the account is locked"),
         "keys_expire_soon": _("its exchange API key expires soon"),
@@ -81,63 +92,75 @@ def _symptom_reason(p: dict[str, Any]) -> str:
     return texts.get(reason) or verdict_reason(reason)
 
 
-def _render_symptom(p: dict[str, Any]) -> str:
-    kind = p.get("type")
-    head = f"<b>{_title(p)}</b> · {_symptom_subject(p)}"
-    detail = escape(str(p.get("detail", ""))[:200])
-    if kind == "recovery":
-        return "🟢 " + _("{what}: resolved after {duration}.").format(what=head, duration=duration_from(p))
-    lines = [f"🔴 {head}: {_symptom_reason(p)}"]
+def _symptom(target: Target, check: Check, detail: str) -> str:
+    head = f"<b>{_title(target)}</b> · {_symptom_subject(check)}"
+    lines = [f"🔴 {head}: {_symptom_reason(check.reason)}"]
     if detail:
-        lines.append(f"<i>{detail}</i>")
-    if p.get("reason") in {"deal_failed", "deal_cancelled"}:
+        lines.append(f"<i>{escape(detail[:200])}</i>")
+    if check.reason in {"deal_failed", "deal_cancelled"}:
         lines.append(
             _("Its orders may still lock funds: see /orders. You can recreate it with the button below.")
         )
-    elif p.get("reason") == "stale_upnl":
+    elif check.reason == "stale_upnl":
         lines.append(_("Usually the exchange key behind the account stopped working; check /status."))
     return "\n".join(lines)
 
 
-def _render_one(p: dict[str, Any]) -> str:
-    kind = p.get("type")
-    if p.get("check") and kind in {"alert", "reminder", "recovery", "event"}:
-        return _render_symptom(p)
-    if kind == "alert":
-        return _render_alert(p)
-    if kind == "reminder":
-        return _("Reminder #{n}:").format(n=p.get("number", 1)) + " " + _render_alert(p)
-    if kind == "recovery":
-        return "🟢 " + _("<b>{title}</b> works again. It was failing for {duration}.").format(
-            title=_title(p), duration=duration_from(p)
-        )
-    if kind == "flapping":
-        return "🟠 " + _(
-            "<b>{title}</b> keeps failing and recovering ({n} times in the last hour). "
-            "I will stay quiet until it settles and then tell you how it ended."
-        ).format(title=_title(p), n=p.get("transitions", 0))
-    if kind == "mute_summary":
-        state = _("working") if p.get("status") == "ok" else verdict_reason(p.get("verdict", "unknown"))
-        return "🔔 " + _("Mute ended. <b>{title}</b> changed while muted; now: {state}.").format(
-            title=_title(p), state=state
-        )
-    if kind == "expiry":
-        return "⏰ " + _("<b>{title}</b>: {what} on {when}. Create a new key before then.").format(
-            title=_title(p), what=_expiry_what(p.get("warning", "")), when=_when(p.get("due"))
-        )
-    return p.get("text", "")
+def render(item: Notice | OutageNotice) -> str:
+    """The text of one notice (or folded outage) in the current locale."""
+    match item:
+        case OutageNotice(exchange, connection_ids):
+            return _outage(exchange, len(connection_ids))
+        case Notice(event=MuteSummary(change)):
+            return (
+                "🔔 "
+                + _("Mute ended. This changed while you were muted:")
+                + "\n"
+                + render(replace(item, event=change))
+            )
+        case Notice(target, Recovery(duration=span), Check() as check):
+            head = f"<b>{_title(target)}</b> · {_symptom_subject(check)}"
+            return "🟢 " + _("{what}: resolved after {duration}.").format(what=head, duration=duration(span))
+        case Notice(
+            target,
+            Alert(detail=detail) | Reminder(detail=detail) | DealFailed(detail=detail),
+            Check() as check,
+        ):
+            return _symptom(target, check, detail)
+        case Notice(
+            target,
+            Alert(summary=Summary.FLAPPING_SETTLED) | Recovery(summary=Summary.FLAPPING_SETTLED) as event,
+        ):
+            settled = "🟠 " + _(
+                "<b>{title}</b> has stopped failing and recovering. Where it settled:"
+            ).format(title=_title(target))
+            return settled + "\n" + render(replace(item, event=replace(event, summary=None)))
+        case Notice(target, Alert(verdict, detail, since) | VerdictChanged(_, verdict, detail, since)):
+            return _alert(target, verdict, detail, since)
+        case Notice(target, Reminder(verdict, detail, since, number)):
+            return _("Reminder #{n}:").format(n=number) + " " + _alert(target, verdict, detail, since)
+        case Notice(target, Recovery(duration=span)):
+            return "🟢 " + _("<b>{title}</b> works again. It was failing for {duration}.").format(
+                title=_title(target), duration=duration(span)
+            )
+        case Notice(target, FlappingNotice(transitions)):
+            return "🟠 " + _(
+                "<b>{title}</b> keeps failing and recovering ({n} times in the last hour). "
+                "I will stay quiet until it settles and then tell you how it ended."
+            ).format(title=_title(target), n=transitions)
+        case Notice(target, ExpiryReminder(warning, due)):
+            return "⏰ " + _("<b>{title}</b>: {what} on {when}. Create a new key before then.").format(
+                title=_title(target), what=_expiry_what(warning), when=_when(due)
+            )
+        case Notice(target, DealFailed(reason, detail)):
+            return _symptom(target, Check("", reason), detail)
+    raise TypeError(f"cannot render {item!r}")
 
 
 def _expiry_what(code: str) -> str:
     if code == "no_ip_restriction":
         return _("the exchange limits keys without an IP whitelist")
     return _("the key expires")
-
-
-def duration_from(p: dict[str, Any]) -> str:
-    from datetime import timedelta
-
-    return duration(timedelta(seconds=float(p.get("duration_s", 0))))
 
 
 def _outage(exchange: str, count: int) -> str:
@@ -148,56 +171,54 @@ def _outage(exchange: str, count: int) -> str:
     ).format(exchange=name, n=count)
 
 
-def _buttons(keyboard: InlineKeyboardBuilder, p: dict[str, Any]) -> None:
-    if p.get("failed_deal_id"):
-        keyboard.add(*recreate_button(int(p["failed_deal_id"])).inline_keyboard[0])
+def _buttons(keyboard: InlineKeyboardBuilder, item: Notice | OutageNotice) -> None:
+    if isinstance(item, OutageNotice):
+        keyboard.button(
+            text="🔄 " + _("Refresh"), callback_data=ConnCb(action="refresh", cid=item.connection_ids[0])
+        )
         return
-    if p.get("check"):
+    event = item.event.change if isinstance(item.event, MuteSummary) else item.event
+    if isinstance(event, DealFailed):
+        if event.failed_deal_id is not None:
+            keyboard.add(*recreate_button(event.failed_deal_id).inline_keyboard[0])
+        return
+    if item.check is not None:
         return  # symptoms point to /orders and /status; the account's key has its own alert
-    cid = p.get("connection_id")
-    if cid is None:
-        return
-    if p.get("type") in {"alert", "reminder"} and Verdict(p.get("verdict", "unknown")).is_key_problem:
+    cid = item.target.connection_id
+    asks_to_act = isinstance(event, Alert | Reminder | VerdictChanged)
+    if asks_to_act and event.verdict.is_key_problem:
         keyboard.button(text="⛔ " + _("Update API key"), callback_data=ConnCb(action="update", cid=cid))
     keyboard.button(text="🔄 " + _("Refresh"), callback_data=ConnCb(action="refresh", cid=cid))
-    if p.get("type") in {"alert", "reminder", "flapping"}:
+    if asks_to_act or isinstance(event, FlappingNotice):
         keyboard.button(text="🔕 " + _("Mute 24 h"), callback_data=ConnCb(action="mute", cid=cid))
 
 
 def render_batch(rows: list[OutboxMessage]) -> list[Rendered]:
     """One or more messages (each under Telegram's limit) covering every row."""
-    blocks: list[tuple[str, list[int], list[dict[str, Any]]]] = []
-    outages: dict[str, list[OutboxMessage]] = {}
-    for row in rows:
-        p = row.payload
-        if p.get("type") == "alert" and p.get("verdict") in {"network", "exchange_down"}:
-            outages.setdefault(p.get("exchange", ""), []).append(row)
-            continue
-        blocks.append((_render_one(p), [row.id], [p]))
-    for exchange, group in outages.items():
-        refresh_targets = [{"type": "outage", "connection_id": r.payload.get("connection_id")} for r in group]
-        blocks.append((_outage(exchange, len(group)), [r.id for r in group], refresh_targets[:1]))
-
+    if not rows:
+        return []
+    notices = [(row.id, from_payload(row.payload)) for row in rows]
+    blocks = [(render(item), ids, item) for ids, item in fold_outages(rows[0].user_id, notices)]
     messages: list[Rendered] = []
-    text, ids, payloads = "", [], []
-    for block_text, block_ids, block_payloads in blocks:
+    text, ids, items = "", [], []
+    for block_text, block_ids, item in blocks:
         candidate = f"{text}\n\n{block_text}" if text else block_text
         if text and len(candidate) > TELEGRAM_TEXT_LIMIT - 100:
-            messages.append(_finish(text, ids, payloads))
-            text, ids, payloads = block_text, list(block_ids), list(block_payloads)
+            messages.append(_finish(text, ids, items))
+            text, ids, items = block_text, list(block_ids), [item]
         else:
-            text, ids, payloads = candidate, ids + block_ids, payloads + block_payloads
+            text, ids, items = candidate, ids + block_ids, [*items, item]
     if text:
-        messages.append(_finish(text, ids, payloads))
+        messages.append(_finish(text, ids, items))
     return messages
 
 
-def _finish(text: str, ids: list[int], payloads: list[dict[str, Any]]) -> Rendered:
+def _finish(text: str, ids: list[int], items: list[Notice | OutageNotice]) -> Rendered:
     keyboard = InlineKeyboardBuilder()
     per_row = []
-    for p in payloads[:MAX_BUTTON_ROWS]:
+    for item in items[:MAX_BUTTON_ROWS]:
         before = len(list(keyboard.buttons))
-        _buttons(keyboard, p)
+        _buttons(keyboard, item)
         per_row.append(len(list(keyboard.buttons)) - before)
     if not any(per_row):
         return Rendered(text[:TELEGRAM_TEXT_LIMIT], None, ids)

@@ -64,7 +64,7 @@ class Worker:
             clock=app.clock,
             worker_id=self.ident,
             checkers={"exchange": ExchangeChecker(app.hub, app.vault, app.clock), THREECOMMAS: threecommas},
-            event_payloads={THREECOMMAS: threecommas.event_payload},
+            recreate_plans={THREECOMMAS: threecommas.store_recreate_plan},
             config=PollerConfig(
                 default_interval=timedelta(seconds=app.settings.poll_interval_seconds),
                 lease=timedelta(seconds=app.settings.lease_seconds),

@@ -290,10 +290,3 @@ async def recreate_go(query: CallbackQuery, callback_data: RecreateCb, app: AppC
     }
     if isinstance(query.message, Message):
         await query.message.edit_text(query.message.html_text + "\n\n" + texts[result.outcome])
-
-
-def recreate_button(row_id: int) -> InlineKeyboardMarkup:
-    """The button the deal_failed alert carries (see ``services.threecommas.links.store_failed_deal``)."""
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(text="♻️ " + _("Recreate…"), callback_data=RecreateCb(action="show", id=row_id))
-    return keyboard.as_markup()

@@ -18,11 +18,9 @@ from services.monitoring.incidents import (
     Alert,
     AlertPolicy,
     ConfirmRule,
-    Event,
     FlappingNotice,
     IncidentState,
     IncidentStatus,
-    Observation,
     Recovery,
     Reminder,
     Summary,
@@ -30,12 +28,14 @@ from services.monitoring.incidents import (
     VerdictChanged,
     confirm_after,
     due_reminder,
-    group_outages,
     inhibited,
     mute_snapshot,
     step,
     unmute_summary,
 )
+from services.monitoring.events import IncidentEvent as Event
+from services.monitoring.incidents import key_check as Observation
+from services.monitoring.pipeline import group_outages
 from services.storage.models import Incident
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

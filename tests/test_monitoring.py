@@ -183,6 +183,39 @@ async def test_recovery_during_a_mute_is_summarised_once_after_it(tmp_path):
         assert "works again" in m.messages(1)[-1].text
 
 
+async def test_the_mute_summary_reaches_the_user_when_the_mute_ends(tmp_path):
+    async with monitor(tmp_path, "binance") as m:
+        connection_id, api_key = await m.link(1, "binance")
+        await m.tick(0)
+        async with m.rig.app.sessions.begin() as session:
+            assert await mute(session, 1, connection_id, timedelta(minutes=10), m.rig.clock.now())
+        m.exchanges["binance"].set_key_state(api_key, "revoked")
+        await m.run_for(540, step=30)
+        assert m.messages(1) == []  # revoked while muted: nothing yet
+        await m.run_for(180, step=30)
+        [summary] = m.messages(1)
+        assert "Mute ended" in summary.text and "revoked" in summary.text
+        assert "⛔ Update API key" in {b.text for b in summary.buttons}
+
+
+async def test_the_flapping_summary_reaches_the_user_once_it_settles(tmp_path):
+    async with monitor(tmp_path, "binance") as m:
+        connection_id, api_key = await m.link(1, "binance")
+        await m.tick(0)
+        for _ in range(3):  # alert, recovery, alert, recovery, then the 5th transition flaps
+            m.exchanges["binance"].set_key_state(api_key, "revoked")
+            await m.until_failing_seen(connection_id)
+            await m.run_for(60)
+            m.exchanges["binance"].set_key_state(api_key, "valid")
+            await m.run_for(120)
+        texts = [message.text for message in m.messages(1)]
+        assert len(texts) == 5 and "keeps failing and recovering" in texts[-1]
+        await m.run_for(3600 + 120, step=60)
+        settled = m.messages(1)[-1].text
+        assert len(m.messages(1)) == 6
+        assert "stopped failing and recovering" in settled and "works again" in settled
+
+
 async def test_blocked_user_stops_being_polled_until_start(tmp_path):
     async with monitor(tmp_path, "binance") as m:
         _, api_key = await m.link(1, "binance")

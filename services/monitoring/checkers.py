@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,10 +12,10 @@ from services.core.vault import Credentials, Vault, VaultError
 from services.core.verdicts import Verdict
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
-from services.monitoring.polling import CheckResult, Claimed, Symptom
+from services.monitoring.incidents import Observation
+from services.monitoring.polling import CheckResult, Claimed
 from services.storage.models import Connection
 from services.threecommas.checks import (
-    Observation,
     Snapshot,
     TcState,
     Thresholds,
@@ -57,13 +56,7 @@ class ExchangeChecker:
         result = await probe(
             client, clock=self.clock, with_key_info=True, with_balances=with_balances, known=known
         )
-        return CheckResult(
-            verdict=result.verdict,
-            detail=result.detail,
-            key_info=result.key_info.to_json() if result.key_info is not None else None,
-            balances=result.balances,
-            weight=result.weight,
-        )
+        return CheckResult.from_probe(result)
 
 
 # Public ticker weight on the heaviest supported exchange (Binance GET /api/v3/ticker/price, one symbol).
@@ -108,9 +101,9 @@ class ThreeCommasChecker:
         )
         key = next(o for o in outcome.observations if o.check_kind == "tc_key")
         return CheckResult(
-            verdict=_as_verdict(key.verdict_or_reason) if not key.ok else Verdict.OK,
+            verdict=key.verdict,
             detail=key.detail,
-            symptoms=tuple(_symptom(o) for o in outcome.observations if o.check_kind != "tc_key"),
+            symptoms=tuple(o for o in outcome.observations if o.check_kind != "tc_key"),
             check_state=outcome.snapshot.to_dict(),
         )
 
@@ -128,39 +121,18 @@ class ThreeCommasChecker:
                 prices[symbol] = float(ticker["last"])
         return prices
 
-    async def event_payload(
-        self, session: AsyncSession, connection: Connection, symptom: Symptom, now: datetime
-    ) -> dict[str, Any]:
+    async def store_recreate_plan(
+        self, session: AsyncSession, connection: Connection, observation: Observation, now: datetime
+    ) -> int | None:
         """A failed or cancelled deal gets a stored recreate plan, so its button carries a short id."""
-        plan = symptom.subject.get("recreate_plan")
+        plan = observation.subject.get("recreate")
         if not plan:
-            return {}
-        row_id = await store_failed_deal(
+            return None
+        return await store_failed_deal(
             session,
             user_id=connection.user_id,
             tc_connection_id=connection.id,
             plan=plan,
-            error=str(symptom.subject.get("error") or ""),
+            error=str(observation.subject.get("error") or ""),
             now=now,
         )
-        return {"failed_deal_id": row_id}
-
-
-def _as_verdict(value: str) -> Verdict:
-    return Verdict(value) if value in Verdict._value2member_map_ else Verdict.UNKNOWN
-
-
-def _symptom(observation: Observation) -> Symptom:
-    subject = dict(observation.subject)
-    plan = subject.pop("recreate", None)
-    if plan:
-        subject["recreate_plan"] = plan
-    return Symptom(
-        check_kind=observation.check_kind,
-        ok=observation.ok,
-        verdict=Verdict.OK if observation.ok else _as_verdict(observation.verdict_or_reason),
-        reason=observation.verdict_or_reason,
-        detail=observation.detail,
-        subject=subject,
-        is_event=observation.is_event,
-    )

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.exchanges.probes import KeyInfo, key_warnings
 from services.monitoring import outbox
+from services.monitoring.events import ExpiryReminder, Notice, Target, to_payload
 from services.storage.models import Connection, User
 
 # Nearest lead first: inside one day the 1-day reminder is due, not a late 7-day one.
@@ -36,6 +37,7 @@ async def enqueue_expiry_reminders(sessions: async_sessionmaker[AsyncSession], n
     for connection_id, user_id, exchange, label, info in rows:
         if not info:
             continue
+        target = Target(connection_id, exchange, label)
         for warning in key_warnings(exchange, KeyInfo.from_json(info), now):
             if warning.code not in DATED_WARNINGS or warning.due is None or warning.due <= now:
                 continue
@@ -48,14 +50,11 @@ async def enqueue_expiry_reminders(sessions: async_sessionmaker[AsyncSession], n
                     key,
                     user_id=user_id,
                     kind="expiry",
-                    payload={
-                        "type": "expiry",
-                        "connection_id": connection_id,
-                        "exchange": exchange,
-                        "label": label,
-                        "warning": warning.code,
-                        "due": warning.due.isoformat(),
-                    },
+                    payload=to_payload(
+                        Notice(
+                            Target(connection_id, exchange, label), ExpiryReminder(warning.code, warning.due)
+                        )
+                    ),
                     now=now,
                 )
                 break

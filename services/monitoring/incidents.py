@@ -42,14 +42,22 @@ User-visible promises (each one is tested in ``tests/test_incidents.py``):
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from services.core.verdicts import Verdict
+from services.monitoring.events import (
+    Alert,
+    FlappingNotice,
+    IncidentEvent,
+    Recovery,
+    Reminder,
+    Summary,
+    VerdictChanged,
+)
 
 if TYPE_CHECKING:
     from services.storage.models import Incident
@@ -59,7 +67,6 @@ KEY_CHECK = "key"
 
 _DETAIL_MAX = 300  # length of Incident.detail
 _MIN_REPROBE = timedelta(seconds=5)  # never hammer an exchange faster than this while confirming
-_OUTAGE_VERDICTS = frozenset({Verdict.NETWORK, Verdict.EXCHANGE_DOWN})
 
 
 class IncidentStatus(StrEnum):
@@ -77,13 +84,6 @@ class UserView(StrEnum):
     OK = "ok"
     FAILING = "failing"
     FLAPPING = "flapping"
-
-
-class Summary(StrEnum):
-    """Marks an Alert/Recovery that summarises a period instead of reporting a live transition."""
-
-    FLAPPING_SETTLED = "flapping_settled"
-    WHILE_MUTED = "while_muted"
 
 
 @dataclass(frozen=True)
@@ -160,50 +160,6 @@ class AlertPolicy:
 
 
 DEFAULT_POLICY = AlertPolicy()
-
-
-# -- events -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Alert:
-    verdict: Verdict
-    detail: str
-    since: datetime  # first failed probe
-    summary: Summary | None = None
-
-
-@dataclass(frozen=True)
-class Recovery:
-    verdict: Verdict  # what was failing
-    since: datetime
-    duration: timedelta
-    summary: Summary | None = None
-
-
-@dataclass(frozen=True)
-class Reminder:
-    verdict: Verdict  # the current verdict, which may differ from the alerted one
-    detail: str
-    since: datetime
-    number: int  # 1-based
-
-
-@dataclass(frozen=True)
-class FlappingNotice:
-    transitions: int  # ok↔failing transitions seen within ``window``
-    window: timedelta
-
-
-@dataclass(frozen=True)
-class VerdictChanged:
-    previous: Verdict
-    verdict: Verdict  # always a key problem
-    detail: str
-    since: datetime  # the incident's first failed probe, unchanged
-
-
-Event = Alert | Recovery | Reminder | FlappingNotice | VerdictChanged
 
 
 # -- state --------------------------------------------------------------------------------
@@ -347,15 +303,44 @@ class IncidentState:
         return self.transitions.flapping_until is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
+    """One check's outcome: the one type from every checker to this machine.
+
+    ``check_kind`` names the incident (:data:`KEY_CHECK` for the key itself, e.g.
+    ``tc_account:7`` or ``deal_failed:9`` for what a 3Commas key shows). ``verdict_or_reason`` is
+    a :class:`Verdict` value, or for a symptom a finer reason to show the user (``account_locked``),
+    which the machine confirms like ``unknown``. ``subject`` holds what the message names (a
+    deal's pair, an account's name). ``is_event`` marks one-off happenings (a failed deal): they
+    are announced once and never step an incident.
+    """
+
+    check_kind: str
     ok: bool
-    verdict: Verdict
+    verdict_or_reason: str
     detail: str = ""
+    subject: Mapping[str, Any] = field(default_factory=dict)
+    is_event: bool = False
 
     def __post_init__(self) -> None:
-        if self.ok != (self.verdict is Verdict.OK):
-            raise ValueError(f"ok={self.ok} contradicts verdict {self.verdict}")
+        failing_verdict = (
+            self.verdict_or_reason in Verdict._value2member_map_ and self.verdict_or_reason != Verdict.OK
+        )
+        if (self.ok and failing_verdict) or (not self.ok and self.verdict_or_reason == Verdict.OK):
+            raise ValueError(f"ok={self.ok} contradicts {self.verdict_or_reason!r}")
+
+    @property
+    def verdict(self) -> Verdict:
+        """What the machine confirms on: ``ok``, the verdict, or ``unknown`` for a finer reason."""
+        if self.ok:
+            return Verdict.OK
+        known = self.verdict_or_reason in Verdict._value2member_map_
+        return Verdict(self.verdict_or_reason) if known else Verdict.UNKNOWN
+
+
+def key_check(ok: bool, verdict: Verdict, detail: str = "") -> Observation:
+    """The key check's observation, as the poller makes it from a probe's verdict."""
+    return Observation(KEY_CHECK, ok, verdict.value, detail[:_DETAIL_MAX])
 
 
 # -- the machine --------------------------------------------------------------------------
@@ -363,7 +348,7 @@ class Observation:
 
 def step(
     state: IncidentState, obs: Observation, now: datetime, policy: AlertPolicy = DEFAULT_POLICY
-) -> tuple[IncidentState, list[Event]]:
+) -> tuple[IncidentState, list[IncidentEvent]]:
     """Advances ``state`` by one probe result taken at ``now``.
 
     Muted checks must still be stepped (and their events dropped) so the state tracks
@@ -391,9 +376,9 @@ def step(
 
 def _observe_ok(
     state: IncidentState, now: datetime, policy: AlertPolicy
-) -> tuple[IncidentState, list[Event]]:
+) -> tuple[IncidentState, list[IncidentEvent]]:
     memo = replace(state.transitions, confirm_since=None, confirmed=None)
-    events: list[Event] = []
+    events: list[IncidentEvent] = []
     if state.status is IncidentStatus.FAILING:
         verdict, since = state.transitions.confirmed, state.pending_since
         assert verdict is not None and since is not None  # guaranteed by __post_init__
@@ -417,7 +402,7 @@ def _observe_ok(
 
 def _observe_failure(
     state: IncidentState, obs: Observation, now: datetime, policy: AlertPolicy
-) -> tuple[IncidentState, list[Event]]:
+) -> tuple[IncidentState, list[IncidentEvent]]:
     memo = state.transitions
     rule = policy.rule(obs.verdict)
     if state.status is IncidentStatus.OK:
@@ -449,7 +434,9 @@ def _observe_failure(
     return state, []
 
 
-def _confirm(state: IncidentState, now: datetime, policy: AlertPolicy) -> tuple[IncidentState, list[Event]]:
+def _confirm(
+    state: IncidentState, now: datetime, policy: AlertPolicy
+) -> tuple[IncidentState, list[IncidentEvent]]:
     assert state.pending_since is not None
     alert = Alert(state.verdict, state.detail, state.pending_since)
     memo, events = _transition(state.transitions, now, policy, alert)
@@ -464,7 +451,9 @@ def _confirm(state: IncidentState, now: datetime, policy: AlertPolicy) -> tuple[
     return state, events
 
 
-def _escalate(state: IncidentState, previous: Verdict, now: datetime) -> tuple[IncidentState, list[Event]]:
+def _escalate(
+    state: IncidentState, previous: Verdict, now: datetime
+) -> tuple[IncidentState, list[IncidentEvent]]:
     assert state.pending_since is not None
     escalated = replace(state, transitions=replace(state.transitions, confirmed=state.verdict))
     if state.flapping:
@@ -474,8 +463,8 @@ def _escalate(state: IncidentState, previous: Verdict, now: datetime) -> tuple[I
 
 
 def _transition(
-    memo: IncidentMemo, now: datetime, policy: AlertPolicy, event: Event
-) -> tuple[IncidentMemo, list[Event]]:
+    memo: IncidentMemo, now: datetime, policy: AlertPolicy, event: IncidentEvent
+) -> tuple[IncidentMemo, list[IncidentEvent]]:
     """Records a confirmed ok↔failing transition and decides whether ``event`` may go out."""
     recent = (*(t for t in memo.recent if now - t < policy.flap_window), now)
     memo = replace(memo, recent=recent)
@@ -487,7 +476,9 @@ def _transition(
     return memo, [event]
 
 
-def _settle(state: IncidentState, flapping_since: datetime, now: datetime) -> tuple[IncidentState, Event]:
+def _settle(
+    state: IncidentState, flapping_since: datetime, now: datetime
+) -> tuple[IncidentState, IncidentEvent]:
     if state.status is IncidentStatus.FAILING:
         assert state.pending_since is not None
         alert = Alert(state.verdict, state.detail, state.pending_since, Summary.FLAPPING_SETTLED)
@@ -534,7 +525,7 @@ def confirm_after(verdict: Verdict, policy: AlertPolicy = DEFAULT_POLICY) -> tim
     return policy.rule(verdict).reprobe
 
 
-# -- mute, inhibition, outage grouping ------------------------------------------------------
+# -- mute, inhibition ------------------------------------------------------
 
 
 def _user_view(state: IncidentState) -> UserView:
@@ -548,7 +539,9 @@ def mute_snapshot(state: IncidentState) -> UserView:
     return _user_view(state)
 
 
-def unmute_summary(state: IncidentState, now: datetime, policy: AlertPolicy = DEFAULT_POLICY) -> Event | None:
+def unmute_summary(
+    state: IncidentState, now: datetime, policy: AlertPolicy = DEFAULT_POLICY
+) -> Alert | Recovery | FlappingNotice | None:
     """One event telling what changed while muted, or None if the user's picture still holds.
 
     Compares the user's view (ok / failing / flapping) at mute time with now. Failing now →
@@ -583,36 +576,6 @@ def inhibited(check_kind: str, key_status: IncidentStatus) -> bool:
     incident stays as it was and resumes once the key check is ok again.
     """
     return check_kind != KEY_CHECK and key_status is not IncidentStatus.OK
-
-
-def group_outages(
-    failures: Iterable[tuple[int, str, Verdict]],
-    *,
-    checked: Mapping[str, int] | None = None,
-    min_users: int = 3,
-    min_share: float = 0.5,
-) -> frozenset[str]:
-    """Exchanges that look down: many users failing with network/exchange_down at once.
-
-    ``failures`` are ``(user_id, exchange, verdict)`` from one window; ``checked`` optionally
-    gives how many distinct users were probed per exchange in that window. An exchange is down
-    when at least ``min_users`` distinct users see an outage verdict and, if ``checked`` is
-    known, they are at least ``min_share`` of those probed. Distinct users, not connections,
-    so one user's ten sub-account keys cannot declare Bybit down for everyone; the share keeps
-    a handful out of thousands from doing so on a large deployment. Key problems and
-    rate limits never count: they are about a key or our own budget, not the exchange.
-    """
-    users: defaultdict[str, set[int]] = defaultdict(set)
-    for user_id, exchange, verdict in failures:
-        if verdict in _OUTAGE_VERDICTS:
-            users[exchange].add(user_id)
-    probed = checked or {}
-    return frozenset(
-        exchange
-        for exchange, affected in users.items()
-        if len(affected) >= min_users
-        and len(affected) >= min_share * max(len(affected), probed.get(exchange, 0))
-    )
 
 
 def _require_aware(now: datetime) -> None:

@@ -26,30 +26,25 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
 from services.core.verdicts import Verdict
+from services.exchanges.probes import ProbeResult
 from services.monitoring import outbox
+from services.monitoring.events import Check, DealFailed, Notice, Target, to_payload
 from services.monitoring.incidents import (
     DEFAULT_POLICY,
     KEY_CHECK,
-    Alert,
     AlertPolicy,
-    Event,
-    FlappingNotice,
     IncidentState,
     IncidentStatus,
     Observation,
-    Recovery,
-    Reminder,
-    VerdictChanged,
     confirm_after,
-    due_reminder,
-    inhibited,
-    mute_snapshot,
-    step,
-    unmute_summary,
+    key_check,
 )
+from services.monitoring.pipeline import Situation, decide
 from services.storage.models import Connection, Incident, User
 
 log = logging.getLogger(__name__)
+
+_DETAIL_MAX = 300  # length of Connection.verdict_detail
 
 
 @dataclass(frozen=True)
@@ -69,38 +64,55 @@ class Claimed:
 
 
 @dataclass(frozen=True)
-class Symptom:
-    """A further check behind one connection (a 3Commas account, a deal's UPNL, a failed deal).
-
-    Each ``check_kind`` has an incident of its own; ``is_event`` marks one-off happenings (a deal
-    that failed) that are announced once instead of stepping an incident. ``reason`` is the
-    precise cause shown to the user; ``verdict`` is what the incident machine confirms on.
-    """
-
-    check_kind: str
-    ok: bool
-    verdict: Verdict
-    reason: str
-    detail: str = ""
-    subject: dict[str, Any] = field(default_factory=dict)
-    is_event: bool = False
-
-
-@dataclass(frozen=True)
 class CheckResult:
-    """A checker's conclusion about one connection: the key itself, plus any symptoms."""
+    """A checker's conclusion about one connection: the key itself, plus what the key shows
+    (``symptoms``: further checks behind it, e.g. a 3Commas account's deals)."""
 
     verdict: Verdict
     detail: str = ""
     key_info: dict[str, Any] | None = None
     balances: dict[str, Any] | None = None
     weight: float = 1
-    symptoms: tuple[Symptom, ...] = ()
+    symptoms: tuple[Observation, ...] = ()
     check_state: dict[str, Any] | None = None
+
+    @classmethod
+    def from_probe(cls, result: ProbeResult) -> CheckResult:
+        return cls(
+            verdict=result.verdict,
+            detail=result.detail,
+            key_info=result.key_info.to_json() if result.key_info is not None else None,
+            balances=result.balances,
+            weight=result.weight,
+        )
+
+
+def check_columns(result: CheckResult, now: datetime) -> dict[str, Any]:
+    """The ``connections`` columns a key check result sets, for the poller and a user's Refresh alike.
+
+    Incident state, scheduling and leases are not here: only the poller owns those.
+    """
+    columns: dict[str, Any] = {
+        "last_check_at": now,
+        "verdict": result.verdict.value,
+        "verdict_detail": result.detail[:_DETAIL_MAX],
+        "updated_at": now,
+    }
+    if result.verdict is Verdict.OK:
+        columns["last_ok_at"] = now
+    if result.key_info is not None:
+        columns["key_info"] = result.key_info
+    if result.balances is not None:
+        columns["balances"] = result.balances
+        columns["balances_at"] = now
+    if result.check_state is not None:
+        columns["check_state"] = result.check_state
+    return columns
 
 
 Checker = Callable[[Claimed], Awaitable[CheckResult]]
-EventPayload = Callable[[AsyncSession, Connection, Symptom, datetime], Awaitable[dict[str, Any]]]
+# Stores what a one-off event's button needs (a failed deal's recreate plan); returns its row id.
+RecreatePlanStore = Callable[[AsyncSession, Connection, Observation, datetime], Awaitable[int | None]]
 IntervalStretch = Callable[[str, timedelta, int], timedelta]
 
 
@@ -124,8 +136,8 @@ class Poller:
     config: PollerConfig = field(default_factory=PollerConfig)
     policy: AlertPolicy = DEFAULT_POLICY
     stretch: IntervalStretch | None = None
-    # Turns a one-off symptom (a failed deal) into outbox data, per connection kind.
-    event_payloads: dict[str, EventPayload] = field(default_factory=dict)
+    # Per connection kind: keeps a failed deal's recreate plan so its alert's button can name it.
+    recreate_plans: dict[str, RecreatePlanStore] = field(default_factory=dict)
     observe: Callable[[Claimed, CheckResult, float], None] | None = None
     random: random.Random = field(default_factory=random.Random)
     checked: int = 0
@@ -236,7 +248,7 @@ class Poller:
         return len(batch)
 
     async def record(self, outcomes: Sequence[tuple[Claimed, CheckResult]]) -> None:
-        """Write results, step incidents, enqueue alerts and release leases, in one transaction."""
+        """Write results, decide every check, enqueue its events and release leases, in one transaction."""
         now = self.clock.now()
         ids = [c.id for c, _ in outcomes]
         async with self.sessions.begin() as session:
@@ -260,136 +272,72 @@ class Poller:
                 connection = connections.get(claimed.id)
                 if connection is None:  # lease lost to another worker, or the user removed it
                     continue
-                user = users[connection.user_id]
+                muted = _muted(connection, users[connection.user_id], now)
+                key = key_check(result.verdict is Verdict.OK, result.verdict, result.detail)
+                key_state = await self._decide(session, connection, incidents, key, Situation(muted), now)
+                self._write_check(connection, claimed, result, key_state, now)
+                for observation in result.symptoms:
+                    situation = Situation(muted, key_state.status)
+                    await self._decide(session, connection, incidents, observation, situation, now)
 
-                def incident_for(kind: str, cid: int = claimed.id) -> Incident:
-                    found = incidents.get((cid, kind))
-                    if found is None:
-                        found = self._new_incident(session, cid, kind, now)
-                        incidents[(cid, kind)] = found
-                    return found
-
-                key_status = self._record_one(
-                    session, connection, incident_for(KEY_CHECK), user, claimed, result, now
+    async def _decide(
+        self,
+        session: AsyncSession,
+        connection: Connection,
+        incidents: dict[tuple[int, str], Incident],
+        observation: Observation,
+        situation: Situation,
+        now: datetime,
+    ) -> IncidentState:
+        """Runs one observation through the pipeline, stores its incident, enqueues its events."""
+        row = None if observation.is_event else incidents.get((connection.id, observation.check_kind))
+        before = IncidentState() if row is None else IncidentState.from_row(row)
+        state, events = decide(before, observation, self.policy, now, situation)
+        if not observation.is_event and state != before:
+            if row is None:
+                row = Incident(connection_id=connection.id, check_kind=observation.check_kind)
+                session.add(row)
+                incidents[(connection.id, observation.check_kind)] = row
+            state.apply_to(row)
+            row.updated_at = now
+        target = Target(connection.id, connection.exchange, connection.label)
+        check = None
+        if observation.check_kind != KEY_CHECK:
+            check = Check(observation.check_kind, observation.verdict_or_reason, observation.subject)
+        for event in events:
+            if isinstance(event, DealFailed):
+                event = replace(
+                    event, failed_deal_id=await self._store_plan(session, connection, observation, now)
                 )
-                for symptom in result.symptoms:
-                    if symptom.is_event:
-                        await self._announce(session, connection, user, symptom, now)
-                    elif not inhibited(symptom.check_kind, key_status):
-                        self._step_symptom(
-                            session, connection, incident_for(symptom.check_kind), user, symptom, now
-                        )
+            self._enqueue(session, Notice(target, event, check), connection.user_id, now)
+        return state
 
-    @staticmethod
-    def _new_incident(session: AsyncSession, connection_id: int, kind: str, now: datetime) -> Incident:
-        incident = Incident(connection_id=connection_id, check_kind=kind, updated_at=now)
-        IncidentState().apply_to(incident)
-        session.add(incident)
-        return incident
+    async def _store_plan(
+        self, session: AsyncSession, connection: Connection, observation: Observation, now: datetime
+    ) -> int | None:
+        store = self.recreate_plans.get(connection.kind)
+        return None if store is None else await store(session, connection, observation, now)
 
-    def _step_incident(
-        self, incident: Incident, observation: Observation, muted: bool, now: datetime
-    ) -> tuple[IncidentState, list[Event]]:
-        """One step of an incident, with reminders and mutes applied; returns the events to send."""
-        before = IncidentState.from_row(incident)
-        if muted and before.muted_state is None:
-            before = _with_mute(before)  # what the user knew when the mute began
-        state, events = step(before, observation, now, self.policy)
-        state, reminder = due_reminder(state, now, self.policy)
-        if reminder is not None:
-            events.append(reminder)
-        if muted:
-            events = []
-        elif state.muted_state is not None:  # the mute has ended: one summary if anything changed
-            summary = unmute_summary(state, now, self.policy)
-            events = [summary] if summary is not None else []
-            state = _without_mute(state)
-        state.apply_to(incident)
-        incident.updated_at = now
-        return state, events
-
-    def _enqueue(
-        self, session: AsyncSession, connection: Connection, payload: dict[str, Any], now: datetime
-    ) -> None:
-        base = {"connection_id": connection.id, "exchange": connection.exchange, "label": connection.label}
+    def _enqueue(self, session: AsyncSession, notice: Notice, user_id: int, now: datetime) -> None:
         outbox.enqueue(
             session,
-            user_id=connection.user_id,
+            user_id=user_id,
             kind="alert",
-            payload={**base, **payload},
+            payload=to_payload(notice),
             now=now,
             event_at=now,
             delay=self.config.group_window,
         )
 
-    def _step_symptom(
-        self,
-        session: AsyncSession,
-        connection: Connection,
-        incident: Incident,
-        user: User,
-        symptom: Symptom,
-        now: datetime,
+    def _write_check(
+        self, connection: Connection, claimed: Claimed, result: CheckResult, key: IncidentState, now: datetime
     ) -> None:
-        verdict = Verdict.OK if symptom.ok else symptom.verdict
-        observation = Observation(symptom.ok, verdict, symptom.detail[:300])
-        _, events = self._step_incident(incident, observation, _muted(connection, user, now), now)
-        extra = {"check": symptom.check_kind, "reason": symptom.reason, "subject": _small(symptom.subject)}
-        for event in events:
-            self._enqueue(session, connection, {**event_payload(event), **extra}, now)
-
-    async def _announce(
-        self, session: AsyncSession, connection: Connection, user: User, symptom: Symptom, now: datetime
-    ) -> None:
-        """A one-off event: announced once (unless muted), with whatever the kind's hook adds."""
-        if _muted(connection, user, now):
-            return
-        hook = self.event_payloads.get(connection.kind)
-        extra = await hook(session, connection, symptom, now) if hook is not None else {}
-        payload = {
-            "type": "event",
-            "check": symptom.check_kind,
-            "reason": symptom.reason,
-            "detail": symptom.detail,
-            "subject": _small(symptom.subject),
-            **extra,
-        }
-        self._enqueue(session, connection, payload, now)
-
-    def _record_one(
-        self,
-        session: AsyncSession,
-        connection: Connection,
-        incident: Incident,
-        user: User,
-        claimed: Claimed,
-        result: CheckResult,
-        now: datetime,
-    ) -> IncidentStatus:
-        """Record the key check; returns the key incident's status (it may silence symptoms)."""
-        observation = Observation(result.verdict is Verdict.OK, result.verdict, result.detail[:300])
-        state, events = self._step_incident(incident, observation, _muted(connection, user, now), now)
-
-        connection.last_check_at = now
-        connection.verdict = result.verdict.value
-        connection.verdict_detail = result.detail[:300]
-        connection.state = state.status.value
-        if result.verdict is Verdict.OK:
-            connection.last_ok_at = now
-        if result.key_info is not None:
-            connection.key_info = result.key_info
-        if result.balances is not None:
-            connection.balances = result.balances
-            connection.balances_at = now
-        if result.check_state is not None:
-            connection.check_state = result.check_state
-        connection.next_poll_at = self._next_poll(claimed, state, now)
+        for column, value in check_columns(result, now).items():
+            setattr(connection, column, value)
+        connection.state = key.status.value
+        connection.next_poll_at = self._next_poll(claimed, key, now)
         connection.lease_owner = None
         connection.lease_until = None
-        connection.updated_at = now
-        for event in events:
-            self._enqueue(session, connection, event_payload(event), now)
-        return state.status
 
     def _next_poll(self, claimed: Claimed, state: IncidentState, now: datetime) -> datetime:
         interval = claimed.interval
@@ -415,45 +363,3 @@ class Poller:
 
 def _muted(connection: Connection, user: User, now: datetime) -> bool:
     return any(until is not None and until > now for until in (connection.muted_until, user.muted_until))
-
-
-def _small(subject: dict[str, Any]) -> dict[str, Any]:
-    """Keep outbox rows small: scalar fields only (recreate plans live in their own table)."""
-    return {k: v for k, v in subject.items() if isinstance(v, (str, int, float, bool)) or v is None}
-
-
-def _with_mute(state: IncidentState) -> IncidentState:
-    return replace(state, muted_state=mute_snapshot(state))
-
-
-def _without_mute(state: IncidentState) -> IncidentState:
-    return replace(state, muted_state=None)
-
-
-def event_payload(event: Event) -> dict[str, Any]:
-    """An incident event as outbox data; the bot renders it in the user's language."""
-    if isinstance(event, (Alert, VerdictChanged)):  # a changed reason is announced like a new alert
-        return {
-            "type": "alert",
-            "verdict": event.verdict.value,
-            "detail": event.detail,
-            "since": event.since.isoformat(),
-        }
-    if isinstance(event, Reminder):
-        return {
-            "type": "reminder",
-            "verdict": event.verdict.value,
-            "detail": event.detail,
-            "since": event.since.isoformat(),
-            "number": event.number,
-        }
-    if isinstance(event, Recovery):
-        return {
-            "type": "recovery",
-            "verdict": event.verdict.value,
-            "since": event.since.isoformat(),
-            "duration_s": event.duration.total_seconds(),
-        }
-    if isinstance(event, FlappingNotice):
-        return {"type": "flapping", "transitions": event.transitions}
-    raise TypeError(f"unknown incident event {event!r}")

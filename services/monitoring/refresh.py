@@ -22,6 +22,7 @@ from services.core.verdicts import Verdict
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
 from services.monitoring.checkers import verify_key
+from services.monitoring.polling import CheckResult, check_columns
 from services.storage import audit
 from services.storage.connections import (
     new_connection,
@@ -64,19 +65,11 @@ class RefreshOutcome:
 
 
 def apply_probe(connection: Connection, result: ProbeResult, now: datetime) -> None:
-    """Write a probe's findings to the row, exactly the columns the poller writes, minus incidents."""
-    connection.verdict = result.verdict.value
-    connection.verdict_detail = result.detail[:_DETAIL_MAX]
-    connection.last_check_at = now
-    if result.verdict is Verdict.OK:
-        connection.last_ok_at = now
-    if result.key_info is not None:
-        connection.key_info = result.key_info.to_json()
-    if result.balances is not None:
-        connection.balances = result.balances
-        connection.balances_at = now
+    """Write a probe's findings to the row, the poller's own check columns, minus incidents; the
+    poller's next check (pulled to now) confirms and alerts."""
+    for column, value in check_columns(CheckResult.from_probe(result), now).items():
+        setattr(connection, column, value)
     connection.next_poll_at = now
-    connection.updated_at = now
 
 
 async def refresh_connection(

@@ -39,6 +39,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.core.verdicts import Verdict
+from services.monitoring.incidents import Observation
 from services.threecommas.client import ThreeCommasClient
 from services.threecommas.entities import Account, Deal, SmartTrade, decimal_text
 from services.threecommas.errors import ThreeCommasError
@@ -57,18 +58,6 @@ DEAL_CANCELLED = "deal_cancelled"
 
 _DETAIL_MAX = 300  # incidents.detail column width
 _EVENT_STATUSES = frozenset({"failed", "cancelled"})
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One check's outcome. ``is_event`` marks one-off happenings that never turn ok again."""
-
-    check_kind: str
-    ok: bool
-    verdict_or_reason: str
-    detail: str
-    subject: dict[str, Any]
-    is_event: bool = False
 
 
 @dataclass(frozen=True, slots=True)
