@@ -50,11 +50,7 @@ async def enqueue_expiry_reminders(sessions: async_sessionmaker[AsyncSession], n
                     key,
                     user_id=user_id,
                     kind="expiry",
-                    payload=to_payload(
-                        Notice(
-                            Target(connection_id, exchange, label), ExpiryReminder(warning.code, warning.due)
-                        )
-                    ),
+                    payload=to_payload(Notice(target, ExpiryReminder(warning.code, warning.due))),
                     now=now,
                 )
                 break
