@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.core.verdicts import Verdict
+from services.monitoring.events import IncidentEvent as Event
 from services.monitoring.incidents import (
     DEFAULT_POLICY,
     DEFAULT_RULES,
@@ -33,7 +34,6 @@ from services.monitoring.incidents import (
     step,
     unmute_summary,
 )
-from services.monitoring.events import IncidentEvent as Event
 from services.monitoring.incidents import key_check as Observation
 from services.monitoring.pipeline import group_outages
 from services.storage.models import Incident
