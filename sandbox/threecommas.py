@@ -4,15 +4,26 @@ It exists so the client, the deal checks and the whole bot can be exercised with
 money or real keys, and so every failure keysentry must recognise can be produced on demand.
 What it reproduces, because the client depends on it:
 
-* the path layout under ``/public/api`` and the HMAC-SHA256 signature over the path with the
-  prefix plus ``?query`` or the raw body (both the ``path?body`` and ``pathbody`` forms that
-  3Commas accepts), answered with 3Commas' 401 bodies when a key is unknown, revoked or signed
-  with the wrong secret;
+* the path layout under ``/public/api`` and the signature over the path with the prefix plus
+  ``?query`` or the raw body (both the ``path?body`` and ``pathbody`` forms): hex HMAC-SHA256
+  for system-generated keys, base64 RSASSA-PKCS1-v1_5/SHA-256 for self-generated RSA keys
+  (docs ``quick-start/5_…`` and ``6_…``); 3Commas' 401 bodies when a key is unknown, revoked,
+  signed with the wrong secret, or used from an IP outside the key's whitelist (docs
+  ``quick-start/8_errors``: one 401 for all of these; no separate IP body is documented, so the
+  documented invalid-key body is sent);
 * JSON shaped like 3Commas' (decimals as strings, ISO times with milliseconds and ``Z``,
-  ``QUOTE_BASE`` pairs, ``finished?`` style keys);
-* per-key limits: 100 requests per minute, then 429 and a block, then 418 for a key that keeps
-  calling while blocked; the subscription-plan 429; a 403 for a read-only key that trades;
-* ``Forced-Mode``: paper accounts are only visible in paper mode.
+  ``QUOTE_BASE`` pairs, ``finished?`` style keys, and SmartTrades whose ``data.finished`` stays
+  false when they fail or are cancelled, as in the docs' own examples);
+* limits as documented in ``quick-start/9_limits``: per key and route (100/min with a 300 s
+  block, ``/ver1/deals`` and ``deals/:id/show`` 120/min with 60 s, the SmartTrade list 40/10 s
+  with 10 s), 429s without ``Retry-After`` (as a recorded real 429, recomma/3commas-sdk-go
+  testdata), and an IP ban (418) for the caller's address once it keeps calling while blocked,
+  which then refuses every key from that address; the subscription-plan 429; a 403 for a key
+  without the write permission;
+* ``Forced-Mode``: paper accounts are only visible in paper mode, and a request without the
+  header is answered in the mode the user last chose in the app (old docs README, "API modes");
+* ``POST /ver1/accounts/update`` and ``load_balances``, and ``reset_exchange_keys``, the mass
+  reset keysentry exists for: every exchange key 3Commas holds stops working at once.
 
 Scenarios are set up through the Python methods of :class:`LocalThreeCommas` or, for other
 processes, the same methods over HTTP: ``POST /__control/<method>`` with the keyword arguments
@@ -21,11 +32,11 @@ as a JSON object, ``GET /__control/requests`` for the request log.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import itertools
 import json
-import math
 import secrets
 import ssl
 import time
@@ -38,6 +49,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from services.core.clock import Clock, SystemClock
 
@@ -51,9 +65,19 @@ _INVALID_KEY = {
 _BAD_SIGNATURE = {"error": "signature_invalid", "error_description": "Provided signature is invalid"}
 _NO_PERMISSION = {"error": "access_denied", "error_description": "Api key doesn't have enough permissions"}
 _NOT_FOUND = {"error": "not_found", "error_description": "Not Found"}
-# 3Commas' real 429 body for a rate limit was never captured; this one is our own wording.
-_RATE_LIMITED = {"error": "rate_limit_exceeded", "error_description": "Too many requests"}
-_BANNED = {"error": "ip_banned", "error_description": "Banned for ignoring rate limits"}
+# 3Commas' real 429 and 418 bodies were never captured (docs give only the status); the
+# client must decide on the status alone, so these bodies are deliberately uninformative.
+_RATE_LIMITED = {"error": "rate_limit_exceeded"}
+_BANNED = {"error": "ip_banned"}
+# docs account/9_load_balances_for_specified_exchange: the exchange key 3Commas holds is bad.
+_EXCHANGE_KEY_INVALID = {
+    "error": "invalid_api_key",
+    "error_description": "API keys are no longer valid or incorrect.",
+}
+# What an exchange answers 3Commas after the reset (the text deals fail with on 3Commas).
+RESET_ERROR = "Invalid API key"
+# docs quick-start/9_limits: (requests, per seconds, block seconds after a 429).
+_ROUTE_LIMITS = {"default": (100, 60.0, 300.0), "deals": (120, 60.0, 60.0), "smart_trades": (40, 10.0, 10.0)}
 _PLAN_RESTRICTED = {
     "error": "The request type 'read' is not available with your current subscription plan. "
     "Please upgrade your plan to use this type of request."
@@ -148,6 +172,19 @@ def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = N
     return web.json_response(payload, status=status, headers=headers)
 
 
+def _route_group(request: web.Request) -> str:
+    """Which documented limit a request falls under (docs quick-start/9_limits)."""
+    path = request.path[len(API_PREFIX) :].rstrip("/")
+    parts = path.split("/")
+    if request.method == "GET" and (
+        path == "/ver1/deals" or (len(parts) == 5 and parts[2] == "deals" and parts[4] == "show")
+    ):
+        return "deals"
+    if request.method == "GET" and path == "/v2/smart_trades":
+        return "smart_trades"
+    return "default"
+
+
 # --------------------------------------------------------------------------------------------
 # State
 
@@ -159,16 +196,27 @@ class _Key:
     can_write: bool
     subscription_active: bool
     revoked: bool = False
+    rsa_public: rsa.RSAPublicKey | None = None
+    can_write_accounts: bool = True
+    whitelist: frozenset[str] = frozenset()
+    app_mode: str = "real"
 
 
 @dataclass
 class _Window:
-    """Rate-limit state of one Apikey header value (known or not, as 3Commas counts before auth)."""
+    """Rate-limit state of one Apikey header value on one route group (known or not, as
+    3Commas counts before auth)."""
 
     sent: deque[float] = field(default_factory=deque)
     blocked_until: float = float("-inf")
-    banned_until: float = float("-inf")
+
+
+@dataclass
+class _Address:
+    """The 418 state of one caller IP: ignoring blocks counts here, and the ban covers every key."""
+
     violations: int = 0
+    banned_until: float = float("-inf")
 
 
 @dataclass
@@ -187,6 +235,8 @@ class _Account:
     is_locked: bool = False
     lock_reason: str | None = None
     auto_balance_error: Any = None
+    exchange_key: str | None = None
+    balances_loaded_at: datetime | None = None
 
 
 @dataclass
@@ -264,6 +314,8 @@ class _SmartTrade:
     entered_amount: Decimal
     average_enter_price: Decimal | None
     error: str | None = None
+    frozen: bool = False
+    profit: Decimal | None = None
 
 
 class _Rejected(ValueError):
@@ -317,9 +369,13 @@ class LocalThreeCommas:
             "add_smart_trade",
             "fail_smart_trade",
             "finish_smart_trade",
+            "freeze_smart_trade",
             "throttle",
             "ban",
             "set_rate_limit",
+            "set_app_mode",
+            "set_whitelist",
+            "reset_exchange_keys",
         }
     )
 
@@ -328,7 +384,8 @@ class LocalThreeCommas:
         self._monotonic = monotonic or time.monotonic
         self.requests: list[TcRequest] = []
         self._keys: dict[str, _Key] = {}
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._addresses: dict[str, _Address] = {}
         self._accounts: dict[int, _Account] = {}
         self._bots: dict[int, _Bot] = {}
         self._deals: dict[int, _Deal] = {}
@@ -339,11 +396,10 @@ class LocalThreeCommas:
         self._deal_ids = itertools.count(2_300_000_001)
         self._smart_trade_ids = itertools.count(30_350_001)
         self._order_ids = itertools.count(1_500_000_001)
-        self.per_minute = 100
-        self.block_seconds = 300.0
+        self.limits = dict(_ROUTE_LIMITS)
         self.ban_after = 10
-        self.ban_seconds = 120.0
-        self.send_retry_after = True
+        self.ban_seconds = 120.0  # the shortest documented ban
+        self.send_retry_after = False
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.control_url = ""
@@ -361,6 +417,9 @@ class LocalThreeCommas:
             web.get(f"{API_PREFIX}/ver1/validate", self._validate),
             web.get(f"{API_PREFIX}/ver1/accounts", self._accounts_list),
             web.get(f"{API_PREFIX}/ver1/accounts/{{account_id}}", self._account_show),
+            web.post(f"{API_PREFIX}/ver1/accounts/update", self._account_update),
+            web.post(f"{API_PREFIX}/ver1/accounts/{{account_id}}/load_balances", self._load_balances),
+            web.get(f"{API_PREFIX}/ver1/bots", self._bots_list),
             web.get(f"{API_PREFIX}/ver1/deals", self._deals_list),
             web.get(f"{API_PREFIX}/ver1/deals/{{deal_id}}/show", self._deal_show),
             web.get(f"{API_PREFIX}/ver1/deals/{{deal_id}}/market_orders", self._deal_orders),
@@ -399,19 +458,71 @@ class LocalThreeCommas:
         *,
         can_write: bool = True,
         subscription_active: bool = True,
+        rsa_public_pem: str | None = None,
+        can_write_accounts: bool = True,
     ) -> LocalTcKey:
-        """A new 3Commas key; each key is its own user. ``can_write`` False makes it read-only."""
+        """A new 3Commas key; each key is its own user. ``can_write`` False makes it read-only
+        for bots and SmartTrades, ``can_write_accounts`` False takes ACCOUNTS_WRITE away.
+        ``rsa_public_pem`` makes a self-generated key: 3Commas keeps only the public key and
+        ``secret`` is then empty (the user holds the private key)."""
+        public = None
+        if rsa_public_pem is not None:
+            loaded = serialization.load_pem_public_key(rsa_public_pem.encode())
+            if not isinstance(loaded, rsa.RSAPublicKey):
+                raise ValueError("3Commas self-generated keys are RSA keys")
+            public = loaded
         key = _Key(
             api_key=api_key or secrets.token_hex(32),
-            secret=secret or secrets.token_hex(48),
+            secret="" if public else secret or secrets.token_hex(48),
             can_write=can_write,
             subscription_active=subscription_active,
+            rsa_public=public,
+            can_write_accounts=can_write_accounts,
         )
         self._keys[key.api_key] = key
         return LocalTcKey(key.api_key, key.secret)
 
     def revoke_key(self, api_key: str) -> None:
         self._keys[api_key].revoked = True
+
+    def set_app_mode(self, api_key: str, mode: str) -> None:
+        """The user switches the 3Commas app to ``paper`` or ``real``; requests without a
+        ``Forced-Mode`` header are answered in that mode from then on."""
+        if mode not in ("real", "paper"):
+            raise ValueError("mode is real or paper")
+        self._owner(api_key).app_mode = mode
+
+    def set_whitelist(self, api_key: str, ips: Sequence[str] = ()) -> None:
+        """Restrict the key to these caller IPs (empty: any); others get the 401."""
+        self._owner(api_key).whitelist = frozenset(ips)
+
+    def reset_exchange_keys(
+        self, api_key: str | None = None, error_message: str = RESET_ERROR
+    ) -> dict[str, int]:
+        """The mass reset: every exchange key 3Commas holds (of one user, or everyone's) stops
+        working. Accounts turn ``api_key_invalid``; active deals and SmartTrades fail with the
+        exchange's complaint, their UPNL freezes; bots are switched off; balances stop loading."""
+        counts = {"accounts": 0, "deals": 0, "smart_trades": 0, "bots": 0}
+        now = self.clock.now()
+        for account in self._accounts.values():
+            if (api_key is not None and account.owner != api_key) or account.paper:
+                continue
+            account.api_key_invalid, account.api_keys_state = True, "expired"
+            account.updated_at = now
+            counts["accounts"] += 1
+            for deal in self._deals.values():
+                if deal.account_id == account.id and not deal.finished:
+                    self.fail_deal(deal.id, error_message)
+                    counts["deals"] += 1
+            for trade in self._smart_trades.values():
+                if trade.account_id == account.id and trade.status not in _TERMINAL_SMART_TRADE:
+                    self.fail_smart_trade(trade.id, error_message)
+                    counts["smart_trades"] += 1
+            for bot in self._bots.values():
+                if bot.account_id == account.id and bot.is_enabled:
+                    bot.is_enabled = False
+                    counts["bots"] += 1
+        return counts
 
     def add_account(
         self,
@@ -604,8 +715,9 @@ class LocalThreeCommas:
             if deal.pair == pair and not deal.finished and not deal.frozen:
                 deal.current_price, deal.updated_at = value, now
         for trade in self._smart_trades.values():
-            if trade.body["pair"] == pair and trade.status not in _TERMINAL_SMART_TRADE:
+            if trade.body["pair"] == pair and trade.status not in _TERMINAL_SMART_TRADE and not trade.frozen:
                 trade.current_price = value
+                trade.profit = self._smart_trade_profit(trade)
 
     def add_smart_trade(
         self,
@@ -671,6 +783,12 @@ class LocalThreeCommas:
         trade.status, trade.error = "failed", error_message
         trade.updated_at = self.clock.now()
 
+    def freeze_smart_trade(self, smart_trade_id: int, frozen: bool = True) -> None:
+        """The SmartTrade's price and profit stop following the market (UPNL goes stale)."""
+        trade = self._smart_trades[smart_trade_id]
+        trade.profit = self._smart_trade_profit(trade)
+        trade.frozen = frozen
+
     def finish_smart_trade(self, smart_trade_id: int, status: str = "finished") -> None:
         if status not in _TERMINAL_SMART_TRADE:
             raise ValueError(f"not a finished SmartTrade status: {status!r}")
@@ -678,13 +796,13 @@ class LocalThreeCommas:
         trade.status = status
         trade.updated_at = self.clock.now()
 
-    def throttle(self, api_key: str, seconds: float) -> None:
-        """Block the key as after a 429: its next calls get 429 for ``seconds``."""
-        self._windows.setdefault(api_key, _Window()).blocked_until = self._monotonic() + seconds
+    def throttle(self, api_key: str, seconds: float, route: str = "default") -> None:
+        """Block the key on a route group as after a 429: its calls there get 429 for ``seconds``."""
+        self._windows.setdefault((api_key, route), _Window()).blocked_until = self._monotonic() + seconds
 
-    def ban(self, api_key: str, seconds: float) -> None:
-        """Ban the key as after ignored 429s: its calls get 418 for ``seconds``."""
-        self._windows.setdefault(api_key, _Window()).banned_until = self._monotonic() + seconds
+    def ban(self, seconds: float, address: str = "127.0.0.1") -> None:
+        """Ban a caller IP as after ignored 429s: every key from it gets 418 for ``seconds``."""
+        self._addresses.setdefault(address, _Address()).banned_until = self._monotonic() + seconds
 
     def set_rate_limit(
         self,
@@ -695,11 +813,14 @@ class LocalThreeCommas:
         ban_seconds: float | None = None,
         send_retry_after: bool | None = None,
     ) -> None:
-        """Tune the limiter. Real 3Commas 429s were seen *without* Retry-After; default sends it."""
-        if per_minute is not None:
-            self.per_minute = per_minute
-        if block_seconds is not None:
-            self.block_seconds = block_seconds
+        """Tune the limiter: ``per_minute``/``block_seconds`` change the general rule. Real
+        3Commas 429s were seen *without* Retry-After, the default here; tests may turn it on."""
+        requests, span, block = self.limits["default"]
+        self.limits["default"] = (
+            per_minute if per_minute is not None else requests,
+            span,
+            block_seconds if block_seconds is not None else block,
+        )
         if ban_after is not None:
             self.ban_after = ban_after
         if ban_seconds is not None:
@@ -719,10 +840,9 @@ class LocalThreeCommas:
         api_key = request.headers.get("Apikey")
         body = self._parse_body(request, raw_body)
         try:
-            self._rate_check(api_key)
+            self._rate_check(api_key, request.remote or "", _route_group(request))
             key = self._authenticate(request, api_key, raw_body)
-            if request.method != "GET" and not key.can_write:  # every POST served here trades
-                raise _Rejected(403, _NO_PERMISSION)
+            self._authorize(request, key)
             response = await handler(request)
         except _Rejected as rejected:
             response = _json(rejected.body, rejected.status, rejected.headers)
@@ -748,32 +868,56 @@ class LocalThreeCommas:
             return dict(parse_qsl(raw_body.decode(errors="replace")))
         return raw_body.decode(errors="replace")
 
-    def _rate_check(self, api_key: str | None) -> None:
-        window = self._windows.setdefault(api_key or "", _Window())
+    def _rate_check(self, api_key: str | None, address: str, route: str) -> None:
+        """Every call counts in the key's general window and its route's; a call into a running
+        block is a violation of the caller's IP, and too many ban the IP for every key."""
         now = self._monotonic()
-        if now < window.banned_until:
-            raise self._limited(418, _BANNED, window.banned_until - now)
-        if now < window.blocked_until:
-            window.violations += 1
-            if window.violations > self.ban_after:
-                window.banned_until = now + self.ban_seconds
-                raise self._limited(418, _BANNED, self.ban_seconds)
-            raise self._limited(429, _RATE_LIMITED, window.blocked_until - now)
-        window.violations = 0
-        while window.sent and window.sent[0] <= now - 60:
-            window.sent.popleft()
-        if len(window.sent) >= self.per_minute:
-            window.blocked_until = now + self.block_seconds
-            raise self._limited(429, _RATE_LIMITED, self.block_seconds)
-        window.sent.append(now)
+        caller = self._addresses.setdefault(address, _Address())
+        if now < caller.banned_until:
+            raise self._limited(418, _BANNED, caller.banned_until - now)
+        groups = ["default"] if route == "default" else ["default", route]
+        windows = [(group, self._windows.setdefault((api_key or "", group), _Window())) for group in groups]
+        for _group, window in windows:
+            if now < window.blocked_until:
+                caller.violations += 1
+                if caller.violations > self.ban_after:
+                    caller.banned_until = now + self.ban_seconds
+                    caller.violations = 0
+                    raise self._limited(418, _BANNED, self.ban_seconds)
+                raise self._limited(429, _RATE_LIMITED, window.blocked_until - now)
+        for group, window in windows:
+            requests, span, block = self.limits[group]
+            while window.sent and window.sent[0] <= now - span:
+                window.sent.popleft()
+            if len(window.sent) >= requests:
+                window.blocked_until = now + block
+                raise self._limited(429, _RATE_LIMITED, block)
+        for _group, window in windows:
+            window.sent.append(now)
 
     def _limited(self, status: int, body: Mapping[str, Any], seconds: float) -> _Rejected:
-        headers = {"Retry-After": str(math.ceil(seconds))} if self.send_retry_after else {}
+        headers = {"Retry-After": str(int(seconds + 0.999))} if self.send_retry_after else {}
         return _Rejected(status, body, headers)
+
+    @staticmethod
+    def _authorize(request: web.Request, key: _Key) -> None:
+        """Writes need the matching permission (docs quick-start/1_security_and_permission_types)."""
+        if request.method == "GET":
+            return
+        path = request.path[len(API_PREFIX) :]
+        if path.startswith("/ver1/accounts/"):
+            if path.endswith("/load_balances"):
+                return  # ACCOUNTS_READ is enough (docs account/9_…)
+            if not key.can_write_accounts:
+                raise _Rejected(403, _NO_PERMISSION)
+        elif not key.can_write:
+            raise _Rejected(403, _NO_PERMISSION)
 
     def _authenticate(self, request: web.Request, api_key: str | None, raw_body: bytes) -> _Key:
         key = self._keys.get(api_key or "")
         if key is None or key.revoked:
+            raise _Rejected(401, _INVALID_KEY)
+        if key.whitelist and (request.remote or "") not in key.whitelist:
             raise _Rejected(401, _INVALID_KEY)
         path = request.rel_url.raw_path
         query = request.rel_url.raw_query_string
@@ -783,16 +927,26 @@ class LocalThreeCommas:
         candidates = {f"{path}?{query}", f"{path}?{query}{body}", f"{path}?{body}", f"{path}{body}"}
         if not query and not body:
             candidates.add(path)
-        given = request.headers.get("Signature", "").lower()
-        secret = key.secret.encode()
-        if not any(
-            hmac.compare_digest(hmac.new(secret, text.encode(), hashlib.sha256).hexdigest(), given)
-            for text in candidates
-        ):
+        given = request.headers.get("Signature", "")
+        if not any(self._signature_matches(key, text, given) for text in candidates):
             raise _Rejected(401, _BAD_SIGNATURE)
         if not key.subscription_active:
             raise _Rejected(429, _PLAN_RESTRICTED)
         return key
+
+    @staticmethod
+    def _signature_matches(key: _Key, text: str, given: str) -> bool:
+        """Hex HMAC compared case-insensitively; RSA as base64, case-sensitive (docs page 5)."""
+        if key.rsa_public is None:
+            expected = hmac.new(key.secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+            return hmac.compare_digest(expected, given.lower())
+        try:
+            key.rsa_public.verify(
+                base64.b64decode(given, validate=True), text.encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
+        except (InvalidSignature, ValueError):
+            return False
+        return True
 
     def _owner(self, api_key: str) -> _Key:
         try:
@@ -810,9 +964,10 @@ class LocalThreeCommas:
             raise _Rejected(404, _NOT_FOUND)
         return account
 
-    @staticmethod
-    def _paper(request: web.Request) -> bool:
-        return request.headers.get("Forced-Mode", "real").lower() == "paper"
+    def _paper(self, request: web.Request) -> bool:
+        """``Forced-Mode`` when sent, else the mode the user last chose in the 3Commas app."""
+        mode = request.headers.get("Forced-Mode") or self._keys[_caller(request)].app_mode
+        return mode.lower() == "paper"
 
     def _visible(self, request: web.Request, owner: str, account_id: int) -> bool:
         account = self._accounts.get(account_id)
@@ -853,7 +1008,7 @@ class LocalThreeCommas:
             "smart_selling_supported": account.smart_trading_supported,
             "trading_supported": True,
             "bots_allowed": True,
-            "supported_market_types": ["spot"],
+            "supported_market_types": ["futures"] if "futures" in code else ["spot"],
             "usd_amount": _s(account.usd_amount),
             "btc_amount": None,
             "created_at": _iso(account.created_at),
@@ -915,6 +1070,13 @@ class LocalThreeCommas:
             ]
         return payload
 
+    @staticmethod
+    def _smart_trade_profit(trade: _SmartTrade) -> Decimal | None:
+        if not (trade.entered_amount and trade.average_enter_price and trade.current_price):
+            return None
+        delta = trade.current_price - trade.average_enter_price
+        return (delta if trade.body["position"]["type"] == "buy" else -delta) * trade.entered_amount
+
     def _render_smart_trade(self, trade: _SmartTrade) -> dict[str, Any]:
         body = trade.body
         account = self._accounts[trade.account_id]
@@ -956,10 +1118,7 @@ class LocalThreeCommas:
             }
             for number, step in enumerate(take_profit.get("steps") or (), start=1)
         ]
-        profit = None
-        if trade.entered_amount and trade.average_enter_price and trade.current_price:
-            delta = trade.current_price - trade.average_enter_price
-            profit = (delta if side == "buy" else -delta) * trade.entered_amount
+        profit = trade.profit if trade.frozen else self._smart_trade_profit(trade)
         entered = trade.status not in {"created", "waiting_position"}
         current = _s(trade.current_price)
         return {
@@ -1003,7 +1162,8 @@ class LocalThreeCommas:
                 "average_enter_price": _s(trade.average_enter_price),
                 "entered_amount": _s(trade.entered_amount),
                 "closed_amount": "0.0",
-                "finished": trade.status in _TERMINAL_SMART_TRADE,
+                # As in the docs' examples: a failed or cancelled trade still says finished false.
+                "finished": trade.status == "finished",
                 "created_at": _iso(trade.created_at),
                 "updated_at": _iso(trade.updated_at),
                 "type": data_type,
@@ -1026,6 +1186,48 @@ class LocalThreeCommas:
     async def _account_show(self, request: web.Request) -> web.Response:
         account = self._own_account(_caller(request), request.match_info["account_id"])
         return _json(self._render_account(account))
+
+    async def _account_update(self, request: web.Request) -> web.Response:
+        """``POST /ver1/accounts/update`` (docs account/4_edit_exchange_account): a new exchange
+        key reconnects the account; too short a key is the docs' own ``record_invalid`` example."""
+        body = self._parse_body(request, await request.read())
+        params = {**(body if isinstance(body, dict) else {}), **request.query}
+        account = self._own_account(_caller(request), params.get("account_id"))
+        errors = {
+            name: ["is too short (minimum is 5 characters)"]
+            for name in ("api_key", "secret")
+            if name in params and len(str(params[name])) < 5
+        }
+        if errors:
+            raise _record_invalid(errors)
+        if params.get("name"):
+            account.name = str(params["name"])
+        if params.get("api_key") and params.get("secret"):
+            account.exchange_key = str(params["api_key"])
+            account.api_key_invalid, account.api_keys_state = False, "ok"
+        account.updated_at = self.clock.now()
+        return _json(self._render_account(account), 201)
+
+    async def _load_balances(self, request: web.Request) -> web.Response:
+        """``POST …/load_balances`` (docs account/9_…): 422 ``invalid_api_key`` while the exchange
+        key is broken; otherwise the balances refresh."""
+        account = self._own_account(_caller(request), request.match_info["account_id"])
+        if account.api_key_invalid:
+            raise _Rejected(422, _EXCHANGE_KEY_INVALID)
+        account.balances_loaded_at = account.updated_at = self.clock.now()
+        return _json(self._render_account(account), 201)
+
+    async def _bots_list(self, request: web.Request) -> web.Response:
+        scope = request.query.get("scope")
+        bots = [
+            b
+            for b in self._bots.values()
+            if self._visible(request, b.owner, b.account_id)
+            and (scope is None or (scope == "enabled") == b.is_enabled)
+        ]
+        bots.sort(key=lambda b: b.id, reverse=True)
+        limit = min(int(request.query.get("limit", 50)), 1000)
+        return _json([self._render_bot(b) for b in bots[:limit]])
 
     async def _deals_list(self, request: web.Request) -> web.Response:
         query = request.query
@@ -1096,27 +1298,27 @@ class LocalThreeCommas:
         return bot
 
     async def _bot_show(self, request: web.Request) -> web.Response:
-        bot = self._own_bot(request)
+        return _json(self._render_bot(self._own_bot(request)))
+
+    def _render_bot(self, bot: _Bot) -> dict[str, Any]:
         active = [d.id for d in self._deals.values() if d.bot_id == bot.id and not d.finished]
-        return _json(
-            {
-                "id": bot.id,
-                "account_id": bot.account_id,
-                "account_name": self._accounts[bot.account_id].name,
-                "name": bot.name,
-                "type": "Bot::SingleBot" if len(bot.pairs) == 1 else "Bot::MultiBot",
-                "is_enabled": bot.is_enabled,
-                "pairs": bot.pairs,
-                "strategy": bot.strategy,
-                "max_active_deals": bot.max_active_deals,
-                "active_deals_count": len(active),
-                "base_order_volume": _s(bot.base_order_volume),
-                "safety_order_volume": _s(bot.safety_order_volume),
-                "take_profit": _s(bot.take_profit),
-                "stop_loss_percentage": _s(bot.stop_loss_percentage),
-                "created_at": _iso(bot.created_at),
-            }
-        )
+        return {
+            "id": bot.id,
+            "account_id": bot.account_id,
+            "account_name": self._accounts[bot.account_id].name,
+            "name": bot.name,
+            "type": "Bot::SingleBot" if len(bot.pairs) == 1 else "Bot::MultiBot",
+            "is_enabled": bot.is_enabled,
+            "pairs": bot.pairs,
+            "strategy": bot.strategy,
+            "max_active_deals": bot.max_active_deals,
+            "active_deals_count": len(active),
+            "base_order_volume": _s(bot.base_order_volume),
+            "safety_order_volume": _s(bot.safety_order_volume),
+            "take_profit": _s(bot.take_profit),
+            "stop_loss_percentage": _s(bot.stop_loss_percentage),
+            "created_at": _iso(bot.created_at),
+        }
 
     async def _start_new_deal(self, request: web.Request) -> web.Response:
         bot = self._own_bot(request)
@@ -1157,10 +1359,20 @@ class LocalThreeCommas:
             and wanted(t)
             and (account_id is None or str(t.account_id) == account_id)
         ]
-        if request.query.get("order_by") == "updated_at":
-            trades.sort(key=lambda t: (t.updated_at, t.id), reverse=True)
-        else:
-            trades.sort(key=lambda t: t.id, reverse=True)
+        # 3Commas orders by status unless told otherwise (docs smart-trade/4_…): without an
+        # explicit order_by the first page is not the most recent trades.
+        order_by = request.query.get("order_by", "status")
+        descending = request.query.get("order_direction", "desc").lower() != "asc"
+        sort_keys: dict[str, Callable[[_SmartTrade], Any]] = {
+            "updated_at": lambda t: (t.updated_at, t.id),
+            "created_at": lambda t: (t.created_at, t.id),
+            "closed_at": lambda t: (
+                t.updated_at if t.status in _TERMINAL_SMART_TRADE else t.created_at,
+                t.id,
+            ),
+            "status": lambda t: (t.status, t.id),
+        }
+        trades.sort(key=sort_keys.get(order_by, sort_keys["status"]), reverse=descending)
         return _json([self._render_smart_trade(t) for t in self._page(request, trades, default_per_page=10)])
 
     async def _smart_trade_show(self, request: web.Request) -> web.Response:

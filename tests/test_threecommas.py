@@ -13,10 +13,13 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -44,7 +47,7 @@ from services.threecommas.errors import (
     ThreeCommasError,
     Unavailable,
 )
-from services.threecommas.limiter import KeyLimiter
+from services.threecommas.limiter import DEFAULT_BAN_S, IpGate, KeyLimiter
 
 DOCS_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
 
@@ -174,7 +177,9 @@ async def test_query_and_body_are_signed_exactly_as_sent(capture, session) -> No
         return hmac.new(DOCS_SECRET.encode(), text.encode(), hashlib.sha256).hexdigest()
 
     get, post = seen
-    assert get["path_qs"] == "/public/api/ver1/deals?scope=active&limit=10"
+    assert (
+        get["path_qs"] == "/public/api/ver1/deals?scope=active&limit=10&order=created_at&order_direction=desc"
+    )
     assert get["signature"] == sign(get["path_qs"])
     assert post["path_qs"] == "/public/api/v2/smart_trades"
     assert post["signature"] == sign("/public/api/v2/smart_trades?" + post["body"])
@@ -498,15 +503,16 @@ def test_smart_trade_params_refuse_what_3commas_would_refuse() -> None:
 # -- limits and failures -----------------------------------------------------------------------
 
 
-async def test_429_waits_retry_after_then_succeeds(client, local_tc, key, fake_time) -> None:
-    local_tc.throttle(key.api_key, 20)
-    await client.validate()
-    assert fake_time.sleeps == [20]
-    assert [r.status for r in local_tc.requests] == [429, 200]
+async def test_429_blocks_only_its_route_for_the_documented_time(client, local_tc, key, fake_time) -> None:
+    # docs quick-start/9_limits: the SmartTrade list blocks 10 s after a 429; no Retry-After comes.
+    local_tc.throttle(key.api_key, 10, route="smart_trades")
+    await client.accounts()  # another route is not blocked
+    await client.smart_trades(status="active")
+    assert fake_time.sleeps == [10]
+    assert [r.status for r in local_tc.requests] == [200, 429, 200]
 
 
 async def test_long_429_block_fails_fast_without_calling_again(client, local_tc, key, fake_time) -> None:
-    local_tc.set_rate_limit(send_retry_after=False)  # as captured from the real API
     local_tc.throttle(key.api_key, 300)
     with pytest.raises(RateLimited) as caught:
         await client.validate()
@@ -519,35 +525,52 @@ async def test_long_429_block_fails_fast_without_calling_again(client, local_tc,
     await client.validate()
 
 
-async def test_418_bans_the_key_locally_for_the_ban_time(client, local_tc, key, fake_time) -> None:
-    local_tc.ban(key.api_key, 3600)
+async def test_market_orders_block_like_every_other_route(client, local_tc, key, fake_time) -> None:
+    account = local_tc.add_account(key.api_key)
+    deal = await client.deal(local_tc.add_deal(key.api_key, account))
+    local_tc.throttle(key.api_key, 300)
+    with pytest.raises(RateLimited) as caught:
+        await client.market_orders_of_deal(deal)
+    assert caught.value.retry_after == 300  # not the 60 s of /ver1/deals
+
+
+async def test_418_bans_our_ip_for_every_key(session, local_tc, key, fake_time) -> None:
+    other = local_tc.add_key()
+    gate = IpGate(fake_time)
+    first = make_client(session, local_tc, key, fake_time, limiter=KeyLimiter(ip=gate, clock=fake_time))
+    second = make_client(session, local_tc, other, fake_time, limiter=KeyLimiter(ip=gate, clock=fake_time))
+    local_tc.ban(3600)
     with pytest.raises(Banned) as caught:
-        await client.validate()
-    assert caught.value.status == 418 and caught.value.retry_after == 3600
-    fake_time.now += 3599
+        await first.validate()
+    assert caught.value.status == 418 and caught.value.retry_after == DEFAULT_BAN_S  # 418 names no length
     with pytest.raises(Banned):
-        await client.validate()
-    assert len(local_tc.requests) == 1  # the second refusal never left the client
-    fake_time.now += 1
-    await client.validate()
+        await second.validate()  # another user's key pauses too, without a call
+    assert len(local_tc.requests) == 1 and gate.banned_for() == DEFAULT_BAN_S
+    fake_time.now += DEFAULT_BAN_S
+    with pytest.raises(Banned):
+        await second.validate()  # the server's ban was longer: the next 418 re-arms the gate
+    fake_time.now += 3600
+    await first.validate()
+    await second.validate()
 
 
-async def test_server_escalates_from_429_to_418_for_clients_that_ignore_it(
+async def test_server_escalates_from_429_to_418_for_the_ip_that_ignores_it(
     session, local_tc, key, fake_time
 ) -> None:
     local_tc.set_rate_limit(per_minute=3, ban_after=2, ban_seconds=120)
+    bystander = local_tc.add_key()
 
-    async def careless_call() -> int:
+    async def careless_call(who: LocalTcKey) -> int:
         # A fresh limiter every call: a client that forgets 3Commas' answers.
-        client = make_client(session, local_tc, key, fake_time, limiter=KeyLimiter(1000, max_wait_s=0))
+        client = make_client(session, local_tc, who, fake_time, limiter=KeyLimiter(max_wait_s=0))
         try:
             await client.validate()
         except RateLimited as error:
             return error.status
         return 200
 
-    assert [await careless_call() for _ in range(7)] == [200, 200, 200, 429, 429, 429, 418]
-    assert local_tc.requests[-1].status == 418
+    assert [await careless_call(key) for _ in range(7)] == [200, 200, 200, 429, 429, 429, 418]
+    assert await careless_call(bystander) == 418  # the ban is the IP's, not the key's
 
 
 async def test_subscription_plan_refusal_is_not_retried(session, local_tc, fake_time) -> None:
@@ -555,7 +578,7 @@ async def test_subscription_plan_refusal_is_not_retried(session, local_tc, fake_
     client = make_client(session, local_tc, lapsed, fake_time)
     with pytest.raises(PlanRestricted) as caught:
         await client.validate()
-    assert caught.value.verdict is Verdict.PERMISSION_MISSING
+    assert not caught.value.verdict.is_key_problem  # renewing the plan, not the key, fixes it
     assert "subscription plan" in caught.value.message
     assert len(local_tc.requests) == 1 and fake_time.sleeps == []
 
@@ -564,8 +587,8 @@ async def test_limiter_keeps_a_burst_under_100_per_minute(session, local_tc, key
     class CountingLimiter(KeyLimiter):
         acquired = 0
 
-        async def acquire(self) -> None:
-            await super().acquire()
+        async def acquire(self, route: str = "default") -> None:
+            await super().acquire(route)
             self.acquired += 1
 
     async def sleep_after_in_flight_calls_land(seconds: float) -> None:
@@ -703,3 +726,98 @@ async def test_control_api_over_http(session, local_tc, fake_time) -> None:
     assert [entry["status"] for entry in log] == [200, 200]
     async with session.post(f"{local_tc.control_url}/drop_database", json={}) as response:
         assert response.status == 404
+
+
+# -- issue 12 findings: mode, RSA, failed SmartTrades ------------------------------------------
+
+
+async def test_paper_mode_in_the_app_hides_nothing_from_us(client, local_tc, key, session) -> None:
+    real = local_tc.add_account(key.api_key, name="Real")
+    local_tc.add_account(key.api_key, name="Paper", paper=True)
+    local_tc.set_app_mode(key.api_key, "paper")  # the user tries paper trading in the app
+    assert [a.id for a in await client.accounts()] == [real]
+    # What a client without the header would have seen: only the paper account.
+    path = "/public/api/ver1/accounts"
+    signature = hmac.new(key.secret.encode(), path.encode(), hashlib.sha256).hexdigest()
+    async with session.get(
+        local_tc.url.removesuffix("/public/api") + path,
+        headers={"Apikey": key.api_key, "Signature": signature},
+    ) as response:
+        assert [a["name"] for a in await response.json()] == ["Paper"]
+    assert {r.path for r in local_tc.requests} == {path}
+
+
+def _pem(private: rsa.RSAPrivateKey) -> str:
+    """The private key as ``openssl genrsa`` writes it (docs quick-start/4_how_to_create_an_rsa_key_pair)."""
+    encoding, form = serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL
+    return private.private_bytes(encoding, form, serialization.NoEncryption()).decode()
+
+
+async def test_rsa_signed_requests_verify_in_the_local_3commas(session, local_tc, fake_time) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    key = local_tc.add_key(rsa_public_pem=public)
+    account = local_tc.add_account(key.api_key)
+    client = make_client(session, local_tc, key, fake_time, secret=pem)
+    await client.validate()
+    await client.deals(scope="active")  # a signed query
+    updated = await client.update_account_keys(account, "fresh-exchange-key", "fresh-secret")  # a signed body
+    assert updated.api_key_invalid is False
+    assert [r.status for r in local_tc.requests] == [200, 200, 201]
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = other.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    with pytest.raises(KeyInvalid) as caught:
+        await make_client(session, local_tc, key, fake_time, secret=forged).validate()
+    assert caught.value.verdict is Verdict.SIGNATURE_INVALID
+
+
+async def test_401_from_an_ip_off_the_whitelist_is_not_called_revoked(client, local_tc, key) -> None:
+    local_tc.set_whitelist(key.api_key, ["203.0.113.7"])  # keysentry's address is not on it
+    with pytest.raises(KeyInvalid) as caught:
+        await client.validate()
+    assert caught.value.ip_possible  # the guard counts these across keys
+
+
+async def test_docs_failed_smart_trade_is_done_and_its_orders_are_orphan_candidates() -> None:
+    from services.orders.listing import deal_orders_of_smart_trade
+
+    case = json.loads((Path(__file__).parent / "corpus/threecommas/smart_trade_failed_docs.json").read_text())
+    payload = dict(case["response"]["body"][0])
+    assert payload["data"]["finished"] is False and payload["status"]["type"] == "failed"
+    payload["position"] = {**payload["position"], "order_type": "limit"}  # a limit entry that may still sit
+    trade = SmartTrade.from_json(payload)
+    assert trade.finished
+    assert {order.deal_status for order in deal_orders_of_smart_trade(trade)} == {"finished"}
+
+
+async def test_reset_breaks_every_account_and_update_repairs_one(client, local_tc, key) -> None:
+    first = local_tc.add_account(key.api_key, name="Main")
+    second = local_tc.add_account(key.api_key, exchange="binance_futures", name="Futures")
+    deal = local_tc.add_deal(key.api_key, first, bought_amount="0.1", bought_average_price="60000")
+    counts = local_tc.reset_exchange_keys(key.api_key)
+    assert counts["accounts"] == 2 and counts["deals"] == 1
+    assert all(a.key_broken for a in await client.accounts())
+    assert (await client.deal(deal)).status == "failed"
+    with pytest.raises(ThreeCommasError) as caught:
+        await client.load_balances(first)
+    assert caught.value.error == "invalid_api_key"
+    await client.update_account_keys(first, "new-exchange-key", "new-exchange-secret")
+    assert not (await client.load_balances(first)).key_broken
+    assert (await client.account(second)).key_broken
+    assert (await client.account(second)).market.exchange == "binanceusdm"  # type: ignore[union-attr]

@@ -157,9 +157,9 @@ async def _deal_orders_of_deal(client: ThreeCommasClient, deal: Deal) -> list[De
             continue
         if order.side not in ("buy", "sell"):
             continue
-        # Active deals: only their open orders. Finished deals: everything not reported filled,
-        # because 3Commas shows orders cancelled even when the cancel never reached the exchange.
-        if (not finished and order.status != "active") or (finished and order.status == "filled"):
+        # Active deals: only their open orders. Finished deals: whatever may still sit on the
+        # exchange (MarketOrder.may_still_lock: active, or "cancelled" by 3Commas unverified).
+        if not (order.may_still_lock if finished else order.is_open):
             continue
         result.append(
             DealOrder(
@@ -182,7 +182,9 @@ async def _read_account(
     async with access.open(linked.credentials) as client:
         account = linked.account_id
         active = await client.deals(scope="active", account_id=account, limit=1000)
-        finished = await client.deals(scope="finished", account_id=account, limit=RECENT_FINISHED_DEALS)
+        finished = await client.deals(
+            scope="finished", account_id=account, limit=RECENT_FINISHED_DEALS, order="closed_at"
+        )
         source.requests += 2
         # Deals whose pair has no open order cannot own one: skip their market_orders call.
         relevant_active = [d for d in active if d.symbol in symbols]
@@ -195,7 +197,9 @@ async def _read_account(
             source.requests += 1
         async with access.open(linked.credentials, max_pages=1) as recent_only:
             trades = await client.smart_trades(status="active", account_id=account)
-            trades += await recent_only.smart_trades(status="finished", account_id=account)
+            trades += await recent_only.smart_trades(
+                status="finished", account_id=account, order_by="closed_at"
+            )
             source.requests += 2
         for trade in trades:
             source.deal_orders += deal_orders_of_smart_trade(trade)

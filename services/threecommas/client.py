@@ -2,25 +2,30 @@
 
 Why it looks the way it does:
 
-* **Signing.** Every call carries ``Apikey`` and ``Signature`` headers. The signature is the hex
-  HMAC-SHA256 (keyed with the secret) of the request *path including the ``/public/api``
-  prefix*, followed by ``?`` and the raw query string (GET) or ``?`` and the raw JSON body
-  (POST); a request with neither signs the bare path. Host, method and time are not signed. The
-  client serialises the query and the body once and sends exactly the bytes it signed, because
-  3Commas compares against what arrives on the wire.
-* **Limits.** 3Commas allows about 100 requests per minute per key and blocks a key for minutes
-  after a 429; clients that keep calling get their IP banned (418) for minutes up to days, which
-  would hurt every user behind our IP. :class:`~services.threecommas.limiter.KeyLimiter` spaces
-  calls per key, waits out short blocks and fails fast, without touching the network, during
-  long blocks and bans.
-Entities are parsed in :mod:`services.threecommas.entities`; errors live in
-:mod:`services.threecommas.errors`.
+* **Signing.** Every call carries ``Apikey`` and ``Signature`` headers over the request *path
+  including the ``/public/api`` prefix*, followed by the raw query string (GET) or the raw JSON
+  body (POST); a request with neither signs the bare path. Host, method and time are not
+  signed. A system-generated key signs with hex HMAC-SHA256 keyed with the secret over
+  ``path?query`` / ``path?body`` (docs ``quick-start/6_signing_a_request_using_hmac_sha256``); a
+  self-generated RSA key (the "secret" is then a PEM private key) signs with RSASSA-PKCS1-v1_5
+  over SHA-256, base64, over ``path?query`` / ``pathbody`` as the RSA page's own example does
+  (docs ``quick-start/5_signing_a_request_using_rsa``). The client serialises the query and the
+  body once and sends exactly the bytes it signed.
+* **Mode.** ``Forced-Mode: real`` goes with every request: without it 3Commas answers in the mode
+  the user last picked in its app (old docs README, "API modes"), so switching the app to paper
+  trading would make every real account and deal vanish from monitoring.
+* **Limits.** :class:`~services.threecommas.limiter.KeyLimiter` keeps each key under the documented
+  per-route windows, honours 429 blocks by route (3Commas sends no Retry-After), and a 418 bans
+  our IP for every key (:class:`~services.threecommas.limiter.IpGate`).
 
-Secrets never leave this module except inside the HMAC; logs show the masked key only.
+Entities are parsed in :mod:`services.threecommas.entities`; errors live in
+:mod:`services.threecommas.errors`. Secrets never leave this module except inside the
+signature or the body of ``accounts/update``; logs show the masked key and never a body.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -32,12 +37,15 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from yarl import URL
 
 from services.core.transport import Transport
 from services.core.vault import Credentials, mask
 from services.threecommas.entities import (
     Account,
+    Bot,
     Deal,
     MarketOrder,
     SmartTrade,
@@ -46,6 +54,7 @@ from services.threecommas.entities import (
     parse_str,
 )
 from services.threecommas.errors import (
+    ActionRefused,
     Banned,
     KeyInvalid,
     NotFound,
@@ -55,17 +64,36 @@ from services.threecommas.errors import (
     ThreeCommasError,
     Unavailable,
 )
-from services.threecommas.limiter import KeyLimiter
+from services.threecommas.limiter import DEFAULT_BAN_S, IpGate, KeyLimiter, route_group
 
 log = logging.getLogger(__name__)
 
-# How long 3Commas blocks after a 429 when it sends no Retry-After (its 429s usually carry
-# none): 60 s for the deal routes, 10 s for SmartTrade listing, 300 s for everything else.
-_BLOCK_AFTER_429_S = {"deals": 60.0, "smart_trades": 10.0, "default": 300.0}
-# A 418 ban lasts from two minutes to three days; without a Retry-After assume ten minutes.
-_DEFAULT_BAN_S = 600.0
+REAL_MODE = "real"
+# 3Commas' plan refusals: the 429 "… not available with your current subscription plan" (a
+# recorded answer, recomma/3commas-sdk-go testdata) and the 403 "active subscription is
+# required" (docs quick-start/8_errors).
+_SUBSCRIPTION_WORDS = ("subscription",)
+# A 403 naming a permission is the key's; other 403s from 3Commas refuse the action in its state.
+_PERMISSION_WORDS = ("permission", "not authorized", "access_denied")
+# "deal cannot be cancelled" (docs quick-start/8_errors), "Cant be cancelled" (docs dca-bot/deals/11_…).
+_STATE_WORDS = ("cancel", "cannot", "cant ", "can't", "close")
+_RSA_MARKER = "-----BEGIN"
 
-_PLAN_RESTRICTION_MARKER = "subscription plan"
+
+def is_rsa_secret(secret: str) -> bool:
+    """A self-generated 3Commas key: its "secret" is the PEM private key the user keeps."""
+    return secret.lstrip().startswith(_RSA_MARKER)
+
+
+def load_rsa_key(secret: str) -> rsa.RSAPrivateKey:
+    """The PEM private key of a self-generated 3Commas key; ValueError when it is not one."""
+    try:
+        key = serialization.load_pem_private_key(secret.strip().encode(), password=None)
+    except (ValueError, TypeError) as error:
+        raise ValueError("not an unencrypted PEM private key") from error
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("3Commas self-generated keys are RSA keys")
+    return key
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,20 +116,12 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def _route_group(method: str, route: str) -> str:
-    if method == "GET" and route.startswith("/ver1/deals"):
-        return "deals"
-    if method == "GET" and route.startswith("/v2/smart_trades"):
-        return "smart_trades"
-    return "default"
-
-
 class ThreeCommasClient:
     """One 3Commas key. The aiohttp session is the app's shared one; the client never closes it.
 
     ``base_url`` is the API root including ``/public/api`` (that prefix is part of what is
-    signed). ``forced_mode`` (``real``/``paper``) pins the trading mode; without it 3Commas
-    answers in whatever mode the user last chose in its app.
+    signed). ``forced_mode`` (``real``/``paper``) pins the trading mode; keysentry watches real
+    trading, so it is ``real`` unless a caller explicitly asks for paper.
     """
 
     _MAX_ATTEMPTS = 3  # the first call plus two after short 429 blocks
@@ -116,7 +136,7 @@ class ThreeCommasClient:
         *,
         limiter: KeyLimiter | None = None,
         timeout_s: float = 15,
-        forced_mode: str | None = None,
+        forced_mode: str = REAL_MODE,
         max_pages: int = 20,
     ) -> None:
         parts = urlsplit(base_url.rstrip("/"))
@@ -126,7 +146,8 @@ class ThreeCommasClient:
         self._prefix = parts.path
         self._session = session
         self._api_key = api_key
-        self._secret = secret.encode()
+        self._rsa = load_rsa_key(secret) if is_rsa_secret(secret) else None
+        self._secret = b"" if self._rsa else secret.encode()
         self.limiter = limiter or KeyLimiter()
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._forced_mode = forced_mode
@@ -147,19 +168,53 @@ class ThreeCommasClient:
         items = await self._pages("/ver1/accounts", {}, None)
         return [Account.from_json(item) for item in items]
 
+    async def account(self, account_id: int) -> Account:
+        answer = await self._request("GET", f"/ver1/accounts/{int(account_id)}")
+        return Account.from_json(self._entity(answer))
+
+    async def update_account_keys(
+        self, account_id: int, api_key: str, secret: str, passphrase: str | None = None
+    ) -> Account:
+        """``POST /ver1/accounts/update`` (ACCOUNTS_WRITE): give 3Commas a new exchange key for
+        the account (docs ``account/4_edit_exchange_account``; ``passphrase`` for OKX, KuCoin,
+        Bitget). The key travels only in this signed body and is never logged."""
+        body: dict[str, Any] = {"account_id": int(account_id), "api_key": api_key, "secret": secret}
+        if passphrase:
+            body["passphrase"] = passphrase
+        answer = await self._request("POST", "/ver1/accounts/update", body=body)
+        return Account.from_json(self._entity(answer))
+
+    async def load_balances(self, account_id: int) -> Account:
+        """``POST /ver1/accounts/{id}/load_balances``: 3Commas re-reads balances from the exchange;
+        422 ``invalid_api_key`` when the exchange key it holds is bad (docs ``account/9_…``)."""
+        answer = await self._request("POST", f"/ver1/accounts/{int(account_id)}/load_balances")
+        return Account.from_json(self._entity(answer))
+
+    async def bots(self, *, scope: str | None = None, limit: int = 100) -> list[Bot]:
+        """``GET /ver1/bots``: DCA bots; ``scope`` enabled or disabled (docs ``dca-bot/…list``)."""
+        answer = await self._request("GET", "/ver1/bots", {"scope": scope, "limit": limit})
+        return [Bot.from_json(item) for item in self._list(answer)]
+
     async def deals(
         self,
         *,
         scope: str | None = None,
         limit: int = 100,
         account_id: int | None = None,
-        order: str | None = None,
+        order: str = "created_at",
     ) -> list[Deal]:
-        """Newest first by ``order`` (created_at by default; closed_at, updated_at, …).
+        """Newest first by ``order`` (created_at by default; closed_at, updated_at, …), always sent
+        with ``order_direction=desc`` so "the recent ones" are the recent ones.
 
         ``scope``: active, finished, completed, cancelled, failed, or None for all deals.
         """
-        params = {"scope": scope, "limit": limit, "account_id": account_id, "order": order}
+        params = {
+            "scope": scope,
+            "limit": limit,
+            "account_id": account_id,
+            "order": order,
+            "order_direction": "desc",
+        }
         return [
             Deal.from_json(item) for item in self._list(await self._request("GET", "/ver1/deals", params))
         ]
@@ -181,14 +236,16 @@ class ThreeCommasClient:
         status: str | None = None,
         account_id: int | None = None,
         limit: int | None = None,
-        order_by: str | None = None,
+        order_by: str = "created_at",
     ) -> list[SmartTrade]:
         """``status``: active, finished, cancelled, failed, all (3Commas' default is all).
 
         Without ``limit`` every page is read (up to ``max_pages``); with it, only enough pages,
-        newest first by ``order_by`` (created_at, updated_at, closed_at, …).
+        newest first by ``order_by`` (created_at, updated_at, closed_at, …). The order is always
+        sent: 3Commas' default order is by *status* (docs ``smart-trade/4_…``), which would make
+        the first page anything but recent.
         """
-        params = {"status": status, "account_id": account_id, "order_by": order_by}
+        params = {"status": status, "account_id": account_id, "order_by": order_by, "order_direction": "desc"}
         items = await self._pages("/v2/smart_trades", params, limit)
         return [SmartTrade.from_json(item) for item in items]
 
@@ -234,7 +291,12 @@ class ThreeCommasClient:
             raise ThreeCommasError(0, "unexpected_response", "expected a JSON object")
         return answer
 
-    def _sign(self, text: str) -> str:
+    def _signature(self, path: str, query: str, payload: str) -> str:
+        if self._rsa is not None:
+            text = f"{path}?{query}" if query else f"{path}{payload}"
+            signed = self._rsa.sign(text.encode(), padding.PKCS1v15(), hashes.SHA256())
+            return base64.b64encode(signed).decode()
+        text = f"{path}?{query}{payload}" if query or payload else path
         return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
 
     async def _request(
@@ -251,18 +313,21 @@ class ThreeCommasClient:
         )
         payload = json.dumps(body, separators=(",", ":")) if body else ""
         # Query for GET, JSON body for POST: never both, as 3Commas has no example of mixing.
-        signed = f"{path}?{query}{payload}" if query or payload else path
-        headers = {"Apikey": self._api_key, "Signature": self._sign(signed), "Accept": "application/json"}
+        headers = {
+            "Apikey": self._api_key,
+            "Signature": self._signature(path, query, payload),
+            "Accept": "application/json",
+            "Forced-Mode": self._forced_mode,
+        }
         if payload:
             headers["Content-Type"] = "application/json"
-        if self._forced_mode:
-            headers["Forced-Mode"] = self._forced_mode
+        group = route_group(method, route)
         url = URL(f"{self._origin}{path}" + (f"?{query}" if query else ""), encoded=True)
 
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire()
+            await self.limiter.acquire(group)
             try:
                 async with self._session.request(
                     method,
@@ -288,32 +353,47 @@ class ThreeCommasClient:
                 if answer is None:
                     raise Unavailable(status, "unreadable_response", "3Commas sent no JSON")
                 return answer
-            failure = self._error(status, answer, retry_after, _route_group(method, route))
+            failure = self._error(status, answer, retry_after, self.limiter.limits[group].block_s)
             if isinstance(failure, Banned):
                 self.limiter.ban(failure.retry_after)
             elif isinstance(failure, RateLimited):
-                self.limiter.block(failure.retry_after)
+                self.limiter.block(group, failure.retry_after)
                 if attempt < self._MAX_ATTEMPTS:
                     continue  # acquire() waits out a short block or raises for a long one
             raise failure
 
     @staticmethod
-    def _error(status: int, answer: Any, retry_after: float | None, route_group: str) -> ThreeCommasError:
+    def _error(status: int, answer: Any, retry_after: float | None, block_s: float) -> ThreeCommasError:
         body = answer if isinstance(answer, dict) else {}
+        has_error = parse_str(body.get("error")) is not None
         code = parse_str(body.get("error")) or f"http_{status}"
         message = parse_str(body.get("error_description")) or ""
         attributes = body.get("error_attributes") if isinstance(body.get("error_attributes"), dict) else None
+        words = f"{code} {message}".lower()
         if status == 401:
             return KeyInvalid(status, code, message)
         if status == 418:
-            return Banned(status, code, message, retry_after=retry_after or _DEFAULT_BAN_S)
+            return Banned(status, code, message, retry_after=retry_after or DEFAULT_BAN_S)
         if status == 429:
-            if _PLAN_RESTRICTION_MARKER in code.lower():
+            if any(word in words for word in _SUBSCRIPTION_WORDS):
                 return PlanRestricted(status, "plan_restricted", code)
-            block = retry_after if retry_after is not None else _BLOCK_AFTER_429_S[route_group]
-            return RateLimited(status, code, message, retry_after=block)
+            return RateLimited(
+                status, code, message, retry_after=retry_after if retry_after is not None else block_s
+            )
         if status == 403:
-            return PermissionDenied(status, code, message)
+            # A 403 without 3Commas' JSON error object comes from in front of 3Commas (its CDN,
+            # a proxy): it says nothing about the key.
+            if not has_error:
+                return Unavailable(status, "forbidden_upstream", "403 without a 3Commas error body")
+            if any(word in words for word in _SUBSCRIPTION_WORDS):
+                return PlanRestricted(status, code, message)
+            if any(word in words for word in _STATE_WORDS):
+                return ActionRefused(status, code, message)
+            if any(word in words for word in _PERMISSION_WORDS):
+                return PermissionDenied(status, code, message)
+            return ActionRefused(status, code, message)
+        if status == 422 and any(word in words for word in _STATE_WORDS):
+            return ActionRefused(status, code, message, attributes=attributes)
         if status == 404 or code.lower() in {"not_found", "not found"}:
             return NotFound(status, code, message)
         if status >= 500:
@@ -343,6 +423,7 @@ class ThreeCommasAccess:
         self._timeout_s = timeout_s
         self._monotonic = monotonic
         self._limiters: dict[str, KeyLimiter] = {}
+        self.ip = IpGate(monotonic)  # one egress IP today: a 418 pauses every key
 
     @contextlib.asynccontextmanager
     async def open(
@@ -350,7 +431,7 @@ class ThreeCommasAccess:
     ) -> AsyncIterator[ThreeCommasClient]:
         limiter = self._limiters.get(credentials.api_key)
         if limiter is None:
-            limiter = self._limiters[credentials.api_key] = KeyLimiter(clock=self._monotonic)
+            limiter = self._limiters[credentials.api_key] = KeyLimiter(ip=self.ip, clock=self._monotonic)
         async with self._transport.session() as session:
             yield ThreeCommasClient(
                 session,

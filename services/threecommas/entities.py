@@ -133,6 +133,54 @@ _EXCHANGE_PREFIXES = (
 
 
 @dataclass(frozen=True, slots=True)
+class Market:
+    """Where a 3Commas account's orders live, in ccxt terms: ``exchange`` is the ccxt id whose
+    API holds them (``binanceusdm`` for Binance USDⓈ-M futures), ``market_type`` ccxt's
+    ``defaultType`` (spot, margin, swap) and ``sub_type`` linear/inverse for contracts."""
+
+    exchange: str
+    market_type: str = "spot"
+    sub_type: str | None = None
+
+    @property
+    def is_derivative(self) -> bool:
+        return self.market_type == "swap"
+
+
+def market_of(market_code: str | None) -> Market | None:
+    """3Commas ``market_code`` → :class:`Market`.
+
+    Codes documented by 3Commas: ``binance``, ``binance_us``, ``binance_futures``,
+    ``binance_futures_coin``, ``binance_futures_eea``, ``binance_margin``, ``bybit_spot``, ``okex``
+    (docs ``account/1_available_market_sybtypes``, ``market-data/0_supported_markets_list``).
+    Bybit's and OKX's contract accounts are read by their words (``perpetual``, ``futures``,
+    ``swap``; ``inverse``/``coin`` for coin-margined) as 3Commas spells no list of them.
+    """
+    code = (market_code or "").lower()
+    exchange = next((ccxt_id for prefix, ccxt_id in _EXCHANGE_PREFIXES if code.startswith(prefix)), None)
+    if exchange is None:
+        return None
+    words = set(code.split("_"))
+    contract = bool(words & {"futures", "perpetual", "swap", "linear", "inverse"})
+    inverse = bool(words & {"coin", "inverse"}) or (
+        exchange == "bybit" and "perpetual" in words and "usdt" not in words
+    )
+    if exchange == "binance":
+        if contract:
+            return Market(
+                "binancecoinm" if inverse else "binanceusdm", "swap", "inverse" if inverse else "linear"
+            )
+        if "margin" in words:
+            return Market("binance", "margin")
+        return Market("binance")
+    if contract:
+        return Market(exchange, "swap", "inverse" if inverse else "linear")
+    if "margin" in words:
+        return Market(exchange, "margin")
+    return Market(exchange)
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
     """An exchange account connected to 3Commas (3Commas holds that exchange's key, not us)."""
 
@@ -178,12 +226,20 @@ class Account:
 
     @property
     def exchange_id(self) -> str | None:
-        """The ccxt exchange id behind ``market_code`` (``bybit_spot`` → ``bybit``), if known."""
+        """The exchange (the key's issuer) behind ``market_code`` (``binance_futures`` → ``binance``):
+        what a keysentry connection for that key is linked to."""
         code = (self.market_code or "").lower()
-        for prefix, ccxt_id in _EXCHANGE_PREFIXES:
-            if code.startswith(prefix):
-                return ccxt_id
-        return None
+        return next((ccxt_id for prefix, ccxt_id in _EXCHANGE_PREFIXES if code.startswith(prefix)), None)
+
+    @property
+    def market(self) -> Market | None:
+        """Where this account's orders are (``binance_futures`` → ``binanceusdm`` swap)."""
+        return market_of(self.market_code)
+
+    @property
+    def key_broken(self) -> bool:
+        """3Commas can no longer use the exchange key it holds for this account."""
+        return self.api_key_invalid or (self.api_keys_state or "").lower() == "expired"
 
 
 _TERMINAL_DEAL_STATUSES = frozenset(
@@ -252,9 +308,9 @@ class Deal:
             pair=parse_str(payload.get("pair")) or "",
             status=status,
             localized_status=parse_str(payload.get("localized_status")),
-            finished=parse_bool(finished_flag)
-            if finished_flag is not None
-            else status in _TERMINAL_DEAL_STATUSES,
+            # A terminal status wins over the flag: a failed deal is done whatever ``finished?`` says.
+            finished=status in _TERMINAL_DEAL_STATUSES
+            or (parse_bool(finished_flag) if finished_flag is not None else False),
             created_at=_time(payload.get("created_at")),
             updated_at=_time(payload.get("updated_at")),
             closed_at=_time(payload.get("closed_at")),
@@ -303,12 +359,36 @@ class Deal:
 
 
 @dataclass(frozen=True, slots=True)
+class Bot:
+    """A DCA bot as ``/ver1/bots`` lists it (docs ``dca-bot/4_get_dca_bot``)."""
+
+    id: int
+    account_id: int | None
+    name: str
+    is_enabled: bool
+    pairs: tuple[str, ...]
+    updated_at: datetime | None
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> Bot:
+        return cls(
+            id=_id(payload, "bot"),
+            account_id=_int(payload.get("account_id")),
+            name=parse_str(payload.get("name")) or "",
+            is_enabled=parse_bool(payload.get("is_enabled")),
+            pairs=tuple(str(p) for p in payload.get("pairs") or () if p),
+            updated_at=_time(payload.get("updated_at")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class MarketOrder:
     """One order of a deal as ``/deals/{id}/market_orders`` lists it.
 
     ``order_id`` is 3Commas' internal trade id, not the exchange's order id; attribution has
-    to match by symbol, side, price, amount and time. ``status`` is lower case
-    (``active``, ``filled``, ``finished``, ``cancelled``, ``inactive``).
+    to match by symbol, side, price, amount and time. ``status`` is ``status_string`` lower
+    case: ``active``, ``filled``, ``finished``, ``cancelled``, ``inactive`` (docs
+    ``dca-bot/deals/7_get_trades_of_deal``; ``Inactive`` in its example).
     """
 
     deal_id: int
@@ -326,6 +406,23 @@ class MarketOrder:
     cancellable: bool
     created_at: datetime | None
     updated_at: datetime | None
+
+    @property
+    def is_open(self) -> bool:
+        """3Commas shows the order placed and waiting on the exchange."""
+        return self.status == "active"
+
+    @property
+    def is_done(self) -> bool:
+        """Filled or finished: the order executed and cannot lock anything any more."""
+        return self.status in {"filled", "finished"}
+
+    @property
+    def may_still_lock(self) -> bool:
+        """For a finished deal: what could still sit on the exchange. Active orders, and
+        cancelled ones, since 3Commas marks an order cancelled even when its cancel never reached
+        the exchange (the key had broken). Inactive orders were never placed; done ones executed."""
+        return self.status in {"active", "cancelled"}
 
     @classmethod
     def from_json(cls, payload: Mapping[str, Any], deal: Deal) -> MarketOrder:
@@ -549,7 +646,6 @@ class SmartTrade:
         profit = _obj(payload.get("profit"))
         leverage = _obj(payload.get("leverage"))
         status_type = parse_str(status.get("type")) or "unknown"
-        finished = data.get("finished")
         return cls(
             id=_id(payload, "smart trade"),
             account_id=_int(_obj(payload.get("account")).get("id")) or _int(payload.get("account_id")),
@@ -575,9 +671,9 @@ class SmartTrade:
             closed_amount=_dec(data.get("closed_amount")),
             profit_usd=_dec(profit.get("usd")),
             profit_percent=_dec(profit.get("percent")),
-            finished=parse_bool(finished)
-            if finished is not None
-            else status_type in _TERMINAL_SMART_TRADE_STATUSES,
+            # Done-ness comes from ``status.type`` alone: the docs' own failed and cancelled examples
+            # carry ``data.finished: false`` (docs smart-trade/0_smart_trade_entity, 3_get_smart_trade).
+            finished=status_type in _TERMINAL_SMART_TRADE_STATUSES,
             created_at=_time(data.get("created_at")),
             updated_at=_time(data.get("updated_at")),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from services.core.verdicts import Verdict
@@ -38,23 +39,53 @@ class ThreeCommasError(Exception):
 
 
 class KeyInvalid(ThreeCommasError):
-    """401: the 3Commas key is revoked, expired or unknown, or the secret does not match it."""
+    """401: the 3Commas key is revoked, expired or unknown, the secret does not match it, or the
+    request came from an IP address the key's whitelist does not allow.
+
+    3Commas documents all three causes under one status (docs ``quick-start/8_errors``) and no
+    separate body for the IP case, so a single 401 cannot tell "key gone" from "our IP is off
+    the key's whitelist". :attr:`ip_possible` says which 401s carry that doubt; the verdict is
+    ``ip_not_allowed`` only when 3Commas' text itself names the IP or the whitelist.
+    """
 
     @property
     def verdict(self) -> Verdict:
-        return Verdict.SIGNATURE_INVALID if self.error == "signature_invalid" else Verdict.KEY_INVALID
+        if self.error == "signature_invalid":
+            return Verdict.SIGNATURE_INVALID
+        if _IP_WORDS.search(f"{self.error} {self.message}"):
+            return Verdict.IP_NOT_ALLOWED
+        return Verdict.KEY_INVALID
+
+    @property
+    def ip_possible(self) -> bool:
+        """True unless 3Commas said the signature is wrong: the key may be fine and our IP refused.
+
+        The "our IP is blocked" guard counts these across keys: many keys turning 401 at once is
+        3Commas refusing our address, not every user deleting their key.
+        """
+        return self.error != "signature_invalid"
+
+
+_IP_WORDS = re.compile(r"\bip\b|whitelist|white-list|white list", re.IGNORECASE)
 
 
 class PermissionDenied(ThreeCommasError):
-    """403: the key lacks the permission (e.g. a read-only key asked to trade) or the action is refused."""
+    """403 from 3Commas naming a permission: the key lacks it (e.g. a read-only key asked to trade)."""
 
     @property
     def verdict(self) -> Verdict:
         return Verdict.PERMISSION_MISSING
 
 
-class PlanRestricted(PermissionDenied):
-    """3Commas' subscription-plan refusal. It arrives as a 429 but waiting never helps."""
+class PlanRestricted(ThreeCommasError):
+    """The 3Commas subscription does not cover the request: a 429 naming the plan, or a 403
+    "active subscription is required". Waiting never helps and the key is fine, so this is no
+    key verdict: the trader has to renew the plan."""
+
+
+class ActionRefused(ThreeCommasError):
+    """403/422 for an action the resource's state does not allow ("deal cannot be cancelled",
+    "Cant be cancelled"): the key is fine, the deal or SmartTrade is not in a state for it."""
 
 
 class NotFound(ThreeCommasError):
@@ -74,7 +105,9 @@ class RateLimited(ThreeCommasError):
 
 
 class Banned(RateLimited):
-    """418: 3Commas banned us for ignoring 429s; no call is made until ``retry_after`` has passed."""
+    """418: 3Commas banned our IP for ignoring 429s (2 minutes up to 3 days, docs
+    ``quick-start/9_limits``). The ban covers every key sent from that IP, so every client
+    behind it pauses until ``retry_after`` has passed, and the guard hears of it."""
 
 
 class Unavailable(ThreeCommasError):
