@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.settings import OFFICIAL_THREECOMMAS_API
 from sandbox.threecommas import LocalTcKey, LocalThreeCommas
 from services.core.clock import FakeClock
 from services.core.verdicts import Verdict
@@ -48,7 +49,9 @@ from services.threecommas.errors import (
     Unavailable,
 )
 from services.threecommas.limiter import DEFAULT_BAN_S, IpGate, KeyLimiter
+from tests.production_net import ProductionNet
 
+API = OFFICIAL_THREECOMMAS_API
 DOCS_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
 
 
@@ -74,9 +77,11 @@ def fake_time() -> FakeTime:
 
 
 @pytest.fixture
-async def local_tc(clock: FakeClock, fake_time: FakeTime) -> AsyncIterator[LocalThreeCommas]:
-    server = LocalThreeCommas(clock, monotonic=fake_time)
-    await server.start()
+async def local_tc(
+    clock: FakeClock, fake_time: FakeTime, net: ProductionNet
+) -> AsyncIterator[LocalThreeCommas]:
+    """The local 3Commas served as ``api.3commas.io`` over TLS (tests/production_net.py)."""
+    server = await net.serve_threecommas(LocalThreeCommas(clock, monotonic=fake_time))
     try:
         yield server
     finally:
@@ -84,8 +89,8 @@ async def local_tc(clock: FakeClock, fake_time: FakeTime) -> AsyncIterator[Local
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as shared:
+async def session(net: ProductionNet) -> AsyncIterator[aiohttp.ClientSession]:
+    async with net.transport.session() as shared:
         yield shared
 
 
@@ -106,7 +111,7 @@ def make_client(
 ) -> ThreeCommasClient:
     return ThreeCommasClient(
         session,
-        local_tc.url,
+        API,
         key.api_key,
         secret or key.secret,
         limiter=limiter or KeyLimiter(clock=fake_time, sleep=fake_time.sleep),
@@ -222,7 +227,7 @@ async def test_server_accepts_both_documented_body_signatures_and_nothing_else(
     for signed in (f"{path}?{body}", f"{path}{body}", f"{path}?{body} "):
         signature = hmac.new(key.secret.encode(), signed.encode(), hashlib.sha256).hexdigest().upper()
         headers = {"Apikey": key.api_key, "Signature": signature, "Content-Type": "application/json"}
-        async with session.post(local_tc.url + "/v2/smart_trades", data=body, headers=headers) as response:
+        async with session.post(API + "/v2/smart_trades", data=body, headers=headers) as response:
             statuses.append((response.status, (await response.json()).get("error")))
     assert statuses == [(201, None), (201, None), (401, "signature_invalid")]
 
@@ -704,8 +709,10 @@ def test_bad_pairs_are_refused() -> None:
 
 
 async def test_control_api_over_http(session, local_tc, fake_time) -> None:
+    control_url = local_tc.control_url.replace(f"127.0.0.1:{local_tc.port}", "api.3commas.io")
+
     async def control(method: str, **kwargs: object) -> dict:
-        async with session.post(f"{local_tc.control_url}/{method}", json=kwargs) as response:
+        async with session.post(f"{control_url}/{method}", json=kwargs) as response:
             assert response.status == 200, await response.text()
             return await response.json()
 
@@ -721,10 +728,10 @@ async def test_control_api_over_http(session, local_tc, fake_time) -> None:
     [failed] = await client.deals(scope="failed")
     assert failed.id == deal and failed.error_text == "API key expired"
 
-    async with session.get(f"{local_tc.control_url}/requests") as response:
+    async with session.get(f"{control_url}/requests") as response:
         log = await response.json()
     assert [entry["status"] for entry in log] == [200, 200]
-    async with session.post(f"{local_tc.control_url}/drop_database", json={}) as response:
+    async with session.post(f"{control_url}/drop_database", json={}) as response:
         assert response.status == 404
 
 
@@ -740,7 +747,7 @@ async def test_paper_mode_in_the_app_hides_nothing_from_us(client, local_tc, key
     path = "/public/api/ver1/accounts"
     signature = hmac.new(key.secret.encode(), path.encode(), hashlib.sha256).hexdigest()
     async with session.get(
-        local_tc.url.removesuffix("/public/api") + path,
+        API.removesuffix("/public/api") + path,
         headers={"Apikey": key.api_key, "Signature": signature},
     ) as response:
         assert [a["name"] for a in await response.json()] == ["Paper"]
