@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bot [serve|worker|rotate-vault] [--webhook]``.
+"""Entry point: ``python -m bot [serve|worker|migrate|rotate-vault] [--webhook]``.
 
 With no ``BOT_TOKEN`` the local sandbox starts instead: a local Telegram, local exchanges and
 a terminal chat, so the whole bot can be tried without any account anywhere.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 
 from bot.settings import Settings, SettingsError, load_settings
@@ -20,9 +21,10 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "role",
         nargs="?",
         default="all",
-        choices=["all", "serve", "worker", "rotate-vault", "sandbox"],
+        choices=["all", "serve", "worker", "migrate", "rotate-vault", "sandbox"],
         help="all (default): everything in one process; serve: Telegram side only; "
-        "worker: polling and sending only; rotate-vault: re-encrypt secrets under the newest VAULT_KEY",
+        "worker: polling and sending only; migrate: bring the database schema up to date and exit; "
+        "rotate-vault: re-encrypt secrets under the newest VAULT_KEY",
     )
     parser.add_argument(
         "--webhook", action="store_true", help="receive updates by webhook instead of polling"
@@ -54,10 +56,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "sandbox" or (settings.is_sandbox and args.role == "all"):
         from sandbox.run import run_sandbox
 
-        asyncio.run(run_sandbox(settings))
+        # Ctrl-C cancels the chat, the sandbox shuts down in order, then asyncio re-raises the
+        # KeyboardInterrupt: leaving is what the user asked for, not an error worth a traceback.
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_sandbox(settings))
+        return
+    from bot.runner import migrate, rotate_vault, run_roles
+
+    if args.role == "migrate":
+        asyncio.run(migrate(settings))
         return
     _require_vault_key(settings)
-    from bot.runner import rotate_vault, run_roles
 
     if args.role == "rotate-vault":
         count = asyncio.run(rotate_vault(settings))

@@ -7,6 +7,7 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
+from aiogram.types import LinkPreviewOptions
 
 from bot.context import AppContext
 from bot.fsm_storage import DatabaseStorage
@@ -66,7 +67,11 @@ def build_bot(settings: Settings) -> Bot:
     return Bot(
         token=settings.bot_token,
         session=session,
-        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+        # link_preview_options: aiogram maps the older flag to disable_web_page_preview, which the
+        # current Bot API no longer documents.
+        default=DefaultBotProperties(
+            parse_mode=ParseMode.HTML, link_preview=LinkPreviewOptions(is_disabled=True)
+        ),
     )
 
 

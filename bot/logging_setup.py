@@ -34,5 +34,7 @@ def setup_logging(level: str, *, as_json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiogram.event", "apscheduler", "ccxt.base.exchange"):
+    # Routine chatter of libraries (Alembic's "Context impl", "Will assume transactional DDL" on
+    # every start; aiogram's per-update lines) stays out of a normal start; their warnings do not.
+    for noisy in ("aiogram.event", "alembic", "apscheduler", "ccxt.base.exchange"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

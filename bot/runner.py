@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
+from aiogram import Bot, Dispatcher
+from aiogram.exceptions import ClientDecodeError, TelegramNetworkError, TelegramServerError
 from aiohttp import web
 
 from bot.app import build_bot, build_context, build_dispatcher, close_context
 from bot.commands import register_commands
+from bot.context import AppContext
 from bot.settings import Settings
 from bot.web import build_web_app, start_web, webhook_secret
 from bot.worker import Worker
@@ -19,6 +23,19 @@ from services.storage.connections import reseal_all
 from services.storage.db import create_engine, is_sqlite, run_migrations, session_factory
 
 log = logging.getLogger(__name__)
+
+# Seconds between attempts to reach Telegram at start-up: doubling from 1 up to a minute.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+
+
+async def migrate(settings: Settings) -> None:
+    """Bring the schema to the newest revision and return (the compose file's one-shot step)."""
+    engine = create_engine(settings.database_url)
+    try:
+        await run_migrations(engine)
+    finally:
+        await engine.dispose()
 
 
 async def rotate_vault(settings: Settings) -> int:
@@ -29,6 +46,45 @@ async def rotate_vault(settings: Settings) -> int:
             return await reseal_all(session, Vault(settings.vault_key))
     finally:
         await engine.dispose()
+
+
+def _stop_or_timeout(stop: asyncio.Event) -> Callable[[float], Awaitable[None]]:
+    async def pause(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    return pause
+
+
+async def connect_telegram(
+    bot: Bot,
+    setup: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    *,
+    pause: Callable[[float], Awaitable[None]] | None = None,
+) -> bool:
+    """Run ``setup`` (the first calls to Telegram) until Telegram answers, backing off between tries.
+
+    Telegram being unreachable at start-up is an outage, not a configuration error: the worker
+    side keeps checking keys and queueing alerts meanwhile, and they go out once it answers.
+    Returns False when ``stop`` was set before Telegram answered.
+    """
+    pause = pause or _stop_or_timeout(stop)
+    delay = RETRY_FIRST_S
+    while not stop.is_set():
+        try:
+            await setup()
+            return True
+        except (TelegramNetworkError, TelegramServerError, ClientDecodeError) as error:
+            # One line: the first line of the error (a proxy's 502 page is many).
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            log.warning(
+                "Telegram is unreachable at %s (%s); retrying in %.0f s",
+                bot.session.api.base.split("/bot")[0], reason, delay,
+            )  # fmt: skip
+        await pause(delay)
+        delay = min(delay * 2, RETRY_MAX_S)
+    return False
 
 
 async def run_roles(
@@ -59,16 +115,10 @@ async def run_roles(
         )
         if worker is not None:
             worker.start()
-        if serves:
-            await register_commands(bot, app.i18n)
-            if webhook:
-                await bot.set_webhook(
-                    settings.webhook_url,
-                    secret_token=webhook_secret(app),
-                    allowed_updates=dp.resolve_used_update_types(),
-                )
-            else:
-                await bot.delete_webhook()  # a webhook left from an earlier run would block getUpdates
+        if serves and await connect_telegram(bot, lambda: _telegram_setup(app, bot, dp, webhook), stop):
+            log.info("Telegram answered: bot @%s is %s", (await bot.me()).username,
+                     "receiving by webhook" if webhook else "polling")  # fmt: skip
+            if not webhook:
                 polling = asyncio.create_task(dp.start_polling(bot, handle_signals=False))
         await stop.wait()
         log.info("shutting down")
@@ -83,3 +133,16 @@ async def run_roles(
             await runner.cleanup()
         await bot.session.close()
         await close_context(app)
+
+
+async def _telegram_setup(app: AppContext, bot: Bot, dp: Dispatcher, webhook: bool) -> None:
+    await bot.me()
+    await register_commands(bot, app.i18n)
+    if webhook:
+        await bot.set_webhook(
+            app.settings.webhook_url,
+            secret_token=webhook_secret(app),
+            allowed_updates=dp.resolve_used_update_types(),
+        )
+    else:
+        await bot.delete_webhook()  # a webhook left from an earlier run would block getUpdates

@@ -20,6 +20,7 @@ from services.core.vault import parse_keys
 OFFICIAL_TELEGRAM_API = "https://api.telegram.org"
 OFFICIAL_THREECOMMAS_API = "https://api.3commas.io/public/api"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/keysentry.db"
+_TOKEN = re.compile(r"\d+:\S+")
 
 EXAMPLES = {
     "BOT_TOKEN": "123456789:AAE... (from @BotFather)",
@@ -66,6 +67,16 @@ class Settings(BaseSettings):
     webhook_secret: str = ""
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8080, ge=0, le=65535)
+
+    @field_validator("bot_token")
+    @classmethod
+    def _bot_token(cls, value: str) -> str:
+        # aiogram would reject it later with a traceback; the operator gets one line instead. Same
+        # rule as aiogram.utils.token (not imported: it loads all of aiogram before this one line).
+        token = value.strip()
+        if token and not _TOKEN.fullmatch(token):
+            raise ValueError("not a token from @BotFather")
+        return token
 
     @field_validator("database_url")
     @classmethod

@@ -16,6 +16,11 @@ Decisions worth knowing:
   (``message text is empty``, ``chat_id is empty``, ...) and ``parameter "x" is required``
   otherwise.
 * A bare ``&`` is accepted, as on Telegram; only ``<`` must be escaped.
+* A parameter the current Bot API does not document for the method (``disable_web_page_preview``,
+  long replaced by ``link_preview_options``) gets a 400 naming it. The real server silently
+  ignores such fields; refusing them here keeps deprecated parameters from creeping back in.
+  The documented parameters are in ``bot_api_parameters.json``, taken from the Bot API
+  reference (version and source named in the file).
 * Only ``parse_mode=HTML`` is implemented; Markdown is refused with a clear 400 so nobody
   mistakes "not validated" for "valid".
 * Sending to a chat the server has never seen gives ``chat not found``: a user must have
@@ -41,6 +46,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from aiogram import Bot
@@ -287,6 +293,12 @@ class _FloodControl:
             window.append(now)
         return 0
 
+
+_REFERENCE = json.loads(Path(__file__).with_name("bot_api_parameters.json").read_text(encoding="utf-8"))
+BOT_API_VERSION: str = _REFERENCE["version"]
+_DOCUMENTED: dict[str, frozenset[str]] = {
+    method: frozenset(names) for method, names in _REFERENCE["methods"].items()
+}
 
 # Fields the Bot API marks required, with the real server's wording where it has its own.
 _REQUIRED: dict[str, tuple[str, ...]] = {
@@ -676,6 +688,12 @@ class LocalTelegram:
             handler = _HANDLERS.get(method)
             if handler is None:
                 raise _ApiError(404, "Not Found: method not found")
+            # File uploads travel under random part names (``attach://…``), so only values are checked.
+            undocumented = sorted(set(params.values) - _DOCUMENTED.get(method, frozenset()))
+            if undocumented:
+                raise _bad_request(
+                    f'parameter "{undocumented[0]}" is not documented for {method} in {BOT_API_VERSION}'
+                )
             for name in _REQUIRED.get(method, ()):
                 if not params.text(name) and name not in params.files:
                     raise _bad_request(_MISSING.get((method, name), f'parameter "{name}" is required'))

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from pathlib import Path
 from typing import Any, TextIO
 
 from sandbox.telegram import ChatEvent, ChatMessage, LocalTelegram
@@ -36,10 +37,12 @@ async def run_terminal_chat(
     output: TextIO | None = None,
     first_name: str | None = None,
     language_code: str | None = None,
+    downloads: Path | None = None,
 ) -> None:
     """Print ``banner``, then relay typed lines to the bot and print what it does, until
     ``/quit`` or end of input. A bare number presses that button on the latest keyboard;
-    ``M.N`` presses button N of message M.
+    ``M.N`` presses button N of message M. Files the bot sends are saved in ``downloads``
+    (where a Telegram app would download them) and the path is printed.
 
     ``input_func`` and ``output`` default to stdin (read on a daemon thread, so the event loop
     never blocks and shutdown never waits for a pending ``input()``) and stdout; bold and the
@@ -47,7 +50,7 @@ async def run_terminal_chat(
     """
     out = output or sys.stdout
     read = input_func or _stdin_reader()
-    view = _ChatView(tg, user_id, out, ansi=_is_tty(out))
+    view = _ChatView(tg, user_id, out, ansi=_is_tty(out), downloads=downloads)
     view.say(banner)
     follower = asyncio.create_task(view.follow())
     try:
@@ -117,8 +120,11 @@ def render_text(text: str, entities: list[dict[str, Any]], *, ansi: bool) -> str
 class _ChatView:
     """What the user sees of their private chat with the bot."""
 
-    def __init__(self, tg: LocalTelegram, user_id: int, out: TextIO, *, ansi: bool) -> None:
+    def __init__(
+        self, tg: LocalTelegram, user_id: int, out: TextIO, *, ansi: bool, downloads: Path | None = None
+    ) -> None:
         self.tg = tg
+        self.downloads = downloads
         self.chat_id = user_id
         self.out = out
         self.ansi = ansi
@@ -187,7 +193,13 @@ class _ChatView:
         if message.document is not None:
             document = message.document
             name = document.file_name or document.file_id
-            body = f"[file {name}, {len(document.content)} bytes] {body}".rstrip()
+            where = ""
+            if self.downloads is not None:
+                self.downloads.mkdir(parents=True, exist_ok=True)
+                saved = self.downloads.resolve() / Path(name).name  # never a path the bot chose
+                saved.write_bytes(document.content)
+                where = f", saved to {saved}"
+            body = f"[file {name}, {len(document.content)} bytes{where}] {body}".rstrip()
         indent = " " * (len(label) + 2)
         self.say(f"{label}: " + body.replace("\n", "\n" + indent))
         number = 1

@@ -367,6 +367,34 @@ async def test_unknown_method_missing_fields_and_wrong_token(tg: LocalTelegram) 
     await wrong.session.close()
 
 
+async def test_parameters_the_current_bot_api_does_not_document_are_refused(tg: LocalTelegram) -> None:
+    tg.add_user(USER)
+    status, body = await raw_call(
+        tg, "sendMessage", chat_id=str(USER), text="hi", disable_web_page_preview="true"
+    )
+    assert status == 400
+    assert body["description"].startswith('Bad Request: parameter "disable_web_page_preview" is not')
+    status, _ = await raw_call(
+        tg, "sendMessage", chat_id=str(USER), text="hi", link_preview_options='{"is_disabled": true}'
+    )
+    assert status == 200
+
+
+async def test_keysentry_bot_disables_link_previews_the_current_way(tg: LocalTelegram) -> None:
+    from bot.app import build_bot
+    from bot.settings import Settings
+
+    tg.add_user(USER)
+    bot = build_bot(Settings(_env_file=None, bot_token=tg.token, telegram_api_url=tg.url))
+    try:
+        await bot.send_message(USER, "see https://example.com")
+    finally:
+        await bot.session.close()
+    sent = tg.requests[-1]
+    assert sent.status == 200 and "disable_web_page_preview" not in sent.params
+    assert '"is_disabled": true' in sent.params["link_preview_options"]
+
+
 async def test_outage_answers_502_which_aiogram_cannot_decode(tg: LocalTelegram, bot: Bot) -> None:
     tg.set_down(True)
     with pytest.raises(ClientDecodeError):
