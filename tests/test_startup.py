@@ -91,3 +91,17 @@ def test_process_keeps_running_while_telegram_is_unreachable(tmp_path):
     assert "worker" in log and "started" in log  # checking and queueing go on meanwhile
     assert "Traceback" not in log
     assert "alembic" not in log.lower()  # migrations ran, quietly
+
+
+async def test_migrate_role_brings_the_schema_up_to_date_and_returns(tmp_path):
+    from bot.runner import migrate
+    from bot.settings import Settings
+    from services.storage.db import create_engine, migrations_current
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ks.db'}"
+    await migrate(Settings(_env_file=None, database_url=url))
+    engine = create_engine(url)
+    try:
+        assert await migrations_current(engine)
+    finally:
+        await engine.dispose()
