@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format .
 
 bench: $(STAMP)
-	$(BIN)/python bench/mass_revocation.py
+	$(BIN)/python -m bench.mass_revocation --telegram-latency-ms 80
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -1,6 +1,6 @@
 """Benchmark: attribute 1,000 open orders against 1,000 deal orders.
 
-Run: ``.venv/bin/python bench/attribution.py [--seed N] [--repeat N]``.
+Run: ``.venv/bin/python -m bench.attribution [--seed N] [--repeat N]``.
 
 Absolute milliseconds depend on the machine, so two baselines are measured in the same run:
 

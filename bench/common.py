@@ -1,40 +1,40 @@
-"""Shared set-up for the benches: local exchange, local Telegram and workers in child processes.
+"""Shared set-up for the benches: the far ends in child processes, workers as real processes.
 
 Every far end runs in a process of its own (``spawn``, so nothing of the parent leaks in), and
-each process's CPU is read from ``/proc`` by the parent. That keeps the worker's own
-``time.process_time()`` honest: the exchange fake and the Telegram fake never count against it.
+each process's CPU is read from ``/proc`` by the parent, so the worker's CPU per check is its
+own: the exchange fake and the Telegram fake never count against it.
 
 * :class:`Child` — a process driven through a pipe (``call("stats")``), answering from its loop.
-* :func:`exchange_main` — a local exchange with N keys, the weight limit of every pool raised,
-  optional latency on private calls; folds its request log into status counts as it goes.
+* :func:`exchange_main` — a local exchange with N keys and a chosen weight limit per pool and
+  IP, optional latency on private calls; folds its request log into status counts as it goes.
 * :func:`telegram_main` — a :class:`~sandbox.telegram.LocalTelegram` with Telegram's flood
   limits on, recording when each ``sendMessage`` was delivered and every 429.
-* :func:`worker_main` — the real :class:`bot.worker.Worker` (APScheduler ticking the real
-  Poller and Sender) with one change from production wiring: the hub's
-  ``BudgetRegistry(overrides=...)``, so the machine is measured rather than Binance's budget.
+* :class:`BenchWorker` — ``python -m bot`` started by the harness the tests use
+  (:mod:`sandbox.processes`), configured only through its environment; the raised exchange
+  budget is the operator setting ``EXCHANGE_WEIGHT_PER_MINUTE``. Counters come from its
+  ``/metrics``, CPU and memory from ``/proc``.
 * :func:`bare_main` — the same signed call through one bare ccxt instance, many in flight.
-* :func:`seed` — users and connections by bulk insert, credentials sealed with one vault.
+* :func:`seed` — users and connections through the services (:func:`sandbox.processes.seed_users`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
 import secrets
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sandbox.processes import WorkerProcess, cpu_seconds, metric_sum, seed_users, start_worker, worker_env
 
 CTX = multiprocessing.get_context("spawn")
 TOKEN = "123456:BENCH-telegram-token"
@@ -43,26 +43,10 @@ CHECK_CALL = {
     "bybit": "privateGetV5UserQueryApi",
     "okx": "privateGetAccountConfig",
 }
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-# ------------------------------------------------------------------------------------------ /proc
-
-
 CORES = os.cpu_count() or 1
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (all its threads), from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def rss_bytes(pid: int | None = None) -> int:
-    with open(f"/proc/{pid or 'self'}/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
+# ------------------------------------------------------------------------------------------ /proc
 
 
 def machine_busy() -> tuple[float, float]:
@@ -127,18 +111,6 @@ async def _serve_commands(pipe: Pipe, handlers: dict[str, Callable[..., Any]]) -
 
 def _quiet_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(processName)s %(levelname)s %(name)s: %(message)s")
-
-
-class _SkippedRuns(logging.Filter):
-    """Counts (and hides) APScheduler's "skipped: maximum number of running instances reached"."""
-
-    count = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "maximum number of running instances" in record.getMessage():
-            _SkippedRuns.count += 1
-            return False
-        return True
 
 
 # ------------------------------------------------------------------------------------------ exchange
@@ -270,8 +242,12 @@ def telegram_main(pipe: Pipe, user_ids: list[int], latency_ms: int = 0) -> None:
                 "refused_after": [_peak_before(sorted(times), when) for when, _ in tg.refused[:5]],
             }
 
+        def last_among(chats: list[int]) -> float | None:
+            wanted = set(chats)
+            return max((when for chat, when, _ in tg.delivered if chat in wanted), default=None)
+
         pipe.send(url)
-        await _serve_commands(pipe, {"stats": stats, "stop": tg.close})
+        await _serve_commands(pipe, {"stats": stats, "last_among": last_among, "stop": tg.close})
 
     asyncio.run(main())
 
@@ -294,174 +270,62 @@ def _peak_before(times: list[float], moment: float) -> int:
 # ------------------------------------------------------------------------------------------ worker
 
 
-def worker_main(pipe: Pipe, config: dict[str, Any]) -> None:
-    """The real Worker (scheduler, Poller, Sender) on ``bot.app.build_context``, with the exchange
-    budget raised. Commands: start, stats, stop.
+@dataclass
+class BenchWorker:
+    """One ``python -m bot`` process of the bench (role ``all`` on SQLite, ``worker`` on PostgreSQL)."""
 
-    Experiment knobs in ``config``: ``poller`` (PollerConfig fields), ``lanes`` (Worker.lanes),
-    ``no_gc_freeze`` (start without the worker's gc.freeze()), ``uvloop``, ``phases`` (time the
-    poller's claim / checks / record).
-    """
-    _quiet_logging()
-    logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRuns())
-    if config.get("uvloop"):
-        import uvloop
+    process: WorkerProcess
 
-        uvloop.install()
-    from bot.app import build_bot, build_context, close_context
-    from bot.settings import Settings
-    from bot.worker import Worker
-    from services.core.vault import Credentials
-    from services.exchanges.budget import BudgetRegistry
-
-    async def main() -> None:
-        settings = Settings(  # type: ignore[call-arg]  # pydantic-settings' init-only argument
-            _env_file=None,
-            bot_token=TOKEN,
-            telegram_api_url=config["telegram_url"],
-            database_url=config["database_url"],
-            vault_key=[config["vault_key"]],
-            poll_interval_seconds=config["poll_interval_s"],
-            exchange_url_overrides=config["exchange_urls"],
+    @classmethod
+    async def start(
+        cls,
+        tmp: Path,
+        *,
+        name: str,
+        telegram_url: str,
+        database_url: str,
+        vault_key: str,
+        exchange_urls: Mapping[str, str],
+        weight_per_minute: Mapping[str, float],
+        **settings: Any,
+    ) -> BenchWorker:
+        env = worker_env(
+            token=TOKEN,
+            telegram_url=telegram_url,
+            database_url=database_url,
+            vault_key=vault_key,
+            exchange_urls=exchange_urls,
+            home=tmp,
+            exchange_weight_per_minute=dict(weight_per_minute),
+            **settings,
         )
-        app = await build_context(settings, budgets=BudgetRegistry(overrides=config["budget_per_minute"]))
-        bot = build_bot(settings)
-        worker = Worker(app, bot)
-        for name, value in config.get("poller", {}).items():
-            setattr(worker.poller.config, name, value)
-        if config.get("lanes"):
-            worker.lanes = config["lanes"]
-        if config.get("sliding_sender"):
-            _sliding_sender(worker.sender)
-        if config.get("no_gc_freeze"):
-            gc.freeze = lambda: None  # experiment: Worker.start() without its gc.freeze()
-        phases = _instrument(worker) if config.get("phases") else {}
-        rss_context = rss_bytes()
-        assert app.hub is not None
-        for exchange_id in config["exchange_urls"]:
-            # The shared template (and its session) is a fixed cost, built before the count starts.
-            await app.hub.client(exchange_id, Credentials("x" * 64, "y" * 64))
-        rss_ready = rss_bytes()
+        role = "all" if database_url.startswith("sqlite") else "worker"
+        process = await start_worker(name, env, tmp / f"{name}.log", role=role)
+        await process.wait_ready(60)
+        return cls(process)
 
-        def stats() -> dict[str, Any]:
-            s = worker.sender.stats
-            return {
-                "t": time.time(),
-                "checked": worker.poller.checked,
-                "sent": s.sent,
-                "telegram_429": s.rate_limited,
-                "send_retried": s.retried,
-                "send_failed": s.failed,
-                "cpu": time.process_time(),
-                "rss": rss_bytes(),
-                "skipped_runs": _SkippedRuns.count,
-                "phases": {name: list(v) for name, v in phases.items()},
-            }
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
-        async def stop() -> None:
-            await worker.stop()
-            await bot.session.close()
-            await close_context(app)
+    async def stats(self) -> dict[str, Any]:
+        metrics = await self.process.metrics()
+        return {
+            "t": time.time(),
+            "checked": metric_sum(metrics, "keysentry_checks_total"),
+            "sent": metric_sum(metrics, "keysentry_messages_sent_total"),
+            "telegram_429": metric_sum(metrics, "keysentry_telegram_429_total"),
+            "cpu": self.process.cpu(),
+            "rss": self.process.rss(),
+            "skipped_sends": self.process.skipped_ticks("Worker.send"),
+            "skipped_polls": self.process.skipped_ticks("Worker.poll"),
+        }
 
-        pipe.send(
-            {"rss_context": rss_context, "rss_ready": rss_ready, "id": worker.ident, "lanes": worker.lanes}
-        )
-        await _serve_commands(
-            pipe,
-            {
-                "start": worker.start,
-                "stats": stats,
-                "stop": stop,
-            },
-        )
-
-    asyncio.run(main())
-
-
-def _sliding_sender(sender: Any) -> None:
-    """Experiment: the Sender's pacing as a sliding one-second window over its own sends.
-
-    ``Sender`` counts messages per fixed window that restarts a second after it began; when one
-    window's sends bunch at its end (its outbox claim waited on the poller's writes) and the
-    next window's at its start, Telegram sees up to twice the rate in one second and answers
-    429. Bench-only replacement of ``Sender._budget_left`` (bot/sender.py is not the bench's).
-    """
-    from collections import deque
-
-    sent: deque[datetime] = deque()
-    send_message = sender.bot.send_message
-
-    def budget_left(now: datetime) -> int:
-        while sent and sent[0] <= now - timedelta(seconds=1):
-            sent.popleft()
-        return int(sender.per_second - len(sent))
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        result = await send_message(*args, **kwargs)
-        sent.append(sender.app.clock.now())
-        return result
-
-    sender._budget_left = budget_left
-    sender.bot.send_message = counted
-
-
-def _instrument(worker: Any) -> dict[str, list[float]]:
-    """Wall time and process CPU spent in the poller's phases: claim, checks, record
-    (``[wall s, CPU s, calls]``; for checks the third figure is the number of checks), and in
-    the sender's outbox claim, sendMessage and mark_sent.
-
-    Bench-only: wraps the bound methods on this one Poller instance. The sender runs in the same
-    loop, so a phase's CPU includes whatever the sender did meanwhile (little: it polls 5 x/s).
-    """
-    poller = worker.poller
-    phases: dict[str, list[float]] = {name: [0.0, 0.0, 0] for name in ("claim", "checks", "record")}
-
-    def timed(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            wall, cpu = time.perf_counter(), time.process_time()
-            try:
-                return await method(*args, **kwargs)
-            finally:
-                totals = phases[name]
-                totals[0] += time.perf_counter() - wall
-                totals[1] += time.process_time() - cpu
-                totals[2] += 1
-
-        return wrapper
-
-    poller.claim = timed("claim", poller.claim)
-    poller.record = timed("record", poller.record)
-    run_once = poller.run_once
-
-    async def run_once_timed() -> int:
-        wall, cpu = time.perf_counter(), time.process_time()
-        claim0, record0 = list(phases["claim"]), list(phases["record"])
-        count = await run_once()
-        if count:
-            totals = phases["checks"]
-            claim_wall = phases["claim"][0] - claim0[0]
-            record_wall = phases["record"][0] - record0[0]
-            totals[0] += time.perf_counter() - wall - claim_wall - record_wall
-            totals[1] += (
-                time.process_time()
-                - cpu
-                - (phases["claim"][1] - claim0[1])
-                - (phases["record"][1] - record0[1])
-            )
-            totals[2] += count
-        return count
-
-    poller.run_once = run_once_timed
-
-    # The sender: its outbox claim, each sendMessage and each mark_sent, in wall time.
-    from services.monitoring import outbox
-
-    for name in ("send_claim", "send_message", "mark_sent"):
-        phases[name] = [0.0, 0.0, 0]
-    outbox.claim = timed("send_claim", outbox.claim)
-    outbox.mark_sent = timed("mark_sent", outbox.mark_sent)
-    worker.sender.bot.send_message = timed("send_message", worker.sender.bot.send_message)
-    return phases
+    async def stop(self) -> None:
+        self.process.terminate()
+        with contextlib.suppress(TimeoutError):
+            await self.process.wait_exit(30)
+        self.process.kill()
 
 
 # ------------------------------------------------------------------------------------------ bare ccxt
@@ -562,71 +426,27 @@ async def seed(
     now: datetime,
     key_info: dict[str, Any],
     first_user_id: int = 1_000_001,
-    chunk: int = 5000,
+    prepare: Callable[[int, Any], None] | None = None,
 ) -> list[int]:
-    """One user with one connection per key, by bulk insert; returns the user ids.
-
-    Connections look as they do after their first check: key info and balances stored (the link
-    wizard's probe), balances fresh (so checks are key checks, as in steady state), the key
-    incident row in place and ok, all due now.
-    """
-    from sqlalchemy import insert, select
-
-    from services.core.vault import Credentials, Vault, mask
-    from services.monitoring.incidents import KEY_CHECK, IncidentState
+    """One user with one connection per key, stored as the link wizard leaves them (key info of
+    a real probe, fresh balances), all due now; returns the user ids."""
+    from services.core.vault import Credentials, Vault
     from services.storage.db import create_engine, run_migrations, session_factory
-    from services.storage.models import Connection, Incident, User
 
-    fresh = Incident()
-    IncidentState().apply_to(fresh)
-    incident = {c.key: getattr(fresh, c.key) for c in Incident.__table__.columns if c.key != "id"}
-
-    vault = Vault([vault_key])
     engine = create_engine(database_url)
     try:
         await run_migrations(engine)
-        sessions = session_factory(engine)
-        user_ids = [first_user_id + i for i in range(len(keys))]
-        for start in range(0, len(keys), chunk):
-            part = range(start, min(start + chunk, len(keys)))
-            users = [{"id": user_ids[i], "language": "en", "blocked": False, "created_at": now} for i in part]
-            connections = [
-                {
-                    "user_id": user_ids[i],
-                    "kind": "exchange",
-                    "exchange": exchange_id,
-                    "label": "Main",
-                    "credentials": vault.seal(Credentials(*keys[i])),
-                    "key_hint": mask(keys[i][0]),
-                    "state": "ok",
-                    "verdict": "ok",
-                    "verdict_detail": "",
-                    "last_check_at": now,
-                    "last_ok_at": now,
-                    "key_info": key_info,
-                    "balances": {"USDT": {"free": 1000.0, "total": 1000.0}},
-                    "balances_at": now,
-                    "check_state": {},
-                    "next_poll_at": now,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in part
-            ]
-            async with sessions.begin() as session:
-                await session.execute(insert(User), users)
-                await session.execute(insert(Connection), connections)
-                ids = await session.scalars(
-                    select(Connection.id).where(Connection.user_id.in_([u["id"] for u in users]))
-                )
-                await session.execute(
-                    insert(Incident),
-                    [
-                        {**incident, "connection_id": i, "check_kind": KEY_CHECK, "updated_at": now}
-                        for i in ids
-                    ],
-                )
-        return user_ids
+        seeded = await seed_users(
+            session_factory(engine),
+            Vault([vault_key]),
+            exchange_id,
+            [Credentials(*key) for key in keys],
+            now=now,
+            first_user=first_user_id,
+            key_info=key_info,
+            prepare=prepare,
+        )
+        return [item.user_id for item in seeded]
     finally:
         await engine.dispose()
 
@@ -708,6 +528,7 @@ def utc(ts: float) -> datetime:
 
 __all__ = [
     "CORES",
+    "BenchWorker",
     "Child",
     "Sampler",
     "bare_ccxt",
@@ -716,13 +537,10 @@ __all__ = [
     "new_keys",
     "pct",
     "probe_key_info",
-    "rss_bytes",
     "seed",
     "stop_all",
     "telegram_main",
-    "timedelta",
     "utc",
     "verdict",
     "wait_until",
-    "worker_main",
 ]

@@ -1,6 +1,6 @@
 """What one probe costs us, next to bare ccxt, with N connections on one local exchange.
 
-    .venv/bin/python bench/probe_cost.py [binance|bybit|okx] [--connections 2000] [--rounds 3]
+    .venv/bin/python -m bench.probe_cost [binance|bybit|okx] [--connections 2000] [--rounds 3]
 
 The local exchange runs in a child process, so ``time.process_time()`` in this process measures
 only our side: ccxt signing, aiohttp, our limiter, classification and parsing. Printed:
@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import multiprocessing
 import statistics
-import sys
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ccxt.async_support as ccxt
 
@@ -63,7 +59,7 @@ def serve(exchange_id: str, connections: int, pipe: Connection) -> None:
             server.limits[pool] = None
         # The bare-ccxt baseline signs with one key thousands of times a second; lift the
         # per-key caps (Bybit/OKX style) so it measures CPU rather than those limits.
-        server._routes = {route: replace(ep, key_limit=None) for route, ep in server._routes.items()}
+        server.lift_key_limits()
         url = await server.start(port=0)
         keys = [server.add_key() for _ in range(connections)]
         pipe.send((url, [(k.api_key, k.secret, k.passphrase) for k in keys]))
@@ -122,7 +118,7 @@ async def run(exchange_id: str, connections: int, rounds: int, freeze: bool) -> 
 
         async def probes(with_balances: bool) -> list[Any]:
             results = await bounded(
-                [lambda c=c: probe(c, clock=clock, with_balances=with_balances) for c in clients]
+                [functools.partial(probe, c, clock=clock, with_balances=with_balances) for c in clients]
             )
             failed = [r for r in results if r.verdict is not Verdict.OK]
             assert not failed, failed[:3]

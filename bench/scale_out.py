@@ -1,17 +1,17 @@
 """Issue 7: 1, 2 and 4 worker processes sharing 50,000 connections on PostgreSQL.
 
-    .venv/bin/python bench/scale_out.py [--connections 50000] [--workers 1,2,4] [--window 30]
+    .venv/bin/python -m bench.scale_out [--connections 50000] [--workers 1,2,4] [--window 30]
 
 Set-up: a fresh PostgreSQL database (127.0.0.1:5432, as the tests use), 50,000 users with one
-Binance connection each, inserted in bulk with credentials sealed by one vault; the local
-Binance in its own process with those keys, 20 ms added to private calls and every weight pool
-raised (the workers' ``BudgetRegistry`` overrides match it, as in ``mass_revocation.py``).
+Binance connection each, created through the services with credentials sealed by one vault; the
+local Binance in its own process with those keys, 20 ms added to private calls and every weight
+pool raised (the workers' ``EXCHANGE_WEIGHT_PER_MINUTE`` matches it, as in ``mass_revocation``).
 
-Each worker is ``bench.common.worker_main`` in its own process: the real ``bot.worker.Worker``
-(scheduler, Poller with leases ``FOR UPDATE SKIP LOCKED``, Sender) wired as ``build_context``
-does, with the raised exchange budget. The poll interval is 10 s (the lowest the settings
-allow), so 50,000 connections always come due faster than any worker count checks them: the
-workers never run dry and the rate is their capacity.
+Each worker is ``python -m bot worker`` (``bench.common.BenchWorker``, the harness the tests
+use): the real scheduler, Poller with leases ``FOR UPDATE SKIP LOCKED`` and Sender, configured
+through its environment. The poll interval is 10 s (the lowest the settings allow), so 50,000
+connections always come due faster than any worker count checks them: the workers never run dry
+and the rate is their capacity.
 
 For each worker count: reset every connection to due and unleased, start the workers, wait
 ``--warmup`` seconds, then count checks over ``--window`` seconds. CPU over the same window is
@@ -24,17 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench.common import (
     CORES,
+    BenchWorker,
     Child,
     cpu_seconds,
     exchange_main,
@@ -43,7 +42,6 @@ from bench.common import (
     probe_key_info,
     seed,
     stop_all,
-    worker_main,
 )
 
 EXCHANGE = "binance"
@@ -94,13 +92,13 @@ async def _reset(database_url: str) -> None:
         await engine.dispose()
 
 
-def snapshot(workers: list[Child], exchange: Child, database: str) -> dict[str, Any]:
-    stats = [w.call("stats") for w in workers]
+async def snapshot(workers: list[BenchWorker], exchange: Child, database: str) -> dict[str, Any]:
+    stats = [await w.stats() for w in workers]
     busy, total = machine_busy()
     return {
         "t": time.perf_counter(),
         "checked": [s["checked"] for s in stats],
-        "worker_cpu": [w.cpu() for w in workers],
+        "worker_cpu": [s["cpu"] for s in stats],
         "worker_rss": [s["rss"] for s in stats],
         "exchange_cpu": exchange.cpu(),
         "pg": postgres_cpu(database),
@@ -110,23 +108,22 @@ def snapshot(workers: list[Child], exchange: Child, database: str) -> dict[str, 
     }
 
 
-def measure(
+async def measure(
     count: int, config: dict[str, Any], exchange: Child, warmup: float, window: float
 ) -> dict[str, Any]:
-    asyncio.run(_reset(config["database_url"]))
-    workers: list[Child] = []
+    await _reset(config["database_url"])
+    workers: list[BenchWorker] = []
     try:
         for _ in range(count):
-            workers.append(Child(worker_main, config, name=f"worker-{len(workers) + 1}"))
-        for w in workers:
-            w.call("start")
+            workers.append(await BenchWorker.start(name=f"worker-{len(workers) + 1}", **config))
         database = make_url(config["database_url"]).database or ""
-        time.sleep(warmup)
-        a = snapshot(workers, exchange, database)
-        time.sleep(window)
-        b = snapshot(workers, exchange, database)
+        await asyncio.sleep(warmup)
+        a = await snapshot(workers, exchange, database)
+        await asyncio.sleep(window)
+        b = await snapshot(workers, exchange, database)
     finally:
-        stop_all(workers)
+        for w in workers:
+            await w.stop()
     span = b["t"] - a["t"]
     checks = [cb - ca for ca, cb in zip(a["checked"], b["checked"], strict=True)]
     worker_cpu = [cb - ca for ca, cb in zip(a["worker_cpu"], b["worker_cpu"], strict=True)]
@@ -250,50 +247,47 @@ def explain(results: list[dict[str, Any]]) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> None:
+    from sandbox.processes import create_pg_database, drop_pg_database
+    from services.core.clock import utcnow
+    from services.core.vault import generate_key
+
     began = time.perf_counter()
     counts = [int(c) for c in args.workers.split(",")]
     children: list[Child] = []
     pg_url = None
+    tmp = Path(tempfile.mkdtemp(prefix="keysentry-scale-out-"))
     try:
-        from services.core.clock import utcnow
-        from services.core.vault import generate_key
-        from tests.conftest import create_pg_database, drop_pg_database
-
         keys = new_keys(args.connections)
         exchange = Child(exchange_main, EXCHANGE, keys, args.latency_ms, WEIGHT_LIMIT, name="exchange")
         children.append(exchange)
-        key_info = asyncio.run(probe_key_info(EXCHANGE, exchange.ready, keys[0]))
-        pg_url = asyncio.run(create_pg_database())
+        key_info = await probe_key_info(EXCHANGE, exchange.ready, keys[0])
+        pg_url = await create_pg_database()
         vault_key = generate_key()
         t0 = time.perf_counter()
-        asyncio.run(seed(pg_url, vault_key, EXCHANGE, keys, now=utcnow(), key_info=key_info))
+        await seed(pg_url, vault_key, EXCHANGE, keys, now=utcnow(), key_info=key_info)
         seeded = time.perf_counter() - t0
-        print(
-            f"seeded {args.connections} users + connections + incidents"
-            f" (bulk inserts, Fernet-sealed) in {seeded:.1f} s"
-        )
+        print(f"seeded {args.connections} users + connections (through the services) in {seeded:.1f} s")
         config = {
+            "tmp": tmp,
             "telegram_url": "http://127.0.0.1:9",  # no alerts here: the sender never calls it
             "database_url": pg_url,
             "vault_key": vault_key,
-            "poll_interval_s": 10,
             "exchange_urls": {EXCHANGE: exchange.ready},
-            "budget_per_minute": {EXCHANGE: WEIGHT_LIMIT},
-            "uvloop": False,
-            "lanes": args.lanes,
-            "poller": {},
+            "weight_per_minute": {EXCHANGE: WEIGHT_LIMIT},
+            "poll_interval_seconds": 10,
+            "log_level": "INFO",
         }
         results = []
         for count in counts:
-            r = measure(count, config, exchange, args.warmup, args.window)
+            r = await measure(count, config, exchange, args.warmup, args.window)
             print(f"  {count} worker(s): {r['per_min']:.0f} checks/min over {r['span']:.1f} s")
             results.append(r)
         statuses = exchange.call("stats")["statuses"]
     finally:
         stop_all(children)
         if pg_url:
-            asyncio.run(drop_pg_database(pg_url))
+            await drop_pg_database(pg_url)
     report(results, args.connections)
     print(f"\nexchange answers: {statuses}")
     print(f"bench took {time.perf_counter() - began:.0f} s")
@@ -306,8 +300,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--window", type=float, default=30)
     parser.add_argument("--latency-ms", type=int, default=20)
-    parser.add_argument("--lanes", type=int, default=0, help="Worker.lanes (default: the product's)")
-    run(parser.parse_args())
+    asyncio.run(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

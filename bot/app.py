@@ -47,7 +47,10 @@ async def build_context(
         vault=Vault(settings.vault_key),
         i18n=build_i18n(),
         hub=ExchangeHub(
-            url_overrides=settings.exchange_url_overrides, clock=clock, budgets=budgets, transport=transport
+            url_overrides=settings.exchange_url_overrides,
+            clock=clock,
+            budgets=budgets or BudgetRegistry(overrides=settings.exchange_weight_per_minute),
+            transport=transport,
         ),
         # The limiter counts on the app clock, so tests that move time move its minute too.
         threecommas=ThreeCommasAccess(

@@ -32,6 +32,7 @@ class Metrics:
             buckets=(1, 5, 15, 30, 60, 120, 300, 900, 3600),
         )
         self.telegram_429 = Counter("keysentry_telegram_429", "Telegram 429 answers", registry=r)
+        self.messages_sent = Counter("keysentry_messages_sent", "Messages Telegram accepted", registry=r)
         self.outbox_depth = Gauge("keysentry_outbox_depth", "Messages waiting in the outbox", registry=r)
         self.leases_held = Gauge("keysentry_leases_held", "Connections leased by this worker", registry=r)
         self.interval_stretch = Gauge(

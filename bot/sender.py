@@ -133,6 +133,7 @@ class Sender:
             now = self.app.clock.now()
             self._window_count += 1
             self.stats.sent += 1
+            METRICS.messages_sent.inc()
             await outbox.mark_sent(self.app.sessions, part.ids, now)
             for row_id in part.ids:
                 METRICS.alert_delay.observe(max(0.0, (now - event_at[row_id]).total_seconds()))

@@ -32,6 +32,7 @@ EXAMPLES = {
     ),
     "POLL_INTERVAL_SECONDS": "60 (an integer from 10 to 86400)",
     "EXCHANGE_URL_OVERRIDES": '{"binance": "http://127.0.0.1:9001"}',
+    "EXCHANGE_WEIGHT_PER_MINUTE": '{"okx": 1200}',
     "THREECOMMAS_API_URL": OFFICIAL_THREECOMMAS_API,
     "ALLOWED_USER_IDS": "12345,67890",
     "LOG_LEVEL": "INFO (one of DEBUG, INFO, WARNING, ERROR)",
@@ -54,6 +55,9 @@ class Settings(BaseSettings):
     vault_key: Annotated[list[str], NoDecode] = Field(default_factory=list)
     poll_interval_seconds: int = Field(default=60, ge=10, le=86_400)
     exchange_url_overrides: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Weight per minute an exchange allows one IP, where it differs from the published figure
+    # (services/exchanges/budget.py); we still use only half of it.
+    exchange_weight_per_minute: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
     threecommas_api_url: str = OFFICIAL_THREECOMMAS_API
     allowed_user_ids: Annotated[frozenset[int], NoDecode] = Field(default_factory=frozenset)
     log_level: str = "INFO"
@@ -102,21 +106,23 @@ class Settings(BaseSettings):
     @field_validator("exchange_url_overrides", mode="before")
     @classmethod
     def _overrides(cls, value: Any) -> dict[str, str]:
-        if isinstance(value, dict):
-            parsed: Any = value
-        elif not value:
-            return {}
-        else:
-            try:
-                parsed = json.loads(value)
-            except json.JSONDecodeError:
-                raise ValueError("not valid JSON") from None
-        if not isinstance(parsed, dict) or not all(
+        parsed = _json_object(value)
+        if not all(
             isinstance(k, str) and isinstance(v, str) and v.startswith(("http://", "https://"))
             for k, v in parsed.items()
         ):
             raise ValueError("must map exchange ids to http(s) base URLs")
         return {k.lower(): v.rstrip("/") for k, v in parsed.items()}
+
+    @field_validator("exchange_weight_per_minute", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> dict[str, float]:
+        parsed = _json_object(value)
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in parsed.values()
+        ):
+            raise ValueError("must map exchange ids to positive numbers")
+        return {str(k).lower(): float(v) for k, v in parsed.items()}
 
     @field_validator("allowed_user_ids", mode="before")
     @classmethod
@@ -153,6 +159,21 @@ class Settings(BaseSettings):
     @property
     def is_sandbox(self) -> bool:
         return not self.bot_token
+
+
+def _json_object(value: Any) -> dict[Any, Any]:
+    """A JSON object from the environment (or a dict given directly); empty → {}."""
+    if isinstance(value, dict):
+        return value
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        raise ValueError("not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("must be a JSON object")
+    return parsed
 
 
 def load_settings(**overrides: Any) -> Settings:

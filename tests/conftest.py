@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -14,13 +12,13 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from sandbox.exchanges import LOCAL_EXCHANGES, LocalExchange
+from sandbox.processes import PG_ADMIN_URL, create_pg_database, drop_pg_database
 from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock
 from services.core.vault import Vault, generate_key
 from services.storage.db import create_engine, run_migrations, session_factory
 from tests.production_net import ProductionNet
 
-PG_ADMIN_URL = os.environ.get("KEYSENTRY_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 _pg_state: dict[str, str | None] = {}
 
 
@@ -45,36 +43,6 @@ def postgres_unreachable_reason() -> str | None:
         except Exception as error:  # any failure means: not reachable here
             _pg_state["reason"] = f"PostgreSQL at {PG_ADMIN_URL} not reachable: {error!r}"
     return _pg_state["reason"]
-
-
-async def create_pg_database() -> str:
-    """A fresh, empty PostgreSQL database; returns its URL."""
-    import asyncpg
-
-    admin = make_url(PG_ADMIN_URL)
-    name = f"ks_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(
-        host=admin.host, port=admin.port, user=admin.username, database=admin.database
-    )
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin.set(database=name).render_as_string(hide_password=False)
-
-
-async def drop_pg_database(url: str) -> None:
-    import asyncpg
-
-    admin = make_url(PG_ADMIN_URL)
-    name = make_url(url).database
-    conn = await asyncpg.connect(
-        host=admin.host, port=admin.port, user=admin.username, database=admin.database
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 # -- the attack table: every test marked ``attack("…")`` is one attack tried; it held if the test passed.

@@ -2,9 +2,7 @@
 
 The test process hosts the far ends (a :class:`LocalTelegram` and a :class:`LocalBinance`), creates
 and migrates a fresh PostgreSQL database, seeds users and connections through the services, and
-starts workers as separate OS processes configured only through their environment, exactly as
-``docs/deployment.md`` runs them. Each worker's log goes to a file; its ``/metrics`` port (it
-listens on ``WEB_PORT=0``) is read from the log.
+starts workers through the shared harness (:mod:`sandbox.processes`, also used by ``bench/``).
 
 Everything is torn down in ``finally``: every process still alive is SIGKILLed (and, on Linux,
 the kernel kills them too if the test process itself dies), the servers close, the database is
@@ -16,148 +14,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
-import re
-import signal
-import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sandbox.exchanges import LocalBinance, LocalExchange, RequestRecord
+from sandbox.processes import (
+    Seeded,
+    WorkerProcess,
+    create_pg_database,
+    drop_pg_database,
+    seed_users,
+    start_worker,
+    stop_workers,
+    wait_until,
+    worker_env,
+)
 from sandbox.telegram import LocalTelegram, RateLimits
 from services.core.clock import utcnow
 from services.core.vault import Credentials, Vault, generate_key
-from services.storage.connections import new_connection
 from services.storage.db import create_engine, run_migrations, session_factory
 from services.storage.models import Connection
-from services.storage.users import get_or_create_user
-from tests.conftest import create_pg_database, drop_pg_database
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["Cluster", "WorkerProcess", "cluster", "gaps", "wait_until"]
+
 TOKEN = "123456:WORKERS-PG-TOKEN"
 # The probe's key check on Binance (services/exchanges/probes.py, recipe "binance"):
 # exactly one per health check of a connection, whatever the verdict.
 KEY_CHECK_PATH = "/sapi/v1/account/apiRestrictions"
-_LISTENING = re.compile(r"http listening on [^\s:]+:(\d+)")
-_STARTED = re.compile(r"worker (\S+) started")
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: SIGKILL the worker if the test process dies, so no orphan keeps polling."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-@dataclass
-class WorkerProcess:
-    """One ``python -m bot worker`` OS process."""
-
-    name: str
-    proc: asyncio.subprocess.Process
-    log_path: Path
-    started_at: float
-    port: int | None = None
-    ident: str | None = None  # the worker id it writes into lease_owner / claimed_by (host:pid)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.returncode is None
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.returncode
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
-
-    async def wait_ready(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Until the log says the HTTP side listens and the worker's scheduler started."""
-        deadline = time.monotonic() + timeout
-        while True:
-            log = self.log()
-            port, started = _LISTENING.search(log), _STARTED.search(log)
-            if port and started:
-                self.port, self.ident = int(port.group(1)), started.group(1)
-                return
-            if not self.alive:
-                raise AssertionError(f"{self.name} exited with {self.returncode} before it was ready:\n{log}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} not ready within {timeout}s:\n{self.log_tail()}")
-            await asyncio.sleep(0.1)
-
-    def started_phase(self) -> float:
-        """Fraction of a second at which the worker logged "worker … started" (its tick phase)."""
-        for line in self.log().splitlines():
-            if _STARTED.search(line):
-                return int(line[20:23]) / 1000  # "2026-11-25 19:55:09,370 INFO ..."
-        raise AssertionError(f"{self.name} has not started")
-
-    async def metrics(self) -> str:
-        assert self.port is not None, "wait_ready() first"
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.port}/metrics", timeout=aiohttp.ClientTimeout(5)) as reply,
-        ):
-            reply.raise_for_status()
-            return await reply.text()
-
-    async def ready(self) -> bool:
-        """``/readyz``: the process reaches the database through its pool and migrations are current."""
-        assert self.port is not None, "wait_ready() first"
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.port}/readyz", timeout=aiohttp.ClientTimeout(5)) as reply,
-        ):
-            return reply.status == 200
-
-    async def checks_done(self) -> int:
-        """``keysentry_checks_total`` summed over exchanges and verdicts: this process's checks."""
-        total = 0.0
-        for line in (await self.metrics()).splitlines():
-            if line.startswith("keysentry_checks_total{"):
-                total += float(line.rsplit(" ", 1)[1])
-        return int(total)
-
-    def kill(self) -> None:
-        """``kill -9``: no handler runs, leases and claims stay behind."""
-        if self.alive:
-            os.kill(self.pid, signal.SIGKILL)
-
-    def terminate(self) -> None:
-        if self.alive:
-            os.kill(self.pid, signal.SIGTERM)
-
-    async def wait_exit(self, timeout: float) -> int:  # noqa: ASYNC109
-        async with asyncio.timeout(timeout):
-            return await self.proc.wait()
-
-
-@dataclass(frozen=True)
-class Seeded:
-    user_id: int
-    connection_id: int
-    api_key: str
 
 
 @dataclass
@@ -181,35 +70,20 @@ class Cluster:
     # ---- population -------------------------------------------------------------------------------
 
     async def seed(self, count: int, *, first_user: int = 1001, spread_s: float = 0.0) -> list[Seeded]:
-        """``count`` users with one healthy Binance key each, due for a check right away or, with
-        ``spread_s``, evenly over the next ``spread_s`` seconds (as in a cluster that has been
-        running for a while, instead of one herd that every worker claims at once).
-
-        ``balances_at`` is set to now, so checks are only the key check (weight 1) for the next
-        30 minutes, as in steady state; otherwise the first round would be 20x heavier and the
-        local exchange's IP weight limit, not the workers, would decide the timing.
-        """
-        vault = Vault([self.vault_key])
-        now = utcnow()
-        rows: list[tuple[int, Connection, str]] = []
-        async with self.sessions.begin() as session:
-            for index, user_id in enumerate(range(first_user, first_user + count)):
-                key = self.exchange.add_key()
-                self.tg.add_user(user_id)
-                await get_or_create_user(session, user_id, "en", now)
-                connection = new_connection(
-                    vault,
-                    user_id=user_id,
-                    exchange="binance",
-                    label="Main",
-                    credentials=Credentials(key.api_key, key.secret, key.passphrase),
-                    now=now,
-                )
-                connection.balances_at = now
-                connection.next_poll_at = now + timedelta(seconds=spread_s * index / count)
-                session.add(connection)
-                rows.append((user_id, connection, key.api_key))
-        seeded = [Seeded(user_id, connection.id, api_key) for user_id, connection, api_key in rows]
+        """``count`` users with one healthy Binance key each (:func:`sandbox.processes.seed_users`),
+        due for a check right away or evenly over the next ``spread_s`` seconds."""
+        keys = [self.exchange.add_key() for _ in range(count)]
+        for user_id in range(first_user, first_user + count):
+            self.tg.add_user(user_id)
+        seeded = await seed_users(
+            self.sessions,
+            Vault([self.vault_key]),
+            "binance",
+            [Credentials(k.api_key, k.secret, k.passphrase) for k in keys],
+            now=utcnow(),
+            first_user=first_user,
+            spread_s=spread_s,
+        )
         self.seeded += seeded
         return seeded
 
@@ -220,43 +94,21 @@ class Cluster:
     # ---- processes --------------------------------------------------------------------------------
 
     def env(self, **overrides: Any) -> dict[str, str]:
-        """A clean environment: only what the worker needs, nothing inherited that could change it."""
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", str(self.tmp_path)),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1",
-            "BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": self.tg.url,
-            "DATABASE_URL": self.database_url,
-            "VAULT_KEY": self.vault_key,
-            "POLL_INTERVAL_SECONDS": "10",
-            "LEASE_SECONDS": "5",
-            "EXCHANGE_URL_OVERRIDES": f'{{"binance": "{self.exchange.url}"}}',
-            "WEB_PORT": "0",
-            "LOG_LEVEL": "INFO",
-        }
-        env.update({name.upper(): str(value) for name, value in overrides.items()})
-        return env
+        assert self.exchange.url is not None
+        settings = {"poll_interval_seconds": 10, "lease_seconds": 5, **overrides}
+        return worker_env(
+            token=TOKEN,
+            telegram_url=self.tg.url,
+            database_url=self.database_url,
+            vault_key=self.vault_key,
+            exchange_urls={"binance": self.exchange.url},
+            home=self.tmp_path,
+            **settings,
+        )
 
     async def start_worker(self, **env: Any) -> WorkerProcess:
         name = f"worker{len(self.workers) + 1}"
-        log_path = self.tmp_path / f"{name}.log"
-        with log_path.open("wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                "worker",
-                env=self.env(**env),
-                cwd=self.tmp_path,  # no stray .env is read
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
-        worker = WorkerProcess(name, proc, log_path, time.monotonic())
+        worker = await start_worker(name, self.env(**env), self.tmp_path / f"{name}.log")
         self.workers.append(worker)
         return worker
 
@@ -303,27 +155,6 @@ class Cluster:
             return [(row[0], row[1], row[2]) for row in rows.all()]
 
 
-async def wait_until(
-    predicate: Callable[[], Any],
-    *,
-    timeout: float,  # noqa: ASYNC109
-    every: float = 0.25,
-    message: str | Callable[[], str] = "condition",
-) -> Any:
-    """Poll ``predicate`` (sync or async) until truthy; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            text_ = message() if callable(message) else message
-            raise AssertionError(f"not met within {timeout:.0f}s: {text_}")
-        await asyncio.sleep(every)
-
-
 def gaps(times: list[float], until: float | None = None) -> list[float]:
     """Gaps between consecutive checks, plus (with ``until``) the time since the last one."""
     out = [b - a for a, b in itertools.pairwise(times)]
@@ -350,11 +181,7 @@ async def cluster(tmp_path: Path, *, telegram_limits: bool | RateLimits = True) 
         yield state
     finally:
         if state is not None:
-            for worker in state.workers:
-                worker.kill()
-            for worker in state.workers:
-                with contextlib.suppress(Exception):
-                    await worker.wait_exit(10)
+            await stop_workers(state.workers)
         await exchange.close()
         await tg.close()
         if engine is not None:

@@ -28,7 +28,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -916,6 +916,11 @@ class LocalExchange(ABC):
 
     def used_weight_in(self, pool: str, ip: str = "127.0.0.1") -> int:
         return self._counter.used((pool, ip), self.pools[pool].window_s)
+
+    def lift_key_limits(self) -> None:
+        """Serve every route without its per-key cap (Bybit/OKX style), for benches that sign
+        with one key thousands of times a second to measure CPU rather than those limits."""
+        self._routes = {route: replace(ep, key_limit=None) for route, ep in self._routes.items()}
 
     def used_by_key(self, api_key: str, path: str) -> int:
         """Requests one key made to one endpoint in the current per-key window (Bybit/OKX limits)."""
