@@ -18,6 +18,7 @@ def verdict_reason(verdict: str) -> str:
     reasons = {
         Verdict.OK: _("working"),
         Verdict.KEY_INVALID: _("API key revoked, deleted or never existed"),
+        Verdict.PASSPHRASE_INVALID: _("the passphrase does not match the key"),
         Verdict.IP_NOT_ALLOWED: _("our IP address is not on the key's whitelist"),
         Verdict.KEY_EXPIRED: _("API key expired"),
         Verdict.PERMISSION_MISSING: _("the key lacks a permission keysentry needs"),
@@ -51,6 +52,11 @@ def verdict_advice(verdict: str, detail: str = "") -> str:
         return _(
             "Enable “Read” on the key (and “Trade” if you want to cancel orders from here), "
             "or create a new one."
+        )
+    if verdict == Verdict.PASSPHRASE_INVALID:
+        return _(
+            "The key itself is fine: keep it. Press “Update API key” and send the key, its secret "
+            "and the passphrase you chose when you created the key."
         )
     if verdict == Verdict.SIGNATURE_INVALID:
         return _("Press “Update API key” and paste the key and its secret again.")

@@ -29,6 +29,8 @@ from sandbox.threecommas import LocalThreeCommas
 from services.core.transport import Transport
 
 THREECOMMAS_HOSTS = ("api.3commas.io",)
+# Exchanges without a local fake whose recorded answers (tests/corpus) are replayed on their hosts.
+CORPUS_ONLY = ("kucoin", "bitget", "gate")
 # ccxt ids whose hosts a local fake also answers (binanceusdm/binancecoinm share Binance's hosts).
 SERVED_BY: dict[str, tuple[str, ...]] = {
     "binance": ("binance", "binanceusdm", "binancecoinm"),
@@ -64,9 +66,8 @@ def _ca() -> trustme.CA:
 
 @functools.cache
 def _server_context() -> ssl.SSLContext:
-    names = sorted(
-        {h for ids in SERVED_BY.values() for e in ids for h in hostnames(e)} | set(THREECOMMAS_HOSTS)
-    )
+    ids = [*(eid for served in SERVED_BY.values() for eid in served), *CORPUS_ONLY]
+    names = sorted({host for eid in ids for host in hostnames(eid)} | set(THREECOMMAS_HOSTS))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     _ca().issue_cert(*names).configure_cert(context)
     return context

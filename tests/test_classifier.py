@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sandbox.corpus import case
 from services.core.verdicts import Verdict
 from services.exchanges.classifier import CLASSIFIER_TABLES, Classification, classify
 from services.exchanges.classifier_tables import TABLE_OF, Rule
@@ -60,6 +61,12 @@ def ccxt_error(
     raise AssertionError(f"ccxt raised nothing for {exchange_id} {status} {body}")
 
 
+def _answer(rule: Rule) -> tuple[int, str]:
+    """Status and body of the corpus case the row points at (tests/corpus)."""
+    recorded = case(rule.case)
+    return recorded.status, recorded.render(ip="198.51.100.4", until_ms=1700000000000, limit=6000)
+
+
 ROWS = [
     pytest.param(table, rule, id=f"{table}:{rule.code or rule.message}:{index}")
     for table, rules in CLASSIFIER_TABLES.items()
@@ -69,7 +76,7 @@ ROWS = [
 
 @pytest.mark.parametrize(("table", "rule"), ROWS)
 def test_every_row_through_real_ccxt(table: str, rule: Rule) -> None:
-    error = ccxt_error(table, rule.http, rule.body)
+    error = ccxt_error(table, *_answer(rule))
     result = classify(table, error)
     assert result.verdict is rule.verdict, (type(error).__name__, str(error))
     assert "{" not in result.detail  # the exchange's message, not the raw JSON
@@ -85,9 +92,7 @@ BINANCE_ROWS = [
 def test_binance_rows_on_other_hosts(rule: Rule, url: str) -> None:
     """ccxt's Binance maps depend on the URL (binance.py get_exceptions_by_url); ours do not."""
     for exchange_id in ("binance", "binanceusdm"):
-        assert (
-            classify(exchange_id, ccxt_error(exchange_id, rule.http, rule.body, url)).verdict is rule.verdict
-        )
+        assert classify(exchange_id, ccxt_error(exchange_id, *_answer(rule), url)).verdict is rule.verdict
 
 
 def test_tables_cover_exchange_variants() -> None:
@@ -336,7 +341,7 @@ def test_transient_classes_never_blame_the_key(exchange_id: str, cls: type[Excep
 
 
 KEY_BODIES = [
-    rule.body for rules in CLASSIFIER_TABLES.values() for rule in rules if rule.verdict.is_key_problem
+    _answer(rule)[1] for rules in CLASSIFIER_TABLES.values() for rule in rules if rule.verdict.is_key_problem
 ]
 
 

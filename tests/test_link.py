@@ -164,3 +164,11 @@ async def test_start_button_opens_the_wizard(rig):
     choice = await rig.tg.wait_for_bot_message(USER)
     assert [b.text for b in choice.buttons][:3] == ["Binance", "Bybit", "OKX"]
     assert not rig.tg.errors
+
+
+async def test_wrong_okx_passphrase_says_passphrase_not_revoked(rig, exchanges):
+    """OKX answers 50105 for a wrong passphrase: the key works, so never tell the user to delete it."""
+    key = exchanges["okx"].add_key()
+    reply = await rig.say(USER, f"/link okx {key.api_key} {key.secret} wrong-{key.passphrase}")
+    assert "passphrase does not match" in reply.text, rig.tg.transcript(USER)
+    assert "revoked" not in reply.text and "Delete the old key" not in reply.text

@@ -39,9 +39,11 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from sandbox import corpus
+
 KeyState = Literal["valid", "revoked", "ip_restricted", "expired", "read_only", "withdraw_enabled"]
 KEY_STATES: tuple[str, ...] = get_args(KeyState)
-FaultKind = Literal["latency", "status_5xx", "maintenance", "timeout", "rate_limit", "ban"]
+FaultKind = Literal["latency", "status_5xx", "maintenance", "timeout", "rate_limit", "ban", "key_ban"]
 FAULTS: tuple[str, ...] = get_args(FaultKind)
 Scope = Literal["read", "trade", "futures_trade"]
 Side = Literal["buy", "sell"]
@@ -337,6 +339,24 @@ class Reply:
         return web.Response(
             status=self.status, text=body, content_type=self.content_type, headers=self.headers
         )
+
+
+def answer(case_id: str, **fill: Any) -> Reply:
+    """The reply recorded in corpus case ``case_id`` (tests/corpus), ``$placeholders`` filled in.
+
+    Answers that stand for a documented real response come from here, so the fake and the
+    classifier tests share one recorded truth (see sandbox/corpus.py).
+    """
+    recorded = corpus.case(case_id)
+    headers = recorded.render_headers(**fill)
+    content_type = headers.pop("Content-Type", "application/json")
+    return Reply(
+        status=recorded.status,
+        text=recorded.render(**fill),
+        content_type=content_type,
+        headers=headers,
+        error_code=recorded.code,
+    )
 
 
 def html_reply(status: int, detail: str = "") -> Reply:

@@ -38,6 +38,7 @@ from .base import (
     Pool,
     Rejected,
     Reply,
+    answer,
     by_symbol,
     decimals,
     fixed,
@@ -144,15 +145,16 @@ class LocalBinance(LocalExchange):
     def auth_error(self, failure: AuthFailure, call: Call) -> Reply:
         match failure:
             case AuthFailure.MALFORMED_KEY:
-                return self.error(401, -2014, "API-key format invalid.")
+                return answer("binance/2014_api_key_format_invalid")
             case AuthFailure.CLOCK_SKEW:
-                return self.error(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+                return answer("binance/1021_timestamp_for_this_request")
             case AuthFailure.BAD_SIGNATURE:
-                return self.error(400, -1022, "Signature for this request is not valid.")
+                return answer("binance/1022_signature_for_this_request")
+            case AuthFailure.UNKNOWN_KEY if call.path.startswith("/sapi/"):
+                # Deleted keys often answer -2008 on sapi (ccxt issue #16696).
+                return answer("binance/2008_invalid_api_key_id")
             case _:
-                return self.error(
-                    401, -2015, f"Invalid API-key, IP, or permissions for action, request ip: {call.ip}"
-                )
+                return answer("binance/2015_invalid_api_key_ip", ip=call.ip)
 
     def fault_reply(self, fault: Fault, call: Call) -> Reply:
         match fault.kind:
@@ -166,6 +168,10 @@ class LocalBinance(LocalExchange):
                 return self.error(503, 1, "System is under maintenance.")
             case "rate_limit":
                 return self.rate_limit_reply(call, self.seconds_to_reset(self.call_pool(call)))
+            case "key_ban":
+                # A temporary ban as Binance shows it to signed calls: -2015 for valid keys
+                # (ccxt binance.py handle_errors comment; ccxt issues #11045, #16696).
+                return answer("binance/2015_during_ip_ban", ip=call.ip)
             case _:
                 return self.ban_reply(call, self.ban_seconds)
 
@@ -173,23 +179,17 @@ class LocalBinance(LocalExchange):
         return self.pool_of(call.endpoint) if call.endpoint else self.primary_pool
 
     def rate_limit_reply(self, call: Call, retry_after_s: float) -> Reply:
-        return self.error(
-            429,
-            -1003,
-            f"Too much request weight used; current limit is {self.limits[self.call_pool(call)]} "
-            "request weight per 1 MINUTE. "
-            "Please use WebSocket Streams for live updates to avoid polling the API.",
-            {"Retry-After": str(max(1, round(retry_after_s)))},
+        return answer(
+            "binance/1003_rate_limited_429",
+            limit=self.limits[self.call_pool(call)],
+            retry_after=max(1, round(retry_after_s)),
         )
 
     def ban_reply(self, call: Call, retry_after_s: float) -> Reply:
-        until = self.now_ms() + int(retry_after_s * 1000)
-        return self.error(
-            418,
-            -1003,
-            f"Way too much request weight used; IP banned until {until}. "
-            "Please use WebSocket Streams for live updates to avoid bans.",
-            {"Retry-After": str(max(1, round(retry_after_s)))},
+        return answer(
+            "binance/1003_ip_banned_418",
+            until_ms=self.now_ms() + int(retry_after_s * 1000),
+            retry_after=max(1, round(retry_after_s)),
         )
 
     def mandatory(self, name: str) -> Reply:

@@ -18,6 +18,7 @@ Keys without a bound IP expire 90 days after creation; ``/v5/user/query-api`` re
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from .base import (
     Pool,
     Rejected,
     Reply,
+    answer,
     decimals,
     hmac_hex,
     html_reply,
@@ -136,10 +138,11 @@ class LocalBybit(LocalExchange):
         return hmac_hex(secret, payload)
 
     def skew_error(self, timestamp: str, recv_window: str) -> Reply:
-        return self.error(
-            10002,
-            "invalid request, please check your server timestamp or recv_window param. "
-            f"req_timestamp[{timestamp}],server_timestamp[{self.now_ms()}],recv_window[{recv_window}]",
+        return answer(
+            "bybit/10002_invalid_request_please_check",
+            req_ts=timestamp,
+            now_ms=self.now_ms(),
+            recv_window=recv_window,
         )
 
     def auth_error(self, failure: AuthFailure, call: Call) -> Reply:
@@ -148,15 +151,16 @@ class LocalBybit(LocalExchange):
             case AuthFailure.CLOCK_SKEW if credentials is not None:
                 return self.skew_error(str(credentials.timestamp_ms), str(credentials.recv_window_ms))
             case AuthFailure.BAD_SIGNATURE if credentials is not None:
-                return self.error(10004, f"error sign! origin_string[{credentials.payload}]")
+                payload = json.dumps(credentials.payload)[1:-1]  # inside a JSON string
+                return answer("bybit/10004_error_sign_origin_string", payload=payload, now_ms=self.now_ms())
             case AuthFailure.IP_NOT_ALLOWED:
-                return self.error(10010, "Unmatched IP, please check your API key's bound IP addresses.")
+                return answer("bybit/10010_unmatched_ip_please_check", now_ms=self.now_ms())
             case AuthFailure.EXPIRED:
-                return self.error(33004, "Your api key has expired.")
+                return answer("bybit/33004_your_api_key_has", now_ms=self.now_ms())
             case AuthFailure.NO_PERMISSION:
-                return self.error(10005, "Permission denied, please check your API key permissions.")
+                return answer("bybit/10005_permission_denied_please_check", now_ms=self.now_ms())
             case _:
-                return self.error(10003, "API key is invalid.")
+                return answer("bybit/10003_api_key_is_invalid", now_ms=self.now_ms())
 
     def fault_reply(self, fault: Fault, call: Call) -> Reply:
         match fault.kind:
@@ -171,10 +175,10 @@ class LocalBybit(LocalExchange):
 
     def rate_limit_reply(self, call: Call, retry_after_s: float) -> Reply:
         """Per-key limits answer 10006; the per-IP limit bans at once (``ban_after_strikes = 0``)."""
-        return self.error(10006, "Too many visits!")
+        return answer("bybit/10006_too_many_visits", now_ms=self.now_ms())
 
     def ban_reply(self, call: Call, retry_after_s: float) -> Reply:
-        return html_reply(403, "<p>access too frequent</p>")
+        return answer("bybit/403_access_too_frequent")
 
     def decorate(self, call: Call, reply: Reply) -> None:
         super().decorate(call, reply)

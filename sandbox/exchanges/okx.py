@@ -38,6 +38,7 @@ from .base import (
     Pool,
     Rejected,
     Reply,
+    answer,
     hmac_base64,
     html_reply,
     ms,
@@ -132,21 +133,19 @@ class LocalOkx(LocalExchange):
     def auth_error(self, failure: AuthFailure, call: Call) -> Reply:
         match failure:
             case AuthFailure.MALFORMED_KEY:
-                return self.error(401, "50111", "Invalid OK-ACCESS-KEY")
+                return answer("okx/50111_invalid_ok_access_key")
             case AuthFailure.BAD_PASSPHRASE:
-                return self.error(401, "50105", 'Request header "OK-ACCESS-PASSPHRASE" incorrect.')
+                return answer("okx/50105_request_header_ok_access")
             case AuthFailure.CLOCK_SKEW:
-                return self.error(401, "50102", "Timestamp request expired")
+                return answer("okx/50102_timestamp_request_expired")
             case AuthFailure.BAD_SIGNATURE:
-                return self.error(401, "50113", "Invalid Sign")
+                return answer("okx/50113_invalid_sign")
             case AuthFailure.IP_NOT_ALLOWED:
-                return self.error(
-                    401, "50110", f"Your IP {call.ip} is not included in your API key's IP whitelist."
-                )
+                return answer("okx/50110_your_ip_203_0", ip=call.ip)
             case AuthFailure.NO_PERMISSION:
-                return self.error(401, "50120", "API key doesn't have permission to use this function.")
+                return answer("okx/50120_api_key_doesn_have")
             case _:
-                return self.error(401, "50119", "API key doesn't exist")
+                return answer("okx/50119_api_key_doesn_exist")
 
     def fault_reply(self, fault: Fault, call: Call) -> Reply:
         match fault.kind:
@@ -155,17 +154,17 @@ class LocalOkx(LocalExchange):
             case "status_5xx":
                 return self.error(503, "50013", "Systems are busy. Please try again later.")
             case "maintenance":
-                return self.error(503, "50001", "Service temporarily unavailable. Try again later")
+                return answer("okx/50001_service_temporarily_unavailable_try")
             case "rate_limit":
                 return self.rate_limit_reply(call, self.key_window_s)
             case _:
                 return self.ban_reply(call, self.ban_seconds)
 
     def rate_limit_reply(self, call: Call, retry_after_s: float) -> Reply:
-        return self.error(429, "50011", "Too Many Requests")
+        return answer("okx/50011_too_many_requests")
 
     def ban_reply(self, call: Call, retry_after_s: float) -> Reply:
-        return html_reply(403, "<p>Access denied by the web application firewall.</p>")
+        return answer("okx/403_waf_html")
 
     # ---- routes -----------------------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ from enum import StrEnum
 class Verdict(StrEnum):
     OK = "ok"
     KEY_INVALID = "key_invalid"
+    # The key and secret are right, the passphrase (OKX, KuCoin, Bitget) is not: the fix is to
+    # re-enter it, never to delete a working key.
+    PASSPHRASE_INVALID = "passphrase_invalid"
     IP_NOT_ALLOWED = "ip_not_allowed"
     KEY_EXPIRED = "key_expired"
     PERMISSION_MISSING = "permission_missing"
@@ -32,6 +35,7 @@ class Verdict(StrEnum):
 _KEY_PROBLEMS = frozenset(
     {
         Verdict.KEY_INVALID,
+        Verdict.PASSPHRASE_INVALID,
         Verdict.IP_NOT_ALLOWED,
         Verdict.KEY_EXPIRED,
         Verdict.PERMISSION_MISSING,

@@ -116,6 +116,7 @@ DEFAULT_RULES: Mapping[Verdict, ConfirmRule] = {
     # (a node that has not yet seen a fresh key, a proxy hiccup) and still alerts in seconds.
     Verdict.KEY_INVALID: _KEY_RULE,
     Verdict.SIGNATURE_INVALID: _KEY_RULE,
+    Verdict.PASSPHRASE_INVALID: _KEY_RULE,
     Verdict.IP_NOT_ALLOWED: _KEY_RULE,
     Verdict.KEY_EXPIRED: _KEY_RULE,
     Verdict.PERMISSION_MISSING: _KEY_RULE,
