@@ -64,7 +64,9 @@ def ccxt_error(
 def _answer(rule: Rule) -> tuple[int, str]:
     """Status and body of the corpus case the row points at (tests/corpus)."""
     recorded = case(rule.case)
-    return recorded.status, recorded.render(ip="198.51.100.4", until_ms=1700000000000, limit=6000)
+    return recorded.status, recorded.render(
+        ip="198.51.100.4", until_ms=1700000000000, now_ms=1700000000000, limit=6000
+    )
 
 
 ROWS = [
