@@ -1,4 +1,7 @@
-"""Wiring: settings → database, vault, exchange hub → aiogram Dispatcher and Bot."""
+"""Wiring: settings → database, vault, exchange hub → aiogram Dispatcher and Bot.
+
+This is the one module of ``bot/`` that imports ``handlers/``: it builds the router list.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.types import LinkPreviewOptions
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.context import AppContext
 from bot.fsm_storage import DatabaseStorage
@@ -21,8 +25,50 @@ from services.core.transport import Transport
 from services.core.vault import Vault
 from services.exchanges.budget import BudgetRegistry
 from services.exchanges.hub import ExchangeHub
+from services.monitoring.refresh import Refreshes
+from services.orders.listing import Deps as OrderDeps
 from services.storage.db import create_engine, run_migrations, session_factory
 from services.threecommas.client import ThreeCommasAccess
+
+
+def make_context(
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    clock: Clock | None = None,
+    vault: Vault | None = None,
+    budgets: BudgetRegistry | None = None,
+    transport: Transport | None = None,
+) -> AppContext:
+    """Every long-lived service on an open (already migrated) database.
+
+    ``transport`` (tests) replaces DNS and TLS trust for exchanges and 3Commas alike.
+    """
+    clock = clock or SystemClock()
+    sessions = session_factory(engine)
+    vault = vault or Vault(settings.vault_key)
+    hub = ExchangeHub(
+        url_overrides=settings.exchange_url_overrides,
+        clock=clock,
+        budgets=budgets or BudgetRegistry(overrides=settings.exchange_weight_per_minute),
+        transport=transport,
+    )
+    # The limiter counts on the app clock, so tests that move time move its minute too.
+    threecommas = ThreeCommasAccess(
+        settings.threecommas_api_url, monotonic=lambda: clock.now().timestamp(), transport=transport
+    )
+    return AppContext(
+        settings=settings,
+        clock=clock,
+        engine=engine,
+        sessions=sessions,
+        vault=vault,
+        i18n=build_i18n(),
+        hub=hub,
+        threecommas=threecommas,
+        refreshes=Refreshes(sessions, vault, hub, clock),
+        order_deps=OrderDeps(sessions, vault, hub, clock, threecommas),
+    )
 
 
 async def build_context(
@@ -32,36 +78,14 @@ async def build_context(
     budgets: BudgetRegistry | None = None,
     transport: Transport | None = None,
 ) -> AppContext:
-    """Open the database (migrating it), the vault, the translations and the exchange hub.
-
-    ``transport`` (tests) replaces DNS and TLS trust for exchanges and 3Commas alike.
-    """
+    """Open the database (migrating it), then build every service on it."""
     engine = create_engine(settings.database_url)
     await run_migrations(engine)
-    clock = clock or SystemClock()
-    return AppContext(
-        settings=settings,
-        clock=clock,
-        engine=engine,
-        sessions=session_factory(engine),
-        vault=Vault(settings.vault_key),
-        i18n=build_i18n(),
-        hub=ExchangeHub(
-            url_overrides=settings.exchange_url_overrides,
-            clock=clock,
-            budgets=budgets or BudgetRegistry(overrides=settings.exchange_weight_per_minute),
-            transport=transport,
-        ),
-        # The limiter counts on the app clock, so tests that move time move its minute too.
-        threecommas=ThreeCommasAccess(
-            settings.threecommas_api_url, monotonic=lambda: clock.now().timestamp(), transport=transport
-        ),
-    )
+    return make_context(settings, engine, clock=clock, budgets=budgets, transport=transport)
 
 
 async def close_context(app: AppContext) -> None:
-    if app.hub is not None:
-        await app.hub.close()
+    await app.hub.close()
     await app.engine.dispose()
 
 
@@ -78,31 +102,32 @@ def build_bot(settings: Settings) -> Bot:
     )
 
 
-def build_dispatcher(app: AppContext) -> Dispatcher:
-    dp = Dispatcher(storage=DatabaseStorage(app.sessions, app.clock))
-    dp.update.outer_middleware(GateMiddleware(app))
-    attach(
-        dp,
-        errors.router,
-        start.router,
-        help_handler.router,
-        language.router,
-        privacy.router,
-        mute.router,
-        orders.router,
-        threecommas.router,
-        link.router,
-        status.router,
-    )
-    return dp
+def feature_routers() -> list[Router]:
+    """A fresh router per feature, in the order updates try them.
 
-
-def attach(dp: Dispatcher, *routers: Router) -> None:
-    """Include module-level routers, detaching them from a Dispatcher built earlier in this process.
-
-    aiogram lets a router have one parent; tests and the sandbox build a fresh Dispatcher per
-    run while the handler modules (and their routers) are imported once.
+    Errors first (it only handles errors); status last: its catch-all answers stale buttons of
+    its own prefixes after every other router had its chance.
     """
-    for router in routers:
-        router._parent_router = None
-        dp.include_router(router)
+    return [
+        errors.build_router(),
+        start.build_router(),
+        help_handler.build_router(),
+        language.build_router(),
+        privacy.build_router(),
+        mute.build_router(),
+        orders.build_router(),
+        threecommas.build_router(),
+        link.build_router(),
+        status.build_router(),
+    ]
+
+
+def build_dispatcher(app: AppContext, *extra: Router) -> Dispatcher:
+    """The Dispatcher with every service as workflow data and the feature routers, then ``extra``
+    (the sandbox's commands, a test's router)."""
+    dp = Dispatcher(storage=DatabaseStorage(app.sessions, app.clock), **app.workflow_data())
+    dp.update.outer_middleware(
+        GateMiddleware(app.sessions, app.clock, app.i18n, app.settings.allowed_user_ids)
+    )
+    dp.include_routers(*feature_routers(), *extra)
+    return dp

@@ -6,12 +6,10 @@ payload stays far below Telegram's 64-byte limit and is re-checked against the d
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from aiogram.filters.callback_data import CallbackData
-from aiogram.types import InlineKeyboardMarkup
-from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 from pydantic import Field
 
 # A stored row's id, in the range of the id columns (INTEGER on PostgreSQL). Forged data outside it
@@ -27,10 +25,19 @@ class StartLinkCb(CallbackData, prefix="golink"):
     pass
 
 
-class ConnCb(CallbackData, prefix="c"):
-    """An action on one connection: refresh, update, remove, rm_yes, orders, mute."""
+class ConnAction(StrEnum):
+    REFRESH = "refresh"
+    UPDATE = "update"
+    REMOVE = "remove"
+    REMOVE_CONFIRMED = "rm_yes"
+    ORDERS = "orders"
+    MUTE = "mute"
 
-    action: str
+
+class ConnCb(CallbackData, prefix="c"):
+    """An action on one connection."""
+
+    action: ConnAction
     cid: RowId
 
 
@@ -52,26 +59,46 @@ class ExchangePageCb(CallbackData, prefix="lxp"):
     page: int
 
 
-class LinkStepCb(CallbackData, prefix="lxs"):
-    """/link wizard buttons without a payload: ``skip`` the label, ``cancel`` the wizard."""
+class LinkStep(StrEnum):
+    SKIP = "skip"  # the label
+    CANCEL = "cancel"  # the wizard
 
-    step: str
+
+class LinkStepCb(CallbackData, prefix="lxs"):
+    """/link wizard buttons without a payload."""
+
+    step: LinkStep
+
+
+class OrdersAction(StrEnum):
+    """What ``OrdersCb.id`` names depends on the action: a list for pages, refresh and "all"."""
+
+    PAGE = "pg"  # list id
+    REFRESH = "rf"  # list id
+    CANCEL = "x"  # orphan row id
+    ASK_UNKNOWN = "u"  # unknown row id
+    CANCEL_UNKNOWN = "uy"  # unknown row id, confirmed
+    ASK_ALL = "all"  # list id
+    CANCEL_ALL = "ally"  # list id, confirmed
 
 
 class OrdersCb(CallbackData, prefix="o"):
-    """/orders: ``pg`` page / ``rf`` refresh of list ``id``; ``x`` cancel orphan row ``id``;
-    ``u``/``uy`` ask/confirm cancelling an unknown row; ``all``/``ally`` ask/confirm all orphans
-    of list ``id``."""
+    """/orders: an action on a stored listing or one of its rows (see :class:`OrdersAction`)."""
 
-    action: str
+    action: OrdersAction
     id: RowId
     page: int = 0
 
 
-class RecreateCb(CallbackData, prefix="rc"):
-    """Recreate failed deal row ``id``: ``show`` the exact parameters, ``go`` after confirmation."""
+class RecreateAction(StrEnum):
+    SHOW = "show"  # the exact parameters
+    GO = "go"  # after confirmation
 
-    action: str
+
+class RecreateCb(CallbackData, prefix="rc"):
+    """Recreate failed deal row ``id``."""
+
+    action: RecreateAction
     id: RowId
 
 
@@ -89,8 +116,7 @@ class MuteCb(CallbackData, prefix="m"):
     hours: int
 
 
-def recreate_button(row_id: int) -> InlineKeyboardMarkup:
-    """The button a deal_failed alert carries; the row is ``threecommas.recreate.store_failed_deal``'s."""
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(text="♻️ " + _("Recreate…"), callback_data=RecreateCb(action="show", id=row_id))
-    return keyboard.as_markup()
+class ForgetCb(CallbackData, prefix="forget"):
+    """/forget: delete everything (confirm) or keep it."""
+
+    confirm: bool

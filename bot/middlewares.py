@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Chat, TelegramObject, Update
 from aiogram.types import User as TgUser
+from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.exc import IntegrityError
 
-from bot.context import AppContext
 from bot.i18n import pick_language
+from services.core.clock import Clock
+from services.storage.db import Sessions
 from services.storage.users import claim_chat_notice, get_or_create_user
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,13 @@ class GateMiddleware(BaseMiddleware):
     and the handler runs in their language.
     """
 
-    def __init__(self, app: AppContext) -> None:
-        self.app = app
+    def __init__(
+        self, sessions: Sessions, clock: Clock, i18n: I18n, allowed_user_ids: Collection[int]
+    ) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.i18n = i18n
+        self.allowed_user_ids = allowed_user_ids
 
     async def __call__(
         self,
@@ -54,28 +61,26 @@ class GateMiddleware(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         assert isinstance(event, Update)
-        app = self.app
         tg_user, chat = _actor(event)
         language = pick_language(tg_user.language_code if tg_user else None)
-        data["app"] = app
-        with app.i18n.context(), app.i18n.use_locale(language):
+        with self.i18n.context(), self.i18n.use_locale(language):
             if chat is not None and chat.type != "private":
                 await self._notice_group(event, chat)
                 return None
             if tg_user is None or tg_user.is_bot:
                 return None
-            allowed = app.settings.allowed_user_ids
+            allowed = self.allowed_user_ids
             if allowed and tg_user.id not in allowed:
                 await self._refuse(event)
                 return None
             try:
-                async with app.sessions.begin() as session:
-                    user = await get_or_create_user(session, tg_user.id, language, app.clock.now())
+                async with self.sessions.begin() as session:
+                    user = await get_or_create_user(session, tg_user.id, language, self.clock.now())
             except IntegrityError:  # a new user's first updates arrived together; another made the row
-                async with app.sessions.begin() as session:
-                    user = await get_or_create_user(session, tg_user.id, language, app.clock.now())
+                async with self.sessions.begin() as session:
+                    user = await get_or_create_user(session, tg_user.id, language, self.clock.now())
             data["user"] = user
-        with app.i18n.context(), app.i18n.use_locale(user.language):
+        with self.i18n.context(), self.i18n.use_locale(user.language):
             return await handler(event, data)
 
     async def _notice_group(self, event: Update, chat: Chat) -> None:
@@ -89,8 +94,8 @@ class GateMiddleware(BaseMiddleware):
             with contextlib.suppress(TelegramAPIError):
                 await event.message.delete()
         try:
-            async with self.app.sessions.begin() as session:
-                first_time = await claim_chat_notice(session, chat.id, self.app.clock.now())
+            async with self.sessions.begin() as session:
+                first_time = await claim_chat_notice(session, chat.id, self.clock.now())
         except IntegrityError:  # several messages from the group at once: another one claimed it
             first_time = False
         if first_time:

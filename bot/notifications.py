@@ -15,7 +15,8 @@ from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import ConnCb, recreate_button
+from bot.callbacks import ConnAction, ConnCb
+from bot.keyboards import recreate_button
 from bot.texts import EXCHANGE_NAMES, connection_title, duration, verdict_advice, verdict_reason
 from services.monitoring.events import (
     Alert,
@@ -174,7 +175,8 @@ def _outage(exchange: str, count: int) -> str:
 def _buttons(keyboard: InlineKeyboardBuilder, item: Notice | OutageNotice) -> None:
     if isinstance(item, OutageNotice):
         keyboard.button(
-            text="🔄 " + _("Refresh"), callback_data=ConnCb(action="refresh", cid=item.connection_ids[0])
+            text="🔄 " + _("Refresh"),
+            callback_data=ConnCb(action=ConnAction.REFRESH, cid=item.connection_ids[0]),
         )
         return
     event = item.event.change if isinstance(item.event, MuteSummary) else item.event
@@ -187,10 +189,12 @@ def _buttons(keyboard: InlineKeyboardBuilder, item: Notice | OutageNotice) -> No
     cid = item.target.connection_id
     asks_to_act = isinstance(event, Alert | Reminder | VerdictChanged)
     if asks_to_act and event.verdict.is_key_problem:
-        keyboard.button(text="⛔ " + _("Update API key"), callback_data=ConnCb(action="update", cid=cid))
-    keyboard.button(text="🔄 " + _("Refresh"), callback_data=ConnCb(action="refresh", cid=cid))
+        keyboard.button(
+            text="⛔ " + _("Update API key"), callback_data=ConnCb(action=ConnAction.UPDATE, cid=cid)
+        )
+    keyboard.button(text="🔄 " + _("Refresh"), callback_data=ConnCb(action=ConnAction.REFRESH, cid=cid))
     if asks_to_act or isinstance(event, FlappingNotice):
-        keyboard.button(text="🔕 " + _("Mute 24 h"), callback_data=ConnCb(action="mute", cid=cid))
+        keyboard.button(text="🔕 " + _("Mute 24 h"), callback_data=ConnCb(action=ConnAction.MUTE, cid=cid))
 
 
 def render_batch(rows: list[OutboxMessage]) -> list[Rendered]:

@@ -15,7 +15,7 @@ _IP = re.compile(r"request ip:\s*([0-9a-fA-F.:]+)")
 
 def verdict_reason(verdict: str) -> str:
     """The classified reason in plain words."""
-    reasons = {
+    reasons: dict[str, str] = {
         Verdict.OK: _("working"),
         Verdict.KEY_INVALID: _("API key revoked, deleted or never existed"),
         Verdict.PASSPHRASE_INVALID: _("the passphrase does not match the key"),

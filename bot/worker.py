@@ -57,7 +57,6 @@ class Worker:
 
     def __post_init__(self) -> None:
         app = self.app
-        assert app.hub is not None and app.threecommas is not None
         threecommas = ThreeCommasChecker(app.threecommas, app.hub, app.vault, app.clock)
         self.poller = Poller(
             sessions=app.sessions,
@@ -83,7 +82,7 @@ class Worker:
 
     def stretch(self, exchange: str, interval: timedelta, connections: int) -> timedelta:
         """The interval the exchange's IP budget allows; logged and exported when it is longer."""
-        if exchange == THREECOMMAS or self.app.hub is None:
+        if exchange == THREECOMMAS:
             return interval  # 3Commas limits each key, not our IP
         fair = self.app.hub.stretch_interval(exchange, interval, connections)
         ratio = fair / interval

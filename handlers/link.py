@@ -9,8 +9,8 @@ connection until the exchange has accepted the key.
 from __future__ import annotations
 
 import math
-import re
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
@@ -23,26 +23,22 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import ConnCb, ExchangeCb, ExchangePageCb, LinkStepCb, StartLinkCb
-from bot.context import AppContext
+from bot.callbacks import ConnAction, ConnCb, ExchangeCb, ExchangePageCb, LinkStep, LinkStepCb, StartLinkCb
 from bot.texts import connection_title, verdict_advice, verdict_reason
-from handlers.status import balance_summary
-from services.core.vault import Credentials, mask
+from bot.views.balances import balance_summary
+from bot.views.secrets import forget_secret_message, key_problem
+from services.core.clock import Clock
+from services.core.vault import Credentials, Vault, mask
 from services.core.verdicts import Verdict
-from services.exchanges.hub import PREFERRED, display_name, needs_passphrase, supported_exchanges
+from services.exchanges.hub import PREFERRED, ExchangeHub, display_name, needs_passphrase, supported_exchanges
 from services.exchanges.probes import KeyInfo, ProbeResult, key_warnings
 from services.monitoring.refresh import verify_and_store
 from services.storage.connections import owned_connection
+from services.storage.db import Sessions
 from services.storage.models import User
-
-router = Router(name="link")
 
 EXCHANGES_PER_PAGE = 24
 LABEL_MAX = 64
-KEY_MAX = 256
-# Keys and secrets are printable ASCII without spaces on every exchange; passphrases may hold spaces.
-_KEY_CHARS = re.compile(r"[\x21-\x7e]+")
-_PASSPHRASE_CHARS = re.compile(r"[\x20-\x7e]+")
 _NOT_COMMAND = ~F.text.startswith("/")
 
 
@@ -63,19 +59,6 @@ def parse_exchange(text: str) -> str | None:
     """A supported exchange id from what the user typed (``binance``, ``OKX``), else None."""
     wanted = text.strip().lower()
     return wanted if wanted in supported_exchanges() else None
-
-
-def key_problem(text: str | None, *, passphrase: bool = False) -> str | None:
-    """Why ``text`` cannot be a key/secret/passphrase, in words for the user; None if it can."""
-    if not text or not text.strip():
-        return _("Send it as a plain text message.")
-    value = text.strip()
-    if len(value) > KEY_MAX:
-        return _("That is too long for an API key (at most {n} characters).").format(n=KEY_MAX)
-    pattern = _PASSPHRASE_CHARS if passphrase else _KEY_CHARS
-    if not pattern.fullmatch(value):
-        return _("API keys are letters, digits and symbols only: no spaces, emoji or other characters.")
-    return None
 
 
 def label_problem(text: str | None) -> str | None:
@@ -110,12 +93,12 @@ def exchange_keyboard(page: int) -> InlineKeyboardMarkup:
         if page < pages:
             keyboard.button(text="›", callback_data=ExchangePageCb(page=page + 1))
         widths = [3] * math.ceil(len(shown) / 3) + [2 if page < pages else 1]
-    keyboard.button(text=_("Cancel"), callback_data=LinkStepCb(step="cancel"))
+    keyboard.button(text=_("Cancel"), callback_data=LinkStepCb(step=LinkStep.CANCEL))
     keyboard.adjust(*widths, 1)
     return keyboard.as_markup()
 
 
-def _buttons(*steps: tuple[str, str]) -> InlineKeyboardMarkup:
+def _buttons(*steps: tuple[str, LinkStep]) -> InlineKeyboardMarkup:
     keyboard = InlineKeyboardBuilder()
     for text, step in steps:
         keyboard.button(text=text, callback_data=LinkStepCb(step=step))
@@ -123,7 +106,7 @@ def _buttons(*steps: tuple[str, str]) -> InlineKeyboardMarkup:
 
 
 def _cancel_button() -> InlineKeyboardMarkup:
-    return _buttons((_("Cancel"), "cancel"))
+    return _buttons((_("Cancel"), LinkStep.CANCEL))
 
 
 def key_prompt(exchange: str) -> str:
@@ -151,7 +134,7 @@ def permissions_line(info: KeyInfo) -> str:
 
 def warning_lines(exchange: str, info: KeyInfo, now: datetime) -> list[str]:
     """What to fix about the key, most dangerous first, with the policy date where there is one."""
-    lines = []
+    lines: list[str] = []
     for warning in key_warnings(exchange, info, now):
         when = warning.due.strftime("%Y-%m-%d") if warning.due else ""
         if warning.code == "withdraw_enabled":
@@ -215,14 +198,6 @@ def rejected_text(exchange: str, result: ProbeResult, *, updated: bool) -> str:
 # ----------------------------------------------------------------------------- flow helpers
 
 
-async def forget(message: Message) -> None:
-    """Delete a message that may hold a secret; if Telegram refuses, ask the user to do it."""
-    try:
-        await message.delete()
-    except TelegramAPIError:
-        await message.answer(_("I could not delete your message with the key: please delete it yourself."))
-
-
 async def begin(message: Message, state: FSMContext) -> None:
     await state.clear()
     await state.set_state(LinkFlow.exchange)
@@ -238,7 +213,7 @@ async def ask_label(message: Message, state: FSMContext, exchange: str, *, edit:
         "<b>{exchange}</b>. Give this connection a label, e.g. “Main” or “Grid bot” "
         "(up to {n} characters), or press Skip."
     ).format(exchange=escape(display_name(exchange)), n=LABEL_MAX)
-    markup = _buttons((_("Skip"), "skip"), (_("Cancel"), "cancel"))
+    markup = _buttons((_("Skip"), LinkStep.SKIP), (_("Cancel"), LinkStep.CANCEL))
     if edit:
         await message.edit_text(text, reply_markup=markup)
     else:
@@ -251,20 +226,30 @@ async def ask_key(message: Message, state: FSMContext, label: str) -> None:
     await message.answer(key_prompt(data["exchange"]), reply_markup=_cancel_button())
 
 
+@dataclass(frozen=True)
+class KeyStore:
+    """What saving a verified key needs, from the handler's workflow data."""
+
+    sessions: Sessions
+    vault: Vault
+    hub: ExchangeHub
+    clock: Clock
+
+
 async def finish(
-    message: Message, state: FSMContext, app: AppContext, user: User, bot: Bot, credentials: Credentials
+    message: Message, state: FSMContext, store: KeyStore, user: User, bot: Bot, credentials: Credentials
 ) -> None:
     """The last step of both flows: verify, then save a new connection or swap the key in place."""
     data = await state.get_data()
     await state.clear()
     await verify_and_save(
-        message, app, user, bot, data["exchange"], data.get("label", ""), credentials, cid=data.get("cid")
+        message, store, user, bot, data["exchange"], data.get("label", ""), credentials, cid=data.get("cid")
     )
 
 
 async def verify_and_save(
     message: Message,
-    app: AppContext,
+    store: KeyStore,
     user: User,
     bot: Bot,
     exchange: str,
@@ -273,14 +258,13 @@ async def verify_and_save(
     *,
     cid: int | None = None,
 ) -> None:
-    assert app.hub is not None
     with suppress(TelegramAPIError):  # only a courtesy while the exchange answers
         await bot.send_chat_action(message.chat.id, "typing")
     outcome = await verify_and_store(
-        app.sessions,
-        app.vault,
-        app.hub,
-        app.clock,
+        store.sessions,
+        store.vault,
+        store.hub,
+        store.clock,
         user_id=user.id,
         exchange=exchange,
         label=label,
@@ -302,7 +286,6 @@ async def verify_and_save(
 # ----------------------------------------------------------------------------- commands
 
 
-@router.message(Command("cancel"))
 async def cancel(message: Message, state: FSMContext) -> None:
     if await state.get_state() is None:
         await message.answer(_("Nothing to cancel."))
@@ -311,14 +294,21 @@ async def cancel(message: Message, state: FSMContext) -> None:
     await message.answer(_("Cancelled. Nothing was saved."))
 
 
-@router.message(Command("link"))
 async def link_command(
-    message: Message, command: CommandObject, state: FSMContext, app: AppContext, user: User, bot: Bot
+    message: Message,
+    command: CommandObject,
+    state: FSMContext,
+    sessions: Sessions,
+    vault: Vault,
+    hub: ExchangeHub,
+    clock: Clock,
+    user: User,
+    bot: Bot,
 ) -> None:
     """``/link`` starts the wizard; ``/link okx`` skips the exchange step; with keys it is one-shot."""
     args = (command.args or "").split()
     if len(args) > 1:
-        await forget(message)
+        await forget_secret_message(message)
     if not args:
         await begin(message, state)
         return
@@ -351,22 +341,22 @@ async def link_command(
         return
     await state.clear()
     credentials = Credentials(args[1], args[2], args[3] if wanted == 4 else None)
-    await verify_and_save(message, app, user, bot, exchange, "", credentials)
+    await verify_and_save(
+        message, KeyStore(sessions, vault, hub, clock), user, bot, exchange, "", credentials
+    )
 
 
-@router.callback_query(StartLinkCb.filter())
 async def start_button(query: CallbackQuery, state: FSMContext) -> None:
     await query.answer()
     if isinstance(query.message, Message):
         await begin(query.message, state)
 
 
-@router.callback_query(ConnCb.filter(F.action == "update"))
 async def update_button(
-    query: CallbackQuery, callback_data: ConnCb, state: FSMContext, app: AppContext, user: User
+    query: CallbackQuery, callback_data: ConnCb, state: FSMContext, sessions: Sessions, user: User
 ) -> None:
     """Update API key: the key steps of the wizard, for one existing connection."""
-    async with app.sessions() as session:
+    async with sessions() as session:
         connection = await owned_connection(session, user.id, callback_data.cid)
     if connection is None or connection.kind != "exchange" or not isinstance(query.message, Message):
         await query.answer(_("Connection not found."), show_alert=True)
@@ -386,7 +376,6 @@ async def update_button(
 # ----------------------------------------------------------------------------- wizard steps
 
 
-@router.callback_query(LinkStepCb.filter(F.step == "cancel"))
 async def cancel_button(query: CallbackQuery, state: FSMContext) -> None:
     await state.clear()
     await query.answer()
@@ -395,14 +384,12 @@ async def cancel_button(query: CallbackQuery, state: FSMContext) -> None:
             await query.message.edit_text(_("Cancelled. Nothing was saved."))
 
 
-@router.callback_query(StateFilter(LinkFlow.exchange), ExchangePageCb.filter())
 async def exchange_page(query: CallbackQuery, callback_data: ExchangePageCb) -> None:
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.edit_reply_markup(reply_markup=exchange_keyboard(callback_data.page))
 
 
-@router.callback_query(StateFilter(LinkFlow.exchange), ExchangeCb.filter())
 async def exchange_chosen(query: CallbackQuery, callback_data: ExchangeCb, state: FSMContext) -> None:
     exchange = parse_exchange(callback_data.exchange)
     if exchange is None or not isinstance(query.message, Message):
@@ -412,7 +399,6 @@ async def exchange_chosen(query: CallbackQuery, callback_data: ExchangeCb, state
     await ask_label(query.message, state, exchange, edit=True)
 
 
-@router.message(StateFilter(LinkFlow.exchange), _NOT_COMMAND)
 async def exchange_typed(message: Message, state: FSMContext) -> None:
     exchange = parse_exchange(message.text or "")
     if exchange is None:
@@ -424,7 +410,6 @@ async def exchange_typed(message: Message, state: FSMContext) -> None:
     await ask_label(message, state, exchange)
 
 
-@router.callback_query(StateFilter(LinkFlow.label), LinkStepCb.filter(F.step == "skip"))
 async def label_skipped(query: CallbackQuery, state: FSMContext) -> None:
     await query.answer()
     if isinstance(query.message, Message):
@@ -433,24 +418,24 @@ async def label_skipped(query: CallbackQuery, state: FSMContext) -> None:
         await ask_key(query.message, state, "")
 
 
-@router.message(StateFilter(LinkFlow.label), _NOT_COMMAND)
 async def label_typed(message: Message, state: FSMContext) -> None:
     problem = label_problem(message.text)
     if problem:
-        await message.answer(problem, reply_markup=_buttons((_("Skip"), "skip"), (_("Cancel"), "cancel")))
+        await message.answer(
+            problem, reply_markup=_buttons((_("Skip"), LinkStep.SKIP), (_("Cancel"), LinkStep.CANCEL))
+        )
         return
     await ask_key(message, state, " ".join((message.text or "").split()))
 
 
-@router.message(StateFilter(LinkFlow.api_key), _NOT_COMMAND)
-async def key_received(message: Message, state: FSMContext, app: AppContext) -> None:
-    await forget(message)
+async def key_received(message: Message, state: FSMContext, vault: Vault) -> None:
+    await forget_secret_message(message)
     problem = key_problem(message.text)
     if problem:
         await message.answer(problem + " " + _("Send the API key again, or /cancel."))
         return
     api_key = (message.text or "").strip()
-    await state.update_data(sealed=app.vault.seal(Credentials(api_key, "")).decode())
+    await state.update_data(sealed=vault.seal(Credentials(api_key, "")).decode())
     await state.set_state(LinkFlow.secret)
     await message.answer(
         _("Got the key <code>{hint}</code> (message deleted). Now send the <b>secret</b>.").format(
@@ -460,39 +445,53 @@ async def key_received(message: Message, state: FSMContext, app: AppContext) -> 
     )
 
 
-@router.message(StateFilter(LinkFlow.secret), _NOT_COMMAND)
-async def secret_received(message: Message, state: FSMContext, app: AppContext, user: User, bot: Bot) -> None:
-    await forget(message)
+async def secret_received(
+    message: Message,
+    state: FSMContext,
+    sessions: Sessions,
+    vault: Vault,
+    hub: ExchangeHub,
+    clock: Clock,
+    user: User,
+    bot: Bot,
+) -> None:
+    await forget_secret_message(message)
     problem = key_problem(message.text)
     if problem:
         await message.answer(problem + " " + _("Send the secret again, or /cancel."))
         return
     data = await state.get_data()
-    credentials = Credentials(app.vault.open(data["sealed"].encode()).api_key, (message.text or "").strip())
+    credentials = Credentials(vault.open(data["sealed"].encode()).api_key, (message.text or "").strip())
     if needs_passphrase(data["exchange"]):
-        await state.update_data(sealed=app.vault.seal(credentials).decode())
+        await state.update_data(sealed=vault.seal(credentials).decode())
         await state.set_state(LinkFlow.passphrase)
         await message.answer(
             _("Secret received (message deleted). Last step: the <b>passphrase</b> you chose for this key."),
             reply_markup=_cancel_button(),
         )
         return
-    await finish(message, state, app, user, bot, credentials)
+    await finish(message, state, KeyStore(sessions, vault, hub, clock), user, bot, credentials)
 
 
-@router.message(StateFilter(LinkFlow.passphrase), _NOT_COMMAND)
 async def passphrase_received(
-    message: Message, state: FSMContext, app: AppContext, user: User, bot: Bot
+    message: Message,
+    state: FSMContext,
+    sessions: Sessions,
+    vault: Vault,
+    hub: ExchangeHub,
+    clock: Clock,
+    user: User,
+    bot: Bot,
 ) -> None:
-    await forget(message)
+    await forget_secret_message(message)
     problem = key_problem(message.text, passphrase=True)
     if problem:
         await message.answer(problem + " " + _("Send the passphrase again, or /cancel."))
         return
     data = await state.get_data()
-    partial = app.vault.open(data["sealed"].encode())
+    partial = vault.open(data["sealed"].encode())
     credentials = Credentials(partial.api_key, partial.secret, (message.text or "").strip())
-    await finish(message, state, app, user, bot, credentials)
+    await finish(message, state, KeyStore(sessions, vault, hub, clock), user, bot, credentials)
 
 
 _OUR_PREFIXES = frozenset(
@@ -500,7 +499,31 @@ _OUR_PREFIXES = frozenset(
 )
 
 
-@router.callback_query(F.data.func(lambda data: (data or "").split(":", 1)[0] in _OUR_PREFIXES))
 async def stale_step(query: CallbackQuery) -> None:
     """A wizard button from a step that is over (or forged data): say so, change nothing."""
     await query.answer(_("This step is over. Send /link to start again."))
+
+
+def _ours(data: str | None) -> bool:
+    return (data or "").split(":", 1)[0] in _OUR_PREFIXES
+
+
+def build_router() -> Router:
+    router = Router(name="link")
+    router.message.register(cancel, Command("cancel"))
+    router.message.register(link_command, Command("link"))
+    router.callback_query.register(start_button, StartLinkCb.filter())
+    router.callback_query.register(update_button, ConnCb.filter(F.action == ConnAction.UPDATE))
+    router.callback_query.register(cancel_button, LinkStepCb.filter(F.step == LinkStep.CANCEL))
+    router.callback_query.register(exchange_page, StateFilter(LinkFlow.exchange), ExchangePageCb.filter())
+    router.callback_query.register(exchange_chosen, StateFilter(LinkFlow.exchange), ExchangeCb.filter())
+    router.message.register(exchange_typed, StateFilter(LinkFlow.exchange), _NOT_COMMAND)
+    router.callback_query.register(
+        label_skipped, StateFilter(LinkFlow.label), LinkStepCb.filter(F.step == LinkStep.SKIP)
+    )
+    router.message.register(label_typed, StateFilter(LinkFlow.label), _NOT_COMMAND)
+    router.message.register(key_received, StateFilter(LinkFlow.api_key), _NOT_COMMAND)
+    router.message.register(secret_received, StateFilter(LinkFlow.secret), _NOT_COMMAND)
+    router.message.register(passphrase_received, StateFilter(LinkFlow.passphrase), _NOT_COMMAND)
+    router.callback_query.register(stale_step, F.data.func(_ours))
+    return router

@@ -10,14 +10,14 @@ from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import ConnCb, MuteCb
-from bot.context import AppContext
+from bot.callbacks import ConnAction, ConnCb, MuteCb
 from bot.texts import button_title
+from services.core.clock import Clock
 from services.monitoring.mutes import mute
+from services.storage.db import Sessions
 from services.storage.models import User
 from services.storage.users import user_connections
 
-router = Router(name="mute")
 CHOICES = (1, 8, 24, 168)
 
 
@@ -25,9 +25,8 @@ def _duration_label(hours: int) -> str:
     return _("{n} h").format(n=hours) if hours < 48 else _("{n} days").format(n=hours // 24)
 
 
-@router.message(Command("mute"))
-async def mute_menu(message: Message, app: AppContext, user: User) -> None:
-    async with app.sessions() as session:
+async def mute_menu(message: Message, sessions: Sessions, user: User) -> None:
+    async with sessions() as session:
         connections = await user_connections(session, user.id)
     keyboard = InlineKeyboardBuilder()
     for hours in CHOICES:
@@ -48,9 +47,11 @@ async def mute_menu(message: Message, app: AppContext, user: User) -> None:
     )
 
 
-async def _apply(query: CallbackQuery, app: AppContext, user: User, cid: int, hours: int) -> None:
-    async with app.sessions.begin() as session:
-        ok = await mute(session, user.id, cid or None, timedelta(hours=hours), app.clock.now())
+async def _apply(
+    query: CallbackQuery, sessions: Sessions, clock: Clock, user: User, cid: int, hours: int
+) -> None:
+    async with sessions.begin() as session:
+        ok = await mute(session, user.id, cid or None, timedelta(hours=hours), clock.now())
     if not ok:
         await query.answer(_("Connection not found."), show_alert=True)
         return
@@ -60,11 +61,21 @@ async def _apply(query: CallbackQuery, app: AppContext, user: User, cid: int, ho
         await query.answer(_("Muted for {d}.").format(d=_duration_label(hours)))
 
 
-@router.callback_query(MuteCb.filter(F.hours.in_((0, *CHOICES))))
-async def mute_chosen(query: CallbackQuery, callback_data: MuteCb, app: AppContext, user: User) -> None:
-    await _apply(query, app, user, callback_data.cid, callback_data.hours)
+async def mute_chosen(
+    query: CallbackQuery, callback_data: MuteCb, sessions: Sessions, clock: Clock, user: User
+) -> None:
+    await _apply(query, sessions, clock, user, callback_data.cid, callback_data.hours)
 
 
-@router.callback_query(ConnCb.filter(F.action == "mute"))
-async def mute_button(query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User) -> None:
-    await _apply(query, app, user, callback_data.cid, 24)
+async def mute_button(
+    query: CallbackQuery, callback_data: ConnCb, sessions: Sessions, clock: Clock, user: User
+) -> None:
+    await _apply(query, sessions, clock, user, callback_data.cid, 24)
+
+
+def build_router() -> Router:
+    router = Router(name="mute")
+    router.message.register(mute_menu, Command("mute"))
+    router.callback_query.register(mute_chosen, MuteCb.filter(F.hours.in_((0, *CHOICES))))
+    router.callback_query.register(mute_button, ConnCb.filter(F.action == ConnAction.MUTE))
+    return router

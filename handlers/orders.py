@@ -12,33 +12,32 @@ from decimal import Decimal
 from html import escape
 
 from aiogram import Bot, F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import ConnCb, OrdersCb
-from bot.context import AppContext
+from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
 from bot.texts import ago, button_title, connection_title
-from handlers.threecommas import threecommas_access
+from bot.views.editing import edit_in_place
 from services.orders.attribution import Attribution
 from services.orders.cancel import CancelOutcome, CancelResult, cancel_all_orphans, cancel_order, total_freed
-from services.orders.listing import Deps, Listing, ListingError, list_orders, load_listing, row_lock
+from services.orders.listing import (
+    Deps,
+    Listing,
+    ListingError,
+    list_orders,
+    load_listing,
+    owned_row,
+    row_lock,
+)
 from services.orders.locked_funds import Lock
 from services.storage.models import ListedOrder, User
 from services.threecommas.links import exchange_connections
 
-router = Router(name="orders")
-
 PAGE_SIZE = 15
 MAX_TEXT = 4096
 MAX_FUND_LINES = 10
-
-
-def deps(app: AppContext) -> Deps:
-    assert app.hub is not None
-    return Deps(app.sessions, app.vault, app.hub, app.clock, threecommas_access(app))
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -161,14 +160,14 @@ def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: i
             buttons.append(
                 InlineKeyboardButton(
                     text="❌ " + _("Cancel {n}").format(n=number),
-                    callback_data=OrdersCb(action="x", id=row.id, page=page).pack(),
+                    callback_data=OrdersCb(action=OrdersAction.CANCEL, id=row.id, page=page).pack(),
                 )
             )
         elif row.attribution == Attribution.UNKNOWN:
             buttons.append(
                 InlineKeyboardButton(
                     text="⚠️ " + _("Cancel {n}?").format(n=number),
-                    callback_data=OrdersCb(action="u", id=row.id, page=page).pack(),
+                    callback_data=OrdersCb(action=OrdersAction.ASK_UNKNOWN, id=row.id, page=page).pack(),
                 )
             )
     keyboard: list[list[InlineKeyboardButton]] = [buttons[i : i + 4] for i in range(0, len(buttons), 4)]
@@ -178,7 +177,7 @@ def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: i
             [
                 InlineKeyboardButton(
                     text="🧹 " + _("Cancel all {n} orphans").format(n=orphans),
-                    callback_data=OrdersCb(action="all", id=listing.list_id, page=page).pack(),
+                    callback_data=OrdersCb(action=OrdersAction.ASK_ALL, id=listing.list_id, page=page).pack(),
                 )
             ]
         )
@@ -186,18 +185,21 @@ def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: i
     if page > 0:
         nav.append(
             InlineKeyboardButton(
-                text="‹", callback_data=OrdersCb(action="pg", id=listing.list_id, page=page - 1).pack()
+                text="‹",
+                callback_data=OrdersCb(action=OrdersAction.PAGE, id=listing.list_id, page=page - 1).pack(),
             )
         )
     nav.append(
         InlineKeyboardButton(
-            text="🔄 " + _("Refresh"), callback_data=OrdersCb(action="rf", id=listing.list_id).pack()
+            text="🔄 " + _("Refresh"),
+            callback_data=OrdersCb(action=OrdersAction.REFRESH, id=listing.list_id).pack(),
         )
     )
     if page < pages - 1:
         nav.append(
             InlineKeyboardButton(
-                text="›", callback_data=OrdersCb(action="pg", id=listing.list_id, page=page + 1).pack()
+                text="›",
+                callback_data=OrdersCb(action=OrdersAction.PAGE, id=listing.list_id, page=page + 1).pack(),
             )
         )
     keyboard.append(nav)
@@ -240,25 +242,17 @@ def outcome_text(result: CancelResult) -> str:
     return texts[result.outcome]
 
 
-async def _edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None) -> None:
-    if not isinstance(query.message, Message):
-        return
-    try:
-        await query.message.edit_text(text, reply_markup=markup)
-    except TelegramBadRequest as error:
-        if "not modified" not in error.message:
-            raise
-
-
 async def _show_list(
-    query: CallbackQuery, app: AppContext, user: User, list_id: int, page: int, banner: str = ""
+    query: CallbackQuery, order_deps: Deps, user: User, bot: Bot, list_id: int, page: int, banner: str = ""
 ) -> bool:
     """Re-render a stored listing in place; False when it no longer exists."""
-    async with app.sessions() as session:
+    async with order_deps.sessions() as session:
         listing = await load_listing(session, user.id, list_id)
     if listing is None:
         return False
-    await _edit(query, *render(listing, page, ago(listing.listed_at, app.clock.now()), banner))
+    await edit_in_place(
+        query, bot, *render(listing, page, ago(listing.listed_at, order_deps.clock.now()), banner)
+    )
     return True
 
 
@@ -268,10 +262,10 @@ def _page_of(listing: Listing, row_id: int) -> int:
 
 
 async def _send_listing(
-    app: AppContext, user: User, bot: Bot, connection_id: int, target: Message | None
+    order_deps: Deps, user: User, bot: Bot, connection_id: int, target: Message | None
 ) -> None:
     """List now and put the result into ``target`` (edited) or a new message."""
-    listing = await list_orders(deps(app), user.id, connection_id)
+    listing = await list_orders(order_deps, user.id, connection_id)
     if isinstance(listing, ListingError):
         errors = {
             ListingError.NOT_FOUND: _("Connection not found."),
@@ -280,7 +274,7 @@ async def _send_listing(
         }
         text, markup = errors[listing], None
     else:
-        text, markup = render(listing, 0, ago(listing.listed_at, app.clock.now()))
+        text, markup = render(listing, 0, ago(listing.listed_at, order_deps.clock.now()))
     if target is not None:
         await target.edit_text(text, reply_markup=markup)
     else:
@@ -290,9 +284,8 @@ async def _send_listing(
 # ----------------------------------------------------------------------------- handlers
 
 
-@router.message(Command("orders"))
-async def orders_command(message: Message, app: AppContext, user: User, bot: Bot) -> None:
-    async with app.sessions() as session:
+async def orders_command(message: Message, order_deps: Deps, user: User, bot: Bot) -> None:
+    async with order_deps.sessions() as session:
         connections = await exchange_connections(session, user.id)
     if not connections:
         await message.answer(_("No exchange key is linked yet: /link"))
@@ -302,65 +295,73 @@ async def orders_command(message: Message, app: AppContext, user: User, bot: Bot
         for connection in connections[:50]:
             keyboard.button(
                 text=button_title(connection.exchange, connection.label),
-                callback_data=ConnCb(action="orders", cid=connection.id),
+                callback_data=ConnCb(action=ConnAction.ORDERS, cid=connection.id),
             )
         keyboard.adjust(1)
         await message.answer(_("Whose open orders?"), reply_markup=keyboard.as_markup())
         return
     waiting = await message.answer("⏳ " + _("Loading open orders…"))
-    await _send_listing(app, user, bot, connections[0].id, waiting)
+    await _send_listing(order_deps, user, bot, connections[0].id, waiting)
 
 
-@router.callback_query(ConnCb.filter(F.action == "orders"))
 async def orders_button(
-    query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot
+    query: CallbackQuery, callback_data: ConnCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
     await query.answer(_("Loading open orders…"))
-    await _send_listing(app, user, bot, callback_data.cid, None)
+    await _send_listing(order_deps, user, bot, callback_data.cid, None)
 
 
-@router.callback_query(OrdersCb.filter(F.action == "pg"))
-async def page(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
-    if await _show_list(query, app, user, callback_data.id, callback_data.page):
+async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot) -> None:
+    if await _show_list(query, order_deps, user, bot, callback_data.id, callback_data.page):
         await query.answer()
     else:
         await query.answer(_("This list has expired. Tap Refresh or send /orders."), show_alert=True)
 
 
-@router.callback_query(OrdersCb.filter(F.action == "rf"))
 async def refresh(
-    query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User, bot: Bot
+    query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    async with app.sessions() as session:
+    async with order_deps.sessions() as session:
         listing = await load_listing(session, user.id, callback_data.id)
     if listing is None:
         await query.answer(_("This list has expired. Send /orders."), show_alert=True)
         return
     await query.answer(_("Loading open orders…"))
     await _send_listing(
-        app, user, bot, listing.connection.id, query.message if isinstance(query.message, Message) else None
+        order_deps,
+        user,
+        bot,
+        listing.connection.id,
+        query.message if isinstance(query.message, Message) else None,
     )
 
 
-@router.callback_query(OrdersCb.filter(F.action.in_({"x", "uy"})))
-async def cancel_one(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
+async def cancel_one(
+    query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
+) -> None:
     result = await cancel_order(
-        deps(app), callback_data.id, user.id, allow_unknown=callback_data.action == "uy"
+        order_deps,
+        callback_data.id,
+        user.id,
+        allow_unknown=callback_data.action == OrdersAction.CANCEL_UNKNOWN,
     )
     banner = outcome_text(result)
     await query.answer(banner[:200] if not result.done else _("Cancelled."), show_alert=not result.done)
     if result.row is not None:
-        async with app.sessions() as session:
+        async with order_deps.sessions() as session:
             listing = await load_listing(session, user.id, result.row.list_version)
         if listing is not None:
-            await _show_list(query, app, user, listing.list_id, _page_of(listing, result.row.id), banner)
+            await _show_list(
+                query, order_deps, user, bot, listing.list_id, _page_of(listing, result.row.id), banner
+            )
 
 
-@router.callback_query(OrdersCb.filter(F.action == "u"))
-async def confirm_unknown(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
-    async with app.sessions() as session:
-        row = await session.get(ListedOrder, callback_data.id)
-    if row is None or row.user_id != user.id:
+async def confirm_unknown(
+    query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
+) -> None:
+    async with order_deps.sessions() as session:
+        row = await owned_row(session, user.id, callback_data.id)
+    if row is None:
         await query.answer(outcome_text(CancelResult(CancelOutcome.LIST_GONE)), show_alert=True)
         return
     text = "⚠️ " + _(
@@ -375,19 +376,20 @@ async def confirm_unknown(query: CallbackQuery, callback_data: OrdersCb, app: Ap
     keyboard = InlineKeyboardBuilder()
     keyboard.button(
         text=_("Yes, cancel this order"),
-        callback_data=OrdersCb(action="uy", id=row.id, page=callback_data.page),
+        callback_data=OrdersCb(action=OrdersAction.CANCEL_UNKNOWN, id=row.id, page=callback_data.page),
     )
     keyboard.button(
         text="‹ " + _("Back"),
-        callback_data=OrdersCb(action="pg", id=row.list_version, page=callback_data.page),
+        callback_data=OrdersCb(action=OrdersAction.PAGE, id=row.list_version, page=callback_data.page),
     )
     await query.answer()
-    await _edit(query, text, keyboard.as_markup())
+    await edit_in_place(query, bot, text, keyboard.as_markup())
 
 
-@router.callback_query(OrdersCb.filter(F.action == "all"))
-async def confirm_all(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
-    async with app.sessions() as session:
+async def confirm_all(
+    query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
+) -> None:
+    async with order_deps.sessions() as session:
         listing = await load_listing(session, user.id, callback_data.id)
     if listing is None:
         await query.answer(_("This list has expired. Send /orders."), show_alert=True)
@@ -404,25 +406,26 @@ async def confirm_all(query: CallbackQuery, callback_data: OrdersCb, app: AppCon
     keyboard = InlineKeyboardBuilder()
     keyboard.button(
         text=_("Yes, cancel {n} orders").format(n=len(orphans)),
-        callback_data=OrdersCb(action="ally", id=listing.list_id, page=callback_data.page),
+        callback_data=OrdersCb(action=OrdersAction.CANCEL_ALL, id=listing.list_id, page=callback_data.page),
     )
     keyboard.button(
         text="‹ " + _("Back"),
-        callback_data=OrdersCb(action="pg", id=listing.list_id, page=callback_data.page),
+        callback_data=OrdersCb(action=OrdersAction.PAGE, id=listing.list_id, page=callback_data.page),
     )
     await query.answer()
-    await _edit(query, text, keyboard.as_markup())
+    await edit_in_place(query, bot, text, keyboard.as_markup())
 
 
-@router.callback_query(OrdersCb.filter(F.action == "ally"))
-async def cancel_all(query: CallbackQuery, callback_data: OrdersCb, app: AppContext, user: User) -> None:
-    async with app.sessions() as session:  # an expired or someone else's list: say so, not "0 of 0"
+async def cancel_all(
+    query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
+) -> None:
+    async with order_deps.sessions() as session:  # an expired or someone else's list: say so, not "0 of 0"
         listing = await load_listing(session, user.id, callback_data.id)
     if listing is None:
         await query.answer(_("This list has expired. Send /orders."), show_alert=True)
         return
     await query.answer(_("Cancelling…"))
-    results = await cancel_all_orphans(deps(app), user.id, callback_data.id)
+    results = await cancel_all_orphans(order_deps, user.id, callback_data.id)
     done = [r for r in results if r.done]
     freed = ", ".join(f"{num(v)} {escape(k)}" for k, v in sorted(total_freed(results).items())) or "—"
     banner = "✅ " + _("Cancelled {done} of {n} orphans; freed {freed}.").format(
@@ -430,5 +433,20 @@ async def cancel_all(query: CallbackQuery, callback_data: OrdersCb, app: AppCont
     )
     skipped = [outcome_text(r) for r in results if not r.done][:5]
     banner = "\n".join([banner, *skipped])
-    if not await _show_list(query, app, user, callback_data.id, callback_data.page, banner):
-        await _edit(query, banner, None)
+    if not await _show_list(query, order_deps, user, bot, callback_data.id, callback_data.page, banner):
+        await edit_in_place(query, bot, banner, None)
+
+
+def build_router() -> Router:
+    router = Router(name="orders")
+    router.message.register(orders_command, Command("orders"))
+    router.callback_query.register(orders_button, ConnCb.filter(F.action == ConnAction.ORDERS))
+    router.callback_query.register(page, OrdersCb.filter(F.action == OrdersAction.PAGE))
+    router.callback_query.register(refresh, OrdersCb.filter(F.action == OrdersAction.REFRESH))
+    router.callback_query.register(
+        cancel_one, OrdersCb.filter(F.action.in_({OrdersAction.CANCEL, OrdersAction.CANCEL_UNKNOWN}))
+    )
+    router.callback_query.register(confirm_unknown, OrdersCb.filter(F.action == OrdersAction.ASK_UNKNOWN))
+    router.callback_query.register(confirm_all, OrdersCb.filter(F.action == OrdersAction.ASK_ALL))
+    router.callback_query.register(cancel_all, OrdersCb.filter(F.action == OrdersAction.CANCEL_ALL))
+    return router

@@ -5,28 +5,22 @@ from __future__ import annotations
 import json
 from html import escape
 
-from aiogram import F, Router
+from aiogram import Bot, F, Router
 from aiogram.filters import Command
-from aiogram.filters.callback_data import CallbackData
 from aiogram.types import BufferedInputFile, CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.context import AppContext
+from bot.callbacks import ForgetCb
+from bot.views.editing import edit_in_place
 from services.storage import audit
+from services.storage.db import Sessions
 from services.storage.models import User
 from services.storage.user_data import export_user, forget_user
 
-router = Router(name="privacy")
 
-
-class ForgetCb(CallbackData, prefix="forget"):
-    confirm: bool
-
-
-@router.message(Command("export"))
-async def export(message: Message, app: AppContext, user: User) -> None:
-    async with app.sessions() as session:
+async def export(message: Message, sessions: Sessions, user: User) -> None:
+    async with sessions() as session:
         data = await export_user(session, user.id)
     document = BufferedInputFile(
         json.dumps(data, ensure_ascii=False, indent=2).encode(), filename="keysentry-export.json"
@@ -36,7 +30,6 @@ async def export(message: Message, app: AppContext, user: User) -> None:
     )
 
 
-@router.message(Command("forget"))
 async def forget(message: Message) -> None:
     keyboard = InlineKeyboardBuilder()
     keyboard.button(text=_("Delete everything"), callback_data=ForgetCb(confirm=True))
@@ -50,27 +43,24 @@ async def forget(message: Message) -> None:
     )
 
 
-@router.callback_query(ForgetCb.filter(F.confirm))
-async def forget_confirmed(query: CallbackQuery, app: AppContext, user: User) -> None:
-    async with app.sessions.begin() as session:
+async def forget_confirmed(query: CallbackQuery, sessions: Sessions, user: User, bot: Bot) -> None:
+    async with sessions.begin() as session:
         removed = await forget_user(session, user.id)
     await query.answer()
-    if query.message:
-        await query.message.edit_text(
-            _("Done: your data is deleted ({n} connections). Send /start to begin again.").format(n=removed)
-        )
+    await edit_in_place(
+        query,
+        bot,
+        _("Done: your data is deleted ({n} connections). Send /start to begin again.").format(n=removed),
+    )
 
 
-@router.callback_query(ForgetCb.filter(~F.confirm))
-async def forget_cancelled(query: CallbackQuery) -> None:
+async def forget_cancelled(query: CallbackQuery, bot: Bot) -> None:
     await query.answer()
-    if query.message:
-        await query.message.edit_text(_("Nothing was deleted."))
+    await edit_in_place(query, bot, _("Nothing was deleted."))
 
 
-@router.message(Command("history"))
-async def history(message: Message, app: AppContext, user: User) -> None:
-    async with app.sessions() as session:
+async def history(message: Message, sessions: Sessions, user: User) -> None:
+    async with sessions() as session:
         entries = await audit.recent(session, user.id, limit=20)
     if not entries:
         await message.answer(_("No actions were taken on your behalf yet."))
@@ -86,3 +76,13 @@ async def history(message: Message, app: AppContext, user: User) -> None:
 
 def _detail(detail: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in detail.items())[:120]
+
+
+def build_router() -> Router:
+    router = Router(name="privacy")
+    router.message.register(export, Command("export"))
+    router.message.register(forget, Command("forget"))
+    router.callback_query.register(forget_confirmed, ForgetCb.filter(F.confirm))
+    router.callback_query.register(forget_cancelled, ForgetCb.filter(~F.confirm))
+    router.message.register(history, Command("history"))
+    return router

@@ -9,17 +9,14 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import StartLinkCb
-from bot.context import AppContext
+from services.storage.db import Sessions
 from services.storage.models import User
 from services.storage.users import mark_blocked
 
-router = Router(name="start")
 
-
-@router.message(CommandStart())
-async def start(message: Message, app: AppContext, user: User) -> None:
+async def start(message: Message, sessions: Sessions, user: User) -> None:
     if user.blocked:
-        async with app.sessions.begin() as session:
+        async with sessions.begin() as session:
             await mark_blocked(session, user.id, False)
     keyboard = InlineKeyboardBuilder()
     keyboard.button(text=_("🔑 Link an exchange key"), callback_data=StartLinkCb())
@@ -34,3 +31,9 @@ async def start(message: Message, app: AppContext, user: User) -> None:
         + _("Start by linking a key: /link. Every command: /help."),
         reply_markup=keyboard.as_markup(),
     )
+
+
+def build_router() -> Router:
+    router = Router(name="start")
+    router.message.register(start, CommandStart())
+    return router

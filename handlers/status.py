@@ -3,7 +3,7 @@
 The page is rendered from the connection rows only (no exchange calls), so it opens instantly.
 Every button re-checks that the connection belongs to whoever pressed it; replays and forged
 buttons get a short answer and change nothing. The Orders button is answered by the orders
-view (:mod:`handlers.orders`), Update API key by :mod:`handlers.link`.
+router, Update API key by the link router.
 """
 
 from __future__ import annotations
@@ -15,29 +15,27 @@ from datetime import datetime
 from typing import Any
 
 from aiogram import Bot, F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import ConnCb, StatusPageCb
-from bot.context import AppContext
+from bot.callbacks import ConnAction, ConnCb, StatusPageCb
 from bot.texts import ago, connection_title, verdict_advice, verdict_reason
+from bot.views.balances import balance_summary
+from bot.views.editing import edit_in_place
+from services.core.clock import Clock
 from services.core.verdicts import Verdict
 from services.exchanges.probes import KeyInfo
-from services.monitoring.refresh import RefreshOutcome, refresh_connection, remove_owned_connection
+from services.monitoring.refresh import Refreshes, remove_owned_connection
 from services.storage.connections import owned_connection
+from services.storage.db import Sessions
 from services.storage.models import Connection, User
 from services.storage.users import user_connections
-
-router = Router(name="status")
 
 PAGE_SIZE = 8
 TELEGRAM_TEXT_LIMIT = 4096
 CHECKING_AFTER_S = 1.0  # a refresh slower than this first shows "checking…"
-STABLECOINS = frozenset({"USDT", "USDC", "BUSD", "FDUSD", "USD"})
-CONN_ACTIONS = frozenset({"refresh", "update", "remove", "rm_yes", "orders", "mute"})
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -69,37 +67,6 @@ def status_mark(connection: Connection) -> str:
     if verdict.is_key_problem or connection.state == "failing":
         return "🔴"
     return "🟡"
-
-
-def _amount(value: float) -> str:
-    return f"{value:,.2f}" if value >= 1 else f"{value:.8f}".rstrip("0").rstrip(".") or "0"
-
-
-def _total(entry: Any) -> float:
-    try:
-        return float(entry.get("total") or 0) if isinstance(entry, dict) else float(entry or 0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def balance_summary(balances: dict[str, Any], top: int = 0) -> str:
-    """Stablecoins summed 1:1 as USD, then other coins: listed (``top`` of them) or counted."""
-    held = {coin: _total(entry) for coin, entry in (balances or {}).items()}
-    held = {coin: amount for coin, amount in held.items() if amount > 0}
-    if not held:
-        return _("no balance")
-    usd = sum(amount for coin, amount in held.items() if coin.upper() in STABLECOINS)
-    # Without prices, amounts of different coins do not compare: list them by name.
-    others = sorted((c, a) for c, a in held.items() if c.upper() not in STABLECOINS)
-    text = _("≈ {usd} USD").format(usd=f"{usd:,.2f}") if usd or not others else ""
-    shown = [f"{_amount(amount)} {coin}" for coin, amount in others[:top]]
-    if shown:
-        text = " · ".join(([text] if text else []) + shown)
-    hidden = len(others) - len(shown)
-    if hidden:
-        more = _("+ {n} other coins").format(n=hidden) if hidden > 1 else _("+ 1 other coin")
-        text = f"{text} {more}" if text else more
-    return text
 
 
 def expiry_note(key_info: dict[str, Any], now: datetime) -> str:
@@ -179,23 +146,25 @@ def _keyboard(shown: list[tuple[int, Connection]], page: int, pages: int) -> Inl
     keyboard = InlineKeyboardBuilder()
     widths = []
     for number, c in shown:
-        row = []
+        row: list[tuple[str, ConnCb]] = []
         if needs_new_key(c):
-            row.append(("⛔ " + _("{n} Update API key").format(n=number), ConnCb(action="update", cid=c.id)))
-        row.append(("🔄 " + _("{n} Refresh").format(n=number), ConnCb(action="refresh", cid=c.id)))
+            row.append(
+                ("⛔ " + _("{n} Update API key").format(n=number), ConnCb(action=ConnAction.UPDATE, cid=c.id))
+            )
+        row.append(("🔄 " + _("{n} Refresh").format(n=number), ConnCb(action=ConnAction.REFRESH, cid=c.id)))
         if c.kind == "exchange":
-            row.append(("📋 " + _("{n} Orders").format(n=number), ConnCb(action="orders", cid=c.id)))
-        row.append(("🗑 " + _("{n} Remove").format(n=number), ConnCb(action="remove", cid=c.id)))
+            row.append(("📋 " + _("{n} Orders").format(n=number), ConnCb(action=ConnAction.ORDERS, cid=c.id)))
+        row.append(("🗑 " + _("{n} Remove").format(n=number), ConnCb(action=ConnAction.REMOVE, cid=c.id)))
         for text, data in row:
             keyboard.button(text=text, callback_data=data)
         widths.append(len(row))
-    nav = []
+    nav: list[tuple[str, StatusPageCb]] = []
     if page > 0:
         nav.append(("‹ " + _("Previous"), StatusPageCb(page=page - 1)))
     if page < pages - 1:
         nav.append((_("Next") + " ›", StatusPageCb(page=page + 1)))
-    for text, data in nav:
-        keyboard.button(text=text, callback_data=data)
+    for text, page_data in nav:
+        keyboard.button(text=text, callback_data=page_data)
     if nav:
         widths.append(len(nav))
     keyboard.adjust(*widths)
@@ -203,81 +172,55 @@ def _keyboard(shown: list[tuple[int, Connection]], page: int, pages: int) -> Inl
 
 
 async def load_page(
-    app: AppContext, user: User, *, page: int = 0, around: int | None = None, **kwargs: Any
+    sessions: Sessions, clock: Clock, user: User, *, page: int = 0, around: int | None = None, **kwargs: Any
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     """The user's page ``page``, or the page holding connection ``around``."""
-    async with app.sessions() as session:
+    async with sessions() as session:
         connections = await user_connections(session, user.id)
     if around is not None:
         page = page_of(connections, around)
-    return render_page(connections, page, app.clock.now(), **kwargs)
-
-
-async def show(query: CallbackQuery, bot: Bot, text: str, markup: InlineKeyboardMarkup | None) -> None:
-    """Edit the pressed message in place; a message too old to edit gets a fresh one instead."""
-    message = query.message
-    if not isinstance(message, Message):
-        await bot.send_message(query.from_user.id, text, reply_markup=markup)
-        return
-    try:
-        await message.edit_text(text, reply_markup=markup)
-    except TelegramBadRequest as error:
-        if "not modified" not in error.message:  # same content (nothing changed): fine
-            raise
+    return render_page(connections, page, clock.now(), **kwargs)
 
 
 # ----------------------------------------------------------------------------- handlers
 
 
-@router.message(Command("status"))
-async def status_command(message: Message, app: AppContext, user: User) -> None:
-    text, markup = await load_page(app, user)
+async def status_command(message: Message, sessions: Sessions, clock: Clock, user: User) -> None:
+    text, markup = await load_page(sessions, clock, user)
     await message.answer(text, reply_markup=markup)
 
 
-@router.callback_query(StatusPageCb.filter())
 async def status_page(
-    query: CallbackQuery, callback_data: StatusPageCb, app: AppContext, user: User, bot: Bot
+    query: CallbackQuery, callback_data: StatusPageCb, sessions: Sessions, clock: Clock, user: User, bot: Bot
 ) -> None:
-    text, markup = await load_page(app, user, page=callback_data.page)
-    await show(query, bot, text, markup)
+    text, markup = await load_page(sessions, clock, user, page=callback_data.page)
+    await edit_in_place(query, bot, text, markup)
     await query.answer()
 
 
-# Refreshes in flight in this process, per app, connection and user: taps that arrive while one
-# runs wait for its result instead of each probing the exchange (50 taps make one probe, not 50).
-_refreshing: dict[tuple[int, int, int], asyncio.Task[RefreshOutcome]] = {}
-
-
-def _shared_refresh(app: AppContext, cid: int, user_id: int) -> asyncio.Task[RefreshOutcome]:
-    assert app.hub is not None
-    key = (id(app), cid, user_id)
-    task = _refreshing.get(key)
-    if task is None:
-        task = asyncio.create_task(
-            refresh_connection(app.sessions, app.vault, app.hub, app.clock, cid, user_id)
-        )
-        _refreshing[key] = task
-        task.add_done_callback(lambda _: _refreshing.pop(key, None))
-    return task
-
-
-@router.callback_query(ConnCb.filter(F.action == "refresh"))
-async def refresh(query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot) -> None:
+async def refresh(
+    query: CallbackQuery,
+    callback_data: ConnCb,
+    refreshes: Refreshes,
+    sessions: Sessions,
+    clock: Clock,
+    user: User,
+    bot: Bot,
+) -> None:
     """Re-probe now and edit the pressed message (a /status page or an alert) into the page
     holding this connection; after a second without an answer, show "checking…" first."""
     cid = callback_data.cid
-    task = _shared_refresh(app, cid, user.id)
+    task = refreshes.start(cid, user.id)
     answered = False
     try:
         outcome = await asyncio.wait_for(asyncio.shield(task), CHECKING_AFTER_S)
     except TimeoutError:
         await query.answer(_("Checking…"))
         answered = True
-        await show(query, bot, *await load_page(app, user, around=cid, checking=cid))
+        await edit_in_place(query, bot, *await load_page(sessions, clock, user, around=cid, checking=cid))
         outcome = await task
     if outcome.found or answered:  # after "checking…" the page must be redrawn whatever happened
-        await show(query, bot, *await load_page(app, user, around=cid))
+        await edit_in_place(query, bot, *await load_page(sessions, clock, user, around=cid))
     if answered:
         return
     if not outcome.found:
@@ -288,18 +231,20 @@ async def refresh(query: CallbackQuery, callback_data: ConnCb, app: AppContext, 
         await query.answer(_("The next check runs within a minute."))
 
 
-@router.callback_query(ConnCb.filter(F.action == "remove"))
 async def remove_ask(
-    query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot
+    query: CallbackQuery, callback_data: ConnCb, sessions: Sessions, user: User, bot: Bot
 ) -> None:
-    async with app.sessions() as session:
+    async with sessions() as session:
         connection = await owned_connection(session, user.id, callback_data.cid)
         connections = await user_connections(session, user.id)
     if connection is None:
         await query.answer(_("Connection not found."), show_alert=True)
         return
     keyboard = InlineKeyboardBuilder()
-    keyboard.button(text="🗑 " + _("Yes, remove"), callback_data=ConnCb(action="rm_yes", cid=connection.id))
+    keyboard.button(
+        text="🗑 " + _("Yes, remove"),
+        callback_data=ConnCb(action=ConnAction.REMOVE_CONFIRMED, cid=connection.id),
+    )
     keyboard.button(
         text="‹ " + _("Keep it"), callback_data=StatusPageCb(page=page_of(connections, connection.id))
     )
@@ -307,17 +252,16 @@ async def remove_ask(
         "Remove <b>{title}</b>? keysentry stops watching it and deletes its encrypted key. "
         "The key itself keeps working on the exchange: delete it there too if you no longer use it."
     ).format(title=connection_title(connection.exchange, connection.label))
-    await show(query, bot, text, keyboard.as_markup())
+    await edit_in_place(query, bot, text, keyboard.as_markup())
     await query.answer()
 
 
-@router.callback_query(ConnCb.filter(F.action == "rm_yes"))
 async def remove_confirmed(
-    query: CallbackQuery, callback_data: ConnCb, app: AppContext, user: User, bot: Bot
+    query: CallbackQuery, callback_data: ConnCb, sessions: Sessions, clock: Clock, user: User, bot: Bot
 ) -> None:
     """Delete the connection; a replayed confirmation finds nothing and says so."""
-    async with app.sessions.begin() as session:
-        outcome = await remove_owned_connection(session, user.id, callback_data.cid, app.clock.now())
+    async with sessions.begin() as session:
+        outcome = await remove_owned_connection(session, user.id, callback_data.cid, clock.now())
     if outcome is None:
         await query.answer(_("Connection not found."), show_alert=True)
         return
@@ -326,7 +270,7 @@ async def remove_confirmed(
         return
     title = connection_title(outcome.exchange, outcome.label)
     notice = "🗑 " + _("Removed <b>{title}</b>.").format(title=title)
-    await show(query, bot, *await load_page(app, user, notice=notice))
+    await edit_in_place(query, bot, *await load_page(sessions, clock, user, notice=notice))
     await query.answer(_("Removed."))
 
 
@@ -339,11 +283,22 @@ def _stale_or_forged(query: CallbackQuery) -> bool:
     if prefix != ConnCb.__prefix__:
         return False
     try:
-        return ConnCb.unpack(data).action not in CONN_ACTIONS
-    except (TypeError, ValueError):
+        ConnCb.unpack(data)
+    except (TypeError, ValueError):  # an unknown action or a row id out of range
         return True
+    return False
 
 
-@router.callback_query(_stale_or_forged)
 async def stale_button(query: CallbackQuery) -> None:
     await query.answer(_("This button is no longer valid. Send /status for a fresh page."))
+
+
+def build_router() -> Router:
+    router = Router(name="status")
+    router.message.register(status_command, Command("status"))
+    router.callback_query.register(status_page, StatusPageCb.filter())
+    router.callback_query.register(refresh, ConnCb.filter(F.action == ConnAction.REFRESH))
+    router.callback_query.register(remove_ask, ConnCb.filter(F.action == ConnAction.REMOVE))
+    router.callback_query.register(remove_confirmed, ConnCb.filter(F.action == ConnAction.REMOVE_CONFIRMED))
+    router.callback_query.register(stale_button, _stale_or_forged)
+    return router

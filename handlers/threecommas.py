@@ -11,7 +11,6 @@ import base64
 from html import escape
 
 from aiogram import F, Router
-from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -19,21 +18,17 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import RecreateCb, TcMapCb
-from bot.context import AppContext
+from bot.callbacks import RecreateAction, RecreateCb, TcMapCb
 from bot.texts import button_title, connection_title
-from handlers.link import key_problem
-from services.core.vault import Credentials, mask
-from services.storage.models import Connection, FailedDeal, ThreeCommasAccountLink, User
+from bot.views.secrets import forget_secret_message, key_problem
+from services.core.clock import Clock
+from services.core.vault import Credentials, Vault, mask
+from services.storage.db import Sessions
+from services.storage.models import Connection, FailedDeal, User
 from services.threecommas.client import ThreeCommasAccess
 from services.threecommas.entities import Account, tc_pair_to_symbol
 from services.threecommas.errors import KeyInvalid, ThreeCommasError
-from services.threecommas.links import (
-    add_threecommas_connection,
-    exchange_connections,
-    save_account_link,
-    suggest_connection,
-)
+from services.threecommas.links import link_account, link_threecommas_key, suggest_connection
 from services.threecommas.recreate import (
     RecreateOutcome,
     failed_deal,
@@ -41,31 +36,15 @@ from services.threecommas.recreate import (
     smart_trade_params,
 )
 
-router = Router(name="threecommas")
-
-
-def threecommas_access(app: AppContext) -> ThreeCommasAccess:
-    """The app's 3Commas client factory (its per-key limiters must live as long as the app)."""
-    assert app.threecommas is not None, "build_context creates it"
-    return app.threecommas
-
 
 class TcLink(StatesGroup):
     key = State()
     secret = State()
 
 
-async def _forget(message: Message) -> None:
-    try:
-        await message.delete()
-    except TelegramAPIError:
-        await message.answer(_("I could not delete your message with the key: please delete it yourself."))
-
-
 # ----------------------------------------------------------------------------- linking
 
 
-@router.message(Command("link3c"))
 async def link3c(message: Message, state: FSMContext) -> None:
     await state.clear()
     await state.set_state(TcLink.key)
@@ -78,25 +57,30 @@ async def link3c(message: Message, state: FSMContext) -> None:
     )
 
 
-# Commands (/cancel, /status...) are not a key: they reach their handlers, as in /link.
-@router.message(TcLink.key, F.text, ~F.text.startswith("/"))
-async def got_key(message: Message, state: FSMContext, app: AppContext) -> None:
+async def got_key(message: Message, state: FSMContext, vault: Vault) -> None:
     assert message.text is not None
-    await _forget(message)
+    await forget_secret_message(message)
     problem = key_problem(message.text)  # checked before anything reaches a request header
     if problem:
         await message.answer(problem + " " + _("Send the API key again, or /cancel."))
         return
-    sealed = app.vault.seal(Credentials(message.text.strip(), ""))
+    sealed = vault.seal(Credentials(message.text.strip(), ""))
     await state.update_data(tc_key=base64.b64encode(sealed).decode())
     await state.set_state(TcLink.secret)
     await message.answer(_("Now send the <b>secret</b> of that key."))
 
 
-@router.message(TcLink.secret, F.text, ~F.text.startswith("/"))
-async def got_secret(message: Message, state: FSMContext, app: AppContext, user: User) -> None:
+async def got_secret(
+    message: Message,
+    state: FSMContext,
+    sessions: Sessions,
+    vault: Vault,
+    threecommas: ThreeCommasAccess,
+    clock: Clock,
+    user: User,
+) -> None:
     assert message.text is not None
-    await _forget(message)
+    await forget_secret_message(message)
     problem = key_problem(message.text)
     if problem:
         await message.answer(problem + " " + _("Send the secret again, or /cancel."))
@@ -106,10 +90,10 @@ async def got_secret(message: Message, state: FSMContext, app: AppContext, user:
     if not sealed_key:
         await message.answer(_("The key was lost; please start again with /link3c."))
         return
-    api_key = app.vault.open(base64.b64decode(sealed_key)).api_key
+    api_key = vault.open(base64.b64decode(sealed_key)).api_key
     credentials = Credentials(api_key, message.text.strip())
     try:
-        async with threecommas_access(app).open(credentials) as client:
+        async with threecommas.open(credentials) as client:
             await client.validate()
             accounts = await client.accounts()
     except KeyInvalid:
@@ -124,32 +108,16 @@ async def got_secret(message: Message, state: FSMContext, app: AppContext, user:
             )
         )
         return
-    now = app.clock.now()
-    async with app.sessions.begin() as session:
-        connection = add_threecommas_connection(
-            session, app.vault, user_id=user.id, credentials=credentials, label="", now=now
-        )
-        await session.flush()
-        links = [
-            await save_account_link(
-                session,
-                user_id=user.id,
-                tc_connection_id=connection.id,
-                account=account,
-                exchange_connection_id=None,
-                now=now,
-            )
-            for account in accounts
-        ]
-        candidates = await exchange_connections(session, user.id)
-        link_ids = [link.id for link in links]
+    linked = await link_threecommas_key(
+        sessions, vault, user_id=user.id, credentials=credentials, accounts=accounts, now=clock.now()
+    )
     await message.answer(
         _("✅ 3Commas key {hint} linked. It has {n} exchange account(s).").format(
             hint=f"<code>{escape(mask(api_key))}</code>", n=len(accounts)
         )
     )
-    for account, link_id in zip(accounts, link_ids, strict=True):
-        text, markup = mapping_prompt(account, link_id, candidates)
+    for account, link_id in zip(accounts, linked.link_ids, strict=True):
+        text, markup = mapping_prompt(account, link_id, linked.candidates)
         await message.answer(text, reply_markup=markup)
 
 
@@ -176,20 +144,21 @@ def mapping_prompt(
     return text, keyboard.as_markup()
 
 
-@router.callback_query(TcMapCb.filter())
-async def mapped(query: CallbackQuery, callback_data: TcMapCb, app: AppContext, user: User) -> None:
-    async with app.sessions.begin() as session:
-        link = await session.get(ThreeCommasAccountLink, callback_data.link)
-        target = await session.get(Connection, callback_data.cid) if callback_data.cid else None
-        # A connection removed since the prompt, or someone else's: not the same as Skip.
-        stale = bool(callback_data.cid) and (target is None or target.user_id != user.id)
-        if link is None or link.user_id != user.id or stale:
-            await query.answer(_("That choice is no longer valid."), show_alert=True)
-            return
-        link.exchange_connection_id = target.id if target is not None else None
-        link.updated_at = app.clock.now()
-        name = link.account_name
-        title = connection_title(target.exchange, target.label) if target is not None else None
+async def mapped(
+    query: CallbackQuery, callback_data: TcMapCb, sessions: Sessions, clock: Clock, user: User
+) -> None:
+    outcome = await link_account(
+        sessions,
+        user_id=user.id,
+        link_id=callback_data.link,
+        connection_id=callback_data.cid or None,
+        now=clock.now(),
+    )
+    if outcome is None:
+        await query.answer(_("That choice is no longer valid."), show_alert=True)
+        return
+    name, target = outcome.account_name, outcome.target
+    title = connection_title(target.exchange, target.label) if target is not None else None
     text = (
         _("3Commas account <b>{name}</b> → {title}.").format(name=escape(name), title=title)
         if title
@@ -244,9 +213,10 @@ def plan_lines(row: FailedDeal) -> list[str]:
     return lines
 
 
-@router.callback_query(RecreateCb.filter(F.action == "show"))
-async def recreate_show(query: CallbackQuery, callback_data: RecreateCb, app: AppContext, user: User) -> None:
-    async with app.sessions() as session:
+async def recreate_show(
+    query: CallbackQuery, callback_data: RecreateCb, sessions: Sessions, user: User
+) -> None:
+    async with sessions() as session:
         row = await failed_deal(session, callback_data.id, user.id)
     if row is None:
         await query.answer(_("This failed deal is no longer known."), show_alert=True)
@@ -257,22 +227,24 @@ async def recreate_show(query: CallbackQuery, callback_data: RecreateCb, app: Ap
         *(f"⚠️ {escape(str(w))}" for w in row.params.get("warnings") or ()),
     ]
     keyboard = InlineKeyboardBuilder()
-    keyboard.button(text="✅ " + _("Recreate"), callback_data=RecreateCb(action="go", id=row.id))
+    keyboard.button(text="✅ " + _("Recreate"), callback_data=RecreateCb(action=RecreateAction.GO, id=row.id))
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
 
 
-@router.callback_query(RecreateCb.filter(F.action == "go"))
-async def recreate_go(query: CallbackQuery, callback_data: RecreateCb, app: AppContext, user: User) -> None:
+async def recreate_go(
+    query: CallbackQuery,
+    callback_data: RecreateCb,
+    sessions: Sessions,
+    vault: Vault,
+    threecommas: ThreeCommasAccess,
+    clock: Clock,
+    user: User,
+) -> None:
     await query.answer(_("Sending to 3Commas…"))
     result = await recreate_failed_deal(
-        app.sessions,
-        app.vault,
-        threecommas_access(app),
-        row_id=callback_data.id,
-        user_id=user.id,
-        now=app.clock.now(),
+        sessions, vault, threecommas, row_id=callback_data.id, user_id=user.id, now=clock.now()
     )
     texts = {
         RecreateOutcome.CREATED: _("✅ 3Commas created {ref} (status: {status}).").format(
@@ -290,3 +262,15 @@ async def recreate_go(query: CallbackQuery, callback_data: RecreateCb, app: AppC
     }
     if isinstance(query.message, Message):
         await query.message.edit_text(query.message.html_text + "\n\n" + texts[result.outcome])
+
+
+def build_router() -> Router:
+    router = Router(name="threecommas")
+    router.message.register(link3c, Command("link3c"))
+    # Commands (/cancel, /status...) are not a key: they reach their handlers, as in /link.
+    router.message.register(got_key, TcLink.key, F.text, ~F.text.startswith("/"))
+    router.message.register(got_secret, TcLink.secret, F.text, ~F.text.startswith("/"))
+    router.callback_query.register(mapped, TcMapCb.filter())
+    router.callback_query.register(recreate_show, RecreateCb.filter(F.action == RecreateAction.SHOW))
+    router.callback_query.register(recreate_go, RecreateCb.filter(F.action == RecreateAction.GO))
+    return router

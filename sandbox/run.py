@@ -12,7 +12,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from bot.app import attach, build_bot, build_context, build_dispatcher, close_context
+from bot.app import build_bot, build_context, build_dispatcher, close_context
 from bot.commands import register_commands
 from bot.settings import Settings
 from bot.worker import Worker
@@ -65,8 +65,7 @@ async def run_sandbox(settings: Settings, *, downloads: Path = DOWNLOADS) -> Non
         stack.push_async_callback(close_context, app)
         bot = build_bot(config)
         stack.push_async_callback(bot.session.close)
-        dp = build_dispatcher(app)
-        attach(dp, sandbox_router(exchanges, threecommas))
+        dp = build_dispatcher(app, sandbox_router(exchanges, threecommas))
         await register_commands(bot, app.i18n)
         worker = Worker(app, bot)
         worker.start()

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
 
-from bot.app import attach, build_bot, build_context, build_dispatcher, close_context
+from bot.app import build_bot, build_context, build_dispatcher, close_context
 from bot.context import AppContext
 from bot.settings import Settings
 from sandbox.telegram import ChatMessage, LocalTelegram
@@ -69,8 +69,7 @@ async def running_bot(
     )
     app = await build_context(config, clock=clock, transport=transport)
     bot = build_bot(config)
-    dp = build_dispatcher(app)
-    attach(dp, *routers)
+    dp = build_dispatcher(app, *routers)
     task = asyncio.create_task(dp.start_polling(bot, handle_signals=False, polling_timeout=1))
     try:
         await tg.wait_for(lambda: tg.waiting_polls > 0)  # the bot is listening

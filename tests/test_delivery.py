@@ -10,8 +10,8 @@ import pytest
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 
+from bot.app import make_context
 from bot.context import AppContext
-from bot.i18n import build_i18n
 from bot.sender import Sender
 from bot.settings import Settings
 from sandbox.telegram import LocalTelegram, RateLimits
@@ -72,9 +72,7 @@ async def delivery_rig(sessions, engine, vault, clock: FakeClock, limits: RateLi
     await tg.start()
     bot = tg.make_bot(default=DefaultBotProperties(parse_mode="HTML"))
     settings = Settings(_env_file=None, bot_token=tg.token, telegram_api_url=tg.url)
-    app = AppContext(
-        settings=settings, clock=clock, engine=engine, sessions=sessions, vault=vault, i18n=build_i18n()
-    )
+    app = make_context(settings, engine, clock=clock, vault=vault)
     try:
         yield Rig(app, tg, bot, clock)
     finally:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.callbacks import recreate_button
+from bot.keyboards import recreate_button
 from sandbox.threecommas import LocalThreeCommas
 from services.core.vault import Credentials
 from services.threecommas.client import ThreeCommasAccess

@@ -11,7 +11,8 @@ forward (``next_poll_at = now``), so the poller confirms soon and alerts or reco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -258,3 +259,30 @@ async def remove_owned_connection(
         return RemoveOutcome(removed=False)  # a concurrent confirmation removed it first
     audit.record(session, user_id, "connection_removed", now, connection_id=connection_id, **details)
     return outcome
+
+
+@dataclass
+class Refreshes:
+    """Refresh taps in flight in this process, per connection and user.
+
+    Taps that arrive while a refresh runs wait for its result instead of each probing the
+    exchange: 50 taps make one probe, not 50. One instance lives as long as the Dispatcher.
+    """
+
+    sessions: async_sessionmaker[AsyncSession]
+    vault: Vault
+    hub: ExchangeHub
+    clock: Clock
+    _running: dict[tuple[int, int], asyncio.Task[RefreshOutcome]] = field(default_factory=dict)
+
+    def start(self, connection_id: int, user_id: int) -> asyncio.Task[RefreshOutcome]:
+        """The refresh of this connection for this user: the one running, or a new one."""
+        key = (connection_id, user_id)
+        task = self._running.get(key)
+        if task is None:
+            task = asyncio.create_task(
+                refresh_connection(self.sessions, self.vault, self.hub, self.clock, connection_id, user_id)
+            )
+            self._running[key] = task
+            task.add_done_callback(lambda _: self._running.pop(key, None))
+        return task

@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 import ccxt.async_support as ccxt
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
@@ -302,10 +302,10 @@ async def load_listing(session: AsyncSession, user_id: int, list_id: int) -> Lis
     )
 
 
-async def latest_list_id(session: AsyncSession, connection_id: int) -> int | None:
-    return await session.scalar(
-        select(func.max(OrderList.id)).where(OrderList.connection_id == connection_id)
-    )
+async def owned_row(session: AsyncSession, user_id: int, row_id: int) -> ListedOrder | None:
+    """A listed order of this user, or None when it is gone or someone else's."""
+    row = await session.get(ListedOrder, row_id)
+    return row if row is not None and row.user_id == user_id else None
 
 
 def _balances(raw: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:

@@ -10,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.vault import Credentials, Vault
-from services.storage.connections import new_connection
+from services.storage.connections import new_connection, owned_connection
+from services.storage.db import Sessions
 from services.storage.models import Connection, ThreeCommasAccountLink
 from services.threecommas.entities import (
     Account,
@@ -84,6 +85,74 @@ async def save_account_link(
     link.exchange_connection_id = exchange_connection_id
     link.updated_at = now
     return link
+
+
+@dataclass(frozen=True)
+class NewThreeCommasKey:
+    """A linked 3Commas key: one unmapped link row per account, and the connections to map onto."""
+
+    link_ids: list[int]
+    candidates: list[Connection]
+
+
+async def link_threecommas_key(
+    sessions: Sessions,
+    vault: Vault,
+    *,
+    user_id: int,
+    credentials: Credentials,
+    accounts: list[Account],
+    now: datetime,
+) -> NewThreeCommasKey:
+    """Store a validated key and its accounts (each still unmapped) in one transaction."""
+    async with sessions.begin() as session:
+        connection = add_threecommas_connection(
+            session, vault, user_id=user_id, credentials=credentials, label="", now=now
+        )
+        await session.flush()
+        links = [
+            await save_account_link(
+                session,
+                user_id=user_id,
+                tc_connection_id=connection.id,
+                account=account,
+                exchange_connection_id=None,
+                now=now,
+            )
+            for account in accounts
+        ]
+        candidates = await exchange_connections(session, user_id)
+        return NewThreeCommasKey([link.id for link in links], candidates)
+
+
+@dataclass(frozen=True)
+class MappedAccount:
+    """``target`` is None when the user skipped the account."""
+
+    account_name: str
+    target: Connection | None
+
+
+async def link_account(
+    sessions: Sessions, *, user_id: int, link_id: int, connection_id: int | None, now: datetime
+) -> MappedAccount | None:
+    """Map the user's 3Commas account link onto one of their connections (None: skip it).
+
+    None when the link is not this user's, or the connection was removed since the prompt or is
+    someone else's: that is not the same as Skip, so nothing changes.
+    """
+    async with sessions.begin() as session:
+        link = await session.get(ThreeCommasAccountLink, link_id)
+        if link is None or link.user_id != user_id:
+            return None
+        target = None
+        if connection_id is not None:
+            target = await owned_connection(session, user_id, connection_id)
+            if target is None:
+                return None
+        link.exchange_connection_id = target.id if target is not None else None
+        link.updated_at = now
+        return MappedAccount(link.account_name, target)
 
 
 @dataclass(frozen=True)
