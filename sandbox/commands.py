@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 
 from sandbox.exchanges import LocalExchange
 from sandbox.threecommas import LocalThreeCommas
@@ -33,21 +35,29 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
     async def make_key(message: Message, command: CommandObject) -> None:
         exchange = pick(command)
         if exchange is None:
-            await message.answer("Exchanges here: " + ", ".join(exchanges))
+            await message.answer(_("Exchanges here: {names}").format(names=", ".join(exchanges)))
             return
         key = exchange.add_key(balances={"USDT": 2500.0, "BTC": 0.05, "ETH": 1.2})
         issued.setdefault(exchange.exchange_id, []).append(key.api_key)
         parts = [exchange.exchange_id, key.api_key, key.secret] + ([key.passphrase] if key.passphrase else [])
-        await message.answer("Sandbox key created. Link it with:\n<code>/link " + " ".join(parts) + "</code>")
+        await message.answer(
+            _("Sandbox key created. Link it with:") + "\n<code>/link " + " ".join(parts) + "</code>"
+        )
 
     async def set_state(message: Message, command: CommandObject, state: str) -> None:
         exchange = pick(command)
         keys = issued.get(exchange.exchange_id, []) if exchange else []
         if exchange is None or not keys:
-            await message.answer("Create a key first: /sandbox_key binance")
+            await message.answer(_("Create a key first: /sandbox_key binance"))
             return
         exchange.set_key_state(keys[-1], state)
-        await message.answer(f"{exchange.exchange_id}: newest key is now {state}. Press Refresh in /status.")
+        await message.answer(
+            (
+                _("{exchange}: the newest key is revoked now. Press Refresh in /status.")
+                if state == "revoked"
+                else _("{exchange}: the newest key works again. Press Refresh in /status.")
+            ).format(exchange=exchange.exchange_id)
+        )
 
     @router.message(Command("sandbox_revoke"))
     async def revoke(message: Message, command: CommandObject) -> None:
@@ -61,17 +71,23 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
     async def outage(message: Message, command: CommandObject) -> None:
         exchange = pick(command)
         if exchange is None:
-            await message.answer("Exchanges here: " + ", ".join(exchanges))
+            await message.answer(_("Exchanges here: {names}").format(names=", ".join(exchanges)))
             return
         exchange.inject("status_5xx", times=50)
-        await message.answer(f"{exchange.exchange_id} answers 503 to the next 50 private requests.")
+        await message.answer(
+            ngettext(
+                "{exchange} answers 503 to the next private request.",
+                "{exchange} answers 503 to the next {n} private requests.",
+                50,
+            ).format(exchange=exchange.exchange_id, n=50)
+        )
 
     @router.message(Command("sandbox_3c"))
     async def make_threecommas(message: Message) -> None:
         binance = exchanges["binance"]
         keys = issued.get("binance", [])
         if not keys:
-            await message.answer("First create and /link a Binance key: /sandbox_key binance")
+            await message.answer(_("First create and /link a Binance key: /sandbox_key binance"))
             return
         tc_key = threecommas.add_key()
         account = threecommas.add_account(tc_key.api_key, exchange="binance", name="Main")
@@ -89,18 +105,24 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
         binance.add_order(keys[-1], "BTC/USDT", "sell", "68000", "0.01", created_at=now)
         deals[:] = [active]
         await message.answer(
-            "3Commas sandbox ready: deal on ETH/USDT is active, the BTC/USDT deal was cancelled but its "
-            "sell order still locks 0.01 BTC on Binance. Link it, map the account to your Binance "
-            "connection, then open /orders:\n<code>/link3c</code> then send\n"
-            f"<code>{tc_key.api_key}</code>\n<code>{tc_key.secret}</code>"
+            _(
+                "3Commas sandbox ready: the deal on ETH/USDT is active, the BTC/USDT deal was cancelled "
+                "but its sell order still locks 0.01 BTC on Binance. Link it, map the account to your "
+                "Binance connection, then open /orders:"
+            )
+            + "\n<code>/link3c</code> "
+            + _("then send")
+            + f"\n<code>{tc_key.api_key}</code>\n<code>{tc_key.secret}</code>"
         )
 
     @router.message(Command("sandbox_fail"))
     async def fail_deal(message: Message) -> None:
         if not deals:
-            await message.answer("Create the 3Commas sandbox first: /sandbox_3c")
+            await message.answer(_("Create the 3Commas sandbox first: /sandbox_3c"))
             return
         threecommas.fail_deal(deals[0], error_message="Invalid API key")
-        await message.answer("The ETH/USDT deal failed on 3Commas. The alert with a Recreate button follows.")
+        await message.answer(
+            _("The ETH/USDT deal failed on 3Commas. The alert with a Recreate button follows.")
+        )
 
     return router

@@ -1,53 +1,90 @@
-"""Every user-visible string in code has a translation in every shipped language."""
+"""Every user-visible string in code has a translation in every shipped language, plural
+entries with every form the language has (Russian three, Spanish two)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from bot.i18n import LANGUAGES, LOCALES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
+KEYWORDS = {"_": None, "__": None, "ngettext": (1, 2)}
+PACKAGES = ("bot", "handlers", "sandbox")
 
 
-def _strings_in_code() -> set[str]:
-    found: set[str] = set()
-    for package in ("bot", "handlers"):
+def _strings_in_code() -> tuple[set[str], set[tuple[str, str]]]:
+    singles: set[str] = set()
+    plurals: set[tuple[str, str]] = set()
+    for package in PACKAGES:
         for _file, _line, message, _comments, _context in extract_from_dir(
-            ROOT / package, method_map=[("**.py", "python")], keywords={"_": None, "__": None}
+            ROOT / package, method_map=[("**.py", "python")], keywords=KEYWORDS
         ):
-            found.add(message if isinstance(message, str) else message[0])
-    return found
+            if isinstance(message, str):
+                singles.add(message)
+            else:
+                plurals.add((message[0], message[1]))
+    return singles, plurals
 
 
-STRINGS = _strings_in_code()
+STRINGS, PLURALS = _strings_in_code()
+
+
+def _catalog(language: str) -> Catalog:
+    with (LOCALES_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as handle:
+        return read_po(handle, locale=language)
 
 
 def test_code_has_translatable_strings():
     assert len(STRINGS) > 20
+    assert len(PLURALS) > 5
 
 
 @pytest.mark.parametrize("language", sorted(LANGUAGES))
 def test_catalog_is_complete(language):
-    with (LOCALES_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as handle:
-        catalog = read_po(handle, locale=language)
-    missing = sorted(s for s in STRINGS if s not in catalog)
+    catalog = _catalog(language)
+    missing = sorted(s for s in STRINGS | {p[0] for p in PLURALS} if s not in catalog)
     assert not missing, f"{language}: {len(missing)} missing (run `make locales`): {missing[:5]}"
     if language != "en":
         untranslated = sorted(s for s in STRINGS if not catalog[s].string)
         assert not untranslated, f"{language}: {len(untranslated)} untranslated: {untranslated[:5]}"
 
 
+@pytest.mark.parametrize("language", sorted(LANGUAGES))
+def test_plural_entries_have_every_form_of_the_language(language):
+    catalog = _catalog(language)
+    assert catalog.num_plurals == {"en": 2, "es": 2, "ru": 3}[language]
+    for singular, plural in sorted(PLURALS):
+        entry = catalog[singular]
+        assert entry.pluralizable and entry.id == (singular, plural), f"{language}: {singular!r} is not plural"
+        forms = entry.string
+        assert isinstance(forms, tuple) and len(forms) == catalog.num_plurals, (language, singular)
+        if language != "en":
+            assert all(forms), f"{language}: {singular!r} has an empty plural form"
+
+
 @pytest.mark.parametrize("language", sorted(set(LANGUAGES) - {"en"}))
 def test_placeholders_survive_translation(language):
-    import re
+    for message in _catalog(language):
+        if not message.id or not message.string:
+            continue
+        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        forms = message.string if isinstance(message.string, tuple) else (message.string,)
+        expected = set(re.findall(r"{\w+}", ids[-1]))
+        # A singular form may say "one" instead of {n}; the general (last) form names them all.
+        for form in forms:
+            assert set(re.findall(r"{\w+}", form)) <= expected, (message.id, form)
+        assert set(re.findall(r"{\w+}", forms[-1])) == expected, (message.id, forms[-1])
 
-    with (LOCALES_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as handle:
-        catalog = read_po(handle, locale=language)
-    for message in catalog:
-        if message.id and message.string:
-            placeholders = set(re.findall(r"{\w+}", message.id))
-            assert placeholders == set(re.findall(r"{\w+}", message.string)), message.id
+
+def test_russian_refresh_is_not_mistaken_for_update_api_key():
+    catalog = _catalog("ru")
+    refresh = catalog["Refresh"].string
+    update = catalog["Update API key"].string
+    assert isinstance(refresh, str) and isinstance(update, str)
+    assert not set(refresh.lower().split()) & set(update.lower().split()), (refresh, update)
