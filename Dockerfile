@@ -1,6 +1,7 @@
 # keysentry image: one image, three roles (`python -m bot migrate | serve | worker`), see
 # docs/deploy/compose.yaml. The install is the one `make` does (an editable install of this
 # checkout, so locales/ and the Alembic migrations are read from /app), without the dev extras.
+# Like the wheel it holds the bot only: the sandbox runs from a repository checkout (`make run`).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,7 +17,6 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY handlers ./handlers
 COPY services ./services
-COPY sandbox ./sandbox
 COPY locales ./locales
 RUN python -m pip install --upgrade pip \
     && python -m pip install -e . \

@@ -54,7 +54,15 @@ def main(argv: list[str] | None = None) -> None:
 
     setup_logging(settings.log_level, as_json=settings.log_json)
     if args.role == "sandbox" or (settings.is_sandbox and args.role == "all"):
-        from sandbox.run import run_sandbox
+        try:
+            from sandbox.run import run_sandbox
+        except ModuleNotFoundError:  # an installed bot (wheel, Docker image) has no sandbox
+            print(
+                "BOT_TOKEN is missing; example: 123456789:AAE... (from @BotFather). "
+                "The sandbox runs from a repository checkout: make run",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
 
         # Ctrl-C cancels the chat, the sandbox shuts down in order, then asyncio re-raises the
         # KeyboardInterrupt: leaving is what the user asked for, not an error worth a traceback.
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.role == "rotate-vault":
         count = asyncio.run(rotate_vault(settings))
-        print(f"re-encrypted {count} credential(s) under the newest VAULT_KEY")
+        print(f"re-encrypted {count} credential{'' if count == 1 else 's'} under the newest VAULT_KEY")
         return
     if not settings.bot_token and args.role in {"all", "serve"}:
         print("BOT_TOKEN is missing; example: 123456789:AAE... (from @BotFather)", file=sys.stderr)

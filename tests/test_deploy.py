@@ -54,6 +54,7 @@ def test_dockerfile_installs_like_make_and_copies_what_runs():
     for package in re.findall(r'"(\w+)\*"', packages[1]):
         assert package in copied, f"{package}/ is installed by pyproject.toml but not copied"
     assert {"pyproject.toml", "locales"} <= copied
+    assert "sandbox" not in copied and "tests" not in copied  # the image is the bot, like the wheel
 
 
 def test_compose_runs_migrations_then_one_serve_and_two_workers_on_postgres():
