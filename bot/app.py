@@ -18,7 +18,7 @@ from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
 from bot.middlewares import GateMiddleware
 from bot.settings import Settings
-from handlers import errors, language, link, mute, orders, privacy, start, status, threecommas
+from handlers import errors, fallback, language, link, mute, orders, privacy, start, status, threecommas
 from handlers import help as help_handler
 from services.core.clock import Clock, SystemClock
 from services.core.transport import Transport
@@ -124,10 +124,10 @@ def feature_routers() -> list[Router]:
 
 def build_dispatcher(app: AppContext, *extra: Router) -> Dispatcher:
     """The Dispatcher with every service as workflow data and the feature routers, then ``extra``
-    (the sandbox's commands, a test's router)."""
+    (the sandbox's commands, a test's router), then the fallback for messages nobody took."""
     dp = Dispatcher(storage=DatabaseStorage(app.sessions, app.clock), **app.workflow_data())
     dp.update.outer_middleware(
         GateMiddleware(app.sessions, app.clock, app.i18n, app.settings.allowed_user_ids)
     )
-    dp.include_routers(*feature_routers(), *extra)
+    dp.include_routers(*feature_routers(), *extra, fallback.build_router())
     return dp

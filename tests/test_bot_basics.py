@@ -132,3 +132,16 @@ async def test_export_contains_no_secret_and_forget_deletes_everything(sqlite_ur
             from services.storage.user_data import export_user
 
             assert (await export_user(session, 20))["connections"] == []
+
+
+async def test_unknown_input_gets_one_line_pointing_at_help_and_is_never_echoed(sqlite_url):
+    async with running_bot(sqlite_url) as rig:
+        for text in ("/foo", "hello bot", "secret-looking " + "x" * 4000):
+            reply = await rig.say(10, text)
+            assert "/help" in reply.text and len(reply.text.splitlines()) == 1
+            assert text.split()[0].lstrip("/") not in reply.text
+        assert "command" in (await rig.say(10, "/foo")).text
+        rig.tg.user_sends(10, "hello group", chat_type="group", chat_id=-501)
+        await rig.say(10, "/start")  # processed after the group message
+        # a group only ever gets the gate's "private chats only" notice, never the pointer
+        assert not any("understand" in m.text for m in rig.tg.bot_messages(-501))
