@@ -65,6 +65,12 @@ def verdict_advice(verdict: str, detail: str = "") -> str:
     return _("The exchange said: {detail}").format(detail=f"<code>{escape(detail[:200])}</code>")
 
 
+def refusal_text(verdict: str, detail: str = "") -> str:
+    """An exchange refusing the key, in the same words for /orders and Cancel: reason, then fix."""
+    reason = _("The exchange refused the key: {reason}.").format(reason=verdict_reason(verdict))
+    return f"❌ {reason}\n{verdict_advice(verdict, detail)}"
+
+
 def ago(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return _("never")

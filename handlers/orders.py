@@ -18,8 +18,9 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
-from bot.texts import ago, button_title, connection_title
+from bot.texts import ago, button_title, connection_title, refusal_text
 from bot.views.editing import edit_in_place
+from services.exchanges.classifier import Classification
 from services.orders.attribution import Attribution
 from services.orders.cancel import CancelOutcome, CancelResult, cancel_all_orphans, cancel_order, total_freed
 from services.orders.listing import (
@@ -239,6 +240,9 @@ def outcome_text(result: CancelResult) -> str:
         ).format(order=order),
         CancelOutcome.EXCHANGE_FAILED: _("The exchange did not answer; nothing was cancelled. Try again."),
     }
+    if result.outcome is CancelOutcome.KEY_PROBLEM and result.verdict is not None:
+        verdict = result.verdict
+        return refusal_text(verdict.verdict, verdict.detail) + "\n" + _("Nothing was cancelled.")
     return texts[result.outcome]
 
 
@@ -266,7 +270,9 @@ async def _send_listing(
 ) -> None:
     """List now and put the result into ``target`` (edited) or a new message."""
     listing = await list_orders(order_deps, user.id, connection_id)
-    if isinstance(listing, ListingError):
+    if isinstance(listing, Classification):
+        text, markup = refusal_text(listing.verdict, listing.detail), None
+    elif isinstance(listing, ListingError):
         errors = {
             ListingError.NOT_FOUND: _("Connection not found."),
             ListingError.NOT_AN_EXCHANGE: _("Orders are listed for exchange keys; this is a 3Commas key."),

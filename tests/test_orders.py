@@ -256,3 +256,26 @@ async def test_requests_per_orders_call(rig, exchanges, exchange):
     calls = [(r.method, r.path) for r in server.requests[before:]]
     print(f"\n{exchange}: {len(calls)} requests per /orders: {calls}")
     assert len(calls) <= 5  # Bybit: ccxt looks up the account mode (query-api + account/info) per client
+
+
+async def test_orders_and_cancel_on_a_revoked_key_show_the_key_verdict_and_its_fix(
+    rig, exchanges, tc, scenario
+):
+    """A revoked key is not an outage: /orders and an old Cancel button name the key problem and
+    its fix instead of "the exchange did not answer; try again"."""
+    binance = exchanges["binance"]
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    binance.set_key_state(scenario["key"].api_key, "revoked")
+
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    edited = await showing(rig, listing.message_id, "refused the key")
+    assert "API key revoked, deleted or never existed" in edited.text
+    assert "create a new one" in edited.text and "Nothing was cancelled." in edited.text
+    assert "did not answer" not in edited.text
+    assert scenario["orphan"] in binance.orders
+
+    reply = await rig.say(USER, "/orders")
+    reply = await showing(rig, reply.message_id, "refused the key")
+    assert "API key revoked, deleted or never existed" in reply.text and "create a new one" in reply.text
+    assert "try again in a minute" not in reply.text

@@ -13,6 +13,8 @@ from enum import StrEnum
 import ccxt.async_support as ccxt
 from sqlalchemy import select
 
+from services.core.verdicts import Verdict
+from services.exchanges.classifier import Classification, classify
 from services.exchanges.hub import ExchangeClient
 from services.exchanges.open_orders import WEIGHTS, Weights
 from services.orders.attribution import (
@@ -44,6 +46,7 @@ class CancelOutcome(StrEnum):
     DEAL_ACTIVE_AGAIN = "deal_active_again"
     DEAL_UNVERIFIED = "deal_unverified"  # 3Commas could not confirm the deal is finished
     NO_TRADE_PERMISSION = "no_trade_permission"
+    KEY_PROBLEM = "key_problem"  # the key itself was refused (``verdict`` says how); nothing sent
     EXCHANGE_FAILED = "exchange_failed"
 
 
@@ -54,6 +57,8 @@ class CancelResult:
     freed: Lock | None = None
     repeat: bool = False
     """The row already had this outcome: nothing was sent to the exchange this time."""
+    verdict: Classification | None = None
+    """For KEY_PROBLEM / EXCHANGE_FAILED: the classifier's reading of the exchange's answer."""
 
     @property
     def done(self) -> bool:
@@ -97,15 +102,37 @@ async def _still_open(client: ExchangeClient, row: ListedOrder, now: datetime) -
             return to_open_order(raw, now) or _row_order(row)
     try:
         status = (
-            await client.call("fetch_order", row.exchange_order_id, row.symbol, weight=weights.order)
+            await client.call(
+                "fetch_order",
+                row.exchange_order_id,
+                row.symbol,
+                _fetch_order_params(client),
+                weight=weights.order,
+            )
         ).get("status")
-    except (ccxt.BaseError, TimeoutError):
-        return CancelOutcome.NOT_FOUND
+    except (ccxt.BaseError, TimeoutError) as error:
+        if classify(client.exchange_id, error).verdict is Verdict.OK:  # -2013, 51603, 110001...
+            return CancelOutcome.NOT_FOUND
+        raise
     if status == "closed":
         return CancelOutcome.ALREADY_FILLED
     if status in ("canceled", "cancelled", "expired", "rejected"):
         return CancelOutcome.ALREADY_CANCELLED
     return CancelOutcome.NOT_FOUND
+
+
+def _fetch_order_params(client: ExchangeClient) -> dict[str, object]:
+    """Bybit unified accounts: ccxt's ``fetch_order`` only reads the last 500 orders and refuses
+    (``ArgumentsRequired``) unless the caller acknowledges it (ccxt bybit.py ``fetch_order``)."""
+    return {"acknowledged": True} if client.exchange_id == "bybit" else {}
+
+
+def _refused(exchange_id: str, error: BaseException, row: ListedOrder) -> CancelResult:
+    """A failed read before the cancel, told apart by the one classifier: a dead key is not an outage."""
+    verdict = classify(exchange_id, error)
+    if verdict.verdict.is_key_problem:
+        return CancelResult(CancelOutcome.KEY_PROBLEM, row, verdict=verdict)
+    return CancelResult(CancelOutcome.EXCHANGE_FAILED, row, verdict=verdict)
 
 
 async def _verify_and_cancel(
@@ -123,8 +150,8 @@ async def _verify_and_cancel(
     try:
         client = await deps.hub.client(connection.exchange, deps.vault.open(connection.credentials))
         seen = await _still_open(client, row, now)
-    except (ccxt.BaseError, TimeoutError):
-        return CancelResult(CancelOutcome.EXCHANGE_FAILED, row)
+    except (ccxt.BaseError, TimeoutError) as error:
+        return _refused(connection.exchange, error, row)
     if isinstance(seen, CancelOutcome):
         return CancelResult(seen, row)
     if row.attribution == Attribution.ORPHAN and row.deal_ref:
@@ -136,14 +163,15 @@ async def _verify_and_cancel(
     weight = WEIGHTS.get(client.exchange_id, Weights()).cancel
     try:
         answer = await client.call("cancel_order", row.exchange_order_id, row.symbol, weight=weight)
-    except ccxt.OrderNotFound:
-        return CancelResult(CancelOutcome.ALREADY_CANCELLED, row)
-    except (ccxt.PermissionDenied, ccxt.AuthenticationError):
-        # The same key just read this order, so a refusal now is about trading rights
-        # (Binance -2015, Bybit 10005, OKX 50120 for a read-only key), not a dead key.
-        return CancelResult(CancelOutcome.NO_TRADE_PERMISSION, row)
-    except (ccxt.BaseError, TimeoutError):
-        return CancelResult(CancelOutcome.EXCHANGE_FAILED, row)
+    except (ccxt.BaseError, TimeoutError) as error:
+        verdict = classify(client.exchange_id, error)
+        if verdict.verdict is Verdict.OK:  # the exchange no longer has it open (-2011, 51400, 110001)
+            return CancelResult(CancelOutcome.ALREADY_CANCELLED, row)
+        if verdict.verdict.is_key_problem:
+            # The same key just read this order, so a refusal now is about trading rights
+            # (Binance -2015, Bybit 10005, OKX 50120 for a read-only key), not a dead key.
+            return CancelResult(CancelOutcome.NO_TRADE_PERMISSION, row, verdict=verdict)
+        return CancelResult(CancelOutcome.EXCHANGE_FAILED, row, verdict=verdict)
     # The cancel answer carries the remaining amount at cancel time: exactly what was freed.
     at_cancel = to_open_order(answer, now) if answer.get("remaining") is not None else None
     return CancelResult(CancelOutcome.CANCELLED, row, freed_by(at_cancel or seen))

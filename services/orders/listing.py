@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
 from services.core.vault import Vault
+from services.exchanges.classifier import Classification, classify
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.open_orders import WEIGHTS, Weights, fetch_all_open_orders
 from services.orders.attribution import (
@@ -322,8 +323,13 @@ def _balances(raw: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
     return result
 
 
-async def list_orders(deps: Deps, user_id: int, connection_id: int) -> Listing | ListingError:
+async def list_orders(
+    deps: Deps, user_id: int, connection_id: int
+) -> Listing | ListingError | Classification:
     """Fetch, attribute, store and return the connection's open orders.
+
+    A key the exchange refused comes back as the classifier's verdict (the user must see that
+    reason and its fix, not "try again"); other failures as EXCHANGE_FAILED.
 
     Requests: the exchange's open-orders call(s) (see the module docstring), one balance call,
     markets from the hub's shared cache, and for each mapped 3Commas account 4 calls plus one
@@ -347,7 +353,12 @@ async def list_orders(deps: Deps, user_id: int, connection_id: int) -> Listing |
         balances = _balances(await client.call("fetch_balance", weight=weights.balance))
         markets = await deps.hub.markets(exchange_id)
     except (ccxt.BaseError, TimeoutError) as error:
-        log.info("listing orders of connection %s failed: %s", connection_id, type(error).__name__)
+        verdict = classify(exchange_id, error)
+        log.info(
+            "listing orders of connection %s failed: %s %s", connection_id, verdict.verdict, verdict.code
+        )
+        if verdict.verdict.is_key_problem:
+            return verdict
         return ListingError.EXCHANGE_FAILED
     orders = [order for raw in raw_orders if (order := to_open_order(raw, now)) is not None]
 
