@@ -8,14 +8,27 @@ fragments of credentials here, never plaintext.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiogram.fsm.state import State
 from aiogram.fsm.storage.base import BaseStorage, DefaultKeyBuilder, StateType, StorageKey
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
 from services.storage.models import ConversationState
+
+# A wizard left alone for two days is abandoned; its sealed fragments go with it.
+ABANDONED_AFTER = timedelta(days=2)
+
+
+async def prune_abandoned(sessions: async_sessionmaker[AsyncSession], now: datetime) -> None:
+    """Delete conversations untouched for :data:`ABANDONED_AFTER` (daily job)."""
+    async with sessions.begin() as session:
+        await session.execute(
+            delete(ConversationState).where(ConversationState.updated_at < now - ABANDONED_AFTER)
+        )
 
 
 class DatabaseStorage(BaseStorage):

@@ -17,7 +17,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ConnAction, ConnCb
 from bot.keyboards import recreate_button
-from bot.texts import EXCHANGE_NAMES, connection_title, duration, verdict_advice, verdict_reason
+from bot.texts import connection_title, duration, exchange_name, verdict_advice, verdict_reason
 from services.monitoring.events import (
     Alert,
     Check,
@@ -165,7 +165,7 @@ def _expiry_what(code: str) -> str:
 
 
 def _outage(exchange: str, count: int) -> str:
-    name = EXCHANGE_NAMES.get(exchange, exchange.capitalize())
+    name = exchange_name(exchange)
     return "🟠 " + _(
         "<b>{exchange} looks down</b> or unreachable from keysentry ({n} of your connections affected). "
         "Your keys are not the problem; we keep checking and will tell you when it is back."
@@ -188,7 +188,7 @@ def _buttons(keyboard: InlineKeyboardBuilder, item: Notice | OutageNotice) -> No
         return  # symptoms point to /orders and /status; the account's key has its own alert
     cid = item.target.connection_id
     asks_to_act = isinstance(event, Alert | Reminder | VerdictChanged)
-    if asks_to_act and event.verdict.is_key_problem:
+    if isinstance(event, Alert | Reminder | VerdictChanged) and event.verdict.is_key_problem:
         keyboard.button(
             text="⛔ " + _("Update API key"), callback_data=ConnCb(action=ConnAction.UPDATE, cid=cid)
         )
@@ -204,7 +204,7 @@ def render_batch(rows: list[OutboxMessage]) -> list[Rendered]:
     notices = [(row.id, from_payload(row.payload)) for row in rows]
     blocks = [(render(item), ids, item) for ids, item in fold_outages(rows[0].user_id, notices)]
     messages: list[Rendered] = []
-    text, ids, items = "", [], []
+    text, ids, items = "", list[int](), list[Notice | OutageNotice]()
     for block_text, block_ids, item in blocks:
         candidate = f"{text}\n\n{block_text}" if text else block_text
         if text and len(candidate) > TELEGRAM_TEXT_LIMIT - 100:

@@ -9,6 +9,8 @@ from html import escape
 from aiogram.utils.i18n import gettext as _
 
 from services.core.verdicts import Verdict
+from services.exchanges.hub import display_name
+from services.threecommas.links import THREECOMMAS
 
 _IP = re.compile(r"request ip:\s*([0-9a-fA-F.:]+)")
 
@@ -95,17 +97,16 @@ def connection_title(exchange: str, label: str) -> str:
 
 def button_title(exchange: str, label: str) -> str:
     """'Binance · Main' for a button: button texts are plain text, never parsed as HTML."""
-    name = EXCHANGE_NAMES.get(exchange, exchange.capitalize())
+    name = exchange_name(exchange)
     return f"{name} · {label}" if label else name
 
 
-EXCHANGE_NAMES = {
-    "binance": "Binance",
-    "binanceusdm": "Binance USDⓈ-M",
-    "bybit": "Bybit",
-    "okx": "OKX",
-    "kucoin": "KuCoin",
-    "bitget": "Bitget",
-    "gate": "Gate",
-    "threecommas": "3Commas",
-}
+def exchange_name(exchange_id: str) -> str:
+    """How an exchange is spelled to the user: ccxt's own name for it (the one source of names);
+    3Commas is no ccxt exchange."""
+    if exchange_id == THREECOMMAS:
+        return "3Commas"
+    try:
+        return display_name(exchange_id)
+    except AttributeError:  # not a ccxt id (an old or damaged row): still say something readable
+        return exchange_id.capitalize()

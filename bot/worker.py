@@ -16,16 +16,15 @@ from datetime import timedelta
 
 from aiogram import Bot
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import delete
 
 from bot.context import AppContext
+from bot.fsm_storage import prune_abandoned
 from bot.metrics import METRICS, observe_check
 from bot.sender import Sender
 from services.monitoring import outbox
 from services.monitoring.checkers import ExchangeChecker, ThreeCommasChecker
 from services.monitoring.expiry import enqueue_expiry_reminders
 from services.monitoring.polling import Poller, PollerConfig
-from services.storage.models import ConversationState, OutboxMessage
 from services.threecommas.links import THREECOMMAS
 
 log = logging.getLogger(__name__)
@@ -118,15 +117,8 @@ class Worker:
     async def daily(self) -> None:
         now = self.app.clock.now()
         await enqueue_expiry_reminders(self.app.sessions, now)
-        async with self.app.sessions.begin() as session:
-            await session.execute(
-                delete(OutboxMessage).where(
-                    OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < now - timedelta(days=7)
-                )
-            )
-            await session.execute(
-                delete(ConversationState).where(ConversationState.updated_at < now - timedelta(days=2))
-            )
+        await outbox.prune_sent(self.app.sessions, now)
+        await prune_abandoned(self.app.sessions, now)
 
     def start(self) -> None:
         # Everything alive now (the imported modules: ccxt and aiogram alone are ~230 MiB of

@@ -13,7 +13,7 @@ from bot.callbacks import LanguageCb
 from bot.i18n import LANGUAGES
 from services.storage.db import Sessions
 from services.storage.models import User
-from services.storage.users import set_language
+from services.storage.users import save_language
 
 
 async def choose_language(message: Message, user: User) -> None:
@@ -27,8 +27,7 @@ async def choose_language(message: Message, user: User) -> None:
 async def language_chosen(
     query: CallbackQuery, callback_data: LanguageCb, sessions: Sessions, i18n: I18n, user: User
 ) -> None:
-    async with sessions.begin() as session:
-        await set_language(session, user.id, callback_data.code)
+    await save_language(sessions, user.id, callback_data.code)
     with i18n.use_locale(callback_data.code):
         text = _("Language set: English.")
     await query.answer()

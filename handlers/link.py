@@ -24,16 +24,16 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ConnAction, ConnCb, ExchangeCb, ExchangePageCb, LinkStep, LinkStepCb, StartLinkCb
-from bot.texts import connection_title, verdict_advice, verdict_reason
+from bot.texts import connection_title, exchange_name, verdict_advice, verdict_reason
 from bot.views.balances import balance_summary
 from bot.views.secrets import forget_secret_message, key_problem
 from services.core.clock import Clock
 from services.core.vault import Credentials, Vault, mask
 from services.core.verdicts import Verdict
-from services.exchanges.hub import PREFERRED, ExchangeHub, display_name, needs_passphrase, supported_exchanges
+from services.exchanges.hub import PREFERRED, ExchangeHub, needs_passphrase, supported_exchanges
 from services.exchanges.probes import KeyInfo, ProbeResult, key_warnings
 from services.monitoring.refresh import verify_and_store
-from services.storage.connections import owned_connection
+from services.storage.connections import load_owned_connection
 from services.storage.db import Sessions
 from services.storage.models import User
 
@@ -82,13 +82,13 @@ def exchange_keyboard(page: int) -> InlineKeyboardMarkup:
     page = min(max(page, 0), pages)
     if page == 0:
         for exchange in PREFERRED:
-            keyboard.button(text=display_name(exchange), callback_data=ExchangeCb(exchange=exchange))
+            keyboard.button(text=exchange_name(exchange), callback_data=ExchangeCb(exchange=exchange))
         keyboard.button(text=_("More…"), callback_data=ExchangePageCb(page=1))
         widths = [len(PREFERRED), 1]
     else:
         shown = others[(page - 1) * EXCHANGES_PER_PAGE : page * EXCHANGES_PER_PAGE]
         for exchange in shown:
-            keyboard.button(text=display_name(exchange), callback_data=ExchangeCb(exchange=exchange))
+            keyboard.button(text=exchange_name(exchange), callback_data=ExchangeCb(exchange=exchange))
         keyboard.button(text="‹", callback_data=ExchangePageCb(page=page - 1))
         if page < pages:
             keyboard.button(text="›", callback_data=ExchangePageCb(page=page + 1))
@@ -113,7 +113,7 @@ def key_prompt(exchange: str) -> str:
     return "\n\n".join(
         [
             _("Now send the <b>API key</b> of your {exchange} account.").format(
-                exchange=escape(display_name(exchange))
+                exchange=escape(exchange_name(exchange))
             ),
             _(
                 "Create it by hand in the exchange's API management. Do not use “Fast Connect” "
@@ -152,7 +152,7 @@ def warning_lines(exchange: str, info: KeyInfo, now: datetime) -> list[str]:
                 + _(
                     "No IP whitelist: under {exchange}'s policy such a key stops working (or loses "
                     "trading) on {date}. Whitelist keysentry's IP to keep it working."
-                ).format(exchange=escape(display_name(exchange)), date=when)
+                ).format(exchange=escape(exchange_name(exchange)), date=when)
             )
         elif warning.code == "no_ip_restriction":
             lines.append("⚠️ " + _("No IP whitelist: anyone who gets this key can use it from anywhere."))
@@ -187,7 +187,7 @@ def rejected_text(exchange: str, result: ProbeResult, *, updated: bool) -> str:
         [
             "❌ "
             + _("{exchange} did not accept the key: {reason}.").format(
-                exchange=escape(display_name(exchange)), reason=verdict_reason(result.verdict)
+                exchange=escape(exchange_name(exchange)), reason=verdict_reason(result.verdict)
             ),
             verdict_advice(result.verdict, result.detail),
             outcome,
@@ -212,7 +212,7 @@ async def ask_label(message: Message, state: FSMContext, exchange: str, *, edit:
     text = _(
         "<b>{exchange}</b>. Give this connection a label, e.g. “Main” or “Grid bot” "
         "(up to {n} characters), or press Skip."
-    ).format(exchange=escape(display_name(exchange)), n=LABEL_MAX)
+    ).format(exchange=escape(exchange_name(exchange)), n=LABEL_MAX)
     markup = _buttons((_("Skip"), LinkStep.SKIP), (_("Cancel"), LinkStep.CANCEL))
     if edit:
         await message.edit_text(text, reply_markup=markup)
@@ -356,8 +356,7 @@ async def update_button(
     query: CallbackQuery, callback_data: ConnCb, state: FSMContext, sessions: Sessions, user: User
 ) -> None:
     """Update API key: the key steps of the wizard, for one existing connection."""
-    async with sessions() as session:
-        connection = await owned_connection(session, user.id, callback_data.cid)
+    connection = await load_owned_connection(sessions, user.id, callback_data.cid)
     if connection is None or connection.kind != "exchange" or not isinstance(query.message, Message):
         await query.answer(_("Connection not found."), show_alert=True)
         return

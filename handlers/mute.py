@@ -13,7 +13,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import ConnAction, ConnCb, MuteCb
 from bot.texts import button_title
 from services.core.clock import Clock
-from services.monitoring.mutes import mute
+from services.monitoring.mutes import set_mute
 from services.storage.db import Sessions
 from services.storage.models import User
 from services.storage.users import user_connections
@@ -26,8 +26,7 @@ def _duration_label(hours: int) -> str:
 
 
 async def mute_menu(message: Message, sessions: Sessions, user: User) -> None:
-    async with sessions() as session:
-        connections = await user_connections(session, user.id)
+    connections = await user_connections(sessions, user.id)
     keyboard = InlineKeyboardBuilder()
     for hours in CHOICES:
         keyboard.button(
@@ -50,8 +49,7 @@ async def mute_menu(message: Message, sessions: Sessions, user: User) -> None:
 async def _apply(
     query: CallbackQuery, sessions: Sessions, clock: Clock, user: User, cid: int, hours: int
 ) -> None:
-    async with sessions.begin() as session:
-        ok = await mute(session, user.id, cid or None, timedelta(hours=hours), clock.now())
+    ok = await set_mute(sessions, user.id, cid or None, timedelta(hours=hours), clock.now())
     if not ok:
         await query.answer(_("Connection not found."), show_alert=True)
         return

@@ -34,7 +34,7 @@ from services.orders.listing import (
 )
 from services.orders.locked_funds import Lock
 from services.storage.models import ListedOrder, User
-from services.threecommas.links import exchange_connections
+from services.storage.users import user_connections
 
 PAGE_SIZE = 15
 MAX_TEXT = 4096
@@ -250,8 +250,7 @@ async def _show_list(
     query: CallbackQuery, order_deps: Deps, user: User, bot: Bot, list_id: int, page: int, banner: str = ""
 ) -> bool:
     """Re-render a stored listing in place; False when it no longer exists."""
-    async with order_deps.sessions() as session:
-        listing = await load_listing(session, user.id, list_id)
+    listing = await load_listing(order_deps.sessions, user.id, list_id)
     if listing is None:
         return False
     await edit_in_place(
@@ -291,8 +290,7 @@ async def _send_listing(
 
 
 async def orders_command(message: Message, order_deps: Deps, user: User, bot: Bot) -> None:
-    async with order_deps.sessions() as session:
-        connections = await exchange_connections(session, user.id)
+    connections = [c for c in await user_connections(order_deps.sessions, user.id) if c.kind == "exchange"]
     if not connections:
         await message.answer(_("No exchange key is linked yet: /link"))
         return
@@ -327,8 +325,7 @@ async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, 
 async def refresh(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    async with order_deps.sessions() as session:
-        listing = await load_listing(session, user.id, callback_data.id)
+    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
     if listing is None:
         await query.answer(_("This list has expired. Send /orders."), show_alert=True)
         return
@@ -354,8 +351,7 @@ async def cancel_one(
     banner = outcome_text(result)
     await query.answer(banner[:200] if not result.done else _("Cancelled."), show_alert=not result.done)
     if result.row is not None:
-        async with order_deps.sessions() as session:
-            listing = await load_listing(session, user.id, result.row.list_version)
+        listing = await load_listing(order_deps.sessions, user.id, result.row.list_version)
         if listing is not None:
             await _show_list(
                 query, order_deps, user, bot, listing.list_id, _page_of(listing, result.row.id), banner
@@ -365,8 +361,7 @@ async def cancel_one(
 async def confirm_unknown(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    async with order_deps.sessions() as session:
-        row = await owned_row(session, user.id, callback_data.id)
+    row = await owned_row(order_deps.sessions, user.id, callback_data.id)
     if row is None:
         await query.answer(outcome_text(CancelResult(CancelOutcome.LIST_GONE)), show_alert=True)
         return
@@ -395,8 +390,7 @@ async def confirm_unknown(
 async def confirm_all(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    async with order_deps.sessions() as session:
-        listing = await load_listing(session, user.id, callback_data.id)
+    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
     if listing is None:
         await query.answer(_("This list has expired. Send /orders."), show_alert=True)
         return
@@ -425,8 +419,7 @@ async def confirm_all(
 async def cancel_all(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    async with order_deps.sessions() as session:  # an expired or someone else's list: say so, not "0 of 0"
-        listing = await load_listing(session, user.id, callback_data.id)
+    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
     if listing is None:
         await query.answer(_("This list has expired. Send /orders."), show_alert=True)
         return

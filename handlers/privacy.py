@@ -16,12 +16,11 @@ from bot.views.editing import edit_in_place
 from services.storage import audit
 from services.storage.db import Sessions
 from services.storage.models import User
-from services.storage.user_data import export_user, forget_user
+from services.storage.user_data import export_user_data, forget_user
 
 
 async def export(message: Message, sessions: Sessions, user: User) -> None:
-    async with sessions() as session:
-        data = await export_user(session, user.id)
+    data = await export_user_data(sessions, user.id)
     document = BufferedInputFile(
         json.dumps(data, ensure_ascii=False, indent=2).encode(), filename="keysentry-export.json"
     )
@@ -44,8 +43,7 @@ async def forget(message: Message) -> None:
 
 
 async def forget_confirmed(query: CallbackQuery, sessions: Sessions, user: User, bot: Bot) -> None:
-    async with sessions.begin() as session:
-        removed = await forget_user(session, user.id)
+    removed = await forget_user(sessions, user.id)
     await query.answer()
     await edit_in_place(
         query,
@@ -60,8 +58,7 @@ async def forget_cancelled(query: CallbackQuery, bot: Bot) -> None:
 
 
 async def history(message: Message, sessions: Sessions, user: User) -> None:
-    async with sessions() as session:
-        entries = await audit.recent(session, user.id, limit=20)
+    entries = await audit.history(sessions, user.id, limit=20)
     if not entries:
         await message.answer(_("No actions were taken on your behalf yet."))
         return

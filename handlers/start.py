@@ -11,13 +11,12 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import StartLinkCb
 from services.storage.db import Sessions
 from services.storage.models import User
-from services.storage.users import mark_blocked
+from services.storage.users import unblock
 
 
 async def start(message: Message, sessions: Sessions, user: User) -> None:
     if user.blocked:
-        async with sessions.begin() as session:
-            await mark_blocked(session, user.id, False)
+        await unblock(sessions, user.id)
     keyboard = InlineKeyboardBuilder()
     keyboard.button(text=_("🔑 Link an exchange key"), callback_data=StartLinkCb())
     await message.answer(

@@ -28,7 +28,6 @@ from services.core.clock import Clock
 from services.core.verdicts import Verdict
 from services.exchanges.probes import KeyInfo
 from services.monitoring.refresh import Refreshes, remove_owned_connection
-from services.storage.connections import owned_connection
 from services.storage.db import Sessions
 from services.storage.models import Connection, User
 from services.storage.users import user_connections
@@ -175,8 +174,7 @@ async def load_page(
     sessions: Sessions, clock: Clock, user: User, *, page: int = 0, around: int | None = None, **kwargs: Any
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     """The user's page ``page``, or the page holding connection ``around``."""
-    async with sessions() as session:
-        connections = await user_connections(session, user.id)
+    connections = await user_connections(sessions, user.id)
     if around is not None:
         page = page_of(connections, around)
     return render_page(connections, page, clock.now(), **kwargs)
@@ -234,9 +232,8 @@ async def refresh(
 async def remove_ask(
     query: CallbackQuery, callback_data: ConnCb, sessions: Sessions, user: User, bot: Bot
 ) -> None:
-    async with sessions() as session:
-        connection = await owned_connection(session, user.id, callback_data.cid)
-        connections = await user_connections(session, user.id)
+    connections = await user_connections(sessions, user.id)
+    connection = next((c for c in connections if c.id == callback_data.cid), None)
     if connection is None:
         await query.answer(_("Connection not found."), show_alert=True)
         return
@@ -260,8 +257,7 @@ async def remove_confirmed(
     query: CallbackQuery, callback_data: ConnCb, sessions: Sessions, clock: Clock, user: User, bot: Bot
 ) -> None:
     """Delete the connection; a replayed confirmation finds nothing and says so."""
-    async with sessions.begin() as session:
-        outcome = await remove_owned_connection(session, user.id, callback_data.cid, clock.now())
+    outcome = await remove_owned_connection(sessions, user.id, callback_data.cid, clock.now())
     if outcome is None:
         await query.answer(_("Connection not found."), show_alert=True)
         return

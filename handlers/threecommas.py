@@ -31,7 +31,7 @@ from services.threecommas.errors import KeyInvalid, ThreeCommasError
 from services.threecommas.links import link_account, link_threecommas_key, suggest_connection
 from services.threecommas.recreate import (
     RecreateOutcome,
-    failed_deal,
+    load_failed_deal,
     recreate_failed_deal,
     smart_trade_params,
 )
@@ -216,8 +216,7 @@ def plan_lines(row: FailedDeal) -> list[str]:
 async def recreate_show(
     query: CallbackQuery, callback_data: RecreateCb, sessions: Sessions, user: User
 ) -> None:
-    async with sessions() as session:
-        row = await failed_deal(session, callback_data.id, user.id)
+    row = await load_failed_deal(sessions, callback_data.id, user.id)
     if row is None:
         await query.answer(_("This failed deal is no longer known."), show_alert=True)
         return

@@ -19,7 +19,7 @@ from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext
 
-from sandbox.exchanges import LocalExchange
+from sandbox.exchanges import KeyState, LocalExchange
 from sandbox.threecommas import LocalThreeCommas
 
 
@@ -44,7 +44,7 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
             _("Sandbox key created. Link it with:") + "\n<code>/link " + " ".join(parts) + "</code>"
         )
 
-    async def set_state(message: Message, command: CommandObject, state: str) -> None:
+    async def set_state(message: Message, command: CommandObject, state: KeyState) -> None:
         exchange = pick(command)
         keys = issued.get(exchange.exchange_id, []) if exchange else []
         if exchange is None or not keys:

@@ -6,7 +6,6 @@ time forward instead of sleeping, and production uses the wall clock.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -41,8 +40,3 @@ class FakeClock:
 
     def set(self, moment: datetime) -> None:
         self._now = moment
-
-
-async def yield_to_loop() -> None:
-    """Let other tasks run once; not a timing device."""
-    await asyncio.sleep(0)

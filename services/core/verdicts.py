@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+DETAIL_MAX = 300
+"""How much of what an exchange or 3Commas said is kept with a verdict, an incident or an error:
+the width of every free-text detail column, so every writer cuts to it."""
+
 
 class Verdict(StrEnum):
     OK = "ok"

@@ -48,7 +48,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from services.core.verdicts import Verdict
+from services.core.verdicts import DETAIL_MAX, Verdict
 from services.monitoring.events import (
     Alert,
     FlappingNotice,
@@ -65,7 +65,6 @@ if TYPE_CHECKING:
 KEY_CHECK = "key"
 """``Incident.check_kind`` of the key check; every other kind is a symptom of the key."""
 
-_DETAIL_MAX = 300  # length of Incident.detail
 _MIN_REPROBE = timedelta(seconds=5)  # never hammer an exchange faster than this while confirming
 
 
@@ -341,7 +340,7 @@ class Observation:
 
 def key_check(ok: bool, verdict: Verdict, detail: str = "") -> Observation:
     """The key check's observation, as the poller makes it from a probe's verdict."""
-    return Observation(KEY_CHECK, ok, verdict.value, detail[:_DETAIL_MAX])
+    return Observation(KEY_CHECK, ok, verdict.value, detail[:DETAIL_MAX])
 
 
 # -- the machine --------------------------------------------------------------------------
@@ -420,7 +419,7 @@ def _observe_failure(
         state,
         status=IncidentStatus.PENDING if state.status is IncidentStatus.OK else state.status,
         verdict=obs.verdict,
-        detail=obs.detail[:_DETAIL_MAX],
+        detail=obs.detail[:DETAIL_MAX],
         failures=failures,
         pending_since=pending_since,
         transitions=replace(memo, confirm_since=confirm_since),

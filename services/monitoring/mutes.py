@@ -12,9 +12,18 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.storage.connections import owned_connection
+from services.storage.db import Sessions
 from services.storage.models import Connection, User
 
 MAX_MUTE = timedelta(days=30)
+
+
+async def set_mute(
+    sessions: Sessions, user_id: int, connection_id: int | None, duration: timedelta, now: datetime
+) -> bool:
+    """:func:`mute` in a transaction of its own (the /mute buttons)."""
+    async with sessions.begin() as session:
+        return await mute(session, user_id, connection_id, duration, now)
 
 
 async def mute(

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.core.verdicts import DETAIL_MAX
 from services.storage.models import OutboxMessage, User
 
 DEFAULT_GROUP_WINDOW = timedelta(seconds=30)
@@ -172,7 +173,7 @@ async def retry_later(
                 not_before=not_before,
                 claimed_by=None,
                 claimed_until=None,
-                error=error[:300],
+                error=error[:DETAIL_MAX],
             )
         )
         await session.execute(
@@ -187,7 +188,7 @@ async def give_up(sessions: async_sessionmaker[AsyncSession], ids: list[int], er
         await session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(ids))
-            .values(failed=True, claimed_by=None, claimed_until=None, error=error[:300])
+            .values(failed=True, claimed_by=None, claimed_until=None, error=error[:DETAIL_MAX])
         )
 
 
@@ -206,6 +207,20 @@ async def release(sessions: async_sessionmaker[AsyncSession], worker_id: str) ->
             update(OutboxMessage)
             .where(OutboxMessage.claimed_by == worker_id, OutboxMessage.sent_at.is_(None))
             .values(claimed_by=None, claimed_until=None)
+        )
+
+
+# Sent rows are kept a week: long enough to answer "did I get that alert?", short enough to stay small.
+SENT_RETENTION = timedelta(days=7)
+
+
+async def prune_sent(sessions: async_sessionmaker[AsyncSession], now: datetime) -> None:
+    """Forget messages delivered more than :data:`SENT_RETENTION` ago (daily job)."""
+    async with sessions.begin() as session:
+        await session.execute(
+            delete(OutboxMessage).where(
+                OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < now - SENT_RETENTION
+            )
         )
 
 

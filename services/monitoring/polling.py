@@ -25,7 +25,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
-from services.core.verdicts import Verdict
+from services.core.verdicts import DETAIL_MAX, Verdict
 from services.exchanges.probes import ProbeResult
 from services.monitoring import outbox
 from services.monitoring.events import Check, DealFailed, Notice, Target, to_payload
@@ -43,8 +43,6 @@ from services.monitoring.pipeline import Situation, decide
 from services.storage.models import Connection, Incident, User
 
 log = logging.getLogger(__name__)
-
-_DETAIL_MAX = 300  # length of Connection.verdict_detail
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ def check_columns(result: CheckResult, now: datetime) -> dict[str, Any]:
     columns: dict[str, Any] = {
         "last_check_at": now,
         "verdict": result.verdict.value,
-        "verdict_detail": result.detail[:_DETAIL_MAX],
+        "verdict_detail": result.detail[:DETAIL_MAX],
         "updated_at": now,
     }
     if result.verdict is Verdict.OK:

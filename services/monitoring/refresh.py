@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
 from services.core.vault import Credentials, Vault, VaultError
-from services.core.verdicts import Verdict
+from services.core.verdicts import DETAIL_MAX, Verdict
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
 from services.monitoring.checkers import verify_key
@@ -31,9 +31,8 @@ from services.storage.connections import (
     remove_connection,
     replace_credentials,
 )
+from services.storage.db import Sessions
 from services.storage.models import Connection
-
-_DETAIL_MAX = 300  # length of Connection.verdict_detail
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ async def _record_failure(
         if connection is None:
             return RefreshOutcome(found=False)
         connection.verdict = Verdict.UNKNOWN.value
-        connection.verdict_detail = detail[:_DETAIL_MAX]
+        connection.verdict_detail = detail[:DETAIL_MAX]
         connection.last_check_at = now
         connection.updated_at = now
     return RefreshOutcome(found=True, verdict=Verdict.UNKNOWN, detail=detail)
@@ -242,23 +241,24 @@ async def verify_and_store(
 
 
 async def remove_owned_connection(
-    session: AsyncSession, user_id: int, connection_id: int, now: datetime
+    sessions: Sessions, user_id: int, connection_id: int, now: datetime
 ) -> RemoveOutcome | None:
     """Delete the user's connection (its sealed credentials and incidents with it) and audit it.
 
     None when the connection exists but is someone else's: refused, untouched. A connection
     that no longer exists is "already removed", so replaying a confirmation is harmless.
     """
-    connection = await owned_connection(session, user_id, connection_id)
-    if connection is None:
-        gone = await session.get(Connection, connection_id) is None
-        return RemoveOutcome(removed=False) if gone else None
-    details = {"exchange": connection.exchange, "key_hint": connection.key_hint}
-    outcome = RemoveOutcome(removed=True, exchange=connection.exchange, label=connection.label)
-    if not await remove_connection(session, connection):
-        return RemoveOutcome(removed=False)  # a concurrent confirmation removed it first
-    audit.record(session, user_id, "connection_removed", now, connection_id=connection_id, **details)
-    return outcome
+    async with sessions.begin() as session:
+        connection = await owned_connection(session, user_id, connection_id)
+        if connection is None:
+            gone = await session.get(Connection, connection_id) is None
+            return RemoveOutcome(removed=False) if gone else None
+        details = {"exchange": connection.exchange, "key_hint": connection.key_hint}
+        outcome = RemoveOutcome(removed=True, exchange=connection.exchange, label=connection.label)
+        if not await remove_connection(session, connection):
+            return RemoveOutcome(removed=False)  # a concurrent confirmation removed it first
+        audit.record(session, user_id, "connection_removed", now, connection_id=connection_id, **details)
+        return outcome
 
 
 @dataclass

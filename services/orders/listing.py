@@ -49,6 +49,7 @@ from services.orders.attribution import (
 )
 from services.orders.locked_funds import Lock, LockedFunds, freed_by, summarize
 from services.storage.connections import owned_connection
+from services.storage.db import Sessions
 from services.storage.models import Connection, ListedOrder, OrderList
 from services.threecommas.client import ThreeCommasAccess, ThreeCommasClient
 from services.threecommas.entities import Deal, SmartTrade
@@ -285,8 +286,13 @@ def _funds(rows: Sequence[ListedOrder], balances: Mapping[str, Mapping[str, Any]
     return summarize(still_open, balances)
 
 
-async def load_listing(session: AsyncSession, user_id: int, list_id: int) -> Listing | None:
+async def load_listing(sessions: Sessions, user_id: int, list_id: int) -> Listing | None:
     """A stored listing of this user, or None when it expired, was replaced by pruning, or is not theirs."""
+    async with sessions() as session:
+        return await _load_listing(session, user_id, list_id)
+
+
+async def _load_listing(session: AsyncSession, user_id: int, list_id: int) -> Listing | None:
     order_list = await session.get(OrderList, list_id)
     if order_list is None or order_list.user_id != user_id:
         return None
@@ -303,9 +309,10 @@ async def load_listing(session: AsyncSession, user_id: int, list_id: int) -> Lis
     )
 
 
-async def owned_row(session: AsyncSession, user_id: int, row_id: int) -> ListedOrder | None:
+async def owned_row(sessions: Sessions, user_id: int, row_id: int) -> ListedOrder | None:
     """A listed order of this user, or None when it is gone or someone else's."""
-    row = await session.get(ListedOrder, row_id)
+    async with sessions() as session:
+        row = await session.get(ListedOrder, row_id)
     return row if row is not None and row.user_id == user_id else None
 
 
@@ -414,7 +421,6 @@ async def list_orders(
             for position, item in enumerate(attributed)
         )
         list_id = order_list.id
-    async with deps.sessions() as session:
-        listing = await load_listing(session, user_id, list_id)
+    listing = await load_listing(deps.sessions, user_id, list_id)
     assert listing is not None
     return listing

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.storage.db import Sessions
 from services.storage.models import AuditEntry
 
 
@@ -24,6 +25,12 @@ def record(
     session.add(
         AuditEntry(user_id=user_id, connection_id=connection_id, action=action, detail=detail, created_at=now)
     )
+
+
+async def history(sessions: Sessions, user_id: int, limit: int = 20) -> list[AuditEntry]:
+    """The user's latest audit entries (/history), newest first."""
+    async with sessions() as session:
+        return await recent(session, user_id, limit)
 
 
 async def recent(session: AsyncSession, user_id: int, limit: int = 20) -> list[AuditEntry]:

@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.vault import Credentials, Vault, mask
+from services.storage.db import Sessions
 from services.storage.models import Connection, Incident
 
 
@@ -15,6 +16,12 @@ async def owned_connection(session: AsyncSession, user_id: int, connection_id: i
     """The connection if it exists and belongs to this user; None otherwise (never another's row)."""
     row = await session.get(Connection, connection_id)
     return row if row is not None and row.user_id == user_id else None
+
+
+async def load_owned_connection(sessions: Sessions, user_id: int, connection_id: int) -> Connection | None:
+    """:func:`owned_connection` in a read of its own."""
+    async with sessions() as session:
+        return await owned_connection(session, user_id, connection_id)
 
 
 def new_connection(

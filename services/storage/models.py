@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from services.core.verdicts import DETAIL_MAX
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores naive UTC, returns aware UTC, on every backend."""
@@ -80,7 +82,7 @@ class Connection(Base):
     key_hint: Mapped[str] = mapped_column(String(16), default="")
     state: Mapped[str] = mapped_column(String(16), default="unknown")
     verdict: Mapped[str] = mapped_column(String(24), default="unknown")
-    verdict_detail: Mapped[str] = mapped_column(String(300), default="")
+    verdict_detail: Mapped[str] = mapped_column(String(DETAIL_MAX), default="")
     last_check_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_ok_at: Mapped[datetime | None] = mapped_column(nullable=True)
     key_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -110,7 +112,7 @@ class Incident(Base):
     check_kind: Mapped[str] = mapped_column(String(48), default="key")
     state: Mapped[str] = mapped_column(String(16), default="ok")
     verdict: Mapped[str] = mapped_column(String(24), default="ok")
-    detail: Mapped[str] = mapped_column(String(300), default="")
+    detail: Mapped[str] = mapped_column(String(DETAIL_MAX), default="")
     failures: Mapped[int] = mapped_column(Integer, default=0)
     pending_since: Mapped[datetime | None] = mapped_column(nullable=True)
     failing_since: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -145,7 +147,7 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
     failed: Mapped[bool] = mapped_column(Boolean, default=False)
-    error: Mapped[str] = mapped_column(String(300), default="")
+    error: Mapped[str] = mapped_column(String(DETAIL_MAX), default="")
     created_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_outbox_pending", "sent_at", "failed", "not_before"),)
@@ -268,7 +270,7 @@ class FailedDeal(Base):
     kind: Mapped[str] = mapped_column(String(16))
     tc_id: Mapped[int] = mapped_column(BigInteger)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    error: Mapped[str] = mapped_column(String(300), default="")
+    error: Mapped[str] = mapped_column(String(DETAIL_MAX), default="")
     created_at: Mapped[datetime]
     recreated_at: Mapped[datetime | None] = mapped_column(nullable=True)
     recreated_ref: Mapped[str | None] = mapped_column(String(48), nullable=True)

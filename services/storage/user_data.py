@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.storage.db import Sessions
 from services.storage.models import AuditEntry, Connection, ConversationState, Incident, OutboxMessage, User
 
 _CONNECTION_FIELDS = (
@@ -18,6 +19,12 @@ _CONNECTION_FIELDS = (
 
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+async def export_user_data(sessions: Sessions, user_id: int) -> dict[str, Any]:
+    """:func:`export_user` in a read of its own (/export)."""
+    async with sessions() as session:
+        return await export_user(session, user_id)
 
 
 async def export_user(session: AsyncSession, user_id: int) -> dict[str, Any]:
@@ -62,8 +69,13 @@ async def export_user(session: AsyncSession, user_id: int) -> dict[str, Any]:
     }
 
 
-async def forget_user(session: AsyncSession, user_id: int) -> int:
+async def forget_user(sessions: Sessions, user_id: int) -> int:
     """Delete the user and everything of theirs; returns how many connections went with them."""
+    async with sessions.begin() as session:
+        return await _forget_user(session, user_id)
+
+
+async def _forget_user(session: AsyncSession, user_id: int) -> int:
     ids = list(await session.scalars(select(Connection.id).where(Connection.user_id == user_id)))
     if ids:
         await session.execute(delete(Incident).where(Incident.connection_id.in_(ids)))

@@ -7,10 +7,8 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.storage.db import Sessions
 from services.storage.models import ChatNotice, Connection, User
-
-MIN_POLL_INTERVAL_S = 30
-MAX_POLL_INTERVAL_S = 3600
 
 
 async def get_or_create_user(session: AsyncSession, user_id: int, language: str, now: datetime) -> User:
@@ -26,16 +24,21 @@ async def set_language(session: AsyncSession, user_id: int, language: str) -> No
     await session.execute(update(User).where(User.id == user_id).values(language=language))
 
 
+async def save_language(sessions: Sessions, user_id: int, language: str) -> None:
+    """The language the user picked, in its own transaction."""
+    async with sessions.begin() as session:
+        await set_language(session, user_id, language)
+
+
 async def mark_blocked(session: AsyncSession, user_id: int, blocked: bool) -> None:
     """A user who blocked the bot is not polled (nobody would read the alerts) until /start again."""
     await session.execute(update(User).where(User.id == user_id).values(blocked=blocked))
 
 
-async def set_poll_interval(session: AsyncSession, user_id: int, seconds: int | None) -> int | None:
-    """Clamp a user's requested interval into sane bounds; None returns to the default."""
-    value = None if seconds is None else max(MIN_POLL_INTERVAL_S, min(MAX_POLL_INTERVAL_S, seconds))
-    await session.execute(update(User).where(User.id == user_id).values(poll_interval_seconds=value))
-    return value
+async def unblock(sessions: Sessions, user_id: int) -> None:
+    """The user is back (/start): poll and alert them again."""
+    async with sessions.begin() as session:
+        await mark_blocked(session, user_id, False)
 
 
 async def claim_chat_notice(session: AsyncSession, chat_id: int, now: datetime) -> bool:
@@ -47,8 +50,10 @@ async def claim_chat_notice(session: AsyncSession, chat_id: int, now: datetime) 
     return True
 
 
-async def user_connections(session: AsyncSession, user_id: int) -> list[Connection]:
-    result = await session.scalars(
-        select(Connection).where(Connection.user_id == user_id).order_by(Connection.id)
-    )
-    return list(result)
+async def user_connections(sessions: Sessions, user_id: int) -> list[Connection]:
+    """Every connection of the user, oldest first (the order /status numbers them in)."""
+    async with sessions() as session:
+        result = await session.scalars(
+            select(Connection).where(Connection.user_id == user_id).order_by(Connection.id)
+        )
+        return list(result)

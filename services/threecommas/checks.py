@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services.core.verdicts import Verdict
+from services.core.verdicts import DETAIL_MAX, Verdict
 from services.monitoring.incidents import Observation
 from services.threecommas.client import ThreeCommasClient
 from services.threecommas.entities import Account, Deal, SmartTrade, decimal_text
@@ -56,7 +56,6 @@ STALE_UPNL = "stale_upnl"
 DEAL_FAILED = "deal_failed"
 DEAL_CANCELLED = "deal_cancelled"
 
-_DETAIL_MAX = 300  # incidents.detail column width
 _EVENT_STATUSES = frozenset({"failed", "cancelled"})
 
 
@@ -260,8 +259,8 @@ def _newest(known: frozenset[int], current: Iterable[int], keep: int) -> frozens
 def _observation(
     kind: str, ok: bool, reason: str, detail: str, subject: dict[str, Any], *, is_event: bool = False
 ) -> Observation:
-    if len(detail) > _DETAIL_MAX:
-        detail = detail[: _DETAIL_MAX - 1] + "…"
+    if len(detail) > DETAIL_MAX:
+        detail = detail[: DETAIL_MAX - 1] + "…"
     return Observation(kind, ok, reason, detail, subject, is_event)
 
 

@@ -18,8 +18,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.vault import Vault
+from services.core.verdicts import DETAIL_MAX
 from services.storage import audit
 from services.storage.connections import owned_connection
+from services.storage.db import Sessions
 from services.storage.models import FailedDeal
 from services.threecommas.client import ThreeCommasAccess, ThreeCommasClient, start_new_deal_body
 from services.threecommas.entities import (
@@ -217,7 +219,7 @@ async def store_failed_deal(
         kind=kind,
         tc_id=int(ref_id),
         params=data,
-        error=(error or "")[:300],
+        error=(error or "")[:DETAIL_MAX],
         created_at=now,
     )
     session.add(row)
@@ -303,6 +305,12 @@ class RecreateResult:
     error: str | None = None
 
 
+async def load_failed_deal(sessions: Sessions, row_id: int, user_id: int) -> FailedDeal | None:
+    """:func:`failed_deal` in a read of its own (the Recreate button)."""
+    async with sessions() as session:
+        return await failed_deal(session, row_id, user_id)
+
+
 async def failed_deal(session: AsyncSession, row_id: int, user_id: int) -> FailedDeal | None:
     """The stored failed deal when it is this user's; None for another user's or a missing row."""
     row = await session.get(FailedDeal, row_id)
@@ -361,7 +369,7 @@ async def recreate_failed_deal(
     except ThreeCommasError as refused:
         attributes = "; ".join(f"{k}: {', '.join(v)}" for k, v in refused.attributes.items())
         detail = " — ".join(part for part in (refused.error, refused.message, attributes) if part)
-        result = RecreateResult(RecreateOutcome.REFUSED, error=detail[:300])
+        result = RecreateResult(RecreateOutcome.REFUSED, error=detail[:DETAIL_MAX])
 
     async with sessions.begin() as session:
         stored = await session.get(FailedDeal, row_id)
