@@ -26,7 +26,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import ConnAction, ConnCb, ExchangeCb, ExchangePageCb, LinkStep, LinkStepCb, StartLinkCb
 from bot.texts import connection_title, exchange_name, verdict_advice, verdict_reason
 from bot.views.balances import balance_summary
-from bot.views.secrets import forget_secret_message, key_problem
+from bot.views.secrets import SecretPart, forget_secret_message, key_problem, take_secret_part
 from services.core.clock import Clock
 from services.core.vault import Credentials, Vault, mask
 from services.core.verdicts import Verdict
@@ -427,18 +427,18 @@ async def label_typed(message: Message, state: FSMContext) -> None:
     await ask_key(message, state, " ".join((message.text or "").split()))
 
 
+def _restart() -> str:
+    return _("This step is over. Send /link to start again.")
+
+
 async def key_received(message: Message, state: FSMContext, vault: Vault) -> None:
-    await forget_secret_message(message)
-    problem = key_problem(message.text)
-    if problem:
-        await message.answer(problem + " " + _("Send the API key again, or /cancel."))
+    credentials = await take_secret_part(message, state, vault, SecretPart.API_KEY, restart=_restart())
+    if credentials is None:
         return
-    api_key = (message.text or "").strip()
-    await state.update_data(sealed=vault.seal(Credentials(api_key, "")).decode())
     await state.set_state(LinkFlow.secret)
     await message.answer(
         _("Got the key <code>{hint}</code> (message deleted). Now send the <b>secret</b>.").format(
-            hint=escape(mask(api_key))
+            hint=escape(mask(credentials.api_key))
         ),
         reply_markup=_cancel_button(),
     )
@@ -454,15 +454,10 @@ async def secret_received(
     user: User,
     bot: Bot,
 ) -> None:
-    await forget_secret_message(message)
-    problem = key_problem(message.text)
-    if problem:
-        await message.answer(problem + " " + _("Send the secret again, or /cancel."))
+    credentials = await take_secret_part(message, state, vault, SecretPart.SECRET, restart=_restart())
+    if credentials is None:
         return
-    data = await state.get_data()
-    credentials = Credentials(vault.open(data["sealed"].encode()).api_key, (message.text or "").strip())
-    if needs_passphrase(data["exchange"]):
-        await state.update_data(sealed=vault.seal(credentials).decode())
+    if needs_passphrase((await state.get_data())["exchange"]):
         await state.set_state(LinkFlow.passphrase)
         await message.answer(
             _("Secret received (message deleted). Last step: the <b>passphrase</b> you chose for this key."),
@@ -482,14 +477,9 @@ async def passphrase_received(
     user: User,
     bot: Bot,
 ) -> None:
-    await forget_secret_message(message)
-    problem = key_problem(message.text, passphrase=True)
-    if problem:
-        await message.answer(problem + " " + _("Send the passphrase again, or /cancel."))
+    credentials = await take_secret_part(message, state, vault, SecretPart.PASSPHRASE, restart=_restart())
+    if credentials is None:
         return
-    data = await state.get_data()
-    partial = vault.open(data["sealed"].encode())
-    credentials = Credentials(partial.api_key, partial.secret, (message.text or "").strip())
     await finish(message, state, KeyStore(sessions, vault, hub, clock), user, bot, credentials)
 
 

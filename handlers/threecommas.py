@@ -7,7 +7,6 @@ deal's order from a live one, so it follows linking directly; each account can b
 
 from __future__ import annotations
 
-import base64
 from html import escape
 
 from aiogram import F, Router
@@ -20,9 +19,9 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import RecreateAction, RecreateCb, TcMapCb
 from bot.texts import button_title, connection_title
-from bot.views.secrets import forget_secret_message, key_problem
+from bot.views.secrets import SecretPart, take_secret_part
 from services.core.clock import Clock
-from services.core.vault import Credentials, Vault, mask
+from services.core.vault import Vault, mask
 from services.storage.db import Sessions
 from services.storage.models import Connection, FailedDeal, User
 from services.threecommas.client import ThreeCommasAccess
@@ -57,15 +56,13 @@ async def link3c(message: Message, state: FSMContext) -> None:
     )
 
 
+def _restart() -> str:
+    return _("The key was lost; please start again with /link3c.")
+
+
 async def got_key(message: Message, state: FSMContext, vault: Vault) -> None:
-    assert message.text is not None
-    await forget_secret_message(message)
-    problem = key_problem(message.text)  # checked before anything reaches a request header
-    if problem:
-        await message.answer(problem + " " + _("Send the API key again, or /cancel."))
+    if await take_secret_part(message, state, vault, SecretPart.API_KEY, restart=_restart()) is None:
         return
-    sealed = vault.seal(Credentials(message.text.strip(), ""))
-    await state.update_data(tc_key=base64.b64encode(sealed).decode())
     await state.set_state(TcLink.secret)
     await message.answer(_("Now send the <b>secret</b> of that key."))
 
@@ -79,19 +76,10 @@ async def got_secret(
     clock: Clock,
     user: User,
 ) -> None:
-    assert message.text is not None
-    await forget_secret_message(message)
-    problem = key_problem(message.text)
-    if problem:
-        await message.answer(problem + " " + _("Send the secret again, or /cancel."))
+    credentials = await take_secret_part(message, state, vault, SecretPart.SECRET, restart=_restart())
+    if credentials is None:
         return
-    sealed_key = (await state.get_data()).get("tc_key")
     await state.clear()
-    if not sealed_key:
-        await message.answer(_("The key was lost; please start again with /link3c."))
-        return
-    api_key = vault.open(base64.b64decode(sealed_key)).api_key
-    credentials = Credentials(api_key, message.text.strip())
     try:
         async with threecommas.open(credentials) as client:
             await client.validate()
@@ -113,7 +101,7 @@ async def got_secret(
     )
     await message.answer(
         _("✅ 3Commas key {hint} linked. It has {n} exchange account(s).").format(
-            hint=f"<code>{escape(mask(api_key))}</code>", n=len(accounts)
+            hint=f"<code>{escape(mask(credentials.api_key))}</code>", n=len(accounts)
         )
     )
     for account, link_id in zip(accounts, linked.link_ids, strict=True):

@@ -1,12 +1,21 @@
-"""Messages that may carry a key, secret or passphrase: checked without echoing, then deleted."""
+"""Messages that may carry a key, secret or passphrase: checked without echoing, then deleted.
+
+Both key wizards (/link and Update API key, /link3c) collect credentials with
+:func:`take_secret_part`: one message per part, deleted on arrival, the parts so far kept in the
+wizard data only as one vault-sealed blob.
+"""
 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
 from aiogram.exceptions import TelegramAPIError
+from aiogram.fsm.context import FSMContext
 from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
+
+from services.core.vault import Credentials, Vault
 
 KEY_MAX = 256
 # Keys and secrets are printable ASCII without spaces on every exchange; passphrases may hold spaces.
@@ -36,3 +45,52 @@ async def forget_secret_message(message: Message) -> None:
         await message.delete()
     except TelegramAPIError:
         await message.answer(_("I could not delete your message with the key: please delete it yourself."))
+
+
+class SecretPart(StrEnum):
+    API_KEY = "api_key"
+    SECRET = "secret"
+    PASSPHRASE = "passphrase"
+
+
+_SEALED = "sealed"  # the wizard data's key for the credentials collected so far
+
+
+def _again(part: SecretPart) -> str:
+    texts = {
+        SecretPart.API_KEY: _("Send the API key again, or /cancel."),
+        SecretPart.SECRET: _("Send the secret again, or /cancel."),
+        SecretPart.PASSPHRASE: _("Send the passphrase again, or /cancel."),
+    }
+    return texts[part]
+
+
+async def take_secret_part(
+    message: Message, state: FSMContext, vault: Vault, part: SecretPart, *, restart: str
+) -> Credentials | None:
+    """One wizard step: delete the message, check it, add it to the sealed credentials.
+
+    Returns the credentials collected so far; None when the message could not be used (the user
+    was told what to send instead) or the earlier parts are gone (the wizard ends with ``restart``).
+    """
+    await forget_secret_message(message)
+    problem = key_problem(message.text, passphrase=part is SecretPart.PASSPHRASE)
+    if problem:
+        await message.answer(problem + " " + _again(part))
+        return None
+    value = (message.text or "").strip()
+    if part is SecretPart.API_KEY:
+        credentials = Credentials(value, "")
+    else:
+        sealed = (await state.get_data()).get(_SEALED)
+        if not sealed:
+            await state.clear()
+            await message.answer(restart)
+            return None
+        so_far = vault.open(sealed.encode())
+        if part is SecretPart.SECRET:
+            credentials = Credentials(so_far.api_key, value)
+        else:
+            credentials = Credentials(so_far.api_key, so_far.secret, value)
+    await state.update_data({_SEALED: vault.seal(credentials).decode()})
+    return credentials
