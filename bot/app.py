@@ -25,7 +25,7 @@ from services.core.transport import Transport
 from services.core.vault import Vault
 from services.exchanges.budget import BudgetRegistry
 from services.exchanges.hub import ExchangeHub
-from services.monitoring.refresh import Refreshes
+from services.monitoring.refresh import KeyStore, Refreshes
 from services.orders.listing import Deps as OrderDeps
 from services.storage.db import create_engine, run_migrations, session_factory
 from services.threecommas.client import ThreeCommasAccess
@@ -67,6 +67,7 @@ def make_context(
         hub=hub,
         threecommas=threecommas,
         refreshes=Refreshes(sessions, vault, hub, clock),
+        key_store=KeyStore(sessions, vault, hub, clock),
         order_deps=OrderDeps(sessions, vault, hub, clock, threecommas),
     )
 

@@ -17,7 +17,7 @@ from bot.settings import Settings
 from services.core.clock import Clock
 from services.core.vault import Vault
 from services.exchanges.hub import ExchangeHub
-from services.monitoring.refresh import Refreshes
+from services.monitoring.refresh import KeyStore, Refreshes
 from services.orders.listing import Deps as OrderDeps
 from services.storage.db import Sessions
 from services.threecommas.client import ThreeCommasAccess
@@ -35,6 +35,7 @@ class AppContext:
     # 3Commas clients share one limiter per key for the app's lifetime (about 100 requests/min).
     threecommas: ThreeCommasAccess
     refreshes: Refreshes
+    key_store: KeyStore
     order_deps: OrderDeps
 
     def workflow_data(self) -> dict[str, Any]:
@@ -48,5 +49,6 @@ class AppContext:
             "hub": self.hub,
             "threecommas": self.threecommas,
             "refreshes": self.refreshes,
+            "key_store": self.key_store,
             "order_deps": self.order_deps,
         }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from contextlib import suppress
-from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
@@ -27,12 +26,11 @@ from bot.callbacks import ConnAction, ConnCb, ExchangeCb, ExchangePageCb, LinkSt
 from bot.texts import connection_title, exchange_name, verdict_advice, verdict_reason
 from bot.views.balances import balance_summary
 from bot.views.secrets import SecretPart, forget_secret_message, key_problem, take_secret_part
-from services.core.clock import Clock
 from services.core.vault import Credentials, Vault, mask
 from services.core.verdicts import Verdict
-from services.exchanges.hub import PREFERRED, ExchangeHub, needs_passphrase, supported_exchanges
+from services.exchanges.hub import PREFERRED, needs_passphrase, supported_exchanges
 from services.exchanges.probes import KeyInfo, ProbeResult, key_warnings
-from services.monitoring.refresh import verify_and_store
+from services.monitoring.refresh import KeyStore
 from services.storage.connections import load_owned_connection
 from services.storage.db import Sessions
 from services.storage.models import User
@@ -226,16 +224,6 @@ async def ask_key(message: Message, state: FSMContext, label: str) -> None:
     await message.answer(key_prompt(data["exchange"]), reply_markup=_cancel_button())
 
 
-@dataclass(frozen=True)
-class KeyStore:
-    """What saving a verified key needs, from the handler's workflow data."""
-
-    sessions: Sessions
-    vault: Vault
-    hub: ExchangeHub
-    clock: Clock
-
-
 async def finish(
     message: Message, state: FSMContext, store: KeyStore, user: User, bot: Bot, credentials: Credentials
 ) -> None:
@@ -260,11 +248,7 @@ async def verify_and_save(
 ) -> None:
     with suppress(TelegramAPIError):  # only a courtesy while the exchange answers
         await bot.send_chat_action(message.chat.id, "typing")
-    outcome = await verify_and_store(
-        store.sessions,
-        store.vault,
-        store.hub,
-        store.clock,
+    outcome = await store.verify_and_store(
         user_id=user.id,
         exchange=exchange,
         label=label,
@@ -298,10 +282,7 @@ async def link_command(
     message: Message,
     command: CommandObject,
     state: FSMContext,
-    sessions: Sessions,
-    vault: Vault,
-    hub: ExchangeHub,
-    clock: Clock,
+    key_store: KeyStore,
     user: User,
     bot: Bot,
 ) -> None:
@@ -341,9 +322,7 @@ async def link_command(
         return
     await state.clear()
     credentials = Credentials(args[1], args[2], args[3] if wanted == 4 else None)
-    await verify_and_save(
-        message, KeyStore(sessions, vault, hub, clock), user, bot, exchange, "", credentials
-    )
+    await verify_and_save(message, key_store, user, bot, exchange, "", credentials)
 
 
 async def start_button(query: CallbackQuery, state: FSMContext) -> None:
@@ -445,16 +424,11 @@ async def key_received(message: Message, state: FSMContext, vault: Vault) -> Non
 
 
 async def secret_received(
-    message: Message,
-    state: FSMContext,
-    sessions: Sessions,
-    vault: Vault,
-    hub: ExchangeHub,
-    clock: Clock,
-    user: User,
-    bot: Bot,
+    message: Message, state: FSMContext, key_store: KeyStore, user: User, bot: Bot
 ) -> None:
-    credentials = await take_secret_part(message, state, vault, SecretPart.SECRET, restart=_restart())
+    credentials = await take_secret_part(
+        message, state, key_store.vault, SecretPart.SECRET, restart=_restart()
+    )
     if credentials is None:
         return
     if needs_passphrase((await state.get_data())["exchange"]):
@@ -464,23 +438,17 @@ async def secret_received(
             reply_markup=_cancel_button(),
         )
         return
-    await finish(message, state, KeyStore(sessions, vault, hub, clock), user, bot, credentials)
+    await finish(message, state, key_store, user, bot, credentials)
 
 
 async def passphrase_received(
-    message: Message,
-    state: FSMContext,
-    sessions: Sessions,
-    vault: Vault,
-    hub: ExchangeHub,
-    clock: Clock,
-    user: User,
-    bot: Bot,
+    message: Message, state: FSMContext, key_store: KeyStore, user: User, bot: Bot
 ) -> None:
-    credentials = await take_secret_part(message, state, vault, SecretPart.PASSPHRASE, restart=_restart())
+    part = SecretPart.PASSPHRASE
+    credentials = await take_secret_part(message, state, key_store.vault, part, restart=_restart())
     if credentials is None:
         return
-    await finish(message, state, KeyStore(sessions, vault, hub, clock), user, bot, credentials)
+    await finish(message, state, key_store, user, bot, credentials)
 
 
 _OUR_PREFIXES = frozenset(

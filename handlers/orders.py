@@ -315,6 +315,16 @@ async def orders_button(
     await _send_listing(order_deps, user, bot, callback_data.cid, None)
 
 
+async def _pressed_listing(
+    query: CallbackQuery, order_deps: Deps, user: User, callback_data: OrdersCb
+) -> Listing | None:
+    """The user's listing the button names; an expired or someone else's list is answered here."""
+    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
+    if listing is None:
+        await query.answer(_("This list has expired. Send /orders."), show_alert=True)
+    return listing
+
+
 async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot) -> None:
     if await _show_list(query, order_deps, user, bot, callback_data.id, callback_data.page):
         await query.answer()
@@ -325,9 +335,8 @@ async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, 
 async def refresh(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
+    listing = await _pressed_listing(query, order_deps, user, callback_data)
     if listing is None:
-        await query.answer(_("This list has expired. Send /orders."), show_alert=True)
         return
     await query.answer(_("Loading open orders…"))
     await _send_listing(
@@ -358,6 +367,22 @@ async def cancel_one(
             )
 
 
+def _amounts(by_currency: dict[str, Decimal]) -> str:
+    """``0.01 BTC, 120 USDT``; a dash when nothing is freed."""
+    return ", ".join(f"{num(v)} {escape(k)}" for k, v in sorted(by_currency.items())) or "—"
+
+
+async def _ask(query: CallbackQuery, bot: Bot, text: str, yes_text: str, yes: OrdersCb, list_id: int) -> None:
+    """Turn the message into a confirmation: ``yes`` does it, Back returns to the list's page."""
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text=yes_text, callback_data=yes)
+    keyboard.button(
+        text="‹ " + _("Back"), callback_data=OrdersCb(action=OrdersAction.PAGE, id=list_id, page=yes.page)
+    )
+    await query.answer()
+    await edit_in_place(query, bot, text, keyboard.as_markup())
+
+
 async def confirm_unknown(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
@@ -374,25 +399,15 @@ async def confirm_unknown(
         symbol=escape(row.symbol),
         price=num(Decimal(row.price)),
     )
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(
-        text=_("Yes, cancel this order"),
-        callback_data=OrdersCb(action=OrdersAction.CANCEL_UNKNOWN, id=row.id, page=callback_data.page),
-    )
-    keyboard.button(
-        text="‹ " + _("Back"),
-        callback_data=OrdersCb(action=OrdersAction.PAGE, id=row.list_version, page=callback_data.page),
-    )
-    await query.answer()
-    await edit_in_place(query, bot, text, keyboard.as_markup())
+    yes = OrdersCb(action=OrdersAction.CANCEL_UNKNOWN, id=row.id, page=callback_data.page)
+    await _ask(query, bot, text, _("Yes, cancel this order"), yes, row.list_version)
 
 
 async def confirm_all(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
+    listing = await _pressed_listing(query, order_deps, user, callback_data)
     if listing is None:
-        await query.answer(_("This list has expired. Send /orders."), show_alert=True)
         return
     orphans = listing.orphan_rows
     freed: dict[str, Decimal] = {}
@@ -401,32 +416,22 @@ async def confirm_all(
         if lock.amount is not None:
             freed[lock.currency] = freed.get(lock.currency, Decimal(0)) + lock.amount
     text = _("Cancel all {n} orphan orders? Each is checked again first; this frees about {freed}.").format(
-        n=len(orphans), freed=", ".join(f"{num(v)} {escape(k)}" for k, v in sorted(freed.items())) or "—"
+        n=len(orphans), freed=_amounts(freed)
     )
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(
-        text=_("Yes, cancel {n} orders").format(n=len(orphans)),
-        callback_data=OrdersCb(action=OrdersAction.CANCEL_ALL, id=listing.list_id, page=callback_data.page),
-    )
-    keyboard.button(
-        text="‹ " + _("Back"),
-        callback_data=OrdersCb(action=OrdersAction.PAGE, id=listing.list_id, page=callback_data.page),
-    )
-    await query.answer()
-    await edit_in_place(query, bot, text, keyboard.as_markup())
+    yes = OrdersCb(action=OrdersAction.CANCEL_ALL, id=listing.list_id, page=callback_data.page)
+    await _ask(query, bot, text, _("Yes, cancel {n} orders").format(n=len(orphans)), yes, listing.list_id)
 
 
 async def cancel_all(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
+    listing = await _pressed_listing(query, order_deps, user, callback_data)
     if listing is None:
-        await query.answer(_("This list has expired. Send /orders."), show_alert=True)
         return
     await query.answer(_("Cancelling…"))
     results = await cancel_all_orphans(order_deps, user.id, callback_data.id)
     done = [r for r in results if r.done]
-    freed = ", ".join(f"{num(v)} {escape(k)}" for k, v in sorted(total_freed(results).items())) or "—"
+    freed = _amounts(total_freed(results))
     banner = "✅ " + _("Cancelled {done} of {n} orphans; freed {freed}.").format(
         done=len(done), n=len(results), freed=freed
     )

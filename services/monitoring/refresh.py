@@ -261,6 +261,32 @@ async def remove_owned_connection(
         return outcome
 
 
+@dataclass(frozen=True)
+class KeyStore:
+    """Verifying and saving keys (the link wizard's service): :func:`verify_and_store` with its
+    long-lived dependencies bound."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    vault: Vault
+    hub: ExchangeHub
+    clock: Clock
+
+    async def verify_and_store(
+        self, *, user_id: int, exchange: str, label: str, credentials: Credentials, connection_id: int | None
+    ) -> StoreOutcome:
+        return await verify_and_store(
+            self.sessions,
+            self.vault,
+            self.hub,
+            self.clock,
+            user_id=user_id,
+            exchange=exchange,
+            label=label,
+            credentials=credentials,
+            connection_id=connection_id,
+        )
+
+
 @dataclass
 class Refreshes:
     """Refresh taps in flight in this process, per connection and user.
