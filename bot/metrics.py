@@ -43,6 +43,12 @@ class Metrics:
         )
         self.connections = Gauge("keysentry_connections", "Connections by state", ["state"], registry=r)
         self.users = Gauge("keysentry_users", "Users by status", ["status"], registry=r)
+        self.block_waves = Counter(
+            "keysentry_block_waves",
+            "Waves of identical key errors treated as a service blocking our IP",
+            ["service"],
+            registry=r,
+        )
 
 
 METRICS = Metrics()

@@ -35,6 +35,8 @@ EXAMPLES = {
     "EXCHANGE_WEIGHT_PER_MINUTE": '{"okx": 1200}',
     "THREECOMMAS_API_URL": OFFICIAL_THREECOMMAS_API,
     "ALLOWED_USER_IDS": "12345,67890",
+    "ADMIN_CHAT_IDS": "12345,-1001234567890",
+    "CANARY_KEYS": '{"binance": {"api_key": "...", "secret": "..."}}',
     "LOG_LEVEL": "INFO (one of DEBUG, INFO, WARNING, ERROR)",
     "WEBHOOK_URL": "https://bot.example.com/telegram",
     "WEBHOOK_SECRET": "a random string of 1-256 characters A-Z a-z 0-9 _ -",
@@ -60,6 +62,11 @@ class Settings(BaseSettings):
     exchange_weight_per_minute: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
     threecommas_api_url: str = OFFICIAL_THREECOMMAS_API
     allowed_user_ids: Annotated[frozenset[int], NoDecode] = Field(default_factory=frozenset)
+    # Telegram chats told when a service seems to block our IP (services/monitoring/guard.py).
+    admin_chat_ids: Annotated[frozenset[int], NoDecode] = Field(default_factory=frozenset)
+    # One operator-owned key per service, probed when a wave of key errors looks like a block:
+    # if it still works, our IP is fine and the keys are judged one by one again.
+    canary_keys: Annotated[dict[str, dict[str, str]], NoDecode] = Field(default_factory=dict)
     log_level: str = "INFO"
     log_json: bool = False
     # How long a worker may hold a connection before another may take it over (crash recovery time).
@@ -124,7 +131,18 @@ class Settings(BaseSettings):
             raise ValueError("must map exchange ids to positive numbers")
         return {str(k).lower(): float(v) for k, v in parsed.items()}
 
-    @field_validator("allowed_user_ids", mode="before")
+    @field_validator("canary_keys", mode="before")
+    @classmethod
+    def _canaries(cls, value: Any) -> dict[str, dict[str, str]]:
+        parsed = _json_object(value)
+        if not all(
+            isinstance(v, dict) and isinstance(v.get("api_key"), str) and isinstance(v.get("secret"), str)
+            for v in parsed.values()
+        ):
+            raise ValueError('must map exchange ids to {"api_key": ..., "secret": ..., "passphrase": ...}')
+        return {str(k).lower(): {n: str(x) for n, x in v.items()} for k, v in parsed.items()}
+
+    @field_validator("allowed_user_ids", "admin_chat_ids", mode="before")
     @classmethod
     def _allowed(cls, value: Any) -> frozenset[int]:
         if isinstance(value, (set, frozenset, list, tuple)):

@@ -20,10 +20,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.context import AppContext
 from bot.fsm_storage import prune_abandoned
 from bot.metrics import METRICS, observe_check
+from bot.operator import OperatorAlerts
 from bot.sender import Sender
 from services.monitoring import outbox
 from services.monitoring.checkers import ExchangeChecker, ThreeCommasChecker
 from services.monitoring.expiry import enqueue_expiry_reminders
+from services.monitoring.guard import BlockGuard
 from services.monitoring.polling import Poller, PollerConfig
 from services.threecommas.links import THREECOMMAS
 
@@ -69,7 +71,10 @@ class Worker:
             ),
             stretch=self.stretch,
             observe=observe_check,
+            guard=BlockGuard(),
         )
+        assert self.poller.guard is not None
+        self.poller.on_wave = OperatorAlerts(app, self.bot, self.poller.guard).on_wave
         self.sender = Sender(
             self.app,
             self.bot,

@@ -90,7 +90,9 @@ class Monitor:
 
 
 @contextlib.asynccontextmanager
-async def monitor(tmp_path, *exchange_ids: str, threecommas: bool = False) -> AsyncIterator[Monitor]:
+async def monitor(
+    tmp_path, *exchange_ids: str, threecommas: bool = False, **settings: object
+) -> AsyncIterator[Monitor]:
     clock = FakeClock(utcnow())  # the local exchanges date keys by the real clock
     net = ProductionNet()
     async with contextlib.AsyncExitStack() as stack:
@@ -98,7 +100,7 @@ async def monitor(tmp_path, *exchange_ids: str, threecommas: bool = False) -> As
         for eid in exchange_ids:
             exchanges[eid] = await net.serve_exchange(LOCAL_EXCHANGES[eid]())
             stack.push_async_callback(exchanges[eid].close)
-        extra = {}
+        extra: dict[str, object] = dict(settings)
         tc = None
         if threecommas:
             tc = LocalThreeCommas(clock, monotonic=lambda: clock.now().timestamp())
@@ -306,3 +308,31 @@ async def test_recreate_from_the_alert_sends_the_deal_to_threecommas(tmp_path):
         await m.rig.tg.wait_for(lambda: any(r.path.endswith("/start_new_deal") for r in tc.requests))
         [started] = [r for r in tc.requests if r.path.endswith("/start_new_deal")]
         assert started.status < 300 and started.body == {"pair": "USDT_ETH"}
+
+
+ADMIN = 9000
+
+
+async def test_a_2015_wave_across_twenty_keys_is_our_ip_not_their_keys(tmp_path):
+    """Binance answers -2015 to valid keys while it bans our IP (tests/corpus
+    binance/2015_during_ip_ban). Twenty users' keys turning to it at once: nobody is told to
+    delete a key, the operator hears once, users only after the long rate-limit rule."""
+    async with monitor(tmp_path, "binance", admin_chat_ids=frozenset({ADMIN})) as m:
+        m.rig.tg.add_user(ADMIN)
+        users = range(1, 21)
+        for user in users:
+            await m.link(user, "binance")
+        await m.tick(0)  # every key passes once
+        assert all(m.messages(user) == [] for user in users)
+        m.exchanges["binance"].inject("key_ban")  # -2015 for every valid key
+        await m.run_for(600)
+        assert all(m.messages(user) == [] for user in users)  # held: short rules do not apply
+        [notice] = m.messages(ADMIN)
+        assert re.search(r"\d+ keys on Binance", notice.text) and "blocking our server's IP" in notice.text
+        await m.run_for(1800)  # past the long (rate-limit) rule: users hear, without blame
+        for user in users:
+            [alert] = m.messages(user)
+            text = alert.text.lower()
+            assert "rate-limiting" in text and "your key is not the problem" in text
+            assert "delete" not in text and "revoked" not in text and "create a new" not in text
+        assert len(m.messages(ADMIN)) == 1

@@ -29,6 +29,7 @@ from services.core.verdicts import DETAIL_MAX, Verdict
 from services.exchanges.probes import ProbeResult
 from services.monitoring import outbox
 from services.monitoring.events import Check, DealFailed, Notice, Target, to_payload
+from services.monitoring.guard import BlockGuard, KeyOutcome, Wave, service_of, with_guard
 from services.monitoring.incidents import (
     DEFAULT_POLICY,
     KEY_CHECK,
@@ -39,7 +40,7 @@ from services.monitoring.incidents import (
     confirm_after,
     key_check,
 )
-from services.monitoring.pipeline import Situation, decide
+from services.monitoring.pipeline import STAGES, Situation, decide
 from services.storage.models import Connection, Incident, User
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,11 @@ class Poller:
     # Per connection kind: keeps a failed deal's recreate plan so its alert's button can name it.
     recreate_plans: dict[str, RecreatePlanStore] = field(default_factory=dict)
     observe: Callable[[Claimed, CheckResult, float], None] | None = None
+    # "Our IP blocked is not your key revoked" (services/monitoring/guard.py): sees every batch
+    # before it is decided and holds key verdicts that arrive as a wave.
+    guard: BlockGuard | None = None
+    # Told once per wave the guard starts (the worker tells the operator and backs off).
+    on_wave: Callable[[Wave], Awaitable[None]] | None = None
     random: random.Random = field(default_factory=random.Random)
     checked: int = 0
     population: dict[str, int] = field(default_factory=dict)
@@ -242,6 +248,9 @@ class Poller:
             self._gate = asyncio.Semaphore(self.config.concurrency)
         results = await asyncio.gather(*(self._check(c, self._gate) for c in batch))
         await self.record(list(zip(batch, results, strict=True)))
+        if self.guard is not None and self.on_wave is not None:
+            for wave in self.guard.waves_started():
+                await self.on_wave(wave)
         self.checked += len(batch)
         return len(batch)
 
@@ -249,6 +258,10 @@ class Poller:
         """Write results, decide every check, enqueue its events and release leases, in one transaction."""
         now = self.clock.now()
         ids = [c.id for c, _ in outcomes]
+        if self.guard is not None:
+            self.guard.observe_batch(
+                (KeyOutcome(service_of(c.kind, c.exchange), c.id, r.verdict) for c, r in outcomes), now
+            )
         async with self.sessions.begin() as session:
             connections = {
                 c.id: c
@@ -290,7 +303,10 @@ class Poller:
         """Runs one observation through the pipeline, stores its incident, enqueues its events."""
         row = None if observation.is_event else incidents.get((connection.id, observation.check_kind))
         before = IncidentState() if row is None else IncidentState.from_row(row)
-        state, events = decide(before, observation, self.policy, now, situation)
+        stages = STAGES
+        if self.guard is not None:
+            stages = with_guard(STAGES, self.guard, service_of(connection.kind, connection.exchange))
+        state, events = decide(before, observation, self.policy, now, situation, stages=stages)
         if not observation.is_event and state != before:
             if row is None:
                 row = Incident(connection_id=connection.id, check_kind=observation.check_kind)
@@ -344,6 +360,8 @@ class Poller:
         pending = state.status is IncidentStatus.PENDING
         if pending:
             interval = min(interval, confirm_after(state.verdict, self.policy))
+        if self.guard is not None and self.guard.backing_off(service_of(claimed.kind, claimed.exchange)):
+            interval = max(interval, self.guard.config.backoff)
         spread = interval.total_seconds() * self.config.jitter
         # Confirmation probes jitter only later: one landing before the rule's T cannot confirm,
         # and the extra probe it forces doubles the alert delay (~20 s instead of ~10 s).
