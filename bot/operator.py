@@ -17,7 +17,7 @@ from aiogram.utils.i18n import gettext as _
 
 from bot.context import AppContext
 from bot.metrics import METRICS
-from bot.texts import EXCHANGE_NAMES
+from bot.texts import exchange_name
 from services.core.vault import Credentials
 from services.core.verdicts import Verdict
 from services.exchanges.probes import probe
@@ -41,7 +41,7 @@ class OperatorAlerts:
         )  # fmt: skip
         METRICS.block_waves.labels(service).inc()
         canary = await self._canary(wave)
-        name = EXCHANGE_NAMES.get(service, service)
+        name = exchange_name(service)
         with self.app.i18n.context(), self.app.i18n.use_locale("en"):
             text = "⚠️ " + _(
                 "{count} keys on {service} turned to “{verdict}” within minutes. This usually means "
