@@ -239,10 +239,24 @@ def outcome_text(result: CancelResult) -> str:
             "or enable “Trade” on the key."
         ).format(order=order),
         CancelOutcome.EXCHANGE_FAILED: _("The exchange did not answer; nothing was cancelled. Try again."),
+        CancelOutcome.IN_PROGRESS: "⏳ "
+        + _("{order} is being cancelled already; nothing was sent again.").format(order=order),
+        CancelOutcome.UNVERIFIED: _(
+            "The exchange did not answer the cancel of {order} and cannot be asked yet whether it happened. "
+            "Nothing more was sent; tap Cancel again in a minute: keysentry checks first."
+        ).format(order=order),
     }
     if result.outcome is CancelOutcome.KEY_PROBLEM and result.verdict is not None:
         verdict = result.verdict
         return refusal_text(verdict.verdict, verdict.detail) + "\n" + _("Nothing was cancelled.")
+    if result.reconciled and result.outcome is CancelOutcome.CANCELLED:
+        return "✅ " + _("The exchange answered late, but {order} is cancelled: freed {freed}.").format(
+            order=order, freed=lock_text(result.freed) if result.freed else "?"
+        )
+    if result.reconciled and result.outcome is CancelOutcome.EXCHANGE_FAILED:
+        return _(
+            "The exchange did not answer, and {order} is still open: nothing was cancelled. Try again."
+        ).format(order=order)
     return texts[result.outcome]
 
 

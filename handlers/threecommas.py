@@ -230,15 +230,38 @@ async def recreate_go(
     user: User,
 ) -> None:
     await query.answer(_("Sending to 3Commas…"))
+    shown = query.message.html_text if isinstance(query.message, Message) else ""
+
+    async def say(line: str) -> None:
+        if isinstance(query.message, Message):
+            await query.message.edit_text(shown + "\n\n" + line)
+
+    async def checking() -> None:
+        await say("⏳ " + _("3Commas did not answer in time; checking whether it was created…"))
+
     result = await recreate_failed_deal(
-        sessions, vault, threecommas, row_id=callback_data.id, user_id=user.id, now=clock.now()
+        sessions,
+        vault,
+        threecommas,
+        row_id=callback_data.id,
+        user_id=user.id,
+        now=clock.now(),
+        on_unknown=checking,
     )
+    ref = escape(result.ref or "")
     texts = {
         RecreateOutcome.CREATED: _("✅ 3Commas created {ref} (status: {status}).").format(
-            ref=escape(result.ref or ""), status=escape(result.status or "?")
+            ref=ref, status=escape(result.status or "?")
         ),
-        RecreateOutcome.ALREADY: _("Already recreated as {ref}; nothing was sent again.").format(
-            ref=escape(result.ref or "")
+        RecreateOutcome.ALREADY: _("Already recreated as {ref}; nothing was sent again.").format(ref=ref),
+        RecreateOutcome.IN_PROGRESS: "⏳ "
+        + _("This recreate is already on its way to 3Commas; nothing was sent again."),
+        RecreateOutcome.NOT_CREATED: _(
+            "3Commas did not create it, so nothing is open twice. Tap ✅ Recreate to send it again."
+        ),
+        RecreateOutcome.UNVERIFIED: _(
+            "3Commas cannot be asked yet whether it was created, so nothing was sent again. "
+            "Tap ✅ Recreate in a minute: keysentry checks first."
         ),
         RecreateOutcome.GONE: _("This failed deal or its 3Commas key is no longer linked."),
         RecreateOutcome.NO_WRITE_PERMISSION: _(
@@ -247,8 +270,12 @@ async def recreate_go(
         ),
         RecreateOutcome.REFUSED: _("3Commas refused: {error}").format(error=escape(result.error or "")),
     }
-    if isinstance(query.message, Message):
-        await query.message.edit_text(query.message.html_text + "\n\n" + texts[result.outcome])
+    line = texts[result.outcome]
+    if result.reconciled and result.outcome is RecreateOutcome.CREATED:
+        line = _(
+            "✅ 3Commas did create {ref} (status: {status}); it just answered late. Nothing was sent again."
+        ).format(ref=ref, status=escape(result.status or "?"))
+    await say(line)
 
 
 def build_router() -> Router:

@@ -376,6 +376,7 @@ class LocalThreeCommas:
             "set_app_mode",
             "set_whitelist",
             "reset_exchange_keys",
+            "lose_answers",
         }
     )
 
@@ -400,6 +401,8 @@ class LocalThreeCommas:
         self.ban_after = 10
         self.ban_seconds = 120.0  # the shortest documented ban
         self.send_retry_after = False
+        self._lost_answers: list[bool] = []
+        self._down_after = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.control_url = ""
@@ -828,6 +831,18 @@ class LocalThreeCommas:
         if send_retry_after is not None:
             self.send_retry_after = send_retry_after
 
+    def lose_answers(self, times: int = 1, *, carried_out: bool = True, down_after: int = 0) -> None:
+        """The next ``times`` POSTs get a bare 504 page instead of their answer.
+
+        ``carried_out`` (the default) runs the request first: the gateway gave up while 3Commas went
+        on and created the trade, as Cloudflare's 504/524 pages in front of api.3commas.io do when
+        the origin is slow (Cloudflare docs, "Error 524: a timeout occurred"). Without it the
+        request never reaches 3Commas. ``down_after``: that many requests after it get a 503 page,
+        as while the origin stays overloaded.
+        """
+        self._lost_answers.extend([carried_out] * times)
+        self._down_after += down_after
+
     # -- gatekeeping -------------------------------------------------------------------------
 
     @web.middleware
@@ -839,11 +854,21 @@ class LocalThreeCommas:
         raw_body = await request.read()
         api_key = request.headers.get("Apikey")
         body = self._parse_body(request, raw_body)
+        response: web.StreamResponse
         try:
             self._rate_check(api_key, request.remote or "", _route_group(request))
             key = self._authenticate(request, api_key, raw_body)
             self._authorize(request, key)
-            response = await handler(request)
+            lost = self._lost_answers.pop(0) if request.method == "POST" and self._lost_answers else None
+            if lost is None and self._down_after and not self._lost_answers:
+                self._down_after -= 1
+                response = web.Response(status=503, text="<html>503 Service Temporarily Unavailable</html>")
+            elif lost is not None:
+                if lost:
+                    await handler(request)
+                response = web.Response(status=504, text="<html>504 Gateway Time-out</html>")
+            else:
+                response = await handler(request)
         except _Rejected as rejected:
             response = _json(rejected.body, rejected.status, rejected.headers)
         except web.HTTPNotFound:

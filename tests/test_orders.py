@@ -279,3 +279,37 @@ async def test_orders_and_cancel_on_a_revoked_key_show_the_key_verdict_and_its_f
     reply = await showing(rig, reply.message_id, "refused the key")
     assert "API key revoked, deleted or never existed" in reply.text and "create a new one" in reply.text
     assert "try again in a minute" not in reply.text
+
+
+@pytest.mark.attack("cancel: the exchange carries the cancel out but the answer is lost; a second tap")
+async def test_a_cancel_whose_answer_is_lost_is_reconciled_not_resent(rig, exchanges, tc, scenario):
+    binance = exchanges["binance"]
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    data = next(b.callback_data for b in listing.buttons if b.text == "❌ Cancel 1")
+    binance.inject("lost_answer", times=1, method="DELETE")  # cancelled, then a 504 (Binance: "UNKNOWN")
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    # The local Binance forgets cancelled orders, so the order is just gone: said as it is.
+    edited = await showing(rig, listing.message_id, "SELL 0.5 ETH/USDT is no longer open on the exchange")
+    assert "nothing was cancelled" not in edited.text and "did not answer" not in edited.text
+    assert scenario["orphan"] not in binance.orders
+
+    query = rig.tg.user_sends_callback(USER, listing.message_id, data)
+    answer = await rig.tg.wait_for(lambda: rig.tg.callback_answer(query))
+    assert "no longer open" in answer.text
+    assert sum(1 for r in binance.requests if r.method == "DELETE") == 1
+
+
+@pytest.mark.attack("cancel: no answer and the order is still open; the retry cancels once")
+async def test_a_cancel_that_never_arrived_may_be_retried(rig, exchanges, tc, scenario):
+    binance = exchanges["binance"]
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    data = next(b.callback_data for b in listing.buttons if b.text == "❌ Cancel 1")
+    binance.inject("status_5xx", times=1, method="DELETE", status=503)
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    await showing(rig, listing.message_id, "is still open")
+    assert scenario["orphan"] in binance.orders
+    rig.tg.user_sends_callback(USER, listing.message_id, data)
+    await showing(rig, listing.message_id, "Cancelled SELL 0.5 ETH/USDT: freed 0.5 ETH.")
+    assert scenario["orphan"] not in binance.orders

@@ -127,3 +127,68 @@ async def test_read_only_key_is_told_it_needs_write_permission(rig, tc):
     text = await confirm(rig, alert)
     assert "needs write permission" in text
     assert [r.status for r in tc.requests if r.method == "POST"] == [403]
+
+
+def _edits(rig: BotRig, message_id: int) -> list[str]:
+    """Every text the bot put into one message, in order (what the user saw, step by step)."""
+    return [
+        r.params.get("text", "")
+        for r in rig.tg.requests
+        if r.method == "editMessageText" and int(r.params.get("message_id", 0)) == message_id
+    ]
+
+
+async def _trades_created(tc: LocalThreeCommas) -> int:
+    return sum(1 for r in tc.requests if r.method == "POST" and r.path.endswith("/v2/smart_trades"))
+
+
+@pytest.mark.attack("recreate: the create answer is lost but 3Commas created it; a second tap")
+async def test_a_lost_create_answer_is_reconciled_and_never_creates_twice(rig, tc):
+    alert = await failed_alert(rig, tc)
+    rig.tg.user_presses(USER, alert.message_id, 0)
+    shown = await rig.tg.wait_for_bot_message(USER, contains="exactly these parameters")
+    go = shown.buttons[0].callback_data
+    tc.lose_answers(1, carried_out=True)  # 3Commas creates the trade; the gateway answers 504
+    rig.tg.user_presses(USER, shown, "✅ Recreate")
+    await rig.tg.wait_for(lambda: "answered late" in rig.tg.message(USER, shown.message_id).text)
+    steps = _edits(rig, shown.message_id)
+    assert "checking whether it was created" in steps[0] and "did create smart_trade:" in steps[-1]
+    assert "refused" not in " ".join(steps)
+
+    query = rig.tg.user_sends_callback(USER, shown.message_id, go)  # the user taps again
+    await rig.tg.wait_for(lambda: "Already recreated" in rig.tg.message(USER, shown.message_id).text)
+    assert rig.tg.callback_answer(query) is not None
+    assert await _trades_created(tc) == 1  # exactly one create request ever left
+    assert len(tc._smart_trades) == 2  # the failed original and its one replacement
+
+
+@pytest.mark.attack("recreate: the create never reached 3Commas; the retry creates exactly one")
+async def test_a_create_that_never_arrived_is_reconciled_then_may_be_retried(rig, tc):
+    alert = await failed_alert(rig, tc)
+    rig.tg.user_presses(USER, alert.message_id, 0)
+    shown = await rig.tg.wait_for_bot_message(USER, contains="exactly these parameters")
+    go = shown.buttons[0].callback_data
+    tc.lose_answers(1, carried_out=False)
+    rig.tg.user_presses(USER, shown, "✅ Recreate")
+    await rig.tg.wait_for(lambda: "did not create it" in rig.tg.message(USER, shown.message_id).text)
+    assert len(tc._smart_trades) == 1
+    rig.tg.user_sends_callback(USER, shown.message_id, go)
+    await rig.tg.wait_for(
+        lambda: "3Commas created smart_trade:" in rig.tg.message(USER, shown.message_id).text
+    )
+    assert await _trades_created(tc) == 2 and len(tc._smart_trades) == 2
+
+
+@pytest.mark.attack("recreate: 3Commas still down after a lost answer; nothing is sent again")
+async def test_an_unverifiable_create_is_not_sent_again(rig, tc):
+    alert = await failed_alert(rig, tc)
+    rig.tg.user_presses(USER, alert.message_id, 0)
+    shown = await rig.tg.wait_for_bot_message(USER, contains="exactly these parameters")
+    go = shown.buttons[0].callback_data
+    tc.lose_answers(1, carried_out=True, down_after=2)  # and both reconciliations find it down
+    rig.tg.user_presses(USER, shown, "✅ Recreate")
+    await rig.tg.wait_for(lambda: "cannot be asked yet" in rig.tg.message(USER, shown.message_id).text)
+    rig.tg.user_sends_callback(USER, shown.message_id, go)
+    await rig.tg.wait_for(lambda: len(_edits(rig, shown.message_id)) >= 4)
+    assert "cannot be asked yet" in rig.tg.message(USER, shown.message_id).text
+    assert await _trades_created(tc) == 1

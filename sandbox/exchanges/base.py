@@ -43,7 +43,9 @@ from sandbox import corpus
 
 KeyState = Literal["valid", "revoked", "ip_restricted", "expired", "read_only", "withdraw_enabled"]
 KEY_STATES: tuple[str, ...] = get_args(KeyState)
-FaultKind = Literal["latency", "status_5xx", "maintenance", "timeout", "rate_limit", "ban", "key_ban"]
+FaultKind = Literal[
+    "latency", "status_5xx", "maintenance", "timeout", "rate_limit", "ban", "key_ban", "lost_answer"
+]
 FAULTS: tuple[str, ...] = get_args(FaultKind)
 Scope = Literal["read", "trade", "futures_trade"]
 Side = Literal["buy", "sell"]
@@ -302,10 +304,12 @@ class Fault:
     latency_ms: int
     status: int | None
     hold_s: float | None
+    method: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "fault": self.kind,
+            "method": self.method,
             "remaining": self.remaining,
             "private_only": self.private_only,
             "latency_ms": self.latency_ms,
@@ -898,14 +902,19 @@ class LocalExchange(ABC):
         latency_ms: int = 0,
         status: int | None = None,
         hold_s: float | None = None,
+        method: str | None = None,
     ) -> None:
         """Make the next requests fail. ``times`` limits it to N matching requests; ``latency_ms`` delays
         the reply first (it is the whole fault for ``"latency"``); ``status`` turns ``status_5xx`` into a
         bare HTML page with that status; ``hold_s`` bounds a ``timeout`` hold (then 504), otherwise the
-        request waits for :meth:`release_hung` or :meth:`close` and is then served normally."""
+        request waits for :meth:`release_hung` or :meth:`close` and is then served normally.
+        ``lost_answer`` carries the request out and answers 504, as Binance documents: "the API
+        successfully sent the message but not get a response within the timeout period … the
+        execution status is UNKNOWN and could have been a success" (Binance spot API, HTTP return
+        codes). ``method`` limits the fault to requests of that HTTP method (e.g. ``DELETE``)."""
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
-        self._faults.append(Fault(fault, times, private_only, latency_ms, status, hold_s))
+        self._faults.append(Fault(fault, times, private_only, latency_ms, status, hold_s, method))
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -987,8 +996,9 @@ class LocalExchange(ABC):
         if endpoint is None:
             return self.not_found(call)
         call.endpoint = endpoint
-        fault = await self._apply_faults(endpoint)
-        if fault is not None:
+        fault = await self._apply_faults(endpoint, call.method)
+        lost = fault is not None and fault.kind == "lost_answer"
+        if fault is not None and not lost:
             if fault.kind != "timeout":
                 return self.fault_reply(fault, call)
             if not await self._wait(fault.hold_s or self.hang_seconds, releasable=True):
@@ -1005,14 +1015,15 @@ class LocalExchange(ABC):
                 over = self._charge_key(call, endpoint)
                 if over is not None:
                     return over
-            return endpoint.handler(call)
+            reply = endpoint.handler(call)
         except Rejected as rejected:
             return rejected.reply
+        return self.gateway_timeout() if lost else reply
 
-    async def _apply_faults(self, endpoint: Endpoint) -> Fault | None:
+    async def _apply_faults(self, endpoint: Endpoint, method: str) -> Fault | None:
         """Consume matching faults in order: latency ones delay and pass on, the first other one decides."""
         for fault in list(self._faults):
-            if fault.private_only and not endpoint.signed:
+            if (fault.private_only and not endpoint.signed) or fault.method not in (None, method):
                 continue
             if fault.remaining is not None:
                 fault.remaining -= 1
@@ -1163,6 +1174,7 @@ class LocalExchange(ABC):
                     latency_ms=payload.get("latency_ms", 0),
                     status=payload.get("status"),
                     hold_s=payload.get("hold_s"),
+                    method=payload.get("method"),
                 )
                 return {"ok": True}
             case "DELETE", ["faults"]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,11 +19,12 @@ from services.orders.attribution import (
     Attribution,
     OpenOrder,
 )
-from services.orders.listing import Deps, _row_order, to_open_order
+from services.orders.listing import Deps, _row_order, row_lock, to_open_order
 from services.orders.locked_funds import Lock, freed_by
-from services.storage import audit
+from services.storage import audit, money_actions
 from services.storage.connections import owned_connection
 from services.storage.models import Connection, ListedOrder
+from services.storage.money_actions import ActionState, Unverifiable
 from services.threecommas.client import ThreeCommasAccess
 from services.threecommas.entities import Deal, SmartTrade
 from services.threecommas.errors import NotFound, ThreeCommasError
@@ -47,7 +46,9 @@ class CancelOutcome(StrEnum):
     DEAL_UNVERIFIED = "deal_unverified"  # 3Commas could not confirm the deal is finished
     NO_TRADE_PERMISSION = "no_trade_permission"
     KEY_PROBLEM = "key_problem"  # the key itself was refused (``verdict`` says how); nothing sent
-    EXCHANGE_FAILED = "exchange_failed"
+    EXCHANGE_FAILED = "exchange_failed"  # refused or unreachable before anything was sent
+    IN_PROGRESS = "in_progress"  # another tap's cancel of this order is on its way
+    UNVERIFIED = "unverified"  # sent without an answer, and the exchange cannot be asked yet
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class CancelResult:
     """The row already had this outcome: nothing was sent to the exchange this time."""
     verdict: Classification | None = None
     """For KEY_PROBLEM / EXCHANGE_FAILED: the classifier's reading of the exchange's answer."""
+    reconciled: bool = False
+    """The cancel got no answer; its outcome is what the exchange showed afterwards."""
 
     @property
     def done(self) -> bool:
@@ -135,23 +138,24 @@ def _refused(exchange_id: str, error: BaseException, row: ListedOrder) -> Cancel
     return CancelResult(CancelOutcome.EXCHANGE_FAILED, row, verdict=verdict)
 
 
+_LOST_IN_TRANSIT = frozenset({Verdict.NETWORK, Verdict.EXCHANGE_DOWN})
+"""No answer to a sent cancel (a timeout, a 5xx, a dropped connection): it may have been carried
+out. A rate limit or any refusal is an answer: nothing was done."""
+
+
 async def _verify_and_cancel(
     deps: Deps,
     row: ListedOrder,
-    connection: Connection,
+    client: ExchangeClient,
     accounts: Sequence[LinkedAccount],
-    allow_unknown: bool,
-) -> CancelResult:
-    if row.attribution == Attribution.ACTIVE:
-        return CancelResult(CancelOutcome.ACTIVE_DEAL, row)
-    if row.attribution == Attribution.UNKNOWN and not allow_unknown:
-        return CancelResult(CancelOutcome.NEEDS_CONFIRMATION, row)
+    action: money_actions.Action,
+) -> CancelResult | None:
+    """Re-verify, then cancel; None when the cancel was sent and its answer lost."""
     now = deps.clock.now()
     try:
-        client = await deps.hub.client(connection.exchange, deps.vault.open(connection.credentials))
         seen = await _still_open(client, row, now)
     except (ccxt.BaseError, TimeoutError) as error:
-        return _refused(connection.exchange, error, row)
+        return _refused(client.exchange_id, error, row)
     if isinstance(seen, CancelOutcome):
         return CancelResult(seen, row)
     if row.attribution == Attribution.ORPHAN and row.deal_ref:
@@ -161,6 +165,7 @@ async def _verify_and_cancel(
         if not finished:
             return CancelResult(CancelOutcome.DEAL_ACTIVE_AGAIN, row)
     weight = WEIGHTS.get(client.exchange_id, Weights()).cancel
+    await money_actions.mark_sent(deps.sessions, action, now)
     try:
         answer = await client.call("cancel_order", row.exchange_order_id, row.symbol, weight=weight)
     except (ccxt.BaseError, TimeoutError) as error:
@@ -171,10 +176,37 @@ async def _verify_and_cancel(
             # The same key just read this order, so a refusal now is about trading rights
             # (Binance -2015, Bybit 10005, OKX 50120 for a read-only key), not a dead key.
             return CancelResult(CancelOutcome.NO_TRADE_PERMISSION, row, verdict=verdict)
+        if verdict.verdict in _LOST_IN_TRANSIT:
+            return None
         return CancelResult(CancelOutcome.EXCHANGE_FAILED, row, verdict=verdict)
     # The cancel answer carries the remaining amount at cancel time: exactly what was freed.
     at_cancel = to_open_order(answer, now) if answer.get("remaining") is not None else None
     return CancelResult(CancelOutcome.CANCELLED, row, freed_by(at_cancel or seen))
+
+
+async def _reconcile(
+    deps: Deps, row: ListedOrder, client: ExchangeClient, action: money_actions.Action
+) -> CancelResult:
+    """A cancel without an answer: the order's state now says whether it happened."""
+
+    async def ask() -> dict[str, str] | None:
+        try:
+            seen = await _still_open(client, row, deps.clock.now())
+        except (ccxt.BaseError, TimeoutError) as error:
+            raise Unverifiable(type(error).__name__) from None
+        if not isinstance(seen, CancelOutcome):
+            return None  # still open: the cancel did not happen, a retry may be sent
+        done = CancelOutcome.CANCELLED if seen is CancelOutcome.ALREADY_CANCELLED else seen
+        return {"outcome": done.value}
+
+    settled = await money_actions.reconcile(deps.sessions, action, deps.clock.now(), ask)
+    if settled.state is ActionState.DONE:
+        outcome = CancelOutcome(settled.result["outcome"])
+        freed = row_lock(row) if outcome is CancelOutcome.CANCELLED else None
+        return CancelResult(outcome, row, freed, reconciled=True)
+    if settled.state is ActionState.FAILED:
+        return CancelResult(CancelOutcome.EXCHANGE_FAILED, row, reconciled=True)
+    return CancelResult(CancelOutcome.UNVERIFIED, row, reconciled=True)
 
 
 _FINAL_OUTCOMES = frozenset(
@@ -187,46 +219,87 @@ _FINAL_OUTCOMES = frozenset(
 )
 
 
-# One cancel per listed order at a time in this process: a double tap waits for the first one and
-# then reports its outcome, instead of verifying and cancelling on the exchange a second time.
-_cancelling: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+ACTION = "order_cancel"
 
 
 async def cancel_order(deps: Deps, row_id: int, user_id: int, *, allow_unknown: bool = False) -> CancelResult:
     """Cancel one listed order after re-verifying it; safe to call twice, also at the same time.
 
     ``allow_unknown`` is set only by the explicit "it may belong to something else"
-    confirmation; ACTIVE orders are refused whatever the caller says. Every call, refusals
-    included, leaves an audit entry.
+    confirmation; ACTIVE orders are refused whatever the caller says. The exchange order's
+    :mod:`money action <services.storage.money_actions>` makes one cancel at a time across taps,
+    listings and processes; a cancel whose answer was lost is reconciled against the order's
+    state before anything is sent again. Every call, refusals included, leaves an audit entry.
     """
-    lock = _cancelling.get(row_id)
-    if lock is None:
-        lock = _cancelling[row_id] = asyncio.Lock()
-    async with lock:
-        return await _cancel_order(deps, row_id, user_id, allow_unknown=allow_unknown)
-
-
-async def _cancel_order(deps: Deps, row_id: int, user_id: int, *, allow_unknown: bool) -> CancelResult:
-    now = deps.clock.now()
     async with deps.sessions() as session:
         row = await session.get(ListedOrder, row_id)
         if row is None or row.user_id != user_id:
-            result = CancelResult(CancelOutcome.LIST_GONE)
-        else:
-            connection = await owned_connection(session, user_id, row.connection_id)
-            if connection is None:
-                result = CancelResult(CancelOutcome.CONNECTION_GONE, row)
-            elif row.outcome is not None:
-                # A second tap: report what the first one did, without touching the exchange.
-                result = CancelResult(CancelOutcome(row.outcome), row, repeat=True)
-            else:
-                accounts = await accounts_for_connection(session, deps.vault, user_id, connection.id)
-                result = await _verify_and_cancel(deps, row, connection, accounts, allow_unknown)
+            return await _record(deps, user_id, row_id, None, CancelResult(CancelOutcome.LIST_GONE))
+        connection = await owned_connection(session, user_id, row.connection_id)
+        accounts = (
+            []
+            if connection is None
+            else await accounts_for_connection(session, deps.vault, user_id, connection.id)
+        )
+    if connection is None:
+        result = CancelResult(CancelOutcome.CONNECTION_GONE, row)
+    elif row.outcome is not None:
+        # A second tap: report what the first one did, without touching the exchange.
+        result = CancelResult(CancelOutcome(row.outcome), row, repeat=True)
+    elif row.attribution == Attribution.ACTIVE:
+        result = CancelResult(CancelOutcome.ACTIVE_DEAL, row)
+    elif row.attribution == Attribution.UNKNOWN and not allow_unknown:
+        result = CancelResult(CancelOutcome.NEEDS_CONFIRMATION, row)
+    else:
+        return await _record(deps, user_id, row_id, *await _attempt(deps, user_id, row, connection, accounts))
+    return await _record(deps, user_id, row_id, None, result)
 
+
+async def _attempt(
+    deps: Deps, user_id: int, row: ListedOrder, connection: Connection, accounts: Sequence[LinkedAccount]
+) -> tuple[money_actions.Action | None, CancelResult]:
+    target = f"{connection.id}:{row.exchange_order_id}"
+    claim = await money_actions.claim(
+        deps.sessions, user_id=user_id, kind=ACTION, target=target, now=deps.clock.now()
+    )
+    action = claim.action
+    if not claim.claimed and action.state is ActionState.DONE:
+        return None, CancelResult(CancelOutcome(action.result["outcome"]), row, repeat=True)
+    if not claim.claimed and action.in_flight:
+        return None, CancelResult(CancelOutcome.IN_PROGRESS, row)
+    try:
+        client = await deps.hub.client(connection.exchange, deps.vault.open(connection.credentials))
+    except (ccxt.BaseError, TimeoutError) as error:
+        return (action if claim.claimed else None), _refused(connection.exchange, error, row)
+    if not claim.claimed:  # unknown: ask the exchange before anything is sent again
+        return None, await _reconcile(deps, row, client, action)
+    result = await _verify_and_cancel(deps, row, client, accounts, action)
+    if result is None:
+        async with deps.sessions.begin() as session:
+            action = await money_actions.settle(session, action, ActionState.UNKNOWN, deps.clock.now())
+        return None, await _reconcile(deps, row, client, action)
+    return action, result
+
+
+async def _record(
+    deps: Deps, user_id: int, row_id: int, action: money_actions.Action | None, result: CancelResult
+) -> CancelResult:
+    """Store the row's outcome, settle the attempt (``action``, when this call made one) and audit it."""
+    now = deps.clock.now()
     async with deps.sessions.begin() as session:
         stored = await session.get(ListedOrder, row_id) if result.row is not None else None
-        if stored is not None and stored.outcome is None and result.outcome in _FINAL_OUTCOMES:
+        final = result.outcome in _FINAL_OUTCOMES
+        if stored is not None and stored.outcome is None and final:
             stored.outcome = result.outcome.value
+        if action is not None:
+            await money_actions.settle(
+                session,
+                action,
+                ActionState.DONE if final else ActionState.FAILED,
+                now,
+                result={"outcome": result.outcome.value} if final else None,
+                error="" if final else result.outcome.value,
+            )
         audit.record(
             session,
             user_id,
@@ -244,6 +317,7 @@ async def _cancel_order(deps: Deps, row_id: int, user_id: int, *, allow_unknown:
             attribution=result.row.attribution if result.row else None,
             deal_ref=result.row.deal_ref if result.row else None,
             freed=None if result.freed is None else [result.freed.currency, str(result.freed.amount)],
+            reconciled=result.reconciled or None,
         )
     return result
 

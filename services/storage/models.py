@@ -276,3 +276,29 @@ class FailedDeal(Base):
     recreated_ref: Mapped[str | None] = mapped_column(String(48), nullable=True)
 
     __table_args__ = (UniqueConstraint("tc_connection_id", "kind", "tc_id"), NEVER_REUSED_IDS)
+
+
+class MoneyAction(Base):
+    """One action that moves money (cancel an order, recreate a deal, update a key in 3Commas).
+
+    ``target`` names what it acts on, so one target has one row whatever the button, listing or
+    process: ``state`` says whether a request is in flight, done, failed (a retry may be sent) or
+    unknown (sent without an answer: the far side must be asked before anything is sent again).
+    See :mod:`services.storage.money_actions`.
+    """
+
+    __tablename__ = "money_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(160))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str] = mapped_column(String(300), default="")
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("kind", "target"), NEVER_REUSED_IDS)

@@ -9,7 +9,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.storage.db import Sessions
-from services.storage.models import AuditEntry, Connection, ConversationState, Incident, OutboxMessage, User
+from services.storage.models import (
+    AuditEntry,
+    Connection,
+    ConversationState,
+    Incident,
+    MoneyAction,
+    OutboxMessage,
+    User,
+)
 
 _CONNECTION_FIELDS = (
     "id", "kind", "exchange", "label", "key_hint", "state", "verdict", "verdict_detail",
@@ -82,6 +90,7 @@ async def _forget_user(session: AsyncSession, user_id: int) -> int:
         await session.execute(delete(Connection).where(Connection.id.in_(ids)))
     await session.execute(delete(OutboxMessage).where(OutboxMessage.user_id == user_id))
     await session.execute(delete(AuditEntry).where(AuditEntry.user_id == user_id))
+    await session.execute(delete(MoneyAction).where(MoneyAction.user_id == user_id))
     await session.execute(
         delete(ConversationState).where(ConversationState.key.like(f"fsm:{user_id}:{user_id}%"))
     )

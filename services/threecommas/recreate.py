@@ -7,22 +7,23 @@ even if the original deal changes meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.core.vault import Vault
+from services.core.vault import Credentials, Vault
 from services.core.verdicts import DETAIL_MAX
-from services.storage import audit
+from services.storage import audit, money_actions
 from services.storage.connections import owned_connection
 from services.storage.db import Sessions
 from services.storage.models import FailedDeal
+from services.storage.money_actions import ActionState, Unverifiable
 from services.threecommas.client import ThreeCommasAccess, ThreeCommasClient, start_new_deal_body
 from services.threecommas.entities import (
     Deal,
@@ -32,7 +33,7 @@ from services.threecommas.entities import (
     TakeProfitStep,
     decimal_text,
 )
-from services.threecommas.errors import PermissionDenied, ThreeCommasError
+from services.threecommas.errors import PermissionDenied, ThreeCommasError, Unavailable
 
 # -- recreate --------------------------------------------------------------------------------------
 
@@ -292,6 +293,9 @@ def dca_target(params: Mapping[str, Any]) -> tuple[int, str | None]:
 class RecreateOutcome(StrEnum):
     CREATED = "created"
     ALREADY = "already_recreated"
+    IN_PROGRESS = "in_progress"  # another tap's request is on its way
+    NOT_CREATED = "not_created"  # no answer, and 3Commas shows nothing was created: may be retried
+    UNVERIFIED = "unverified"  # no answer, and 3Commas cannot be asked yet: nothing is sent again
     GONE = "not_found"
     NO_WRITE_PERMISSION = "no_write_permission"
     REFUSED = "refused"
@@ -303,6 +307,8 @@ class RecreateResult:
     ref: str | None = None
     status: str | None = None
     error: str | None = None
+    reconciled: bool = False
+    """3Commas did not answer the create; what it had done was looked up afterwards."""
 
 
 async def load_failed_deal(sessions: Sessions, row_id: int, user_id: int) -> FailedDeal | None:
@@ -317,66 +323,168 @@ async def failed_deal(session: AsyncSession, row_id: int, user_id: int) -> Faile
     return row if row is not None and row.user_id == user_id else None
 
 
-_PENDING = "pending"
+ACTION = "deal_recreate"
+
+RECENT_CREATED = 20
+"""SmartTrades / deals looked at when reconciling: the newest ones, one of which we may have created."""
+
+
+def _matches_plan(kind: str, params: Mapping[str, Any], tc_id: int, item: Deal | SmartTrade) -> bool:
+    """Is ``item`` what the lost create request asked for? Newer than the failed original (3Commas
+    ids only grow), on the same account / bot, the same pair, side and size."""
+    if item.id <= tc_id:
+        return False
+    if isinstance(item, SmartTrade):
+        if kind != "smart_trade":
+            return False
+        wanted = smart_trade_params(params["body"])
+        return (
+            item.account_id == wanted.account_id
+            and item.pair == wanted.pair
+            and item.side == wanted.side
+            and item.units == wanted.units
+        )
+    bot_id, pair = dca_target(params)
+    return kind != "smart_trade" and item.bot_id == bot_id and (pair is None or item.pair == pair)
+
+
+async def _find_created(
+    access: ThreeCommasAccess, credentials: Credentials, kind: str, params: Mapping[str, Any], tc_id: int
+) -> dict[str, Any] | None:
+    """What 3Commas shows now for a create whose answer was lost (see money_actions.reconcile)."""
+    try:
+        async with access.open(credentials, max_pages=1) as client:
+            items: list[Deal] | list[SmartTrade]
+            if kind == "smart_trade":
+                account_id = smart_trade_params(params["body"]).account_id
+                items = await client.smart_trades(account_id=account_id, limit=RECENT_CREATED)
+            else:
+                items = await client.deals(limit=RECENT_CREATED)
+    except ThreeCommasError as error:
+        raise Unverifiable(str(error)) from None
+    found = [item for item in items if _matches_plan(kind, params, tc_id, item)]
+    if not found:
+        return None
+    created = min(found, key=lambda item: item.id)  # the first one after the original is ours
+    return {"ref": f"{kind if kind == 'smart_trade' else 'deal'}:{created.id}", "status": created.status}
+
+
+async def _send(client: ThreeCommasClient, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    created: Deal | SmartTrade
+    if kind == "smart_trade":
+        created = await client.create_smart_trade(smart_trade_params(params["body"]))
+        return {"ref": f"smart_trade:{created.id}", "status": created.status}
+    bot_id, pair = dca_target(params)
+    created = await client.start_new_deal(bot_id, pair)
+    return {"ref": f"deal:{created.id}", "status": created.status}
+
+
+def _from_action(action: money_actions.Action, *, reconciled: bool) -> RecreateResult:
+    """What an action row says to the user once nothing more can be learned now."""
+    state = action.state
+    if state is ActionState.DONE:
+        outcome = RecreateOutcome.CREATED if reconciled else RecreateOutcome.ALREADY
+        return RecreateResult(
+            outcome, action.result.get("ref"), action.result.get("status"), reconciled=reconciled
+        )
+    if state is ActionState.FAILED:
+        return RecreateResult(RecreateOutcome.NOT_CREATED, reconciled=reconciled)
+    if state is ActionState.UNKNOWN:
+        return RecreateResult(RecreateOutcome.UNVERIFIED, error=action.error, reconciled=reconciled)
+    return RecreateResult(RecreateOutcome.IN_PROGRESS)
 
 
 async def recreate_failed_deal(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     vault: Vault,
     access: ThreeCommasAccess,
     *,
     row_id: int,
     user_id: int,
     now: datetime,
+    on_unknown: Callable[[], Awaitable[None]] | None = None,
 ) -> RecreateResult:
-    """Send the stored plan to 3Commas at most once; a second tap reports the first result.
+    """Send the stored plan to 3Commas at most once, whatever the taps, processes and lost answers.
 
-    The row is claimed with a conditional UPDATE before the call, so two quick taps (or two
-    bot processes) cannot open two trades; a failed call releases the claim so the user can
-    retry, e.g. after granting write permission. The network call runs outside any
-    transaction so a slow 3Commas never holds a database lock.
+    The failed deal's :mod:`money action <services.storage.money_actions>` is claimed first, so a
+    second tap is told the first one is on its way. A timeout, 5xx or dropped connection after
+    sending leaves it ``unknown``: ``on_unknown`` lets the caller say "checking…", and 3Commas'
+    newest SmartTrades / deals are searched for the one the request asked for before anything is
+    sent again. A refusal (read-only key, validation) allows a retry, e.g. after granting write
+    permission. No network call runs inside a transaction.
     """
-    async with sessions.begin() as session:
+    async with sessions() as session:
         row = await failed_deal(session, row_id, user_id)
-        if row is None or await owned_connection(session, user_id, row.tc_connection_id) is None:
+        tc = None if row is None else await owned_connection(session, user_id, row.tc_connection_id)
+        if row is None or tc is None:
             return RecreateResult(RecreateOutcome.GONE)
-        claimed = await session.execute(
-            update(FailedDeal)
-            .where(FailedDeal.id == row_id, FailedDeal.recreated_at.is_(None))
-            .values(recreated_at=now, recreated_ref=_PENDING)
-        )
-        if getattr(claimed, "rowcount", 0) != 1:
-            await session.refresh(row)
-            return RecreateResult(RecreateOutcome.ALREADY, ref=row.recreated_ref)
-        tc = await owned_connection(session, user_id, row.tc_connection_id)
-        assert tc is not None
         credentials = vault.open(tc.credentials)
-        params, kind, tc_connection_id = dict(row.params), row.kind, row.tc_connection_id
+        params, kind, tc_connection_id, tc_id = dict(row.params), row.kind, row.tc_connection_id, row.tc_id
+    target = f"{tc_connection_id}:{kind}:{tc_id}"
 
+    def ask() -> Awaitable[dict[str, Any] | None]:
+        return _find_created(access, credentials, kind, params, tc_id)
+
+    async def reconciled(action: money_actions.Action) -> RecreateResult:
+        if on_unknown is not None:
+            await on_unknown()
+        action = await money_actions.reconcile(sessions, action, now, ask)
+        result = _from_action(action, reconciled=True)
+        await _record(sessions, row_id, user_id, tc_connection_id, params, result, now)
+        return result
+
+    claim = await money_actions.claim(sessions, user_id=user_id, kind=ACTION, target=target, now=now)
+    if not claim.claimed:
+        if claim.action.state is ActionState.UNKNOWN:
+            return await reconciled(claim.action)
+        return _from_action(claim.action, reconciled=False)
+
+    action = claim.action
+    await money_actions.mark_sent(sessions, action, now)
     result: RecreateResult
     try:
         async with access.open(credentials) as client:
-            created: Deal | SmartTrade
-            if kind == "smart_trade":
-                created = await client.create_smart_trade(smart_trade_params(params["body"]))
-                result = RecreateResult(RecreateOutcome.CREATED, f"smart_trade:{created.id}", created.status)
-            else:
-                bot_id, pair = dca_target(params)
-                created = await client.start_new_deal(bot_id, pair)
-                result = RecreateResult(RecreateOutcome.CREATED, f"deal:{created.id}", created.status)
+            sent = await _send(client, kind, params)
+    except Unavailable:  # 5xx, timeout, connection lost: 3Commas may have created it all the same
+        async with sessions.begin() as session:
+            action = await money_actions.settle(session, action, ActionState.UNKNOWN, now, error="no answer")
+        return await reconciled(action)
     except PermissionDenied as denied:
         result = RecreateResult(RecreateOutcome.NO_WRITE_PERMISSION, error=str(denied))
-    except ThreeCommasError as refused:
+    except ThreeCommasError as refused:  # an answer that says no (422, 429, 404): nothing was created
         attributes = "; ".join(f"{k}: {', '.join(v)}" for k, v in refused.attributes.items())
         detail = " — ".join(part for part in (refused.error, refused.message, attributes) if part)
         result = RecreateResult(RecreateOutcome.REFUSED, error=detail[:DETAIL_MAX])
+    else:
+        result = RecreateResult(RecreateOutcome.CREATED, sent["ref"], sent["status"])
+    async with sessions.begin() as session:
+        created = result.outcome is RecreateOutcome.CREATED
+        await money_actions.settle(
+            session,
+            action,
+            ActionState.DONE if created else ActionState.FAILED,
+            now,
+            result={"ref": result.ref, "status": result.status} if created else None,
+            error=result.error or "",
+        )
+    await _record(sessions, row_id, user_id, tc_connection_id, params, result, now)
+    return result
 
+
+async def _record(
+    sessions: Sessions,
+    row_id: int,
+    user_id: int,
+    tc_connection_id: int,
+    params: Mapping[str, Any],
+    result: RecreateResult,
+    now: datetime,
+) -> None:
+    """The failed deal shows what replaced it; the audit log keeps every attempt."""
     async with sessions.begin() as session:
         stored = await session.get(FailedDeal, row_id)
-        if stored is not None:
-            created_now = result.outcome is RecreateOutcome.CREATED
-            stored.recreated_at = now if created_now else None
-            stored.recreated_ref = result.ref if created_now else None
+        if stored is not None and result.outcome is RecreateOutcome.CREATED:
+            stored.recreated_at, stored.recreated_ref = now, result.ref
         audit.record(
             session,
             user_id,
@@ -387,5 +495,5 @@ async def recreate_failed_deal(
             outcome=result.outcome.value,
             ref=result.ref,
             error=result.error,
+            reconciled=result.reconciled,
         )
-    return result
