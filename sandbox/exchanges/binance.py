@@ -221,6 +221,9 @@ class LocalBinance(LocalExchange):
             ("DELETE", "/api/v3/order"): Endpoint(
                 lambda call: self.cancel_by_request(call, spot), signed=True, scope="trade", pool="api"
             ),
+            ("GET", "/api/v3/order"): Endpoint(
+                lambda call: self.query_order(call, spot), signed=True, weight=4, pool="api"
+            ),
             ("GET", "/sapi/v1/system/status"): Endpoint(self.system_status, pool="sapi"),
             ("GET", "/sapi/v1/account/status"): Endpoint(
                 lambda call: Reply(json={"data": "Normal"}), signed=True, pool="sapi"
@@ -727,6 +730,18 @@ class LocalBinance(LocalExchange):
         if not contract:
             body |= {"transactTime": ms(order.created_at), "fills": []}
         return Reply(json=body)
+
+    def query_order(self, call: Call, contract: bool) -> Reply:
+        """``GET /api/v3/order`` (weight 4). This server forgets orders once they are no longer open,
+        so those get -2013 "Order does not exist." (Binance spot API, error codes)."""
+        key = call.signed_key
+        if not call.params.get("symbol"):
+            return self.mandatory("symbol")
+        market = self.require_market(call.params["symbol"], contract)
+        order = self.find_order(key, market, call.params.get("orderId"), call.params.get("origClientOrderId"))
+        if order is None:
+            return self.error(400, -2013, "Order does not exist.")
+        return Reply(json=self.order_json(order))
 
     def cancel_by_request(self, call: Call, contract: bool) -> Reply:
         key = call.signed_key
