@@ -488,8 +488,14 @@ class LocalBybit(LocalExchange):
             and call.params.get("orderId", order.order_id) == order.order_id
             and call.params.get("orderLinkId", order.client_order_id) == order.client_order_id
         ]
+        # ``limit`` (default 20, max 50) per page; ``nextPageCursor`` continues, "" on the last page
+        # (https://bybit-exchange.github.io/docs/v5/order/open-order). The cursor is an offset here.
+        limit = min(int(call.params.get("limit") or 20), 50)
+        start = int(call.params.get("cursor") or 0)
+        page = orders[start : start + limit]
+        cursor = str(start + limit) if start + limit < len(orders) else ""
         return self.ok(
-            {"category": category, "list": [self.order_json(o) for o in orders], "nextPageCursor": ""}
+            {"category": category, "list": [self.order_json(o) for o in page], "nextPageCursor": cursor}
         )
 
     def single_market(self, call: Call) -> Market:

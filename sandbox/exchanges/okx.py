@@ -421,7 +421,14 @@ class LocalOkx(LocalExchange):
             if (not inst_id or order.market.id == inst_id)
             and (not inst_type or (inst_type == "SWAP") == order.market.is_contract)
         ]
-        return self.ok([self.order_json(order) for order in orders])
+        # Newest first, ``limit`` (default and max 100) per page, ``after`` = older than that ordId
+        # (https://www.okx.com/docs-v5/en/#order-book-trading-trade-get-order-list).
+        orders.sort(key=lambda order: int(order.order_id), reverse=True)
+        after = call.params.get("after")
+        if after:
+            orders = [order for order in orders if int(order.order_id) < int(after)]
+        limit = min(int(call.params.get("limit") or 100), 100)
+        return self.ok([self.order_json(order) for order in orders[:limit]])
 
     def batch_result(self, results: list[dict[str, Any]]) -> Reply:
         """OKX's per-item envelope: ``code`` 0 all done, 1 all failed, 2 partly; item codes in ``sCode``."""

@@ -7,10 +7,13 @@ the shared budget counts it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from services.exchanges.hub import ExchangeClient
+
+log = logging.getLogger(__name__)
 
 BYBIT_SETTLE_COINS = ("USDT",)
 
@@ -35,18 +38,28 @@ WEIGHTS: dict[str, Weights] = {
     # ccxt binance cost × 5 = Binance weight: openOrders {cost 1.2, noSymbol 16} → 6 / 80,
     # account 4 → 20, order 0.8 → 4, DELETE order 0.2 → 1.
     "binance": Weights(all_open_orders=80, symbol_open_orders=6, balance=20, order=4, cancel=1),
+    # USDⓈ-M: GET /fapi/v1/openOrders 1 with a symbol, 40 without; GET /fapi/v3/account 5; GET/DELETE
+    # /fapi/v1/order 1 (https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api).
+    "binanceusdm": Weights(all_open_orders=40, symbol_open_orders=1, balance=5, order=1, cancel=1),
+    # Bybit counts requests; ccxt's fetch_balance sends three (GET /v5/user/query-api and
+    # /v5/account/info from is_unified_enabled, then /v5/account/wallet-balance; ccxt bybit.py).
+    "bybit": Weights(balance=3),
 }
 
 PAGE_LIMITS = {"bybit": 50, "okx": 100}
+# At most this many pages per Bybit category / OKX instType (5000 / 2000 orders): a cursor that
+# never ends (an exchange bug, a fake that ignores paging) must not loop for ever.
+MAX_PAGES = 20
 
 
 async def _pages(client: ExchangeClient, params: dict[str, Any], weight: float) -> list[dict[str, Any]]:
-    """All pages of one Bybit category / OKX instType, each page one budgeted request."""
+    """All pages of one Bybit category / OKX instType, each page one budgeted request; bounded by
+    :data:`MAX_PAGES` and stopped when a cursor does not move."""
     exchange_id = client.exchange_id
     limit = PAGE_LIMITS[exchange_id]
     orders: list[dict[str, Any]] = []
     cursor: dict[str, Any] = {}
-    while True:
+    for _ in range(MAX_PAGES):
         page = await client.call("fetch_open_orders", None, None, limit, {**params, **cursor}, weight=weight)
         orders += page
         if len(page) < limit:
@@ -54,11 +67,16 @@ async def _pages(client: ExchangeClient, params: dict[str, Any], weight: float) 
         if exchange_id == "bybit":
             # ccxt puts Bybit's nextPageCursor on one order's info (add_pagination_cursor_to_result).
             token = next((o["info"]["nextPageCursor"] for o in page if o["info"].get("nextPageCursor")), None)
-            if not token:
-                return orders
-            cursor = {"cursor": token}
+            following = {"cursor": token} if token else None
         else:
-            cursor = {"after": page[-1]["id"]}  # OKX: orders older than the last one listed
+            # OKX: orders older than the oldest one listed (ccxt re-sorts a page by time, so the
+            # page's last entry is the newest; OKX order ids grow with time).
+            following = {"after": min((str(o["id"]) for o in page), key=int)}
+        if following is None or following == cursor:
+            return orders
+        cursor = following
+    log.warning("%s: open orders cut at %d pages of %d", exchange_id, MAX_PAGES, limit)
+    return orders
 
 
 async def fetch_all_open_orders(client: ExchangeClient) -> list[dict[str, Any]]:
