@@ -313,3 +313,17 @@ async def test_a_cancel_that_never_arrived_may_be_retried(rig, exchanges, tc, sc
     rig.tg.user_sends_callback(USER, listing.message_id, data)
     await showing(rig, listing.message_id, "Cancelled SELL 0.5 ETH/USDT: freed 0.5 ETH.")
     assert scenario["orphan"] not in binance.orders
+
+
+async def test_an_orphan_filled_meanwhile_is_reported_filled_not_cancelled(rig, exchanges, tc, scenario):
+    """The local Binance answers GET /api/v3/order for finished orders, so the filled branch runs."""
+    binance = exchanges["binance"]
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    binance.fill_order(scenario["key"].api_key, scenario["orphan"])
+    deletes = sum(1 for r in binance.requests if r.method == "DELETE")
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    edited = await showing(rig, listing.message_id, "already filled")
+    assert "SELL 0.5 ETH/USDT was already filled; nothing to cancel." in edited.text
+    assert sum(1 for r in binance.requests if r.method == "DELETE") == deletes
+    assert any(r.method == "GET" and r.path == "/api/v3/order" for r in binance.requests)

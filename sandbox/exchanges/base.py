@@ -530,6 +530,8 @@ class LocalExchange(ABC):
         self.keys: dict[str, LocalKey] = {}
         self.markets: dict[str, Market] = {spec.symbol: self._build_market(spec) for spec in MARKET_CATALOGUE}
         self.orders: dict[str, LocalOrder] = {}
+        # Orders no longer open, with how they ended ("filled" / "cancelled"), for order queries.
+        self.finished: dict[str, tuple[LocalOrder, str]] = {}
         self.requests: list[RequestRecord] = []
         self.limits: dict[str, int | None] = {name: pool.limit for name, pool in self.pools.items()}
         self.hang_seconds = DEFAULT_HANG_SECONDS
@@ -875,11 +877,29 @@ class LocalExchange(ABC):
         return True
 
     def drop_order(self, order: LocalOrder) -> None:
-        """Remove the order and give its locked funds back."""
+        """Remove the order and give its locked funds back; it is remembered as cancelled."""
         del self.orders[order.order_id]
         holding = self.key(order.api_key).holding(order.wallet, order.locked_asset)
         holding.locked -= order.locked_amount
         holding.free += order.locked_amount
+        self.finished[order.order_id] = (order, "cancelled")
+
+    def fill_order(self, api_key: str, order_id: str) -> None:
+        """The order fills completely: its locked funds are spent, the bought asset (spot) credited."""
+        order = self.orders.get(order_id)
+        if order is None or order.api_key != api_key:
+            raise KeyError(f"{self.exchange_id}: no open order {order_id!r} of {api_key!r}")
+        del self.orders[order_id]
+        key = self.key(api_key)
+        key.holding(order.wallet, order.locked_asset).locked -= order.locked_amount
+        if not order.market.is_contract:
+            bought, amount = (
+                (order.market.base, order.amount)
+                if order.side == "buy"
+                else (order.market.quote, order.amount * order.price)
+            )
+            key.holding(order.wallet, bought).free += amount
+        self.finished[order_id] = (order, "filled")
 
     def key_orders(self, key: LocalKey, *, contract: bool | None = None) -> list[LocalOrder]:
         return [

@@ -732,16 +732,31 @@ class LocalBinance(LocalExchange):
         return Reply(json=body)
 
     def query_order(self, call: Call, contract: bool) -> Reply:
-        """``GET /api/v3/order`` (weight 4). This server forgets orders once they are no longer open,
-        so those get -2013 "Order does not exist." (Binance spot API, error codes)."""
+        """``GET /api/v3/order`` (weight 4): open, ``FILLED`` or ``CANCELED`` orders of the key; an
+        order it never had gets -2013 "Order does not exist." (Binance spot API, "Query order").
+        A filled order reports its full quantity executed."""
         key = call.signed_key
         if not call.params.get("symbol"):
             return self.mandatory("symbol")
         market = self.require_market(call.params["symbol"], contract)
-        order = self.find_order(key, market, call.params.get("orderId"), call.params.get("origClientOrderId"))
-        if order is None:
-            return self.error(400, -2013, "Order does not exist.")
-        return Reply(json=self.order_json(order))
+        order_id, client_id = call.params.get("orderId"), call.params.get("origClientOrderId")
+        order = self.find_order(key, market, order_id, client_id)
+        if order is not None:
+            return Reply(json=self.order_json(order))
+        for done, how in self.finished.values():
+            if (
+                done.api_key == key.api_key
+                and done.market is market
+                and (
+                    (order_id and done.order_id == order_id)
+                    or (client_id and done.client_order_id == client_id)
+                )
+            ):
+                body = self.order_json(done, status="FILLED" if how == "filled" else "CANCELED")
+                if how == "filled":
+                    body["executedQty"] = fixed(done.amount)
+                return Reply(json=body)
+        return answer("binance/2013_order_does_not_exist")
 
     def cancel_by_request(self, call: Call, contract: bool) -> Reply:
         key = call.signed_key
