@@ -8,6 +8,7 @@ from html import escape
 
 from aiogram.utils.i18n import gettext as _
 
+from bot.views.html import Html, code, html
 from services.core.verdicts import Verdict
 from services.exchanges.hub import display_name
 from services.threecommas.links import THREECOMMAS
@@ -34,17 +35,24 @@ def verdict_reason(verdict: str) -> str:
     return reasons.get(verdict, reasons[Verdict.UNKNOWN])
 
 
-def verdict_advice(verdict: str, detail: str = "") -> str:
-    """What the user should do about it, in one or two sentences."""
+def verdict_advice(verdict: str, detail: str = "") -> Html:
+    """What the user should do about it, in one or two sentences (HTML: the detail is escaped)."""
+    return Html(_advice(verdict, detail))
+
+
+def _advice(verdict: str, detail: str) -> str:
     if verdict == Verdict.KEY_INVALID:
         return _("Delete the old key on the exchange, create a new one, then press “Update API key”.")
     if verdict == Verdict.IP_NOT_ALLOWED:
         match = _IP.search(detail)
         ip = match.group(1) if match else _("the keysentry server's IP")
-        return _(
-            "Add {ip} to the key's IP whitelist in the exchange's API management, "
-            "or press “Update API key” with a key that allows it."
-        ).format(ip=f"<code>{escape(ip)}</code>")
+        return html(
+            _(
+                "Add {ip} to the key's IP whitelist in the exchange's API management, "
+                "or press “Update API key” with a key that allows it."
+            ),
+            ip=code(ip),
+        )
     if verdict == Verdict.KEY_EXPIRED:
         return _(
             "Create a new key (an IP-restricted key does not expire on most exchanges), "
@@ -64,7 +72,7 @@ def verdict_advice(verdict: str, detail: str = "") -> str:
         return _("Press “Update API key” and paste the key and its secret again.")
     if verdict in (Verdict.RATE_LIMITED, Verdict.EXCHANGE_DOWN, Verdict.NETWORK, Verdict.CLOCK_SKEW):
         return _("Nothing to do on your side: your key is not the problem. We keep checking.")
-    return _("The exchange said: {detail}").format(detail=f"<code>{escape(detail[:200])}</code>")
+    return html(_("The exchange said: {detail}"), detail=code(detail[:200]))
 
 
 def refusal_text(verdict: str, detail: str = "") -> str:
@@ -90,9 +98,9 @@ def duration(span: timedelta) -> str:
     return _("{d} d {h} h").format(d=seconds // 86400, h=seconds % 86400 // 3600)
 
 
-def connection_title(exchange: str, label: str) -> str:
+def connection_title(exchange: str, label: str) -> Html:
     """'Binance · Main', HTML-escaped: labels are user text."""
-    return escape(button_title(exchange, label))
+    return Html(escape(button_title(exchange, label)))
 
 
 def button_title(exchange: str, label: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from contextlib import suppress
 from datetime import datetime
-from html import escape
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
@@ -25,6 +24,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import ConnAction, ConnCb, ExchangeCb, ExchangePageCb, LinkStep, LinkStepCb, StartLinkCb
 from bot.texts import connection_title, exchange_name, verdict_advice, verdict_reason
 from bot.views.balances import balance_summary
+from bot.views.html import code, html
 from bot.views.secrets import SecretPart, forget_secret_message, key_problem, take_secret_part
 from services.core.vault import Credentials, Vault, mask
 from services.core.verdicts import Verdict
@@ -110,8 +110,8 @@ def _cancel_button() -> InlineKeyboardMarkup:
 def key_prompt(exchange: str) -> str:
     return "\n\n".join(
         [
-            _("Now send the <b>API key</b> of your {exchange} account.").format(
-                exchange=escape(exchange_name(exchange))
+            html(
+                _("Now send the <b>API key</b> of your {exchange} account."), exchange=exchange_name(exchange)
             ),
             _(
                 "Create it by hand in the exchange's API management. Do not use “Fast Connect” "
@@ -127,7 +127,7 @@ def key_prompt(exchange: str) -> str:
 
 def permissions_line(info: KeyInfo) -> str:
     names = list(info.permissions) or [_("read")]
-    return _("Permissions: {list}").format(list=escape(", ".join(names)))
+    return html(_("Permissions: {list}"), list=", ".join(names))
 
 
 def warning_lines(exchange: str, info: KeyInfo, now: datetime) -> list[str]:
@@ -147,15 +147,19 @@ def warning_lines(exchange: str, info: KeyInfo, now: datetime) -> list[str]:
         elif warning.code == "no_ip_restriction" and when:
             lines.append(
                 "⚠️ "
-                + _(
-                    "No IP whitelist: under {exchange}'s policy such a key stops working (or loses "
-                    "trading) on {date}. Whitelist keysentry's IP to keep it working."
-                ).format(exchange=escape(exchange_name(exchange)), date=when)
+                + html(
+                    _(
+                        "No IP whitelist: under {exchange}'s policy such a key stops working (or loses "
+                        "trading) on {date}. Whitelist keysentry's IP to keep it working."
+                    ),
+                    exchange=exchange_name(exchange),
+                    date=when,
+                )
             )
         elif warning.code == "no_ip_restriction":
             lines.append("⚠️ " + _("No IP whitelist: anyone who gets this key can use it from anywhere."))
         elif warning.code == "expires_soon" and when:
-            lines.append("⏰ " + _("The key expires on {date}.").format(date=when))
+            lines.append("⏰ " + html(_("The key expires on {date}."), date=when))
         elif warning.code == "read_only":
             lines.append(_("Read-only key: monitoring works; cancelling orders from here needs “Trade”."))
     return lines
@@ -163,13 +167,14 @@ def warning_lines(exchange: str, info: KeyInfo, now: datetime) -> list[str]:
 
 def verified_text(exchange: str, label: str, result: ProbeResult, key_hint: str, *, updated: bool) -> str:
     title = connection_title(exchange, label)
-    head = (
+    head = html(
         _("✅ New key saved for <b>{title}</b>. Same connection, history kept.")
         if updated
-        else _("✅ <b>{title}</b> linked. I check it around the clock and tell you here when it breaks.")
-    ).format(title=title)
-    lines = [head, _("Key: {hint}").format(hint=f"<code>{escape(key_hint)}</code>")]
-    lines.append(_("Balance: {summary}").format(summary=balance_summary(result.balances or {}, top=3)))
+        else _("✅ <b>{title}</b> linked. I check it around the clock and tell you here when it breaks."),
+        title=title,
+    )
+    lines: list[str] = [head, html(_("Key: {hint}"), hint=code(key_hint))]
+    lines.append(html(_("Balance: {summary}"), summary=balance_summary(result.balances or {}, top=3)))
     if result.key_info is not None:
         lines.append(permissions_line(result.key_info))
         lines += warning_lines(exchange, result.key_info, result.checked_at)
@@ -184,8 +189,10 @@ def rejected_text(exchange: str, result: ProbeResult, *, updated: bool) -> str:
     return "\n".join(
         [
             "❌ "
-            + _("{exchange} did not accept the key: {reason}.").format(
-                exchange=escape(exchange_name(exchange)), reason=verdict_reason(result.verdict)
+            + html(
+                _("{exchange} did not accept the key: {reason}."),
+                exchange=exchange_name(exchange),
+                reason=verdict_reason(result.verdict),
             ),
             verdict_advice(result.verdict, result.detail),
             outcome,
@@ -207,10 +214,14 @@ async def begin(message: Message, state: FSMContext) -> None:
 async def ask_label(message: Message, state: FSMContext, exchange: str, *, edit: bool = False) -> None:
     await state.set_state(LinkFlow.label)
     await state.update_data(exchange=exchange)
-    text = _(
-        "<b>{exchange}</b>. Give this connection a label, e.g. “Main” or “Grid bot” "
-        "(up to {n} characters), or press Skip."
-    ).format(exchange=escape(exchange_name(exchange)), n=LABEL_MAX)
+    text = html(
+        _(
+            "<b>{exchange}</b>. Give this connection a label, e.g. “Main” or “Grid bot” "
+            "(up to {n} characters), or press Skip."
+        ),
+        exchange=exchange_name(exchange),
+        n=LABEL_MAX,
+    )
     markup = _buttons((_("Skip"), LinkStep.SKIP), (_("Cancel"), LinkStep.CANCEL))
     if edit:
         await message.edit_text(text, reply_markup=markup)
@@ -296,8 +307,9 @@ async def link_command(
     exchange = parse_exchange(args[0])
     if exchange is None:
         await message.answer(
-            _("I do not know the exchange “{name}”. Send /link and pick it from the list.").format(
-                name=escape(args[0][:32])
+            html(
+                _("I do not know the exchange “{name}”. Send /link and pick it from the list."),
+                name=args[0][:32],
             )
         )
         return
@@ -308,8 +320,9 @@ async def link_command(
     if len(args) != wanted:
         usage = "/link {exchange} KEY SECRET" + (" PASSPHRASE" if wanted == 4 else "")
         await message.answer(
-            _("Usage: <code>{usage}</code> in one message, or just /link for step by step.").format(
-                usage=escape(usage.format(exchange=exchange))
+            html(
+                _("Usage: <code>{usage}</code> in one message, or just /link for step by step."),
+                usage=usage.format(exchange=exchange),
             )
         )
         return
@@ -344,7 +357,7 @@ async def update_button(
     await state.update_data(cid=connection.id, exchange=connection.exchange, label=connection.label)
     await state.set_state(LinkFlow.api_key)
     await query.message.answer(
-        _("New key for <b>{title}</b>.").format(title=connection_title(connection.exchange, connection.label))
+        html(_("New key for <b>{title}</b>."), title=connection_title(connection.exchange, connection.label))
         + "\n\n"
         + key_prompt(connection.exchange),
         reply_markup=_cancel_button(),
@@ -416,8 +429,9 @@ async def key_received(message: Message, state: FSMContext, vault: Vault) -> Non
         return
     await state.set_state(LinkFlow.secret)
     await message.answer(
-        _("Got the key <code>{hint}</code> (message deleted). Now send the <b>secret</b>.").format(
-            hint=escape(mask(credentials.api_key))
+        html(
+            _("Got the key <code>{hint}</code> (message deleted). Now send the <b>secret</b>."),
+            hint=mask(credentials.api_key),
         ),
         reply_markup=_cancel_button(),
     )

@@ -12,6 +12,7 @@ import asyncio
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from html import escape
 from typing import Any
 
 from aiogram import Bot, F, Router
@@ -24,6 +25,7 @@ from bot.callbacks import ConnAction, ConnCb, StatusPageCb
 from bot.texts import ago, connection_title, verdict_advice, verdict_reason
 from bot.views.balances import balance_summary
 from bot.views.editing import edit_in_place
+from bot.views.html import html
 from services.core.clock import Clock
 from services.core.verdicts import Verdict
 from services.exchanges.probes import KeyInfo
@@ -81,8 +83,15 @@ def expiry_note(key_info: dict[str, Any], now: datetime) -> str:
 
 def connection_line(number: int, c: Connection, now: datetime, *, checking: bool, advice: bool) -> str:
     """Two or three lines about one connection; ``advice`` adds what to do about a failure."""
-    title = connection_title(c.exchange, c.label)
-    lines = [f"{status_mark(c)} {number}. <b>{title}</b> — {balance_summary(c.balances)}"]
+    lines: list[str] = [
+        html(
+            "{mark} {number}. <b>{title}</b> — {balance}",
+            mark=status_mark(c),
+            number=number,
+            title=connection_title(c.exchange, c.label),
+            balance=balance_summary(c.balances),
+        )
+    ]
     if checking:
         details = ["⏳ " + _("checking…")]
     elif c.last_check_at is None:
@@ -97,7 +106,7 @@ def connection_line(number: int, c: Connection, now: datetime, *, checking: bool
     lines.append("    " + " · ".join(details))
     verdict = verdict_of(c)
     if c.last_check_at is not None and verdict is not Verdict.OK and not checking:
-        reason = "    ⚠️ " + verdict_reason(verdict)
+        reason = "    ⚠️ " + escape(verdict_reason(verdict))
         if advice:
             reason += ". " + verdict_advice(verdict, c.verdict_detail)
         lines.append(reason)
@@ -245,10 +254,13 @@ async def remove_ask(
     keyboard.button(
         text="‹ " + _("Keep it"), callback_data=StatusPageCb(page=page_of(connections, connection.id))
     )
-    text = _(
-        "Remove <b>{title}</b>? keysentry stops watching it and deletes its encrypted key. "
-        "The key itself keeps working on the exchange: delete it there too if you no longer use it."
-    ).format(title=connection_title(connection.exchange, connection.label))
+    text = html(
+        _(
+            "Remove <b>{title}</b>? keysentry stops watching it and deletes its encrypted key. "
+            "The key itself keeps working on the exchange: delete it there too if you no longer use it."
+        ),
+        title=connection_title(connection.exchange, connection.label),
+    )
     await edit_in_place(query, bot, text, keyboard.as_markup())
     await query.answer()
 
@@ -265,7 +277,7 @@ async def remove_confirmed(
         await query.answer(_("Already removed."))
         return
     title = connection_title(outcome.exchange, outcome.label)
-    notice = "🗑 " + _("Removed <b>{title}</b>.").format(title=title)
+    notice = "🗑 " + html(_("Removed <b>{title}</b>."), title=title)
     await edit_in_place(query, bot, *await load_page(sessions, clock, user, notice=notice))
     await query.answer(_("Removed."))
 
