@@ -16,7 +16,9 @@ from bot.sender import Sender
 from bot.settings import Settings
 from sandbox.telegram import LocalTelegram, RateLimits
 from services.core.clock import FakeClock
+from services.core.verdicts import Verdict
 from services.monitoring import outbox
+from services.monitoring.events import Alert, Notice, Target, to_payload
 from services.storage.models import User
 from services.storage.users import get_or_create_user
 
@@ -154,3 +156,48 @@ async def test_alert_committed_before_a_crash_is_delivered_once_after_restart(ri
     assert len(rig.tg.bot_messages(9)) == 1
     await rig.drain(restarted)
     assert len(rig.tg.bot_messages(9)) == 1
+
+
+async def _confirmed(rig, user_id: int, label: str) -> None:
+    """What the poller does when it confirms an alert for ``user_id`` now."""
+    notice = Notice(Target(1, "binance", label), Alert(Verdict.KEY_INVALID, "", rig.clock.now()))
+    async with rig.app.sessions.begin() as session:
+        await get_or_create_user(session, user_id, "en", rig.clock.now())
+        await outbox.enqueue_grouped(
+            session, [(user_id, to_payload(notice))], kind="alert", now=rig.clock.now()
+        )
+    rig.tg.add_user(user_id)
+
+
+async def test_the_first_alert_goes_out_at_once_and_later_ones_gather_in_one_follow_up(rig):
+    sender = rig.sender()
+    await _confirmed(rig, 7, "Main")
+    await sender.run_once()
+    [first] = rig.tg.bot_messages(7)  # no grouping wait before the first word
+    assert "Main" in first.text
+    for label, gap in (("Sub", 5), ("Futures", 10)):
+        rig.clock.advance(gap)
+        await _confirmed(rig, 7, label)
+        await sender.run_once()
+    for _ in range(14):  # up to the end of the first alert's window (30 s)
+        rig.clock.advance(1)
+        await sender.run_once()
+        assert len(rig.tg.bot_messages(7)) == 1
+    rig.clock.advance(1)
+    await sender.run_once()
+    first, follow_up = rig.tg.bot_messages(7)
+    assert "Sub" in follow_up.text and "Futures" in follow_up.text
+    rig.clock.advance(40)
+    await _confirmed(rig, 7, "Spot")  # the window is over: a new first word, at once
+    await sender.run_once()
+    assert "Spot" in rig.tg.bot_messages(7)[-1].text and len(rig.tg.bot_messages(7)) == 3
+
+
+async def test_another_users_window_never_delays_a_user(rig):
+    sender = rig.sender()
+    await _confirmed(rig, 7, "Main")
+    rig.clock.advance(3)
+    await _confirmed(rig, 7, "Sub")
+    await _confirmed(rig, 8, "Main")
+    await sender.run_once()
+    assert len(rig.tg.bot_messages(7)) == 1 and len(rig.tg.bot_messages(8)) == 1

@@ -1,5 +1,8 @@
 """Durable delivery: messages are rows first, Telegram calls second.
 
+When a row becomes due is decided here (:func:`enqueue_grouped`): a user's first message goes
+out at once, and what follows within the group window gathers into one follow-up.
+
 An event and the outbox row announcing it commit in one transaction, so a crash can never
 lose an alert. Senders in any number of processes claim rows with a lease (compare-and-set);
 a sender that dies mid-send leaves a lease that expires, so at most the one message in flight
@@ -9,11 +12,12 @@ in order and lets the sender merge a burst into one message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -50,6 +54,55 @@ def enqueue(
     )
     session.add(row)
     return row
+
+
+async def enqueue_grouped(
+    session: AsyncSession,
+    messages: Sequence[tuple[int, dict[str, Any]]],
+    *,
+    kind: str,
+    now: datetime,
+    window: timedelta = DEFAULT_GROUP_WINDOW,
+) -> None:
+    """Add ``(user_id, payload)`` messages, grouped on the leading edge, in one round trip each way.
+
+    A user who got no message for ``window`` opens one: this row is due now, so grouping never
+    delays the first word (every row of that user enqueued in the same batch goes with it, the
+    sender merges a user's due rows). Rows that follow inside the window wait for its end and
+    then go out together as one follow-up. A leader is a row due the moment it was written
+    (``not_before == created_at``); the window runs from the newest leader.
+    """
+    if not messages:
+        return
+    users = {user_id for user_id, _ in messages}
+    opened = await session.execute(
+        select(OutboxMessage.user_id, func.max(OutboxMessage.created_at))
+        .where(
+            OutboxMessage.user_id.in_(users),
+            OutboxMessage.created_at > now - window,
+            OutboxMessage.not_before <= OutboxMessage.created_at,
+        )
+        .group_by(OutboxMessage.user_id)
+    )
+    leaders: dict[int, datetime] = {user_id: at for user_id, at in opened}
+    await session.execute(
+        insert(OutboxMessage),
+        [
+            {
+                "user_id": user_id,
+                "kind": kind,
+                "payload": payload,
+                "dedup_key": None,
+                "event_at": now,
+                "not_before": now if user_id not in leaders else max(now, leaders[user_id] + window),
+                "attempts": 0,
+                "failed": False,
+                "error": "",
+                "created_at": now,
+            }
+            for user_id, payload in messages
+        ],
+    )
 
 
 async def enqueue_once(sessions: async_sessionmaker[AsyncSession], dedup_key: str, **kwargs: Any) -> bool:

@@ -279,17 +279,23 @@ class Poller:
                     select(User).where(User.id.in_({c.user_id for c, _ in outcomes}))
                 )
             }
+            notices: list[tuple[int, dict[str, Any]]] = []
             for claimed, result in outcomes:
                 connection = connections.get(claimed.id)
                 if connection is None:  # lease lost to another worker, or the user removed it
                     continue
                 muted = _muted(connection, users[connection.user_id], now)
                 key = key_check(result.verdict is Verdict.OK, result.verdict, result.detail)
-                key_state = await self._decide(session, connection, incidents, key, Situation(muted), now)
+                key_state = await self._decide(
+                    session, connection, incidents, key, Situation(muted), now, notices
+                )
                 self._write_check(connection, claimed, result, key_state, now)
                 for observation in result.symptoms:
                     situation = Situation(muted, key_state.status)
-                    await self._decide(session, connection, incidents, observation, situation, now)
+                    await self._decide(session, connection, incidents, observation, situation, now, notices)
+            await outbox.enqueue_grouped(
+                session, notices, kind="alert", now=now, window=self.config.group_window
+            )
 
     async def _decide(
         self,
@@ -299,8 +305,9 @@ class Poller:
         observation: Observation,
         situation: Situation,
         now: datetime,
+        notices: list[tuple[int, dict[str, Any]]],
     ) -> IncidentState:
-        """Runs one observation through the pipeline, stores its incident, enqueues its events."""
+        """Runs one observation through the pipeline, stores its incident, collects its notices."""
         row = None if observation.is_event else incidents.get((connection.id, observation.check_kind))
         before = IncidentState() if row is None else IncidentState.from_row(row)
         stages = STAGES
@@ -323,7 +330,7 @@ class Poller:
                 event = replace(
                     event, failed_deal_id=await self._store_plan(session, connection, observation, now)
                 )
-            self._enqueue(session, Notice(target, event, check), connection.user_id, now)
+            notices.append((connection.user_id, to_payload(Notice(target, event, check))))
         return state
 
     async def _store_plan(
@@ -331,17 +338,6 @@ class Poller:
     ) -> int | None:
         store = self.recreate_plans.get(connection.kind)
         return None if store is None else await store(session, connection, observation, now)
-
-    def _enqueue(self, session: AsyncSession, notice: Notice, user_id: int, now: datetime) -> None:
-        outbox.enqueue(
-            session,
-            user_id=user_id,
-            kind="alert",
-            payload=to_payload(notice),
-            now=now,
-            event_at=now,
-            delay=self.config.group_window,
-        )
 
     def _write_check(
         self, connection: Connection, claimed: Claimed, result: CheckResult, key: IncidentState, now: datetime
@@ -363,9 +359,12 @@ class Poller:
         if self.guard is not None and self.guard.backing_off(service_of(claimed.kind, claimed.exchange)):
             interval = max(interval, self.guard.config.backoff)
         spread = interval.total_seconds() * self.config.jitter
-        # Confirmation probes jitter only later: one landing before the rule's T cannot confirm,
-        # and the extra probe it forces doubles the alert delay (~20 s instead of ~10 s).
-        return now + interval + timedelta(seconds=self.random.uniform(0 if pending else -spread, spread))
+        # Jitter spreads the load, each way in the direction that costs no alert time. A regular
+        # check is only ever earlier than the interval, so a key revoked just after a check is seen
+        # within one interval. A confirmation probe is only ever later: one landing before the
+        # rule's T cannot confirm, and the extra probe it forces doubles the alert delay.
+        low, high = (0.0, spread) if pending else (-spread, 0.0)
+        return now + interval + timedelta(seconds=self.random.uniform(low, high))
 
     async def release(self) -> None:
         """Give back every lease this worker holds (graceful shutdown)."""
