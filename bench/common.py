@@ -157,6 +157,11 @@ def exchange_main(
                 server.set_key_state(api_key, "revoked")
             return time.time()
 
+        def revoke(api_keys: list[str]) -> float:
+            for api_key in api_keys:
+                server.set_key_state(api_key, "revoked")
+            return time.time()
+
         def stats() -> dict[str, Any]:
             fold()
             return {"statuses": dict(statuses), "requests": sum(statuses.values())}
@@ -166,7 +171,9 @@ def exchange_main(
             await server.close()
 
         pipe.send(url)
-        await _serve_commands(pipe, {"revoke_all": revoke_all, "stats": stats, "stop": stop})
+        await _serve_commands(
+            pipe, {"revoke_all": revoke_all, "revoke": revoke, "stats": stats, "stop": stop}
+        )
 
     asyncio.run(main())
 
@@ -246,8 +253,17 @@ def telegram_main(pipe: Pipe, user_ids: list[int], latency_ms: int = 0) -> None:
             wanted = set(chats)
             return max((when for chat, when, _ in tg.delivered if chat in wanted), default=None)
 
+        def first_alerts() -> dict[int, float]:
+            """When each chat first received a message that says "revoked"."""
+            first: dict[int, float] = {}
+            for chat, when, revoked in tg.delivered:
+                if revoked:
+                    first.setdefault(chat, when)
+            return first
+
         pipe.send(url)
-        await _serve_commands(pipe, {"stats": stats, "last_among": last_among, "stop": tg.close})
+        commands = {"stats": stats, "last_among": last_among, "first_alerts": first_alerts, "stop": tg.close}
+        await _serve_commands(pipe, commands)
 
     asyncio.run(main())
 

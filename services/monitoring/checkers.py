@@ -14,7 +14,6 @@ from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
 from services.monitoring.incidents import Observation
 from services.monitoring.polling import CheckResult, Claimed
-from services.storage.models import Connection
 from services.threecommas.checks import (
     Snapshot,
     TcState,
@@ -122,7 +121,7 @@ class ThreeCommasChecker:
         return prices
 
     async def store_recreate_plan(
-        self, session: AsyncSession, connection: Connection, observation: Observation, now: datetime
+        self, session: AsyncSession, user_id: int, connection_id: int, observation: Observation, now: datetime
     ) -> int | None:
         """A failed or cancelled deal gets a stored recreate plan, so its button carries a short id."""
         plan = observation.subject.get("recreate")
@@ -130,8 +129,8 @@ class ThreeCommasChecker:
             return None
         return await store_failed_deal(
             session,
-            user_id=connection.user_id,
-            tc_connection_id=connection.id,
+            user_id=user_id,
+            tc_connection_id=connection_id,
             plan=plan,
             error=str(observation.subject.get("error") or ""),
             now=now,

@@ -233,14 +233,29 @@ def _parse(raw: str | None) -> datetime | None:
     return None if raw is None else datetime.fromisoformat(raw)
 
 
+STATE_COLUMNS = (
+    "state",
+    "verdict",
+    "detail",
+    "failures",
+    "pending_since",
+    "failing_since",
+    "last_alert_at",
+    "reminders_sent",
+    "transitions",
+    "muted_state",
+)
+"""The ``incidents`` columns :class:`IncidentState` reads and writes."""
+
+
 @dataclass(frozen=True)
 class IncidentState:
     """One ``incidents`` row's alert state; each field is the column of the same name.
 
     ``status`` is the ``state`` column. ``pending_since`` is the first failed probe and stays
     set while failing (it is "down since"); ``failing_since`` is when the alert was confirmed;
-    ``failures`` counts the probes of the current confirmation; ``last_alert_at`` is when the
-    user was last told about this incident (the reminder clock).
+    ``failures`` counts the probes of the current confirmation (up to the rule's N);
+    ``last_alert_at`` is when the user was last told about this incident (the reminder clock).
     """
 
     status: IncidentStatus = IncidentStatus.OK
@@ -269,34 +284,44 @@ class IncidentState:
     def from_row(cls, row: Incident) -> IncidentState:
         """Loads a stored row. A row not yet flushed has no column defaults: for a new
         incident start from ``IncidentState()`` and :meth:`apply_to` it."""
+        return cls.from_columns({name: getattr(row, name) for name in STATE_COLUMNS})
+
+    @classmethod
+    def from_columns(cls, row: Mapping[str, Any]) -> IncidentState:
+        """Loads the :data:`STATE_COLUMNS` of a row read without the ORM."""
         return cls(
-            status=IncidentStatus(row.state),
-            verdict=Verdict(row.verdict),
-            detail=row.detail,
-            failures=row.failures,
-            pending_since=row.pending_since,
-            failing_since=row.failing_since,
-            last_alert_at=row.last_alert_at,
-            reminders_sent=row.reminders_sent,
-            transitions=IncidentMemo.from_json(row.transitions or {}),
-            muted_state=None if row.muted_state is None else UserView(row.muted_state),
+            status=IncidentStatus(row["state"]),
+            verdict=Verdict(row["verdict"]),
+            detail=row["detail"],
+            failures=row["failures"],
+            pending_since=row["pending_since"],
+            failing_since=row["failing_since"],
+            last_alert_at=row["last_alert_at"],
+            reminders_sent=row["reminders_sent"],
+            transitions=IncidentMemo.from_json(row["transitions"] or {}),
+            muted_state=None if row["muted_state"] is None else UserView(row["muted_state"]),
         )
 
-    def apply_to(self, row: Incident) -> None:
-        """Writes every state column; identity columns and ``updated_at`` are the caller's.
+    def to_columns(self) -> dict[str, Any]:
+        """Every state column's value; identity columns and ``updated_at`` are the caller's."""
+        return {
+            "state": self.status.value,
+            "verdict": self.verdict.value,
+            "detail": self.detail,
+            "failures": self.failures,
+            "pending_since": self.pending_since,
+            "failing_since": self.failing_since,
+            "last_alert_at": self.last_alert_at,
+            "reminders_sent": self.reminders_sent,
+            "transitions": self.transitions.to_json(),
+            "muted_state": None if self.muted_state is None else self.muted_state.value,
+        }
 
-        ``transitions`` is assigned a new dict so SQLAlchemy sees the JSON column change.
-        """
-        row.state = self.status.value
-        row.verdict = self.verdict.value
-        row.detail = self.detail
-        row.failures = self.failures
-        row.pending_since = self.pending_since
-        row.failing_since = self.failing_since
-        row.last_alert_at = self.last_alert_at
-        row.reminders_sent = self.reminders_sent
-        row.transitions = self.transitions.to_json()
-        row.muted_state = None if self.muted_state is None else self.muted_state.value
+    def apply_to(self, row: Incident) -> None:
+        """Writes every state column to an ORM row (``transitions`` gets a new dict, so
+        SQLAlchemy sees the JSON column change)."""
+        for name, value in self.to_columns().items():
+            setattr(row, name, value)
 
     @property
     def flapping(self) -> bool:
@@ -411,8 +436,9 @@ def _observe_failure(
         assert state.pending_since is not None and memo.confirm_since is not None  # by __post_init__
         pending_since = state.pending_since
         if rule == policy.rule(state.verdict):
-            # Same kind of evidence (same rule): keep counting under the newest verdict.
-            failures, confirm_since = state.failures + 1, memo.confirm_since
+            # Same kind of evidence (same rule): keep counting under the newest verdict, up to the
+            # rule's N: more probes say nothing new, so a steady failure leaves the row unchanged.
+            failures, confirm_since = min(state.failures + 1, rule.failures), memo.confirm_since
         else:
             failures, confirm_since = 1, now
     state = replace(

@@ -1,0 +1,155 @@
+"""Issue 14 §1: how long after a key breaks is its owner told? Revocation → alert delivered.
+
+    .venv/bin/python -m bench.alert_latency [--users 1000] [--intervals 10 60] [--spread 3]
+
+For each poll interval: the local Binance with one key per user (``--users``), the local
+Telegram with its flood limits on, and one real ``python -m bot`` process (the poller ticking
+every second, the sender five times a second), each in its own process (``bench.common``).
+The connections are seeded as after their first check, their next checks spread evenly over
+one interval, as a running deployment's are. After one interval of steady state every key is
+revoked at its own random moment, uniformly over ``--spread`` intervals; the bench then waits
+until every user has received an alert that says "revoked".
+
+Measured per user: the revocation moment (the local exchange's clock, right after the key's
+state changed) to the moment the local Telegram accepted the alert. Printed: p50, p99 and max,
+and the target as a PASS/FAIL line: p99 ≤ interval + key confirmation (10 s) + 3 s. The floor
+is the schedule itself: a key revoked just after its check is seen one interval later and
+confirmed by a second probe 10 s after that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BenchWorker,
+    Child,
+    exchange_main,
+    new_keys,
+    probe_key_info,
+    seed,
+    stop_all,
+    telegram_main,
+    verdict,
+)
+
+EXCHANGE = "binance"
+WEIGHT_LIMIT = 6_000_000  # per minute: the machine is measured, not Binance's budget
+CONFIRMATION_S = 10  # the key rule: a second failed probe at least 10 s after the first
+SLACK_S = 3
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def run(users: int, interval: int, spread: float, latency_ms: int, seed_value: int) -> dict[str, Any]:
+    """One interval's measurement: per-user latencies, and how many users were never alerted."""
+    from services.core.clock import utcnow
+    from services.core.vault import generate_key
+
+    tmp = Path(tempfile.mkdtemp(prefix="keysentry-latency-"))
+    children: list[Child] = []
+    worker: BenchWorker | None = None
+    rng = random.Random(seed_value)
+    try:
+        keys = new_keys(users)
+        exchange = Child(exchange_main, EXCHANGE, keys, latency_ms, WEIGHT_LIMIT, name="exchange")
+        children.append(exchange)
+        url = exchange.ready
+        key_info = await probe_key_info(EXCHANGE, url, keys[0])
+        database_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+        vault_key = generate_key()
+        now = utcnow()
+
+        def spread_schedule(index: int, connection: Any) -> None:
+            connection.next_poll_at = now + timedelta(seconds=interval * index / users)
+
+        user_ids = await seed(
+            database_url, vault_key, EXCHANGE, keys, now=now, key_info=key_info, prepare=spread_schedule
+        )
+        telegram = Child(telegram_main, user_ids, name="telegram")
+        children.append(telegram)
+        worker = await BenchWorker.start(
+            tmp,
+            name="worker",
+            telegram_url=telegram.ready,
+            database_url=database_url,
+            vault_key=vault_key,
+            exchange_urls={EXCHANGE: url},
+            weight_per_minute={EXCHANGE: WEIGHT_LIMIT},
+            poll_interval_seconds=interval,
+        )
+        await asyncio.sleep(interval)  # one interval of steady state: every connection checked once
+
+        # Each key at its own moment, uniformly over ``spread`` intervals; keys due within 20 ms
+        # of each other are revoked in one command.
+        plan = sorted((rng.uniform(0, spread * interval), user, key[0]) for user, key in zip(user_ids, keys))
+        revoked_at: dict[int, float] = {}
+        started = time.time()
+        index = 0
+        while index < len(plan):
+            await asyncio.sleep(max(0.0, started + plan[index][0] - time.time()))
+            batch = [entry for entry in plan[index:] if started + entry[0] <= time.time() + 0.02]
+            moment = exchange.call("revoke", [api_key for _, _, api_key in batch])
+            revoked_at.update((user, moment) for _, user, _ in batch)
+            index += len(batch)
+
+        deadline = time.time() + interval + CONFIRMATION_S + 120
+        first: dict[int, float] = {}
+        while time.time() < deadline:
+            first = telegram.call("first_alerts")
+            if len(first) >= users:
+                break
+            await asyncio.sleep(1)
+        alerted = [user for user in user_ids if user in first]
+        return {
+            "latencies": [first[user] - revoked_at[user] for user in alerted],
+            "missing": users - len(alerted),
+            "early": sum(1 for user in alerted if first[user] < revoked_at[user]),
+        }
+    finally:
+        if worker is not None:
+            await worker.stop()
+        stop_all(children)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--intervals", type=int, nargs="+", default=[10, 60])
+    parser.add_argument("--spread", type=float, default=3, help="revocations spread over this many intervals")
+    parser.add_argument("--latency-ms", type=int, default=20, help="added to every private exchange call")
+    parser.add_argument("--seed", type=int, default=14)
+    args = parser.parse_args()
+    lines = []
+    for interval in args.intervals:
+        out = asyncio.run(run(args.users, interval, args.spread, args.latency_ms, args.seed))
+        latencies = out["latencies"]
+        target = interval + CONFIRMATION_S + SLACK_S
+        p50, p99 = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+        worst = max(latencies, default=float("nan"))
+        print(f"\ninterval {interval} s, {args.users} users, revocations over {args.spread:g} intervals")
+        print(f"  revocation → alert delivered   p50 {p50:6.1f} s   p99 {p99:6.1f} s   max {worst:6.1f} s")
+        print(f"  users never alerted: {out['missing']}   alerted before their revocation: {out['early']}")
+        ok = out["missing"] == 0 and out["early"] == 0 and p99 <= target
+        lines.append(
+            f"{verdict(ok)}  interval {interval} s: p99 {p99:.1f} s <= {target} s, every user alerted"
+        )
+    print()
+    for line in lines:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
