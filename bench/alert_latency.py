@@ -93,7 +93,10 @@ async def run(users: int, interval: int, spread: float, latency_ms: int, seed_va
 
         # Each key at its own moment, uniformly over ``spread`` intervals; keys due within 20 ms
         # of each other are revoked in one command.
-        plan = sorted((rng.uniform(0, spread * interval), user, key[0]) for user, key in zip(user_ids, keys))
+        plan = sorted(
+            (rng.uniform(0, spread * interval), user, key[0])
+            for user, key in zip(user_ids, keys, strict=True)
+        )
         revoked_at: dict[int, float] = {}
         started = time.time()
         index = 0

@@ -262,7 +262,12 @@ def telegram_main(pipe: Pipe, user_ids: list[int], latency_ms: int = 0) -> None:
             return first
 
         pipe.send(url)
-        commands = {"stats": stats, "last_among": last_among, "first_alerts": first_alerts, "stop": tg.close}
+        commands: dict[str, Callable[..., Any]] = {
+            "stats": stats,
+            "last_among": last_among,
+            "first_alerts": first_alerts,
+            "stop": tg.close,
+        }
         await _serve_commands(pipe, commands)
 
     asyncio.run(main())
