@@ -18,9 +18,9 @@ from bot.context import AppContext
 from bot.settings import Settings
 from bot.web import build_web_app, start_web, webhook_secret
 from bot.worker import Worker
-from services.core.vault import Vault
-from services.storage.connections import reseal_all
+from services.core.vault import Vault, VaultError
 from services.storage.db import create_engine, is_sqlite, run_migrations, session_factory
+from services.storage.sealed import reseal_everything, vault_opens_stored
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,32 @@ async def migrate(settings: Settings) -> None:
         await engine.dispose()
 
 
+WRONG_VAULT_KEY = (
+    "VAULT_KEY does not open the {what} in the database: it is not the key they were sealed with. "
+    "Put that key back into VAULT_KEY (newest first, comma-separated, to rotate: python -m bot rotate-vault)"
+)
+
+
 async def rotate_vault(settings: Settings) -> int:
+    """Re-seal credentials and wizard state under the newest key; one line and nothing written if one
+    blob opens with none of the keys."""
     engine = create_engine(settings.database_url)
     try:
         await run_migrations(engine)
         async with session_factory(engine).begin() as session:
-            return await reseal_all(session, Vault(settings.vault_key))
+            return await reseal_everything(session, Vault(settings.vault_key))
+    except VaultError:
+        raise SystemExit(WRONG_VAULT_KEY.format(what="stored secrets")) from None
     finally:
         await engine.dispose()
+
+
+async def require_vault_opens(app: AppContext) -> None:
+    """Refuse to start when the configured keys open nothing stored: every check would fail and
+    users would be told their keys are broken."""
+    what = await vault_opens_stored(app.sessions, app.vault)
+    if what is not None:
+        raise SystemExit(WRONG_VAULT_KEY.format(what=what))
 
 
 def _stop_or_timeout(stop: asyncio.Event) -> Callable[[float], Awaitable[None]]:
@@ -99,6 +117,11 @@ async def run_roles(
     if webhook and not settings.webhook_url:
         raise SystemExit("WEBHOOK_URL is missing; example: https://bot.example.com/telegram")
     app = await build_context(settings)
+    try:
+        await require_vault_opens(app)
+    except SystemExit:
+        await close_context(app)
+        raise
     bot = build_bot(settings)
     dp = build_dispatcher(app)
     stop = stop or asyncio.Event()

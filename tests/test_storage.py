@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from services.core.vault import Credentials, Vault, generate_key
 from services.storage import audit
-from services.storage.connections import new_connection, owned_connection, replace_credentials, reseal_all
+from services.storage.connections import new_connection, owned_connection, replace_credentials
 from services.storage.db import (
     _alembic_config,
     create_engine,
@@ -20,6 +20,7 @@ from services.storage.db import (
     session_factory,
 )
 from services.storage.models import Connection, Incident, OutboxMessage
+from services.storage.sealed import reseal_everything
 from services.storage.users import claim_chat_notice, get_or_create_user, set_language
 
 SECRET = "Zx9SuperSecretValue0123456789abcdefABCDEF0123456789xyz"
@@ -152,7 +153,7 @@ async def test_rotation_reseals_under_newest_key(sessions, clock):
         )
     rotating = Vault([new_key, old_key])
     async with sessions.begin() as session:
-        assert await reseal_all(session, rotating) == 1
+        assert await reseal_everything(session, rotating) == 1
     async with sessions() as session:
         blob = (await session.scalars(select(Connection))).one().credentials
     assert Vault([new_key]).open(blob).secret == SECRET

@@ -16,6 +16,7 @@ from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 
 from services.core.vault import Credentials, Vault
+from services.storage.sealed import SEALED_FIELD
 
 KEY_MAX = 256
 # Keys and secrets are printable ASCII without spaces on every exchange; passphrases may hold spaces.
@@ -53,7 +54,7 @@ class SecretPart(StrEnum):
     PASSPHRASE = "passphrase"
 
 
-_SEALED = "sealed"  # the wizard data's key for the credentials collected so far
+_SEALED = SEALED_FIELD  # the wizard data's key for the credentials collected so far
 
 
 def _again(part: SecretPart) -> str:

@@ -75,12 +75,3 @@ async def remove_connection(session: AsyncSession, connection: Connection) -> bo
     deleted = await session.execute(delete(Connection).where(Connection.id == connection.id))
     session.expunge(connection)
     return getattr(deleted, "rowcount", 0) == 1
-
-
-async def reseal_all(session: AsyncSession, vault: Vault) -> int:
-    """Re-encrypt every credential under the newest vault key (for VAULT_KEY rotation)."""
-    count = 0
-    for connection in await session.scalars(select(Connection)):
-        connection.credentials = vault.reseal(connection.credentials)
-        count += 1
-    return count
