@@ -25,7 +25,7 @@ from services.threecommas.checks import (
     run_checks,
 )
 from services.threecommas.client import ThreeCommasClient
-from services.threecommas.entities import Account, Deal, SmartTrade, TakeProfitStep
+from services.threecommas.entities import Account, Bot, Deal, SmartTrade, TakeProfitStep
 from services.threecommas.errors import KeyInvalid, Unavailable
 from services.threecommas.limiter import KeyLimiter
 from services.threecommas.recreate import recreate, recreate_params
@@ -183,7 +183,7 @@ def test_3commas_key_rejected_reports_only_tc_key_and_keeps_the_snapshot() -> No
     assert result.observations == [
         Observation("tc_key", False, "key_invalid", str(error), {}),
     ]
-    assert result.snapshot.deals == before.deals and result.snapshot.failing == {"tc_key"}
+    assert result.snapshot.upnl == before.upnl and result.snapshot.failing == {"tc_key"}
     recovered = run_checks(state(deals=[deal()]), result.snapshot, prices={}, now=T0 + timedelta(minutes=2))
     assert next(o for o in recovered.observations if o.check_kind == "tc_key").ok
 
@@ -534,3 +534,102 @@ async def test_poll_cycle_against_the_local_3commas(local_tc: LocalThreeCommas, 
         assert [o.check_kind for o in third.observations if o.is_event] == [f"smart_trade_failed:{smart.id}"]
         fourth = run_checks(await fetch_state(client), third.snapshot, prices=prices, now=clock.now())
         assert [o for o in fourth.observations if o.is_event] == []
+
+
+# -- issue 13: SmartTrade UPNL by recomputation, balances, bots ------------------------------------
+
+
+def entered_trade(profit: str, price: str) -> SmartTrade:
+    return trade(
+        status={"type": "waiting_targets", "title": "Waiting Targets"},
+        data={
+            "entered_amount": "1.5",
+            "closed_amount": "0.0",
+            "average_enter_price": "2400",
+            "current_price": {"last": price},
+            "finished": False,
+        },
+        profit={"usd": profit},
+    )
+
+
+def test_smart_trade_stale_upnl_alerts_once_and_recovers_once() -> None:
+    kind = "smart_trade_upnl:321"
+    frozen = entered_trade(profit="150", price="2500")  # right at 2500: (2500 - 2400) × 1.5
+    first = run_checks(state(trades=[frozen]), None, prices={"ETH/USDT": 2500}, now=T0)
+    assert next(o for o in first.observations if o.check_kind == kind).ok
+    # 3Commas keeps showing 150 while ETH is at 2600: at the live price the profit is 300.
+    second = run_checks(
+        state(trades=[frozen]), first.snapshot, prices={"ETH/USDT": 2600}, now=T0 + timedelta(minutes=16)
+    )
+    [problem] = failing(second.observations)
+    assert (problem.check_kind, problem.verdict_or_reason) == (kind, "stale_upnl")
+    assert problem.subject["upnl_live"] == "300.00" and "150" in problem.detail
+    third = run_checks(
+        state(trades=[frozen]), second.snapshot, prices={"ETH/USDT": 2600}, now=T0 + timedelta(minutes=17)
+    )
+    assert [o.check_kind for o in failing(third.observations)] == [kind]  # still one incident, no new one
+    moving = entered_trade(profit="300", price="2600")
+    fourth = run_checks(
+        state(trades=[moving]), third.snapshot, prices={"ETH/USDT": 2600}, now=T0 + timedelta(minutes=18)
+    )
+    assert failing(fourth.observations) == [] and kind not in fourth.snapshot.failing
+
+
+def test_recomputation_catches_a_deal_whose_update_time_keeps_moving() -> None:
+    # updated_at ticks on every poll, profit stays: the old freeze check would have missed it.
+    def stuck(minute: int) -> Deal:
+        return deal(
+            actual_usd_profit="20", current_price="50000", updated_at=f"2026-01-01T12:{minute:02d}:00.000Z"
+        )
+
+    first = run_checks(state(deals=[stuck(0)]), None, prices={"BTC/USDT": 50000}, now=T0)
+    later = run_checks(
+        state(deals=[stuck(16)]), first.snapshot, prices={"BTC/USDT": 52000}, now=T0 + timedelta(minutes=16)
+    )
+    [problem] = failing(later.observations)
+    assert problem.check_kind == "stale_upnl:456" and problem.subject["upnl_live"] == "60.00"
+
+
+def test_balances_that_fail_to_load_keep_the_last_good_balance() -> None:
+    healthy = account(usd_amount="1234.5")
+    first = run_checks(TcState([healthy], [], [], None, {}), None, prices={}, now=T0)
+    assert first.snapshot.balances[7].usd == Decimal("1234.5")
+    broken = TcState([account(usd_amount="0")], [], [], None, {7: "invalid_api_key"})
+    second = run_checks(broken, first.snapshot, prices={}, now=T0 + timedelta(hours=1))
+    [problem] = failing(second.observations)
+    assert (problem.check_kind, problem.verdict_or_reason) == ("tc_balances:7", "balances_not_loading")
+    assert problem.subject["last_good_usd"] == "1234.5" and problem.subject["last_good_at"] == T0.isoformat()
+    # Between reloads nothing is judged: the incident stays as it is.
+    between = run_checks(
+        TcState([account(usd_amount="0")], [], [], None, None),
+        second.snapshot,
+        prices={},
+        now=T0 + timedelta(hours=1, minutes=1),
+    )
+    assert "tc_balances:7" in between.snapshot.failing and between.snapshot.balances[7].usd == Decimal(
+        "1234.5"
+    )
+
+
+def test_a_key_broken_account_alerts_once_with_its_last_good_balance() -> None:
+    first = run_checks(TcState([account(usd_amount="900")], [], [], None, {}), None, prices={}, now=T0)
+    reset = account(api_key_invalid=True, api_keys_state="expired", usd_amount="0")
+    second = run_checks(
+        TcState([reset], [], [], None, {7: "invalid_api_key"}), first.snapshot, prices={}, now=T0
+    )
+    [problem] = failing(second.observations)  # no second "balances" alert for the same cause
+    assert problem.check_kind == "tc_account:7" and problem.subject["key_state"] == "expired"
+    assert problem.subject["last_good_usd"] == "900"
+
+
+def test_a_bot_switched_off_is_reported_once() -> None:
+    def bot(enabled: bool) -> Bot:
+        return Bot.from_json({"id": 11, "account_id": 7, "name": "BTC long", "is_enabled": enabled})
+
+    first = run_checks(TcState([account()], [], [], [bot(True)]), None, prices={}, now=T0)
+    second = run_checks(TcState([account()], [], [], [bot(False)]), first.snapshot, prices={}, now=T0)
+    [event] = [o for o in second.observations if o.is_event]
+    assert (event.check_kind, event.verdict_or_reason) == ("bot_disabled:11", "bot_disabled")
+    third = run_checks(TcState([account()], [], [], [bot(False)]), second.snapshot, prices={}, now=T0)
+    assert not [o for o in third.observations if o.is_event]

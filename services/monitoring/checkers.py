@@ -76,20 +76,24 @@ class ThreeCommasChecker:
     vault: Vault
     clock: Clock
     thresholds: Thresholds = field(default_factory=Thresholds)
+    balances_every: timedelta = timedelta(minutes=30)
 
     async def __call__(self, claimed: Claimed) -> CheckResult:
         try:
             credentials = self.vault.open(claimed.credentials)
         except VaultError as error:
             return CheckResult(Verdict.UNKNOWN, str(error))
+        previous = Snapshot.from_dict(claimed.check_state) if claimed.check_state else None
+        checked = previous.balances_checked_at if previous else None
+        # load_balances makes 3Commas call the exchange: ask only every ``balances_every``.
+        reload = checked is None or self.clock.now() - checked >= self.balances_every
         state, key_error = None, None
         async with self.access.open(credentials) as client:
             try:
-                state = await fetch_state(client)
+                state = await fetch_state(client, reload_balances=reload)
             except ThreeCommasError as error:
                 key_error = error
         prices = await self._prices(state) if state is not None else {}
-        previous = Snapshot.from_dict(claimed.check_state) if claimed.check_state else None
         outcome = run_checks(
             state,
             previous,

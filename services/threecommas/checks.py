@@ -18,10 +18,18 @@ Observation kinds (stable, at most 48 characters, as ``incidents.check_kind`` al
                                auto-balance error
 ``deal_error:<id>``            an active deal with ``deal_has_error`` or an API-related error
 ``smart_trade_error:<id>``     an active SmartTrade carrying an error
-``stale_upnl:<id>``            a deal whose price and update time froze while the market moved
+``stale_upnl:<id>``            a deal whose UPNL 3Commas stopped updating while the market moved
+``smart_trade_upnl:<id>``      the same for an entered SmartTrade
+``tc_balances:<id>``           3Commas cannot load the account's balances (its key is fine)
 ``deal_failed:<id>``           *event*: the deal is newly failed or cancelled
 ``smart_trade_failed:<id>``    *event*: the SmartTrade is newly failed or cancelled
+``bot_disabled:<id>``          *event*: a DCA bot that was running is switched off
 =============================  ===============================================================
+
+Stale UPNL is judged by recomputation, never by silence: the profit a deal or SmartTrade should
+show at the live ticker (from its average entry price and the amount held) is compared with
+the profit 3Commas reports. The alarm needs both a gap and that 3Commas' figures have not moved
+for ``stale_upnl_after`` — independent of ``updated_at``, which 3Commas may keep touching.
 
 State kinds are reported every poll (ok or not) so incidents can open and close; when the
 subject disappears (deal closed, account removed) a failing kind gets one last ok observation.
@@ -41,7 +49,7 @@ from typing import Any
 from services.core.verdicts import DETAIL_MAX, Verdict
 from services.monitoring.incidents import Observation
 from services.threecommas.client import ThreeCommasClient
-from services.threecommas.entities import Account, Deal, SmartTrade, decimal_text
+from services.threecommas.entities import Account, Bot, Deal, SmartTrade, decimal_text
 from services.threecommas.errors import ThreeCommasError
 from services.threecommas.recreate import recreate_params
 
@@ -55,6 +63,10 @@ DEAL_ERROR = "deal_error"
 STALE_UPNL = "stale_upnl"
 DEAL_FAILED = "deal_failed"
 DEAL_CANCELLED = "deal_cancelled"
+BALANCES_NOT_LOADING = "balances_not_loading"
+BOT_DISABLED = "bot_disabled"
+# Quotes whose profit 3Commas' "usd" figures can be compared with one to one.
+_USD_QUOTES = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI"})
 
 _EVENT_STATUSES = frozenset({"failed", "cancelled"})
 
@@ -71,12 +83,28 @@ class Thresholds:
 
 
 @dataclass(frozen=True, slots=True)
-class DealMark:
-    """What a deal showed last time and since when it has shown exactly that."""
+class UpnlMark:
+    """What 3Commas reported for a deal or SmartTrade last time, and since when exactly that."""
 
-    updated_at: datetime | None
-    current_price: Decimal | None
+    profit: Decimal | None
+    price: Decimal | None
     unchanged_since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """An account's last good balance as 3Commas reported it."""
+
+    usd: Decimal | None
+    at: datetime
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _decimal(raw: Any) -> Decimal | None:
+    return Decimal(str(raw)) if raw is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,44 +116,60 @@ class Snapshot:
     """
 
     baselined: bool = False
-    deals: Mapping[int, DealMark] = field(default_factory=dict)
+    upnl: Mapping[str, UpnlMark] = field(default_factory=dict)
     seen_failed_deals: frozenset[int] = frozenset()
     seen_failed_smart_trades: frozenset[int] = frozenset()
     failing: frozenset[str] = frozenset()
+    balances: Mapping[int, Balance] = field(default_factory=dict)
+    balances_checked_at: datetime | None = None
+    enabled_bots: frozenset[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "baselined": self.baselined,
-            "deals": {
-                str(deal_id): {
-                    "updated_at": mark.updated_at.isoformat() if mark.updated_at else None,
-                    "current_price": str(mark.current_price) if mark.current_price is not None else None,
+            "upnl": {
+                ref: {
+                    "profit": decimal_text(mark.profit),
+                    "price": decimal_text(mark.price),
                     "unchanged_since": mark.unchanged_since.isoformat(),
                 }
-                for deal_id, mark in self.deals.items()
+                for ref, mark in self.upnl.items()
             },
             "seen_failed_deals": sorted(self.seen_failed_deals),
             "seen_failed_smart_trades": sorted(self.seen_failed_smart_trades),
             "failing": sorted(self.failing),
+            "balances": {
+                str(account_id): {"usd": decimal_text(balance.usd), "at": balance.at.isoformat()}
+                for account_id, balance in self.balances.items()
+            },
+            "balances_checked_at": _iso(self.balances_checked_at),
+            "enabled_bots": sorted(self.enabled_bots) if self.enabled_bots is not None else None,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
+        """Older snapshots (per-deal ``deals`` marks) simply start the UPNL marks afresh."""
+        checked = data.get("balances_checked_at")
+        bots = data.get("enabled_bots")
         return cls(
             baselined=bool(data.get("baselined")),
-            deals={
-                int(deal_id): DealMark(
-                    updated_at=datetime.fromisoformat(raw["updated_at"]) if raw.get("updated_at") else None,
-                    current_price=Decimal(raw["current_price"])
-                    if raw.get("current_price") is not None
-                    else None,
+            upnl={
+                str(ref): UpnlMark(
+                    profit=_decimal(raw.get("profit")),
+                    price=_decimal(raw.get("price")),
                     unchanged_since=datetime.fromisoformat(raw["unchanged_since"]),
                 )
-                for deal_id, raw in (data.get("deals") or {}).items()
+                for ref, raw in (data.get("upnl") or {}).items()
             },
             seen_failed_deals=frozenset(int(i) for i in data.get("seen_failed_deals") or ()),
             seen_failed_smart_trades=frozenset(int(i) for i in data.get("seen_failed_smart_trades") or ()),
             failing=frozenset(data.get("failing") or ()),
+            balances={
+                int(account_id): Balance(_decimal(raw.get("usd")), datetime.fromisoformat(raw["at"]))
+                for account_id, raw in (data.get("balances") or {}).items()
+            },
+            balances_checked_at=datetime.fromisoformat(checked) if checked else None,
+            enabled_bots=frozenset(int(i) for i in bots) if bots is not None else None,
         )
 
 
@@ -137,6 +181,8 @@ class TcState:
     accounts: Sequence[Account]
     deals: Sequence[Deal]
     smart_trades: Sequence[SmartTrade]
+    bots: Sequence[Bot] | None = None
+    balance_errors: Mapping[int, str] | None = None  # None: balances were not reloaded this time
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,14 +191,27 @@ class CheckResult:
     snapshot: Snapshot
 
 
-async def fetch_state(client: ThreeCommasClient, *, recent: int = 50) -> TcState:
-    """Read what :func:`run_checks` needs (7 requests); ThreeCommasError propagates to the caller.
+async def fetch_state(
+    client: ThreeCommasClient, *, recent: int = 50, reload_balances: bool = False
+) -> TcState:
+    """Read what :func:`run_checks` needs (8 requests, plus one ``load_balances`` per account
+    with a working key when ``reload_balances``); ThreeCommasError propagates to the caller.
 
     Failed and cancelled items are read newest-closed first, so a deal opened months ago that
     fails today is inside the ``recent`` window. A deal that fails between two of these calls
     can show up twice; the finished copy wins.
     """
     accounts = await client.accounts()
+    balance_errors: dict[int, str] | None = None
+    if reload_balances:
+        balance_errors = {}
+        for account in accounts:
+            try:
+                await client.load_balances(account.id)
+            except ThreeCommasError as error:
+                if error.verdict.is_transient:
+                    raise
+                balance_errors[account.id] = " ".join(p for p in (error.error, error.message) if p)
     deals: dict[int, Deal] = {deal.id: deal for deal in await client.deals(scope="active", limit=1000)}
     for scope in ("failed", "cancelled"):
         for deal in await client.deals(scope=scope, limit=recent, order="closed_at"):
@@ -161,17 +220,28 @@ async def fetch_state(client: ThreeCommasClient, *, recent: int = 50) -> TcState
     for status in ("failed", "cancelled"):
         for trade in await client.smart_trades(status=status, limit=recent, order_by="updated_at"):
             trades[trade.id] = trade
-    return TcState(accounts, list(deals.values()), list(trades.values()))
+    bots = await client.bots()
+    return TcState(accounts, list(deals.values()), list(trades.values()), bots, balance_errors)
+
+
+def _ticker_exchange(account: Account | None) -> str | None:
+    """Where the live price of the account's pairs is read: its futures API for a futures account."""
+    if account is None:
+        return None
+    market = account.market
+    return market.exchange if market is not None and market.is_derivative else account.exchange_id
 
 
 def price_requests(state: TcState) -> dict[str, set[str]]:
-    """Which ccxt symbols to fetch public tickers for, per ccxt exchange id (active deals only)."""
-    exchanges = {account.id: account.exchange_id for account in state.accounts}
+    """Which ccxt symbols to fetch public tickers for, per ccxt exchange id (active deals and
+    SmartTrades only)."""
+    accounts = {account.id: account for account in state.accounts}
     wanted: dict[str, set[str]] = {}
-    for deal in state.deals:
-        exchange = exchanges.get(deal.account_id or -1)
-        if not deal.finished and exchange and deal.symbol:
-            wanted.setdefault(exchange, set()).add(deal.symbol)
+    live: list[Deal | SmartTrade] = [*state.deals, *state.smart_trades]
+    for item in live:
+        exchange = _ticker_exchange(accounts.get(item.account_id or -1))
+        if not item.finished and exchange and item.symbol:
+            wanted.setdefault(exchange, set()).add(item.symbol)
     return wanted
 
 
@@ -202,44 +272,75 @@ def run_checks(
     present: set[str] = {"tc_key"}
     carried: set[str] = set()  # failing kinds we could not judge this time
 
+    balances = dict(prior.balances)
     for account in state.accounts:
-        observations.append(_account_observation(account))
+        error = (state.balance_errors or {}).get(account.id)
+        unjudged = state.balance_errors is None and f"tc_balances:{account.id}" in prior.failing
+        if not account.key_broken and error is None and not unjudged:
+            balances[account.id] = Balance(account.usd_amount, now)
+        last_good = balances.get(account.id)
+        observations.append(_account_observation(account, last_good, error))
         present.add(f"tc_account:{account.id}")
+        if state.balance_errors is not None and not account.key_broken:
+            observations.append(_balances_observation(account, last_good, error))
+            present.add(f"tc_balances:{account.id}")
+        elif f"tc_balances:{account.id}" in prior.failing:
+            carried.add(f"tc_balances:{account.id}")
+            present.add(f"tc_balances:{account.id}")
 
-    marks: dict[int, DealMark] = {}
-    active_deals = [deal for deal in state.deals if not deal.finished]
-    for deal in active_deals:
-        observations.append(_deal_error_observation(deal))
-        present.add(f"deal_error:{deal.id}")
-        kind = f"stale_upnl:{deal.id}"
+    marks: dict[str, UpnlMark] = {}
+    live: list[Deal | SmartTrade] = [*state.deals, *state.smart_trades]
+    for item in live:
+        if item.finished:
+            continue
+        if isinstance(item, Deal):
+            observations.append(_deal_error_observation(item))
+            present.add(f"deal_error:{item.id}")
+            kind = f"stale_upnl:{item.id}"
+        else:
+            observations.append(_smart_trade_error_observation(item))
+            present.add(f"smart_trade_error:{item.id}")
+            kind = f"smart_trade_upnl:{item.id}"
+        position = _position(item)
+        if position is None:
+            continue
         present.add(kind)
-        mark, stale = _stale_upnl(deal, prior.deals.get(deal.id), prices, now, limits, kind)
-        marks[deal.id] = mark
+        mark, stale = _stale_upnl(position, prior.upnl.get(kind), prices, now, limits, kind)
+        marks[kind] = mark
         if stale is None:
             carried.add(kind)
         else:
             observations.append(stale)
-
-    for trade in state.smart_trades:
-        if not trade.finished:
-            observations.append(_smart_trade_error_observation(trade))
-            present.add(f"smart_trade_error:{trade.id}")
 
     for kind in sorted(prior.failing - present):
         observations.append(_observation(kind, True, GONE, "no longer reported by 3Commas", {}))
 
     failed_deals = [deal for deal in state.deals if deal.status in _EVENT_STATUSES]
     failed_trades = [trade for trade in state.smart_trades if trade.status in _EVENT_STATUSES]
+    enabled_bots = (
+        frozenset(bot.id for bot in state.bots if bot.is_enabled)
+        if state.bots is not None
+        else prior.enabled_bots
+    )
     if prior.baselined:
         observations += [_deal_failed_event(d) for d in failed_deals if d.id not in prior.seen_failed_deals]
         observations += [
             _smart_trade_failed_event(t) for t in failed_trades if t.id not in prior.seen_failed_smart_trades
         ]
+        if state.bots is not None and prior.enabled_bots is not None:
+            observations += [
+                _bot_disabled_event(bot)
+                for bot in state.bots
+                if bot.id in prior.enabled_bots and not bot.is_enabled
+            ]
 
     failing = {o.check_kind for o in observations if not o.ok and not o.is_event}
     snapshot = Snapshot(
         baselined=True,
-        deals=marks,
+        upnl=marks,
+        balances=balances,
+        balances_checked_at=now if state.balance_errors is not None else prior.balances_checked_at,
+        enabled_bots=enabled_bots,
         seen_failed_deals=_newest(
             prior.seen_failed_deals, (d.id for d in failed_deals), limits.remembered_finished
         ),
@@ -267,11 +368,14 @@ def _observation(
 # -- accounts ------------------------------------------------------------------------------------
 
 
-def _account_observation(account: Account) -> Observation:
-    """One kind per account; the worst symptom names it, the detail lists them all."""
+def _account_observation(
+    account: Account, last_good: Balance | None, balance_error: str | None
+) -> Observation:
+    """One kind per account; the worst symptom names it, the detail lists them all. A broken key
+    also stops balances, so that shows here, with the last good balance, not as a second alert."""
     symptoms: list[tuple[str, str]] = []
     state = (account.api_keys_state or "ok").lower()
-    if account.api_key_invalid or state == "expired":
+    if account.key_broken:
         verdict = Verdict.KEY_EXPIRED if state == "expired" else Verdict.KEY_INVALID
         symptoms.append((verdict.value, "3Commas can no longer use this exchange API key"))
     if account.is_locked:
@@ -283,16 +387,52 @@ def _account_observation(account: Account) -> Observation:
     elif state not in {"ok", "expired"}:
         symptoms.append((KEYS_STATE_UNKNOWN, f"3Commas reports the key state {state!r}"))
     subject = {
-        "account_id": account.id,
-        "name": account.name,
-        "market_code": account.market_code,
-        "exchange": account.exchange_id,
+        **_account_subject(account, last_good),
         "symptoms": [reason for reason, _ in symptoms],
+        "balances_error": balance_error,
     }
     if not symptoms:
         return _observation(f"tc_account:{account.id}", True, OK, "", subject)
     detail = f"{account.name}: " + "; ".join(text for _, text in symptoms)
     return _observation(f"tc_account:{account.id}", False, symptoms[0][0], detail, subject)
+
+
+def _account_subject(account: Account, last_good: Balance | None) -> dict[str, Any]:
+    return {
+        "account_id": account.id,
+        "name": account.name,
+        "market_code": account.market_code,
+        "exchange": account.exchange_id,
+        "exchange_name": account.exchange_name,
+        "key_state": key_state(account),
+        "last_good_usd": decimal_text(last_good.usd) if last_good else None,
+        "last_good_at": last_good.at.isoformat() if last_good else None,
+    }
+
+
+def key_state(account: Account) -> str:
+    """ok, expires_soon, expired or invalid: the key state /status shows for an account."""
+    state = (account.api_keys_state or "ok").lower()
+    if state == "expired":
+        return "expired"
+    if account.api_key_invalid:
+        return "invalid"
+    return "expires_soon" if state == "expire_soon" else "ok"
+
+
+def _balances_observation(account: Account, last_good: Balance | None, error: str | None) -> Observation:
+    subject = _account_subject(account, last_good)
+    kind = f"tc_balances:{account.id}"
+    if error is None:
+        return _observation(kind, True, OK, "", subject)
+    since = f" (last good: {subject['last_good_usd']} USD at {subject['last_good_at']})" if last_good else ""
+    return _observation(
+        kind,
+        False,
+        BALANCES_NOT_LOADING,
+        f"{account.name}: 3Commas cannot load balances: {error}{since}",
+        subject,
+    )
 
 
 # -- deal and SmartTrade errors --------------------------------------------------------------------
@@ -369,49 +509,118 @@ def _smart_trade_error_observation(trade: SmartTrade) -> Observation:
 # -- stale UPNL ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Position:
+    """What a deal or SmartTrade holds and what 3Commas says it is worth."""
+
+    symbol: str
+    quote: str
+    long: bool
+    average: Decimal | None
+    amount: Decimal | None
+    reported_profit: Decimal | None
+    reported_price: Decimal | None
+    subject: dict[str, Any]
+    label: str
+
+
+def _position(item: Deal | SmartTrade) -> _Position | None:
+    if item.symbol is None:
+        return None
+    quote = item.pair.partition("_")[0]
+    if isinstance(item, Deal):
+        held = (item.bought_amount or Decimal(0)) - (item.sold_amount or Decimal(0))
+        return _Position(
+            item.symbol,
+            quote,
+            item.strategy != "short",
+            item.bought_average_price,
+            held if held > 0 else None,
+            item.actual_usd_profit,
+            item.current_price,
+            _deal_subject(item),
+            f"deal {item.id}",
+        )
+    entered = (item.entered_amount or Decimal(0)) - (item.closed_amount or Decimal(0))
+    if entered <= 0:
+        return None  # nothing entered yet: no profit to go stale
+    return _Position(
+        item.symbol,
+        quote,
+        item.side != "sell",
+        item.average_enter_price,
+        entered,
+        item.profit_usd,
+        item.current_price,
+        _smart_trade_subject(item),
+        f"SmartTrade {item.id}",
+    )
+
+
 def _stale_upnl(
-    deal: Deal,
-    before: DealMark | None,
+    position: _Position,
+    before: UpnlMark | None,
     prices: Mapping[str, float | Decimal],
     now: datetime,
     limits: Thresholds,
     kind: str,
-) -> tuple[DealMark, Observation | None]:
-    """Stale when the deal's ``updated_at`` and ``current_price`` have not changed for
-    ``stale_upnl_after`` *and* the live price is more than ``price_epsilon`` away from the
-    frozen one. A flat market leaves the deal alone: its UPNL is still right. The freeze clock
-    starts when *we* first saw the values, never from 3Commas' own timestamp, so one odd field
-    cannot raise an alarm on the first poll. None means "cannot judge" (no live or deal price).
+) -> tuple[UpnlMark, Observation | None]:
+    """Stale when 3Commas' profit and price have not changed for ``stale_upnl_after`` *and* they
+    disagree with the live ticker by more than ``price_epsilon``: the profit recomputed at the
+    live price (average entry, amount held) against the reported profit when both are known and
+    the quote is a dollar, else the reported price against the live one. A flat market leaves
+    the position alone: its UPNL is still right. The freeze clock starts when *we* first saw the
+    values, so one odd field cannot raise an alarm on the first poll. None: cannot judge.
     """
     unchanged = (
         before is not None
-        and before.updated_at == deal.updated_at
-        and before.current_price == deal.current_price
+        and before.profit == position.reported_profit
+        and before.price == position.reported_price
     )
-    mark = DealMark(
-        deal.updated_at, deal.current_price, before.unchanged_since if before and unchanged else now
+    mark = UpnlMark(
+        position.reported_profit,
+        position.reported_price,
+        before.unchanged_since if before and unchanged else now,
     )
-    live_raw = prices.get(deal.symbol) if deal.symbol else None
-    frozen = deal.current_price
-    if live_raw is None or frozen is None or frozen <= 0:
+    live_raw = prices.get(position.symbol)
+    if live_raw is None:
         return mark, None
-    live = float(live_raw)
+    live = Decimal(str(live_raw))
     frozen_for = now - mark.unchanged_since
-    gap = abs(live - float(frozen)) / float(frozen)
     subject = {
-        **_deal_subject(deal),
-        "deal_price": decimal_text(frozen),
+        **position.subject,
+        "deal_price": decimal_text(position.reported_price),
         "live_price": str(live_raw),
         "frozen_since": mark.unchanged_since.isoformat(),
-        "updated_at": deal.updated_at.isoformat() if deal.updated_at else None,
-        "upnl_usd": decimal_text(deal.actual_usd_profit),
+        "upnl_usd": decimal_text(position.reported_profit),
     }
-    if frozen_for < limits.stale_upnl_after or gap <= limits.price_epsilon:
+    recomputable = (
+        position.average is not None
+        and position.average > 0
+        and position.amount is not None
+        and position.reported_profit is not None
+        and position.quote in _USD_QUOTES
+    )
+    if recomputable:
+        assert position.average is not None and position.amount is not None
+        expected = (live - position.average) * position.amount * (1 if position.long else -1)
+        gap = abs(expected - (position.reported_profit or Decimal(0))) / (position.average * position.amount)
+        subject["upnl_live"] = decimal_text(expected.quantize(Decimal("0.01")))
+        why = (
+            f"3Commas shows profit {position.reported_profit}, "
+            f"at the live price {live_raw} it is {subject['upnl_live']}"
+        )
+    elif position.reported_price is not None and position.reported_price > 0:
+        gap = abs(live - position.reported_price) / position.reported_price
+        why = f"3Commas price {position.reported_price} while the market is at {live_raw}"
+    else:
+        return mark, None
+    if frozen_for < limits.stale_upnl_after or gap <= Decimal(str(limits.price_epsilon)):
         return mark, _observation(kind, True, OK, "", subject)
     minutes = int(frozen_for.total_seconds() // 60)
     detail = (
-        f"deal {deal.id} on {deal.symbol}: 3Commas price {frozen} unchanged for {minutes} min "
-        f"while the market is at {live_raw} ({gap:.2%} away); profit shown is out of date"
+        f"{position.label} on {position.symbol}: {why} ({gap:.2%} away), unchanged for {minutes} min; "
+        "profit shown is out of date"
     )
     return mark, _observation(kind, False, STALE_UPNL, detail, subject)
 
@@ -445,6 +654,12 @@ def _deal_failed_event(deal: Deal) -> Observation:
         f": {deal.error_text}" if deal.error_text else ""
     )
     return _observation(f"deal_failed:{deal.id}", False, reason, detail, subject, is_event=True)
+
+
+def _bot_disabled_event(bot: Bot) -> Observation:
+    subject = {"ref": f"bot:{bot.id}", "bot_id": bot.id, "bot_name": bot.name, "account_id": bot.account_id}
+    detail = f"bot {bot.name or bot.id} was running and is now switched off"
+    return _observation(f"bot_disabled:{bot.id}", False, BOT_DISABLED, detail, subject, is_event=True)
 
 
 def _smart_trade_failed_event(trade: SmartTrade) -> Observation:
