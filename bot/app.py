@@ -18,7 +18,19 @@ from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
 from bot.middlewares import GateMiddleware
 from bot.settings import Settings
-from handlers import errors, fallback, language, link, mute, orders, privacy, start, status, threecommas
+from handlers import (
+    errors,
+    fallback,
+    language,
+    link,
+    mute,
+    orders,
+    privacy,
+    repair,
+    start,
+    status,
+    threecommas,
+)
 from handlers import help as help_handler
 from services.core.clock import Clock, SystemClock
 from services.core.transport import Transport
@@ -118,6 +130,7 @@ def feature_routers() -> list[Router]:
         mute.build_router(),
         orders.build_router(),
         threecommas.build_router(),
+        repair.build_router(),
         link.build_router(),
         status.build_router(),
     ]

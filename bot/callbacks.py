@@ -109,6 +109,37 @@ class TcMapCb(CallbackData, prefix="tcm"):
     cid: RowId
 
 
+class TcRepairAction(StrEnum):
+    GO = "go"  # start the key wizard
+    CHECK = "check"  # re-read the account after the user fixed it in 3Commas' web app
+    LIST = "list"  # open the recovery checklist
+
+
+class TcRepairCb(CallbackData, prefix="tcr"):
+    """Repair 3Commas account ``acc`` (3Commas' own id) of 3Commas connection ``cid``."""
+
+    action: TcRepairAction
+    cid: RowId
+    acc: int
+
+
+class ChecklistAction(StrEnum):
+    REFRESH = "rf"
+    ASK_RECREATE = "ra"
+    RECREATE = "ray"  # confirmed
+    ASK_CANCEL = "co"
+    CANCEL = "coy"  # confirmed; ``list`` names the listing whose orphans go
+    OLD_KEY_DELETED = "old"
+
+
+class ChecklistCb(CallbackData, prefix="rcl"):
+    """Recovery checklist ``id`` (see :class:`ChecklistAction`)."""
+
+    action: ChecklistAction
+    id: RowId
+    list: int = 0
+
+
 class MuteCb(CallbackData, prefix="m"):
     """Mute one connection (cid > 0) or everything (cid = 0) for ``hours``; 0 hours unmutes."""
 

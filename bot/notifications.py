@@ -18,6 +18,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import ConnAction, ConnCb
 from bot.keyboards import recreate_button
 from bot.texts import connection_title, duration, exchange_name, verdict_advice, verdict_reason
+from bot.views import threecommas as tc_views
+from services.core.verdicts import Verdict
 from services.monitoring.events import (
     Alert,
     Check,
@@ -107,6 +109,16 @@ def _symptom(target: Target, check: Check, detail: str) -> str:
     return "\n".join(lines)
 
 
+def _tc_account_id(check: Check) -> int | None:
+    kind, _, ref = check.kind.partition(":")
+    return int(ref) if kind == "tc_account" and ref.isdigit() else None
+
+
+def _account_key_broken(check: Check, verdict: Verdict) -> bool:
+    """The 3Commas account alert that needs the key fixed inside 3Commas (not keysentry's key)."""
+    return _tc_account_id(check) is not None and verdict in {Verdict.KEY_INVALID, Verdict.KEY_EXPIRED}
+
+
 def render(item: Notice | OutageNotice) -> str:
     """The text of one notice (or folded outage) in the current locale."""
     match item:
@@ -122,6 +134,10 @@ def render(item: Notice | OutageNotice) -> str:
         case Notice(target, Recovery(duration=span), Check() as check):
             head = f"<b>{_title(target)}</b> · {_symptom_subject(check)}"
             return "🟢 " + _("{what}: resolved after {duration}.").format(what=head, duration=duration(span))
+        case Notice(_, Alert(verdict) | Reminder(verdict), Check() as check) if _account_key_broken(
+            check, verdict
+        ):
+            return tc_views.account_key_alert(dict(check.subject))
         case Notice(
             target,
             Alert(detail=detail) | Reminder(detail=detail) | DealFailed(detail=detail),
@@ -185,7 +201,20 @@ def _buttons(keyboard: InlineKeyboardBuilder, item: Notice | OutageNotice) -> No
             keyboard.add(*recreate_button(event.failed_deal_id).inline_keyboard[0])
         return
     if item.check is not None:
-        return  # symptoms point to /orders and /status; the account's key has its own alert
+        # A 3Commas account whose exchange key broke gets the repair wizard; once it works again,
+        # the checklist of what the reset left behind. Other symptoms point to /orders and /status.
+        account = _tc_account_id(item.check)
+        if (
+            account is not None
+            and isinstance(event, Alert | Reminder)
+            and _account_key_broken(item.check, event.verdict)
+        ):
+            text, data = tc_views.repair_button(item.target.connection_id, account)
+            keyboard.button(text=text, callback_data=data)
+        elif account is not None and isinstance(event, Recovery) and event.verdict.is_key_problem:
+            text, data = tc_views.checklist_button(item.target.connection_id, account)
+            keyboard.button(text=text, callback_data=data)
+        return
     cid = item.target.connection_id
     asks_to_act = isinstance(event, Alert | Reminder | VerdictChanged)
     if isinstance(event, Alert | Reminder | VerdictChanged) and event.verdict.is_key_problem:

@@ -20,19 +20,19 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import RecreateAction, RecreateCb, TcMapCb
 from bot.texts import button_title, connection_title
 from bot.views.secrets import SecretPart, take_secret_part
+from bot.views.threecommas import plan_lines
 from services.core.clock import Clock
 from services.core.vault import Vault, mask
 from services.storage.db import Sessions
-from services.storage.models import Connection, FailedDeal, User
+from services.storage.models import Connection, User
 from services.threecommas.client import ThreeCommasAccess
-from services.threecommas.entities import Account, tc_pair_to_symbol
+from services.threecommas.entities import Account
 from services.threecommas.errors import KeyInvalid, ThreeCommasError
 from services.threecommas.links import link_account, link_threecommas_key, suggest_connection
 from services.threecommas.recreate import (
     RecreateOutcome,
     load_failed_deal,
     recreate_failed_deal,
-    smart_trade_params,
 )
 
 
@@ -158,47 +158,6 @@ async def mapped(
 
 
 # ----------------------------------------------------------------------------- recreate
-
-
-def _num(value: object) -> str:
-    return escape(str(value))
-
-
-def plan_lines(row: FailedDeal) -> list[str]:
-    """Exactly the parameters the recreate request carries, one per line."""
-    params = row.params
-    if row.kind != "smart_trade":
-        body = params.get("body") or {}
-        pair = body.get("pair")
-        return [
-            _("DCA bot: start a new deal ({path})").format(path=escape(str(params.get("path")))),
-            _("Pair: {pair}").format(pair=escape(tc_pair_to_symbol(pair) if pair else _("the bot's pair"))),
-        ]
-    trade = smart_trade_params(params["body"])
-    price = (
-        _("at market") if trade.order_type == "market" else _("limit {price}").format(price=_num(trade.price))
-    )
-    lines = [
-        _("SmartTrade on account {account}").format(account=trade.account_id),
-        _("Pair: {pair}").format(
-            pair=escape(tc_pair_to_symbol(trade.pair, futures=trade.leverage_value is not None))
-        ),
-        _("Side: {side}").format(side=escape(trade.side)),
-        _("Amount: {units} ({price})").format(units=_num(trade.units), price=price),
-    ]
-    if trade.take_profit:
-        steps = ", ".join(f"{_num(step.price)} × {_num(step.volume)}%" for step in trade.take_profit)
-        lines.append(_("Take profit: {steps}").format(steps=steps))
-    else:
-        lines.append(_("Take profit: none"))
-    lines.append(
-        _("Stop loss: {price}").format(price=_num(trade.stop_loss.price))
-        if trade.stop_loss
-        else _("Stop loss: none")
-    )
-    if trade.skip_enter_step:
-        lines.append(_("Entry skipped: only take profit and stop loss are placed."))
-    return lines
 
 
 async def recreate_show(

@@ -6,7 +6,9 @@ the whole story.
 /sandbox_outage <exchange> makes the exchange answer 503 for a while;
 /sandbox_3c creates a 3Commas key with an account on the local Binance, an active deal and a
 finished one whose take-profit order still rests on the exchange (an orphan locking funds);
-/sandbox_fail fails the active deal the way 3Commas does when the exchange key is revoked.
+/sandbox_fail fails the active deal the way 3Commas does when the exchange key is revoked;
+/sandbox_reset plays the mass reset: every exchange key the local 3Commas holds stops working at
+once, its deals and SmartTrades fail, bots switch off, balances stop loading.
 """
 
 from __future__ import annotations
@@ -101,6 +103,14 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
             orders=[{"side": "sell", "price": "68000", "amount": "0.01", "created_at": now}],
         )  # fmt: skip
         threecommas.finish_deal(finished, status="cancelled")
+        threecommas.set_price("USDT_SOL", "150")
+        threecommas.add_smart_trade(
+            tc_key.api_key,
+            account,
+            pair="USDT_SOL",
+            price="140",
+            take_profit=[{"price": "160", "volume": 100}],
+        )
         binance.add_order(keys[-1], "ETH/USDT", "sell", "3150", "0.5", created_at=now)
         binance.add_order(keys[-1], "BTC/USDT", "sell", "68000", "0.01", created_at=now)
         deals[:] = [active]
@@ -123,6 +133,19 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
         threecommas.fail_deal(deals[0], error_message="Invalid API key")
         await message.answer(
             _("The ETH/USDT deal failed on 3Commas. The alert with a Recreate button follows.")
+        )
+
+    @router.message(Command("sandbox_reset"))
+    async def reset(message: Message) -> None:
+        counts = threecommas.reset_exchange_keys()
+        if not counts["accounts"]:
+            await message.answer("Create the 3Commas sandbox first: /sandbox_3c")
+            return
+        await message.answer(
+            "3Commas reset every exchange key it holds: {accounts} account(s) broken, {deals} deal(s) and "
+            "{smart_trades} SmartTrade(s) failed, {bots} bot(s) switched off, balances stop loading. "
+            "Alerts follow within a minute; for the repair create a fresh key with /sandbox_key binance "
+            "and send its key and secret to the wizard.".format(**counts)
         )
 
     return router

@@ -279,7 +279,13 @@ async def test_threecommas_symptoms_each_raise_one_alert_and_a_failed_deal_can_b
         tc.set_account(account, api_key_invalid=True)
         await m.run_for(10 * 60, step=30)
         texts = [x.text for x in m.messages(1)]
-        assert sum("3Commas account Main" in t and "revoked" in t for t in texts) == 1
+        assert (
+            sum(
+                "3Commas account «Main» (Binance)" in t and "can no longer use the API key" in t
+                for t in texts
+            )
+            == 1
+        )
 
         tc.revoke_key(api_key)
         await m.run_for(10 * 60, step=30)

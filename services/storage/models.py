@@ -302,3 +302,30 @@ class MoneyAction(Base):
     updated_at: Mapped[datetime]
 
     __table_args__ = (UniqueConstraint("kind", "target"), NEVER_REUSED_IDS)
+
+
+class RecoveryChecklist(Base):
+    """What is left to do after one 3Commas account's key incident, as one self-editing message.
+
+    ``since`` is when the incident began: deals and SmartTrades that failed after it are what
+    "Recreate all" offers. ``old_key_deleted`` is the one step keysentry cannot see, ticked by
+    the user. ``done_at`` is set once, when the message first says everything is done.
+    """
+
+    __tablename__ = "recovery_checklists"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    tc_connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    since: Mapped[datetime]
+    chat_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    old_key_deleted: Mapped[bool] = mapped_column(default=False)
+    done_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_recovery_checklists_account", "tc_connection_id", "account_id"),
+        NEVER_REUSED_IDS,
+    )

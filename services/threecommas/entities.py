@@ -129,6 +129,8 @@ _EXCHANGE_PREFIXES = (
     ("bybit", "bybit"),
     ("okex", "okx"),
     ("okx", "okx"),
+    ("kucoin", "kucoin"),
+    ("bitget", "bitget"),
 )
 
 

@@ -1,0 +1,339 @@
+"""3Commas in chat: the account-key alert, the repair wizard's steps, the recovery checklist.
+
+Data in (services' results), text and buttons out; nothing here talks to 3Commas or the database.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from html import escape
+from typing import Any
+
+from aiogram.types import InlineKeyboardMarkup
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
+from bot.texts import exchange_name as exchange_title
+from services.storage.models import FailedDeal
+from services.threecommas.checklist import ChecklistState
+from services.threecommas.entities import market_of, tc_pair_to_symbol
+from services.threecommas.recreate import smart_trade_params
+from services.threecommas.repair import RepairOutcome, RepairResult
+
+ACCOUNT_PAGE = "https://app.3commas.io/accounts/{id}"
+"""Where 3Commas' web app shows one exchange account (the entity's ``link`` is ``/accounts/{id}``,
+docs smart-trade/0_smart_trade_entity)."""
+
+
+def _num(value: object) -> str:
+    if isinstance(value, Decimal):
+        return escape(format(value.normalize(), "f"))
+    return escape(str(value))
+
+
+def exchange_name(market_code: str | None) -> str:
+    market = market_of(market_code)
+    if market is None:
+        return escape(market_code or "?")
+    return escape(exchange_title(market.exchange))
+
+
+def account_words(name: str, market_code: str | None) -> str:
+    """«Main» (Binance): how every 3Commas message names an account."""
+    return _("3Commas account «{name}» ({exchange})").format(
+        name=escape(name or "?"), exchange=exchange_name(market_code)
+    )
+
+
+# -- the alert ------------------------------------------------------------------------------------
+
+
+def account_key_alert(subject: dict[str, Any]) -> str:
+    """A 3Commas account whose exchange key 3Commas can no longer use: what it means, plainly."""
+    lines = [
+        "🔴 <b>" + account_words(str(subject.get("name") or ""), subject.get("market_code")) + "</b>",
+        _(
+            "3Commas can no longer use the API key of this exchange account. Until it gets a new one, "
+            "its bots and SmartTrades cannot open, close or cancel anything, their profit stops "
+            "updating, and balances do not load."
+        ),
+    ]
+    if subject.get("last_good_usd"):
+        lines.append(_("Last good balance: {usd} USD.").format(usd=_num(subject["last_good_usd"])))
+    lines.append(_("Fix it here: create a new key on the exchange and I pass it to 3Commas."))
+    return "\n".join(lines)
+
+
+def repair_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
+    return "🔧 " + _("Update key in 3Commas"), TcRepairCb(
+        action=TcRepairAction.GO, cid=tc_connection_id, acc=account_id
+    )
+
+
+def checklist_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
+    return "📋 " + _("What is left to do"), TcRepairCb(
+        action=TcRepairAction.LIST, cid=tc_connection_id, acc=account_id
+    )
+
+
+# -- the wizard -------------------------------------------------------------------------------------
+
+
+def wizard_intro(name: str, market_code: str | None) -> str:
+    exchange = exchange_name(market_code)
+    return "\n".join(
+        [
+            "🔧 <b>"
+            + _("New exchange key for {account}").format(account=account_words(name, market_code))
+            + "</b>",
+            _(
+                "1. On {exchange}, delete the old API key and create a new one with the same permissions "
+                "(reading and trading; never withdrawals)."
+            ).format(exchange=exchange),
+            _(
+                "2. Restrict it to 3Commas' IP addresses, as 3Commas' guide lists them. keysentry "
+                "does not need to reach this key."
+            ),
+            _(
+                "3. Or use Fast Connect in 3Commas instead, except for a sub-account or where futures "
+                "trading is not allowed in your country."
+            ),
+            _(
+                "Then send me the new <b>API key</b>. I delete your message at once and give the key "
+                "only to 3Commas; /cancel stops."
+            ),
+        ]
+    )
+
+
+def ask_secret() -> str:
+    return _("Now send the <b>secret</b> of that exchange key.")
+
+
+def ask_passphrase() -> str:
+    return _("Now send the key's <b>passphrase</b>.")
+
+
+def sending() -> str:
+    return "⏳ " + _("Giving the new key to 3Commas and asking it to reload balances…")
+
+
+def manual_steps(name: str, market_code: str | None, account_id: int, reason: str | None) -> str:
+    url = ACCOUNT_PAGE.format(id=int(account_id))
+    lines = [
+        _(
+            "Your 3Commas API key may not change exchange accounts (it lacks ACCOUNTS_WRITE), so please "
+            "do it in 3Commas:"
+        )
+    ]
+    if reason:
+        lines.append(f"<i>{escape(reason)}</i>")
+    lines += [
+        _('1. Open <a href="{url}">{account}</a> in 3Commas.').format(
+            url=url, account=account_words(name, market_code)
+        ),
+        _("2. Press “Update API Key” and paste the new key and secret (and passphrase)."),
+        _("3. Save, then press the button below: I check and confirm. I also keep watching it."),
+    ]
+    return "\n".join(lines)
+
+
+def check_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
+    return "✅ " + _("I updated it in 3Commas"), TcRepairCb(
+        action=TcRepairAction.CHECK, cid=tc_connection_id, acc=account_id
+    )
+
+
+def repair_result(result: RepairResult, name: str, market_code: str | None) -> str:
+    account = account_words(name, market_code)
+    match result.outcome:
+        case RepairOutcome.FIXED:
+            return "✅ " + _("3Commas accepted the new key (…{hint}): {account} works again.").format(
+                hint=escape(result.key_hint.rpartition("…")[2]), account=account
+            )
+        case RepairOutcome.STILL_BROKEN:
+            return "🟠 " + _(
+                "3Commas took the new key but still cannot use it for {account}. Check the key's "
+                "permissions and that its IP whitelist holds 3Commas' addresses, then try again."
+            ).format(account=account)
+        case RepairOutcome.GONE:
+            return _("3Commas no longer has {account}.").format(account=account)
+        case RepairOutcome.UNAVAILABLE:
+            return "🟠 " + _(
+                "3Commas did not answer ({error}). Nothing was changed; try again in a minute."
+            ).format(error=escape(result.error or "?"))
+        case _:
+            return "❌ " + _("3Commas refused the new key: {error}").format(error=escape(result.error or "?"))
+
+
+def still_broken_after_manual(name: str, market_code: str | None) -> str:
+    return "⏳ " + _(
+        "3Commas still shows the key of {account} as unusable. I keep watching and tell you when it works."
+    ).format(account=account_words(name, market_code))
+
+
+def keyboard_of(*buttons: tuple[str, Any]) -> InlineKeyboardMarkup:
+    keyboard = InlineKeyboardBuilder()
+    for text, data in buttons:
+        keyboard.button(text=text, callback_data=data)
+    keyboard.adjust(1)
+    return keyboard.as_markup()
+
+
+# -- recreate plans ---------------------------------------------------------------------------------
+
+
+def plan_lines(row: FailedDeal) -> list[str]:
+    """Exactly the parameters the recreate request carries, one per line."""
+    params = row.params
+    if row.kind != "smart_trade":
+        body = params.get("body") or {}
+        pair = body.get("pair")
+        return [
+            _("DCA bot: start a new deal ({path})").format(path=escape(str(params.get("path")))),
+            _("Pair: {pair}").format(pair=escape(tc_pair_to_symbol(pair) if pair else _("the bot's pair"))),
+        ]
+    trade = smart_trade_params(params["body"])
+    price = (
+        _("at market") if trade.order_type == "market" else _("limit {price}").format(price=_num(trade.price))
+    )
+    lines = [
+        _("SmartTrade on account {account}").format(account=trade.account_id),
+        _("Pair: {pair}").format(
+            pair=escape(tc_pair_to_symbol(trade.pair, futures=trade.leverage_value is not None))
+        ),
+        _("Side: {side}").format(side=escape(trade.side)),
+        _("Amount: {units} ({price})").format(units=_num(trade.units), price=price),
+    ]
+    if trade.take_profit:
+        steps = ", ".join(f"{_num(step.price)} × {_num(step.volume)}%" for step in trade.take_profit)
+        lines.append(_("Take profit: {steps}").format(steps=steps))
+    else:
+        lines.append(_("Take profit: none"))
+    lines.append(
+        _("Stop loss: {price}").format(price=_num(trade.stop_loss.price))
+        if trade.stop_loss
+        else _("Stop loss: none")
+    )
+    if trade.skip_enter_step:
+        lines.append(_("Entry skipped: only take profit and stop loss are placed."))
+    return lines
+
+
+# -- the checklist ----------------------------------------------------------------------------------
+
+
+def _locked(locked: dict[str, Decimal]) -> str:
+    return (
+        ", ".join(f"{_num(amount)} {escape(currency)}" for currency, amount in sorted(locked.items())) or "?"
+    )
+
+
+def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
+    """The self-editing message: one line per step of 3Commas' recovery guide, and its buttons."""
+    lines = [
+        "📋 <b>"
+        + _("Recovery: {account}").format(account=account_words(state.account_name, state.market_code))
+        + "</b>"
+    ]
+    buttons: list[tuple[str, Any]] = []
+    if state.key_ok:
+        lines.append("✅ " + _("Key updated in 3Commas"))
+    elif state.key_ok is None:
+        lines.append("❔ " + _("Key: 3Commas did not answer just now"))
+    else:
+        lines.append("⏳ " + _("Key: 3Commas still cannot use it"))
+        buttons.append(
+            (
+                "🔄 " + _("Check the key again"),
+                ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id),
+            )
+        )
+    if state.pending:
+        lines.append(
+            "⏳ "
+            + _("{deals} deal(s) and {trades} SmartTrade(s) failed since the incident").format(
+                deals=state.pending_deals, trades=state.pending_smart_trades
+            )
+        )
+        buttons.append(
+            (
+                "♻️ " + _("Recreate all ({n})…").format(n=len(state.pending)),
+                ChecklistCb(action=ChecklistAction.ASK_RECREATE, id=state.checklist_id),
+            )
+        )
+    elif state.recreated:
+        lines.append("✅ " + _("Failed deals and SmartTrades recreated ({n})").format(n=state.recreated))
+    else:
+        lines.append("✅ " + _("No deal or SmartTrade failed since the incident"))
+    if state.orphans is None:
+        lines.append(
+            "❔ " + _("Orders: I cannot see them; map this account to your exchange connection with /link3c")
+        )
+    elif state.orphans:
+        lines.append(
+            "⏳ "
+            + _("{n} orphan order(s) of finished deals lock {locked}").format(
+                n=state.orphans, locked=_locked(state.locked)
+            )
+        )
+        buttons.append(
+            (
+                "🧹 " + _("Cancel orphans ({n})…").format(n=state.orphans),
+                ChecklistCb(
+                    action=ChecklistAction.ASK_CANCEL, id=state.checklist_id, list=state.list_id or 0
+                ),
+            )
+        )
+    else:
+        lines.append("✅ " + _("No orphan orders lock funds"))
+    if state.old_key_deleted:
+        lines.append("✅ " + _("Old key deleted on the exchange"))
+    else:
+        lines.append("☐ " + _("Delete the old key on the exchange (I cannot see that: tick it when done)"))
+        buttons.append(
+            (
+                "☑️ " + _("Old key deleted"),
+                ChecklistCb(action=ChecklistAction.OLD_KEY_DELETED, id=state.checklist_id),
+            )
+        )
+    if state.complete:
+        lines.append("\n🎉 " + _("Everything is done."))
+    elif not any(
+        isinstance(data, ChecklistCb) and data.action is ChecklistAction.REFRESH for _text, data in buttons
+    ):
+        buttons.append(
+            ("🔄 " + _("Refresh"), ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id))
+        )
+    return "\n".join(lines), keyboard_of(*buttons)
+
+
+def recreate_confirmation(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
+    lines = ["♻️ <b>" + _("Recreate through 3Commas, each exactly as below:") + "</b>"]
+    for number, row in enumerate(state.pending, start=1):
+        lines.append(f"\n<b>{number}.</b> " + "\n".join(plan_lines(row)))
+        lines += [f"⚠️ {escape(str(w))}" for w in row.params.get("warnings") or ()]
+    button = (
+        "✅ " + _("Recreate all {n}").format(n=len(state.pending)),
+        ChecklistCb(action=ChecklistAction.RECREATE, id=state.checklist_id),
+    )
+    return "\n".join(lines), keyboard_of(button)
+
+
+def cancel_confirmation(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
+    text = "🧹 " + _(
+        "Cancel {n} orphan order(s) locking {locked}? Each is checked again against the exchange and "
+        "3Commas right before it is cancelled; orders of live deals are never touched."
+    ).format(n=state.orphans or 0, locked=_locked(state.locked))
+    button = (
+        "✅ " + _("Cancel {n} orphan(s)").format(n=state.orphans or 0),
+        ChecklistCb(action=ChecklistAction.CANCEL, id=state.checklist_id, list=state.list_id or 0),
+    )
+    return text, keyboard_of(button)
+
+
+def all_done(state: ChecklistState) -> str:
+    return "🎉 " + _("{account} is fully recovered.").format(
+        account=account_words(state.account_name, state.market_code)
+    )

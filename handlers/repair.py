@@ -1,0 +1,325 @@
+"""🔧 Update key in 3Commas, and the recovery checklist that follows a 3Commas account's key incident.
+
+Parse → service → render: the wizard collects the new exchange key (each message deleted as it
+arrives, only vault-sealed copies wait in the wizard state), :mod:`services.threecommas.repair`
+hands it to 3Commas, :mod:`services.threecommas.checklist` says what is left, and
+:mod:`bot.views.threecommas` words it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+
+from aiogram import F, Router
+from aiogram.exceptions import TelegramAPIError
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, Message
+from aiogram.utils.i18n import gettext as _
+
+from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
+from bot.views import threecommas as views
+from bot.views.secrets import forget_secret_message, key_problem
+from services.core.vault import Credentials, Vault
+from services.orders.cancel import CancelOutcome
+from services.orders.listing import Deps
+from services.storage.models import User
+from services.threecommas import checklist as recovery
+from services.threecommas.errors import ThreeCommasError
+from services.threecommas.recreate import RecreateOutcome
+from services.threecommas.repair import (
+    RepairOutcome,
+    RepairResult,
+    RepairTarget,
+    account_now,
+    needs_passphrase,
+    repair_account,
+    repair_target,
+)
+
+
+class TcRepair(StatesGroup):
+    key = State()
+    secret = State()
+    passphrase = State()
+
+
+async def _target(order_deps: Deps, user: User, cid: int, acc: int) -> RepairTarget | None:
+    return await repair_target(order_deps.sessions, order_deps.vault, user.id, cid, acc)
+
+
+# ----------------------------------------------------------------------------- the wizard
+
+
+async def start_repair(
+    query: CallbackQuery, callback_data: TcRepairCb, state: FSMContext, order_deps: Deps, user: User
+) -> None:
+    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
+    if target is None or not isinstance(query.message, Message):
+        await query.answer(_("That 3Commas account is no longer linked."), show_alert=True)
+        return
+    await query.answer()
+    await state.clear()
+    await state.set_state(TcRepair.key)
+    await state.update_data(cid=target.tc_connection_id, acc=target.account_id)
+    await query.message.answer(views.wizard_intro(target.name, target.market_code))
+
+
+def _seal(vault: Vault, value: str) -> str:
+    return base64.b64encode(vault.seal(Credentials(value, ""))).decode()
+
+
+def _unseal(vault: Vault, sealed: str) -> str:
+    return vault.open(base64.b64decode(sealed)).api_key
+
+
+async def got_key(message: Message, state: FSMContext, order_deps: Deps) -> None:
+    await forget_secret_message(message)
+    problem = key_problem(message.text)
+    if problem:
+        await message.answer(problem + " " + _("Send the API key again, or /cancel."))
+        return
+    await state.update_data(key=_seal(order_deps.vault, (message.text or "").strip()))
+    await state.set_state(TcRepair.secret)
+    await message.answer(views.ask_secret())
+
+
+async def got_secret(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
+    await forget_secret_message(message)
+    problem = key_problem(message.text)
+    if problem:
+        await message.answer(problem + " " + _("Send the secret again, or /cancel."))
+        return
+    await state.update_data(secret=_seal(order_deps.vault, (message.text or "").strip()))
+    data = await state.get_data()
+    target = await _target(order_deps, user, int(data.get("cid", 0)), int(data.get("acc", 0)))
+    if target is not None and needs_passphrase(target.market_code):
+        await state.set_state(TcRepair.passphrase)
+        await message.answer(views.ask_passphrase())
+        return
+    await _send_key(message, state, order_deps, user)
+
+
+async def got_passphrase(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
+    await forget_secret_message(message)
+    problem = key_problem(message.text, passphrase=True)
+    if problem:
+        await message.answer(problem + " " + _("Send the passphrase again, or /cancel."))
+        return
+    await state.update_data(passphrase=_seal(order_deps.vault, (message.text or "").strip()))
+    await _send_key(message, state, order_deps, user)
+
+
+async def _send_key(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
+    data = await state.get_data()
+    await state.clear()
+    cid, acc = int(data.get("cid", 0)), int(data.get("acc", 0))
+    target = await _target(order_deps, user, cid, acc)
+    if target is None or not data.get("key") or not data.get("secret"):
+        await message.answer(_("That 3Commas account is no longer linked."))
+        return
+    new_key = Credentials(
+        _unseal(order_deps.vault, data["key"]),
+        _unseal(order_deps.vault, data["secret"]),
+        _unseal(order_deps.vault, data["passphrase"]) if data.get("passphrase") else None,
+    )
+    await message.answer(views.sending())
+    result = await repair_account(
+        order_deps.sessions,
+        order_deps.threecommas,
+        target,
+        new_key,
+        user_id=user.id,
+        now=order_deps.clock.now(),
+    )
+    del new_key  # the key lives no longer than this request
+    if result.outcome is RepairOutcome.NO_PERMISSION:
+        await message.answer(
+            views.manual_steps(target.name, target.market_code, acc, result.error),
+            reply_markup=views.keyboard_of(views.check_button(cid, acc)),
+        )
+        return
+    await message.answer(views.repair_result(result, target.name, target.market_code))
+    if result.outcome is RepairOutcome.FIXED:
+        await _open_checklist(message, order_deps, user, cid, acc)
+    elif result.outcome in {RepairOutcome.STILL_BROKEN, RepairOutcome.UNAVAILABLE, RepairOutcome.REFUSED}:
+        await message.answer(
+            _("Try again when ready:"), reply_markup=views.keyboard_of(views.repair_button(cid, acc))
+        )
+
+
+async def check_manual_fix(
+    query: CallbackQuery, callback_data: TcRepairCb, order_deps: Deps, user: User
+) -> None:
+    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
+    if target is None or not isinstance(query.message, Message):
+        await query.answer(_("That 3Commas account is no longer linked."), show_alert=True)
+        return
+    await query.answer(_("Asking 3Commas…"))
+    try:
+        account = await account_now(order_deps.threecommas, target.tc_credentials, callback_data.acc)
+    except ThreeCommasError as error:
+        await query.message.answer(
+            views.repair_result(
+                RepairResult(RepairOutcome.UNAVAILABLE, error=error.error),
+                target.name,
+                target.market_code,
+            )
+        )
+        return
+    if account is None or account.key_broken:
+        await query.message.answer(views.still_broken_after_manual(target.name, target.market_code))
+        return
+    await query.message.answer(
+        views.repair_result(RepairResult(RepairOutcome.FIXED, account), target.name, target.market_code)
+    )
+    await _open_checklist(query.message, order_deps, user, callback_data.cid, callback_data.acc)
+
+
+async def show_checklist(
+    query: CallbackQuery, callback_data: TcRepairCb, order_deps: Deps, user: User
+) -> None:
+    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
+    if target is None or not isinstance(query.message, Message):
+        await query.answer(_("That 3Commas account is no longer linked."), show_alert=True)
+        return
+    await query.answer()
+    await _open_checklist(query.message, order_deps, user, callback_data.cid, callback_data.acc)
+
+
+# ----------------------------------------------------------------------------- the checklist
+
+
+async def _open_checklist(message: Message, order_deps: Deps, user: User, cid: int, acc: int) -> None:
+    checklist_id = await recovery.start_checklist(
+        order_deps, user_id=user.id, tc_connection_id=cid, account_id=acc
+    )
+    state = await recovery.checklist_state(order_deps, checklist_id, user.id)
+    if state is None:
+        return
+    text, markup = views.checklist(state)
+    sent = await message.answer(text, reply_markup=markup)
+    await recovery.remember_message(order_deps, checklist_id, sent.chat.id, sent.message_id)
+    await _say_done_once(message, order_deps, state)
+
+
+async def _say_done_once(message: Message, order_deps: Deps, state: recovery.ChecklistState) -> None:
+    if state.complete and await recovery.claim_done(order_deps, state.checklist_id, order_deps.clock.now()):
+        await message.answer(views.all_done(state))
+
+
+async def _redraw(
+    query: CallbackQuery, order_deps: Deps, user: User, checklist_id: int
+) -> recovery.ChecklistState | None:
+    """Edit the checklist message in place with what is true now."""
+    where = await recovery.checklist_message(order_deps, checklist_id, user.id)
+    state = await recovery.checklist_state(order_deps, checklist_id, user.id)
+    if state is None:
+        return None
+    text, markup = views.checklist(state)
+    if where is not None and query.bot is not None:
+        chat_id, message_id = where
+        # Unchanged text, or the message was deleted: the state itself is what counts.
+        with contextlib.suppress(TelegramAPIError):
+            await query.bot.edit_message_text(
+                text, chat_id=chat_id, message_id=message_id, reply_markup=markup
+            )
+    if isinstance(query.message, Message):
+        await _say_done_once(query.message, order_deps, state)
+    return state
+
+
+async def checklist_step(
+    query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
+) -> None:
+    if callback_data.action is ChecklistAction.OLD_KEY_DELETED and not await recovery.tick_old_key(
+        order_deps, callback_data.id, user.id
+    ):
+        await query.answer(_("This checklist is no longer yours."), show_alert=True)
+        return
+    await query.answer()
+    if await _redraw(query, order_deps, user, callback_data.id) is None and isinstance(
+        query.message, Message
+    ):
+        await query.message.answer(_("This checklist is no longer known."))
+
+
+async def checklist_ask(
+    query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
+) -> None:
+    state = await recovery.checklist_state(order_deps, callback_data.id, user.id)
+    if state is None or not isinstance(query.message, Message):
+        await query.answer(_("This checklist is no longer known."), show_alert=True)
+        return
+    await query.answer()
+    if callback_data.action is ChecklistAction.ASK_RECREATE:
+        if not state.pending:
+            await query.message.answer(_("Nothing is left to recreate."))
+            return
+        text, markup = views.recreate_confirmation(state)
+    else:
+        if not state.orphans:
+            await query.message.answer(_("No orphan order is left to cancel."))
+            return
+        text, markup = views.cancel_confirmation(state)
+    await query.message.answer(text, reply_markup=markup)
+
+
+async def checklist_recreate(
+    query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
+) -> None:
+    await query.answer(_("Sending to 3Commas…"))
+    results = await recovery.recreate_all(order_deps, callback_data.id, user.id)
+    created = sum(1 for r in results if r.outcome is RecreateOutcome.CREATED)
+    already = sum(1 for r in results if r.outcome is RecreateOutcome.ALREADY)
+    refused = [
+        r.error or r.outcome.value
+        for r in results
+        if r.outcome not in {RecreateOutcome.CREATED, RecreateOutcome.ALREADY}
+    ]
+    if isinstance(query.message, Message):
+        text = "✅ " + _("Recreated {n}; {m} had been recreated before and were not sent again.").format(
+            n=created, m=already
+        )
+        if refused:
+            text += "\n" + _("3Commas refused: {errors}").format(errors="; ".join(refused)[:500])
+        # The button stays: a second tap is safe (each row is claimed) and reports the same.
+        base = query.message.html_text.split("\n\n✅ ", 1)[0]
+        await query.message.edit_text(base + "\n\n" + text, reply_markup=query.message.reply_markup)
+    await _redraw(query, order_deps, user, callback_data.id)
+
+
+async def checklist_cancel(
+    query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
+) -> None:
+    if not await recovery.owns_checklist(order_deps, callback_data.id, user.id):
+        await query.answer(_("This checklist is no longer yours."), show_alert=True)
+        return
+    await query.answer(_("Cancelling…"))
+    results = await recovery.cancel_orphans(order_deps, user.id, callback_data.list)
+    cancelled = sum(1 for r in results if r.outcome is CancelOutcome.CANCELLED)
+    if isinstance(query.message, Message):
+        text = "✅ " + _("Cancelled {n} of {m} orphan order(s).").format(n=cancelled, m=len(results))
+        await query.message.edit_text(query.message.html_text + "\n\n" + text)
+    await _redraw(query, order_deps, user, callback_data.id)
+
+
+def build_router() -> Router:
+    router = Router(name="repair")
+    router.callback_query.register(start_repair, TcRepairCb.filter(F.action == TcRepairAction.GO))
+    router.callback_query.register(check_manual_fix, TcRepairCb.filter(F.action == TcRepairAction.CHECK))
+    router.callback_query.register(show_checklist, TcRepairCb.filter(F.action == TcRepairAction.LIST))
+    # Commands (/cancel, /status...) are not a key: they reach their handlers, as in /link.
+    router.message.register(got_key, TcRepair.key, F.text, ~F.text.startswith("/"))
+    router.message.register(got_secret, TcRepair.secret, F.text, ~F.text.startswith("/"))
+    router.message.register(got_passphrase, TcRepair.passphrase, F.text, ~F.text.startswith("/"))
+    steps = {ChecklistAction.REFRESH, ChecklistAction.OLD_KEY_DELETED}
+    router.callback_query.register(checklist_step, ChecklistCb.filter(F.action.in_(steps)))
+    asks = {ChecklistAction.ASK_RECREATE, ChecklistAction.ASK_CANCEL}
+    router.callback_query.register(checklist_ask, ChecklistCb.filter(F.action.in_(asks)))
+    router.callback_query.register(
+        checklist_recreate, ChecklistCb.filter(F.action == ChecklistAction.RECREATE)
+    )
+    router.callback_query.register(checklist_cancel, ChecklistCb.filter(F.action == ChecklistAction.CANCEL))
+    return router

@@ -1,0 +1,250 @@
+"""The recovery checklist after a 3Commas account's key incident: what is left, from live data.
+
+3Commas' own guide after a key reset: update the key, recreate the deals and SmartTrades that
+failed, delete the orders finished deals left open (they lock funds), delete the old key on the
+exchange. Each item here is computed afresh from what 3Commas and the exchange show now, never
+from what keysentry did, so the message the bot keeps editing cannot claim a step that did not
+happen. Only "old key deleted" is the user's word: no API shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.orders.cancel import CancelResult, cancel_all_orphans
+from services.orders.listing import Deps, Listing, list_orders, row_lock
+from services.storage.connections import owned_connection
+from services.storage.models import FailedDeal, Incident, RecoveryChecklist, ThreeCommasAccountLink
+from services.threecommas.errors import ThreeCommasError
+from services.threecommas.recreate import RecreateResult, recreate_failed_deal
+from services.threecommas.repair import account_now
+
+
+@dataclass(frozen=True)
+class ChecklistState:
+    """One rendering's worth of facts. ``key_ok`` None: 3Commas did not answer just now;
+    ``orphans`` None: the exchange side could not be listed (no mapped connection, or it failed)."""
+
+    checklist_id: int
+    account_id: int
+    account_name: str
+    market_code: str
+    key_ok: bool | None
+    pending: Sequence[FailedDeal]
+    recreated: int
+    orphans: int | None
+    locked: dict[str, Decimal]
+    list_id: int | None
+    old_key_deleted: bool
+    done_at: datetime | None
+
+    @property
+    def pending_deals(self) -> int:
+        return sum(1 for row in self.pending if row.kind != "smart_trade")
+
+    @property
+    def pending_smart_trades(self) -> int:
+        return sum(1 for row in self.pending if row.kind == "smart_trade")
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.key_ok) and not self.pending and self.orphans == 0 and self.old_key_deleted
+
+
+async def open_checklist(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    tc_connection_id: int,
+    account_id: int,
+    since: datetime,
+    now: datetime,
+) -> RecoveryChecklist:
+    """The account's open checklist, or a new one for the incident that began at ``since``."""
+    existing = await session.scalar(
+        select(RecoveryChecklist)
+        .where(
+            RecoveryChecklist.user_id == user_id,
+            RecoveryChecklist.tc_connection_id == tc_connection_id,
+            RecoveryChecklist.account_id == account_id,
+            RecoveryChecklist.done_at.is_(None),
+        )
+        .order_by(RecoveryChecklist.id.desc())
+    )
+    if existing is not None:
+        existing.since = min(existing.since, since)
+        return existing
+    checklist = RecoveryChecklist(
+        user_id=user_id, tc_connection_id=tc_connection_id, account_id=account_id, since=since, created_at=now
+    )
+    session.add(checklist)
+    await session.flush()
+    return checklist
+
+
+RECENT_WITHOUT_INCIDENT = timedelta(days=1)
+"""How far back "failed since the incident" looks when the incident already closed."""
+
+
+async def start_checklist(deps: Deps, *, user_id: int, tc_connection_id: int, account_id: int) -> int:
+    """Open (or reuse) the checklist of the account's key incident; "failed since" counts from the
+    incident's start."""
+    now = deps.clock.now()
+    async with deps.sessions.begin() as session:
+        incident = await session.scalar(
+            select(Incident).where(
+                Incident.connection_id == tc_connection_id, Incident.check_kind == f"tc_account:{account_id}"
+            )
+        )
+        began = incident.pending_since or incident.failing_since if incident else None
+        checklist = await open_checklist(
+            session,
+            user_id=user_id,
+            tc_connection_id=tc_connection_id,
+            account_id=account_id,
+            since=began or now - RECENT_WITHOUT_INCIDENT,
+            now=now,
+        )
+        return checklist.id
+
+
+async def checklist_message(deps: Deps, checklist_id: int, user_id: int) -> tuple[int, int] | None:
+    """Where the checklist message is (chat id, message id), if it was sent and is the user's."""
+    async with deps.sessions() as session:
+        checklist = await owned_checklist(session, checklist_id, user_id)
+        if checklist is None or checklist.chat_id is None or checklist.message_id is None:
+            return None
+        return checklist.chat_id, checklist.message_id
+
+
+async def owns_checklist(deps: Deps, checklist_id: int, user_id: int) -> bool:
+    async with deps.sessions() as session:
+        return await owned_checklist(session, checklist_id, user_id) is not None
+
+
+async def owned_checklist(session: AsyncSession, checklist_id: int, user_id: int) -> RecoveryChecklist | None:
+    checklist = await session.get(RecoveryChecklist, checklist_id)
+    return checklist if checklist is not None and checklist.user_id == user_id else None
+
+
+async def _failed_since(session: AsyncSession, checklist: RecoveryChecklist) -> list[FailedDeal]:
+    rows = await session.scalars(
+        select(FailedDeal)
+        .where(
+            FailedDeal.tc_connection_id == checklist.tc_connection_id,
+            FailedDeal.created_at >= checklist.since,
+        )
+        .order_by(FailedDeal.id)
+    )
+    # A SmartTrade plan names its account; a DCA plan names its bot, which the account runs.
+    return [
+        row
+        for row in rows
+        if row.kind != "smart_trade"
+        or int(row.params.get("body", {}).get("account_id", 0)) == checklist.account_id
+    ]
+
+
+async def checklist_state(deps: Deps, checklist_id: int, user_id: int) -> ChecklistState | None:
+    """Everything the checklist message shows, read now (one 3Commas call, one listing)."""
+    async with deps.sessions() as session:
+        checklist = await owned_checklist(session, checklist_id, user_id)
+        if checklist is None:
+            return None
+        tc = await owned_connection(session, user_id, checklist.tc_connection_id)
+        if tc is None:
+            return None
+        link = await session.scalar(
+            select(ThreeCommasAccountLink).where(
+                ThreeCommasAccountLink.tc_connection_id == checklist.tc_connection_id,
+                ThreeCommasAccountLink.account_id == checklist.account_id,
+            )
+        )
+        failed = await _failed_since(session, checklist)
+        credentials = deps.vault.open(tc.credentials)
+        exchange_connection = link.exchange_connection_id if link else None
+        name, market = (link.account_name, link.market_code) if link else ("", "")
+        facts = (checklist.id, checklist.account_id, checklist.old_key_deleted, checklist.done_at)
+    try:
+        account = await account_now(deps.threecommas, credentials, facts[1])
+        key_ok: bool | None = account is not None and not account.key_broken
+    except ThreeCommasError:
+        key_ok = None
+    orphans, list_id = None, None
+    locked: dict[str, Decimal] = {}
+    if exchange_connection is not None:
+        listing = await list_orders(deps, user_id, exchange_connection)
+        if isinstance(listing, Listing):
+            rows = listing.orphan_rows
+            orphans, list_id = len(rows), listing.list_id
+            for row in rows:
+                lock = row_lock(row)
+                if lock.amount is not None:
+                    locked[lock.currency] = locked.get(lock.currency, Decimal(0)) + lock.amount
+    return ChecklistState(
+        checklist_id=facts[0],
+        account_id=facts[1],
+        account_name=name,
+        market_code=market,
+        key_ok=key_ok,
+        pending=[row for row in failed if row.recreated_at is None],
+        recreated=sum(1 for row in failed if row.recreated_at is not None),
+        orphans=orphans,
+        locked=locked,
+        list_id=list_id,
+        old_key_deleted=facts[2],
+        done_at=facts[3],
+    )
+
+
+async def recreate_all(deps: Deps, checklist_id: int, user_id: int) -> list[RecreateResult]:
+    """Recreate every failed deal and SmartTrade still pending: one confirmation for all, each
+    row claimed before its request, so a second tap (or a retry) never creates a trade twice."""
+    async with deps.sessions() as session:
+        checklist = await owned_checklist(session, checklist_id, user_id)
+        rows = [row.id for row in await _failed_since(session, checklist)] if checklist else []
+    return [
+        await recreate_failed_deal(
+            deps.sessions, deps.vault, deps.threecommas, row_id=row_id, user_id=user_id, now=deps.clock.now()
+        )
+        for row_id in rows
+    ]
+
+
+async def cancel_orphans(deps: Deps, user_id: int, list_id: int) -> list[CancelResult]:
+    """Cancel the orphans of the checklist's listing; each one is re-verified at cancel time."""
+    return await cancel_all_orphans(deps, user_id, list_id)
+
+
+async def tick_old_key(deps: Deps, checklist_id: int, user_id: int) -> bool:
+    """The user says the old key is deleted on the exchange; False when it is not theirs."""
+    async with deps.sessions.begin() as session:
+        checklist = await owned_checklist(session, checklist_id, user_id)
+        if checklist is None:
+            return False
+        checklist.old_key_deleted = True
+        return True
+
+
+async def claim_done(deps: Deps, checklist_id: int, now: datetime) -> bool:
+    """True exactly once: the first time the checklist is seen complete (it then says so)."""
+    async with deps.sessions.begin() as session:
+        claimed = await session.execute(
+            update(RecoveryChecklist)
+            .where(RecoveryChecklist.id == checklist_id, RecoveryChecklist.done_at.is_(None))
+            .values(done_at=now)
+        )
+        return getattr(claimed, "rowcount", 0) == 1
+
+
+async def remember_message(deps: Deps, checklist_id: int, chat_id: int, message_id: int) -> None:
+    async with deps.sessions.begin() as session:
+        checklist = await session.get(RecoveryChecklist, checklist_id)
+        if checklist is not None:
+            checklist.chat_id, checklist.message_id = chat_id, message_id

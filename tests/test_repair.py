@@ -1,0 +1,185 @@
+"""Issue 13 end to end, through the real bot: the mass key reset, the repair wizard, the checklist.
+
+Real aiogram against the local Telegram, real ccxt against the local Binance (api.binance.com over
+TLS), the real 3Commas client against the local 3Commas, time on the FakeClock.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import select, text
+
+from services.storage.models import AuditEntry, ThreeCommasAccountLink
+from tests.test_monitoring import Monitor, monitor
+
+NEW_KEY = "NEWexchangeKEY0123456789abcdef"
+NEW_SECRET = "NEWexchangeSECRET0123456789abcdefXYZ"
+
+
+async def reset_story(m: Monitor, *, can_write_accounts: bool = True) -> dict[str, int]:
+    """User 1: a Binance key in keysentry, a 3Commas key whose account "Main" trades on it, an
+    active deal with its take profit resting on Binance, a cancelled deal whose order still rests
+    there (an orphan), an active SmartTrade; then the reset breaks every key 3Commas holds."""
+    tc = m.tc
+    assert tc is not None
+    binance = m.exchanges["binance"]
+    cid, binance_key = await m.link(1, "binance")
+    tc_cid, api_key = await m.link_threecommas(1, tc)
+    tc.set_rate_limit(per_minute=10_000)  # a long story in fast time; limits have their own tests
+    if not can_write_accounts:
+        tc._keys[api_key].can_write_accounts = False
+    account = tc.add_account(api_key, exchange="binance", name="Main", balances_usd=2500)
+    now = m.rig.clock.now()
+    active = tc.add_deal(
+        api_key, account, pair="USDT_ETH", current_price="3000",
+        bought_amount="0.5", bought_average_price="2900",
+        orders=[{"side": "sell", "price": "3150", "amount": "0.5", "created_at": now}],
+    )  # fmt: skip
+    cancelled = tc.add_deal(
+        api_key, account, pair="USDT_BTC", current_price="65000", bought_amount="0.01",
+        orders=[{"side": "sell", "price": "68000", "amount": "0.01", "created_at": now}],
+    )  # fmt: skip
+    tc.finish_deal(cancelled, status="cancelled")
+    tc.set_price("USDT_SOL", "150")
+    trade = tc.add_smart_trade(
+        api_key, account, pair="USDT_SOL", price="140", take_profit=[{"price": "160", "volume": 100}]
+    )
+    binance.set_balance(binance_key, "ETH", 1)
+    binance.set_balance(binance_key, "BTC", 0.05)
+    binance.add_order(binance_key, "ETH/USDT", "sell", "3150", "0.5", created_at=now)
+    binance.add_order(binance_key, "BTC/USDT", "sell", "68000", "0.01", created_at=now)
+    async with m.rig.app.sessions.begin() as session:
+        session.add(
+            ThreeCommasAccountLink(
+                user_id=1, tc_connection_id=tc_cid, account_id=account, account_name="Main",
+                market_code="binance", exchange_connection_id=cid, updated_at=now,
+            )
+        )  # fmt: skip
+    await m.tick(0)  # the first look only records what exists
+    assert m.messages(1) == []
+    counts = tc.reset_exchange_keys(api_key)
+    await m.run_for(10 * 60, step=30)
+    return {
+        "account": account,
+        "active": active,
+        "trade": trade,
+        "tc_cid": tc_cid,
+        "binance_key": binance_key,
+        **counts,
+    }
+
+
+async def test_reset_wizard_checklist_recreate_cancel_done(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    for name in ("services", "bot", "handlers", "aiogram"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    async with monitor(tmp_path, "binance", threecommas=True) as m:
+        tc, binance, tg = m.tc, m.exchanges["binance"], m.rig.tg
+        assert tc is not None
+        story = await reset_story(m)
+        assert (story["accounts"], story["deals"], story["smart_trades"]) == (1, 1, 1)
+
+        # One alert per broken account, naming it, with the 3Commas fix.
+        alerts = [x for x in m.messages(1) if "can no longer use the API key" in x.text]
+        assert len(alerts) == 1
+        [alert] = alerts
+        assert "3Commas account «Main» (Binance)" in alert.text and "2500" in alert.text
+        assert [b.text for b in alert.buttons] == ["🔧 Update key in 3Commas"]
+
+        # The wizard: the key goes to accounts/update, every message with it is deleted.
+        await m.rig.press(1, alert, "Update key in 3Commas")
+        intro = await tg.wait_for_bot_message(1, contains="New exchange key")
+        assert "Fast Connect" in intro.text and "IP addresses" in intro.text
+        asked = await m.rig.say(1, NEW_KEY)
+        assert "secret" in asked.text
+        tg.user_sends(1, NEW_SECRET)
+        ok = await tg.wait_for_bot_message(1, contains="accepted the new key")
+        assert "works again" in ok.text
+        [update] = [r for r in tc.requests if r.path.endswith("/ver1/accounts/update")]
+        assert update.body == {"account_id": story["account"], "api_key": NEW_KEY, "secret": NEW_SECRET}
+        assert any(r.path.endswith("/load_balances") and r.status == 201 for r in tc.requests)
+        sent_by_user = [x for x in tg.chat(1) if not x.from_bot and x.text in (NEW_KEY, NEW_SECRET)]
+        assert len(sent_by_user) == 2 and all(x.deleted for x in sent_by_user)
+
+        # The checklist: what the reset left behind, from live data.
+        checklist = await tg.wait_for_bot_message(1, contains="Recovery:")
+        assert "✅ Key updated in 3Commas" in checklist.text
+        assert "1 deal(s) and 1 SmartTrade(s) failed" in checklist.text
+        assert "2 orphan order(s)" in checklist.text
+
+        await m.rig.press(1, checklist, "Recreate all")
+        confirm = await tg.wait_for_bot_message(1, contains="each exactly as below")
+        assert "ETH/USDT" in confirm.text and "SOL/USDT" in confirm.text
+        await m.rig.press(1, confirm, "Recreate all 2")
+        await tg.wait_for(lambda: "Recreated 2" in tg.message(1, confirm.message_id).text)
+        await m.rig.press(1, confirm, "Recreate all 2")  # a second tap sends nothing again
+        await tg.wait_for(lambda: "Recreated 0; 2 had been" in tg.message(1, confirm.message_id).text)
+        assert sum(r.path.endswith("/start_new_deal") for r in tc.requests) == 1
+        assert sum(r.method == "POST" and r.path.endswith("/v2/smart_trades") for r in tc.requests) == 1
+
+        await tg.wait_for(lambda: "recreated (2)" in tg.message(1, checklist.message_id).text)
+        now_shown = tg.message(1, checklist.message_id)
+        await m.rig.press(1, now_shown, "Cancel orphans")
+        cancel = await tg.wait_for_bot_message(1, contains="orphan order(s) locking")
+        await m.rig.press(1, cancel, "Cancel 2 orphan(s)")
+        await tg.wait_for(lambda: "Cancelled 2 of 2" in tg.message(1, cancel.message_id).text)
+        assert binance.open_orders(story["binance_key"]) == []
+        await tg.wait_for(
+            lambda: "✅ No orphan orders lock funds" in tg.message(1, checklist.message_id).text
+        )
+
+        await m.rig.press(1, tg.message(1, checklist.message_id), "Old key deleted")
+        done = await tg.wait_for_bot_message(1, contains="fully recovered")
+        assert "«Main»" in done.text
+        await tg.wait_for(lambda: "🎉 Everything is done." in tg.message(1, checklist.message_id).text)
+        await m.rig.press(1, tg.message(1, checklist.message_id), "Refresh") if any(
+            "Refresh" in b.text for b in tg.message(1, checklist.message_id).buttons
+        ) else None
+        # The account turns green in monitoring too; the "done" message still came only once.
+        await m.run_for(5 * 60, step=30)
+        assert sum("fully recovered" in x.text for x in m.messages(1)) == 1
+
+        # The new exchange key was never logged or stored in plaintext.
+        assert not any(NEW_KEY in r.getMessage() or NEW_SECRET in r.getMessage() for r in caplog.records)
+        async with m.rig.app.sessions() as session:
+            for table in ("conversation_states", "audit_log", "outbox", "connections"):
+                dump = " ".join(
+                    str(row) for row in (await session.execute(text(f"SELECT * FROM {table}"))).all()
+                )
+                assert NEW_KEY not in dump and NEW_SECRET not in dump, table
+            [audited] = (
+                await session.scalars(select(AuditEntry).where(AuditEntry.action == "tc_account_key_update"))
+            ).all()
+            assert audited.detail["outcome"] == "fixed"
+
+
+async def test_without_accounts_write_the_user_gets_steps_and_a_confirmation(tmp_path) -> None:
+    async with monitor(tmp_path, "binance", threecommas=True) as m:
+        tc, tg = m.tc, m.rig.tg
+        assert tc is not None
+        story = await reset_story(m, can_write_accounts=False)
+        [alert] = [x for x in m.messages(1) if "can no longer use the API key" in x.text]
+        await m.rig.press(1, alert, "Update key in 3Commas")
+        await tg.wait_for_bot_message(1, contains="New exchange key")
+        await m.rig.say(1, NEW_KEY)
+        tg.user_sends(1, NEW_SECRET)
+        steps = await tg.wait_for_bot_message(1, contains="ACCOUNTS_WRITE")
+        assert f"https://app.3commas.io/accounts/{story['account']}" in steps.html
+        await m.rig.press(1, steps, "I updated it in 3Commas")
+        waiting = await tg.wait_for_bot_message(1, contains="still shows the key")
+        assert "keep watching" in waiting.text
+
+        # The trader fixes it in 3Commas' web app; the button now confirms and opens the checklist.
+        tc.set_account(story["account"], api_key_invalid=False, api_keys_state="ok")
+        await m.rig.press(1, steps, "I updated it in 3Commas")
+        await tg.wait_for_bot_message(1, contains="works again")
+        checklist = await tg.wait_for_bot_message(1, contains="Recovery:")
+        assert "✅ Key updated in 3Commas" in checklist.text
+        # Monitoring sees it too: one recovery for the account, with the checklist button.
+        await m.run_for(5 * 60, step=30)
+        recovered = [x for x in m.messages(1) if "resolved after" in x.text and "3Commas account" in x.text]
+        assert len(recovered) == 1 and any("What is left to do" in b.text for b in recovered[0].buttons)
