@@ -11,7 +11,7 @@ import logging
 import pytest
 from sqlalchemy import select, text
 
-from services.storage.models import AuditEntry, ThreeCommasAccountLink
+from services.storage.models import AuditEntry, MoneyAction, ThreeCommasAccountLink
 from tests.test_monitoring import Monitor, monitor
 
 NEW_KEY = "NEWexchangeKEY0123456789abcdef"
@@ -155,6 +155,10 @@ async def test_reset_wizard_checklist_recreate_cancel_done(
                 await session.scalars(select(AuditEntry).where(AuditEntry.action == "tc_account_key_update"))
             ).all()
             assert audited.detail["outcome"] == "fixed"
+            [action] = (
+                await session.scalars(select(MoneyAction).where(MoneyAction.kind == "tc_key_update"))
+            ).all()
+            assert action.state == "done" and NEW_KEY not in action.target
 
 
 async def test_without_accounts_write_the_user_gets_steps_and_a_confirmation(tmp_path) -> None:

@@ -13,17 +13,20 @@ ours, which is expected and says nothing about whether 3Commas can use it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import select
 
 from services.core.vault import Credentials, Vault, mask
-from services.storage import audit
+from services.storage import audit, money_actions
 from services.storage.connections import owned_connection
 from services.storage.db import Sessions
 from services.storage.models import ThreeCommasAccountLink
+from services.storage.money_actions import ActionState, Unverifiable
 from services.threecommas.client import ThreeCommasAccess
 from services.threecommas.entities import Account, market_of
 from services.threecommas.errors import NotFound, PermissionDenied, ThreeCommasError
@@ -141,6 +144,23 @@ async def repair_target(
         return RepairTarget(cid, acc, link.account_name, link.market_code, vault.open(connection.credentials))
 
 
+ACTION = "tc_key_update"
+
+
+def _action_target(target: RepairTarget, new_key: Credentials) -> str:
+    """One money action per account and new key: the same key sent twice is one action. The key is
+    named by a digest of its public half, never by the key itself."""
+    digest = hashlib.sha256(new_key.api_key.encode()).hexdigest()[:16]
+    return f"{target.tc_connection_id}:{target.account_id}:{digest}"
+
+
+_SETTLED = {
+    RepairOutcome.FIXED: ActionState.DONE,
+    RepairOutcome.STILL_BROKEN: ActionState.DONE,  # 3Commas took the key; it just cannot use it
+    RepairOutcome.UNAVAILABLE: ActionState.UNKNOWN,  # sent, no answer: ask before sending again
+}
+
+
 async def repair_account(
     sessions: Sessions,
     access: ThreeCommasAccess,
@@ -150,9 +170,41 @@ async def repair_account(
     user_id: int,
     now: datetime,
 ) -> RepairResult:
-    """:func:`update_account_key`, audited (outcome and masked key only)."""
+    """:func:`update_account_key` as a money action (safety's :mod:`~services.storage.money_actions`):
+    claimed before it is sent, settled with its outcome and audited (outcome and masked key only).
+    A repeat of an action in flight or already carried out sends nothing: it re-reads the account."""
+    claim = await money_actions.claim(
+        sessions, user_id=user_id, kind=ACTION, target=_action_target(target, new_key), now=now
+    )
+    action = claim.action
+    if not claim.claimed and action.state is ActionState.UNKNOWN:
+
+        async def ask() -> dict[str, Any] | None:
+            try:
+                account = await account_now(access, target.tc_credentials, target.account_id)
+            except ThreeCommasError as error:
+                raise Unverifiable(error.error) from error
+            return {"api_key_invalid": False} if account is not None and not account.key_broken else None
+
+        action = await money_actions.reconcile(sessions, action, now, ask)
+        if action.state is ActionState.FAILED:
+            claim = await money_actions.claim(
+                sessions, user_id=user_id, kind=ACTION, target=action.target, now=now
+            )
+            action = claim.action
+    if not claim.claimed:
+        return await _as_it_is(access, target, new_key, in_flight=action.in_flight)
+    await money_actions.mark_sent(sessions, action, now)
     result = await update_account_key(access, target.tc_credentials, target.account_id, new_key)
     async with sessions.begin() as session:
+        await money_actions.settle(
+            session,
+            action,
+            _SETTLED.get(result.outcome, ActionState.FAILED),
+            now,
+            result={"outcome": result.outcome.value},
+            error=result.error or "",
+        )
         audit.record(
             session,
             user_id,
@@ -165,3 +217,22 @@ async def repair_account(
             error=result.error,
         )
     return result
+
+
+async def _as_it_is(
+    access: ThreeCommasAccess, target: RepairTarget, new_key: Credentials, *, in_flight: bool
+) -> RepairResult:
+    """This key was already given to 3Commas (or is being given right now): say what 3Commas shows."""
+    hint = mask(new_key.api_key)
+    if in_flight:
+        return RepairResult(
+            RepairOutcome.UNAVAILABLE, error="this key is being sent to 3Commas already", key_hint=hint
+        )
+    try:
+        account = await account_now(access, target.tc_credentials, target.account_id)
+    except ThreeCommasError as error:
+        return RepairResult(RepairOutcome.UNAVAILABLE, error=error.error, key_hint=hint)
+    if account is None:
+        return RepairResult(RepairOutcome.GONE, key_hint=hint)
+    outcome = RepairOutcome.STILL_BROKEN if account.key_broken else RepairOutcome.FIXED
+    return RepairResult(outcome, account, key_hint=hint)
