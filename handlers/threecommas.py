@@ -76,7 +76,9 @@ async def got_secret(
     clock: Clock,
     user: User,
 ) -> None:
-    credentials = await take_secret_part(message, state, vault, SecretPart.SECRET, restart=_restart())
+    credentials = await take_secret_part(
+        message, state, vault, SecretPart.SECRET, restart=_restart(), rsa_allowed=True
+    )
     if credentials is None:
         return
     await state.clear()

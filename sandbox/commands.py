@@ -139,13 +139,15 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
     async def reset(message: Message) -> None:
         counts = threecommas.reset_exchange_keys()
         if not counts["accounts"]:
-            await message.answer("Create the 3Commas sandbox first: /sandbox_3c")
+            await message.answer(_("Create the 3Commas sandbox first: /sandbox_3c"))
             return
         await message.answer(
-            "3Commas reset every exchange key it holds: {accounts} account(s) broken, {deals} deal(s) and "
-            "{smart_trades} SmartTrade(s) failed, {bots} bot(s) switched off, balances stop loading. "
-            "Alerts follow within a minute; for the repair create a fresh key with /sandbox_key binance "
-            "and send its key and secret to the wizard.".format(**counts)
+            _(
+                "3Commas reset every exchange key it holds: {accounts} account(s) broken, {deals} deal(s) "
+                "and {smart_trades} SmartTrade(s) failed, {bots} bot(s) switched off, balances stop "
+                "loading. Alerts follow within a minute; for the repair create a fresh key with "
+                "/sandbox_key binance and send its key and secret to the wizard."
+            ).format(**counts)
         )
 
     return router

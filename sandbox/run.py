@@ -28,7 +28,8 @@ SANDBOX_USER = 1001
 BANNER = (
     "keysentry SANDBOX — local Telegram and local exchanges, nothing leaves this machine. "
     "Try /start, /sandbox_key binance, /link, /status, /sandbox_revoke binance; then /sandbox_3c, "
-    "/orders, /sandbox_fail. Quit with /quit or Ctrl-C. Go live: put BOT_TOKEN and VAULT_KEY in .env."
+    "/orders, /sandbox_fail, /sandbox_reset. Quit with /quit or Ctrl-C. "
+    "Go live: put BOT_TOKEN and VAULT_KEY in .env."
 )
 DOWNLOADS = Path("data") / "sandbox"
 

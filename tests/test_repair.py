@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select, text
 
 from services.storage.models import AuditEntry, MoneyAction, ThreeCommasAccountLink
@@ -187,3 +189,32 @@ async def test_without_accounts_write_the_user_gets_steps_and_a_confirmation(tmp
         await m.run_for(5 * 60, step=30)
         recovered = [x for x in m.messages(1) if "resolved after" in x.text and "3Commas account" in x.text]
         assert len(recovered) == 1 and any("What is left to do" in b.text for b in recovered[0].buttons)
+
+
+async def test_link3c_accepts_a_self_generated_rsa_key(tmp_path) -> None:
+    """3Commas self-generated keys: the user keeps the PEM private key, requests are RSA-signed and
+    verified against the public key in the local 3Commas (docs quick-start/4 and 5)."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    async with monitor(tmp_path, "binance", threecommas=True) as m:
+        tc, tg = m.tc, m.rig.tg
+        assert tc is not None
+        key = tc.add_key(rsa_public_pem=public)
+        tc.add_account(key.api_key, name="Main")
+        tg.add_user(1)
+        await m.rig.say(1, "/link3c")
+        await m.rig.say(1, key.api_key)
+        tg.user_sends(1, pem)
+        linked = await tg.wait_for_bot_message(1, contains="linked")
+        assert "1 exchange account" in linked.text
+        assert [r.status for r in tc.requests] == [200, 200]  # validate and accounts, both RSA-signed
+        assert all(x.deleted for x in tg.chat(1) if not x.from_bot and x.text.startswith("-----BEGIN"))

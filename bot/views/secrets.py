@@ -17,6 +17,7 @@ from aiogram.utils.i18n import gettext as _
 
 from services.core.vault import Credentials, Vault
 from services.storage.sealed import SEALED_FIELD
+from services.threecommas.client import is_rsa_secret, load_rsa_key
 
 KEY_MAX = 256
 # Keys and secrets are printable ASCII without spaces on every exchange; passphrases may hold spaces.
@@ -66,16 +67,37 @@ def _again(part: SecretPart) -> str:
     return texts[part]
 
 
+def _rsa_problem(text: str) -> str | None:
+    try:
+        load_rsa_key(text)
+    except ValueError:
+        return _("That is not an unencrypted RSA private key in PEM form (-----BEGIN … PRIVATE KEY-----).")
+    return None
+
+
 async def take_secret_part(
-    message: Message, state: FSMContext, vault: Vault, part: SecretPart, *, restart: str
+    message: Message,
+    state: FSMContext,
+    vault: Vault,
+    part: SecretPart,
+    *,
+    restart: str,
+    rsa_allowed: bool = False,
 ) -> Credentials | None:
     """One wizard step: delete the message, check it, add it to the sealed credentials.
+
+    ``rsa_allowed``: the secret may be the PEM private key of a 3Commas self-generated RSA key
+    (docs quick-start/4_how_to_create_an_rsa_key_pair), which spans lines.
 
     Returns the credentials collected so far; None when the message could not be used (the user
     was told what to send instead) or the earlier parts are gone (the wizard ends with ``restart``).
     """
     await forget_secret_message(message)
-    problem = key_problem(message.text, passphrase=part is SecretPart.PASSPHRASE)
+    text = message.text or ""
+    if rsa_allowed and part is SecretPart.SECRET and is_rsa_secret(text):
+        problem = _rsa_problem(text)
+    else:
+        problem = key_problem(message.text, passphrase=part is SecretPart.PASSPHRASE)
     if problem:
         await message.answer(problem + " " + _again(part))
         return None
