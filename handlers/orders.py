@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from html import escape
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command
@@ -20,6 +19,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
 from bot.texts import ago, button_title, connection_title, refusal_text
 from bot.views.editing import edit_in_place
+from bot.views.html import Html, bold, html
 from services.exchanges.classifier import Classification
 from services.orders.attribution import Attribution
 from services.orders.cancel import CancelOutcome, CancelResult, cancel_all_orphans, cancel_order, total_freed
@@ -51,10 +51,15 @@ def num(value: Decimal | None) -> str:
     return format(value.normalize(), "f")
 
 
-def lock_text(lock: Lock) -> str:
+def lock_text(lock: Lock) -> Html:
     if lock.amount is None:
-        return _("margin in {currency}").format(currency=escape(lock.currency))
-    return f"{num(lock.amount)} {escape(lock.currency)}"
+        return html(_("margin in {currency}"), currency=lock.currency)
+    return html("{amount} {currency}", amount=num(lock.amount), currency=lock.currency)
+
+
+def order_text(side: str, amount: str, symbol: str) -> Html:
+    """``BUY 0.01 BTC/USDT``: what an order is, in a line."""
+    return html("{side} {amount} {symbol}", side=side.upper(), amount=num(Decimal(amount)), symbol=symbol)
 
 
 def _row_line(number: int, row: ListedOrder) -> str:
@@ -68,19 +73,23 @@ def _row_line(number: int, row: ListedOrder) -> str:
         mark = "✅ " + _("cancelled")
     elif row.outcome is not None:
         mark = "▫️ " + _("no longer open")
-    deal = f" · {escape(row.deal_ref)}" if row.deal_ref else ""
-    return (
-        f"{number}. {mark}{deal}\n"
-        f"    {row.side.upper()} {num(Decimal(row.amount))} {escape(row.symbol)} @ {num(Decimal(row.price))}"
-        f" · " + _("locks {what}").format(what=lock_text(row_lock(row)))
+    return html(
+        "{number}. {mark}{deal}\n    {order} @ {price} · {locks}",
+        number=number,
+        mark=mark,
+        deal=f" · {row.deal_ref}" if row.deal_ref else "",
+        order=order_text(row.side, row.amount, row.symbol),
+        price=num(Decimal(row.price)),
+        locks=html(_("locks {what}"), what=lock_text(row_lock(row))),
     )
 
 
 def _funds_lines(listing: Listing) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for funds in listing.funds.currencies[:MAX_FUND_LINES]:
-        line = _("{currency}: {locked} locked by orders (orphans {orphans}) · free {free} of {total}").format(
-            currency=f"<b>{escape(funds.currency)}</b>",
+        line: str = html(
+            _("{currency}: {locked} locked by orders (orphans {orphans}) · free {free} of {total}"),
+            currency=bold(funds.currency),
             locked=num(funds.locked_by_orders),
             orphans=num(funds.locked_by_orphans),
             free=num(funds.free),
@@ -133,7 +142,7 @@ def render(listing: Listing, page: int, now_text: str, banner: str = "") -> tupl
     title = connection_title(listing.connection.exchange, listing.connection.label)
     head = [
         *([banner, ""] if banner else []),
-        f"📋 <b>{title}</b> — "
+        html("📋 <b>{title}</b> — ", title=title)
         + _("{n} open orders: 🟢 {active} active deal · 🟠 {orphan} orphan · ⚪ {unknown} unknown").format(
             n=len(listing.rows),
             active=counts["active"],
@@ -209,9 +218,9 @@ def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: i
 
 def outcome_text(result: CancelResult) -> str:
     """One line on what a tap did, freed funds included."""
-    order = ""
+    order = Html()
     if result.row is not None:
-        order = f"{result.row.side.upper()} {num(Decimal(result.row.amount))} {escape(result.row.symbol)}"
+        order = order_text(result.row.side, result.row.amount, result.row.symbol)
     if result.repeat and result.outcome is CancelOutcome.CANCELLED:
         return _("{order} was already cancelled from this list.").format(order=order)
     texts = {
@@ -381,9 +390,10 @@ async def cancel_one(
             )
 
 
-def _amounts(by_currency: dict[str, Decimal]) -> str:
+def _amounts(by_currency: dict[str, Decimal]) -> Html:
     """``0.01 BTC, 120 USDT``; a dash when nothing is freed."""
-    return ", ".join(f"{num(v)} {escape(k)}" for k, v in sorted(by_currency.items())) or "—"
+    parts = [html("{amount} {currency}", amount=num(v), currency=k) for k, v in sorted(by_currency.items())]
+    return Html(", ".join(parts) or "—")
 
 
 async def _ask(query: CallbackQuery, bot: Bot, text: str, yes_text: str, yes: OrdersCb, list_id: int) -> None:
@@ -404,13 +414,14 @@ async def confirm_unknown(
     if row is None:
         await query.answer(outcome_text(CancelResult(CancelOutcome.LIST_GONE)), show_alert=True)
         return
-    text = "⚠️ " + _(
-        "keysentry cannot tell who placed {side} {amount} {symbol} @ {price}. It may belong to another bot, "
-        "a manual trade or a deal 3Commas did not report. Cancel it anyway?"
-    ).format(
+    text = "⚠️ " + html(
+        _(
+            "keysentry cannot tell who placed {side} {amount} {symbol} @ {price}. It may belong to another "
+            "bot, a manual trade or a deal 3Commas did not report. Cancel it anyway?"
+        ),
         side=row.side.upper(),
         amount=num(Decimal(row.amount)),
-        symbol=escape(row.symbol),
+        symbol=row.symbol,
         price=num(Decimal(row.price)),
     )
     yes = OrdersCb(action=OrdersAction.CANCEL_UNKNOWN, id=row.id, page=callback_data.page)
