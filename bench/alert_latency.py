@@ -10,6 +10,10 @@ one interval, as a running deployment's are. After one interval of steady state 
 revoked at its own random moment, uniformly over ``--spread`` intervals; the bench then waits
 until every user has received an alert that says "revoked".
 
+So many keys turning invalid within minutes is also what a ban of our own IP looks like
+(``services/monitoring/guard.py``); a deployment tells the two apart with the operator's canary
+key (``CANARY_KEYS``), and so does this bench: one more key on the exchange, never revoked.
+
 Measured per user: the revocation moment (the local exchange's clock, right after the key's
 state changed) to the moment the local Telegram accepted the alert. Printed: p50, p99 and max,
 and the target as a PASS/FAIL line: p99 ≤ interval + key confirmation (10 s) + 3 s. The floor
@@ -63,7 +67,8 @@ async def run(users: int, interval: int, spread: float, latency_ms: int, seed_va
     rng = random.Random(seed_value)
     try:
         keys = new_keys(users)
-        exchange = Child(exchange_main, EXCHANGE, keys, latency_ms, WEIGHT_LIMIT, name="exchange")
+        canary = new_keys(1)[0]
+        exchange = Child(exchange_main, EXCHANGE, [*keys, canary], latency_ms, WEIGHT_LIMIT, name="exchange")
         children.append(exchange)
         url = exchange.ready
         key_info = await probe_key_info(EXCHANGE, url, keys[0])
@@ -88,6 +93,7 @@ async def run(users: int, interval: int, spread: float, latency_ms: int, seed_va
             exchange_urls={EXCHANGE: url},
             weight_per_minute={EXCHANGE: WEIGHT_LIMIT},
             poll_interval_seconds=interval,
+            canary_keys={EXCHANGE: {"api_key": canary[0], "secret": canary[1]}},
         )
         await asyncio.sleep(interval)  # one interval of steady state: every connection checked once
 

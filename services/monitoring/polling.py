@@ -264,9 +264,6 @@ class Poller:
             self._gate = asyncio.Semaphore(self.config.concurrency)
         results = await asyncio.gather(*(self._check(c, self._gate) for c in batch))
         await self.record(list(zip(batch, results, strict=True)))
-        if self.guard is not None and self.on_wave is not None:
-            for wave in self.guard.waves_started():
-                await self.on_wave(wave)
         self.checked += len(batch)
         return len(batch)
 
@@ -286,6 +283,12 @@ class Poller:
             self.guard.observe_batch(
                 (KeyOutcome(service_of(c.kind, c.exchange), c.id, r.verdict) for c, r in outcomes), now
             )
+            # A wave is announced (and the operator's canary probed) before this batch is decided:
+            # a canary that works releases it at once, so a real mass revocation is alerted on
+            # the leading edge instead of being held and spaced out by the back-off first.
+            if self.on_wave is not None:
+                for wave in self.guard.waves_started():
+                    await self.on_wave(wave)
         async with self.sessions.begin() as session:
             rows = (
                 await session.execute(
