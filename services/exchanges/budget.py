@@ -10,20 +10,24 @@ Budgets (``limit`` weight per ``window_s``, per IP; each call costs the exchange
 
 * **binance** 6000 / 60 s. Spot ``REQUEST_WEIGHT`` limit per IP
   (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits; also the figure in
-  ccxt binance.py describe() "IP (api) request rate limit of 6000 per minute"). ``/sapi`` has its
-  own, larger 12 000/min IP pool (ccxt comment, binance.py ~287); we count sapi weights in the same
-  6000 budget, which is strictly conservative. ``X-MBX-USED-WEIGHT-1M`` reports the api pool.
+  ccxt binance.py describe() "IP (api) request rate limit of 6000 per minute"). ``X-MBX-USED-WEIGHT-1M``
+  reports the api pool.
+* **binance_sapi** 12 000 / 60 s: ``/sapi`` endpoints have their own IP pool, separate from
+  ``/api``'s (ccxt binance.py describe() comment "IP (sapi) request rate limit of 12 000 per
+  minute"; ``X-SAPI-USED-IP-WEIGHT-1M``). Calls to ``sapi*`` methods are counted there
+  (:func:`pool_of`), so the key checks (apiRestrictions) do not eat the balance calls' budget.
 * **binanceusdm** 2400 / 60 s. USDⓈ-M futures IP weight limit
   (https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info).
 * **bybit** 600 / 5 s. "600 requests within a 5-second window per IP"; breaking it gives
   "403, access too frequent" and a ban of at least 10 minutes
   (https://bybit-exchange.github.io/docs/v5/rate-limit). Per-UID limits (query-api 10/s,
   ccxt bybit.py ~438) are per user and irrelevant at probe frequencies.
-* **okx** 20 / 2 s. OKX limits private endpoints per user ID (``/api/v5/account/config``
-  5 req / 2 s, ``/api/v5/account/balance`` 10 req / 2 s; https://www.okx.com/docs-v5/en/#overview-rate-limits)
-  and publishes no per-IP figure for them. As an IP-wide guard we use the common public per-IP
-  rule, 20 requests / 2 s; ccxt's own pacing for OKX is similar (``rateLimit`` 110 ms ≈ 545/min,
-  okx.py ~49). Raise it with ``overrides`` when a deployment needs more.
+* **okx** 20 / 2 s for *public* calls (markets), the per-IP rule of OKX's public endpoints. OKX
+  limits private endpoints per user ID and endpoint, not per IP
+  (https://www.okx.com/docs-v5/en/#overview-rate-limits): ``/api/v5/account/config`` 5 / 2 s,
+  ``/api/v5/account/balance`` 10 / 2 s, ``/api/v5/trade/orders-pending`` and order endpoints
+  60 / 2 s. Private calls are therefore paced per key and endpoint (:data:`USER_LIMITS`,
+  :func:`pool_of`), never against an invented IP-wide figure.
 * **any other exchange**: 60000 / ccxt ``rateLimit`` requests per minute (ccxt's pacing for one
   IP at cost 1), registered by the hub via :meth:`BudgetRegistry.register_ccxt_default`.
 
@@ -72,6 +76,36 @@ DEFAULT_BUDGETS: dict[str, Budget] = {
     "bybit": Budget(600, 5, 600, "https://bybit-exchange.github.io/docs/v5/rate-limit"),
     "okx": Budget(20, 2, 60, "https://www.okx.com/docs-v5/en/#overview-rate-limits"),
 }
+DEFAULT_BUDGETS["binance_sapi"] = Budget(
+    12_000,
+    60,
+    120,
+    "ccxt binance.py describe(): IP (sapi) request rate limit of 12 000 per minute",
+    "x-sapi-used-ip-weight-1m",
+)
+_OKX_LIMITS = "https://www.okx.com/docs-v5/en/#overview-rate-limits"
+# (exchange family, ccxt method) → requests per 2 s that one user (key) may send to that endpoint.
+USER_LIMITS: dict[tuple[str, str], float] = {
+    ("okx", "privateGetAccountConfig"): 5,
+    ("okx", "fetch_balance"): 10,
+    ("okx", "privateGetAccountBalance"): 10,
+    ("okx", "fetch_open_orders"): 60,
+    ("okx", "fetch_order"): 60,
+    ("okx", "cancel_order"): 60,
+}
+
+
+def pool_of(family: str, method: str, api_key: str) -> tuple[str, Budget | None]:
+    """The budget a call counts against: Binance ``sapi*`` calls their own IP pool, OKX private
+    calls a per-key, per-endpoint window (returned with its budget), everything else the exchange's."""
+    if family == "binance" and method.startswith("sapi"):
+        return "binance_sapi", None
+    per_user = USER_LIMITS.get((family, method))
+    if per_user is not None:
+        return f"{family}:{method}:{api_key}", Budget(per_user, 2, 60, _OKX_LIMITS)
+    return "", None
+
+
 FALLBACK_BUDGET = Budget(60, 60, 300, "conservative default for an exchange nobody registered")
 
 
@@ -167,6 +201,10 @@ class BudgetRegistry:
                 60_000 / rate_limit_ms, 60, 300, f"ccxt {exchange_id}.rateLimit = {rate_limit_ms} ms"
             )
             self._windows.pop(exchange_id, None)
+
+    def register(self, name: str, budget: Budget) -> None:
+        """A budget for a pool no table names (a per-user window); kept if already known."""
+        self._budgets.setdefault(name, budget)
 
     def budget(self, exchange_id: str) -> Budget:
         """The budget in force (table, ccxt default or fallback, then the per-minute override)."""

@@ -58,7 +58,7 @@ from services.core.clock import Clock, SystemClock
 from services.core.transport import Transport
 from services.core.vault import Credentials
 from services.core.verdicts import Verdict
-from services.exchanges.budget import GENERIC_PROBE_WEIGHT, PROBE_WEIGHTS, BudgetRegistry
+from services.exchanges.budget import GENERIC_PROBE_WEIGHT, PROBE_WEIGHTS, BudgetRegistry, pool_of
 from services.exchanges.classifier import classify
 from services.exchanges.classifier_tables import TABLE_OF
 
@@ -210,7 +210,11 @@ class ExchangeClient:
         if ex.markets is None and not _is_implicit(type(ex), method):
             await hub.markets(self.exchange_id)
             ex.set_markets_from_exchange(hub._template(self.exchange_id))
-        await hub.budgets.acquire(self.exchange_id, weight)
+        pool, per_user = pool_of(TABLE_OF.get(self.exchange_id, self.exchange_id), method, str(ex.apiKey))
+        if per_user is not None:
+            hub.budgets.register(pool, per_user)
+            weight = 1  # per-user limits count requests
+        await hub.budgets.acquire(pool or self.exchange_id, weight)
         options = ex.options
         if _AUTH_TRAP in options:
             # ccxt would turn a later -2015 into DDoSProtection on this instance (binance.py ~12641).
