@@ -18,6 +18,7 @@ from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
 from bot.middlewares import GateMiddleware
 from bot.settings import Settings
+from bot.views.secrets import SecretGuardMiddleware
 from handlers import (
     errors,
     fallback,
@@ -143,5 +144,8 @@ def build_dispatcher(app: AppContext, *extra: Router) -> Dispatcher:
     dp.update.outer_middleware(
         GateMiddleware(app.sessions, app.clock, app.i18n, app.settings.allowed_user_ids)
     )
+    guard = SecretGuardMiddleware()
+    dp.message.outer_middleware(guard)
+    dp.edited_message.outer_middleware(guard)
     dp.include_routers(*feature_routers(), *extra, fallback.build_router())
     return dp

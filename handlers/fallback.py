@@ -19,7 +19,13 @@ async def unknown_input(message: Message) -> None:
         await message.answer(_("I only understand commands and buttons. Every command: /help."))
 
 
+async def ignore_edit(message: Message) -> None:
+    """An edit is never input: the wizard waits for a new message. Edits are still received so the
+    secret guard (bot.views.secrets) can delete one that adds a key to the chat."""
+
+
 def build_router() -> Router:
     router = Router(name="fallback")
     router.message.register(unknown_input, F.chat.type == ChatType.PRIVATE)
+    router.edited_message.register(ignore_edit)
     return router

@@ -26,7 +26,7 @@ from bot.texts import connection_title, exchange_name, verdict_advice, verdict_r
 from bot.views.balances import balance_summary
 from bot.views.html import code, html
 from bot.views.secrets import SecretPart, forget_secret_message, key_problem, take_secret_part
-from services.core.vault import Credentials, Vault, mask
+from services.core.vault import Credentials, Vault, carries_secret, mask
 from services.core.verdicts import Verdict
 from services.exchanges.hub import PREFERRED, needs_passphrase, supported_exchanges
 from services.exchanges.probes import KeyInfo, ProbeResult, key_warnings
@@ -309,7 +309,7 @@ async def link_command(
         await message.answer(
             html(
                 _("I do not know the exchange “{name}”. Send /link and pick it from the list."),
-                name=args[0][:32],
+                name="…" if carries_secret(args[0]) else args[0][:32],  # never echo what may be a key
             )
         )
         return

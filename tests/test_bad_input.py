@@ -551,9 +551,9 @@ async def test_groups_get_one_notice_each_and_channels_nothing(env, caplog):
 
 
 async def test_an_edited_message_is_never_taken_as_a_wizard_answer(env, caplog):
-    """Decision: edits are ignored. The bot does not ask Telegram for edited messages, and has no
-    handler for one if it arrives anyway; so an edit never advances the wizard or reaches an
-    exchange, and the wizard goes on waiting for a new message."""
+    """Decision: an edit is never input. The bot receives edits only so the secret guard can delete
+    one that adds a key; it never advances the wizard or reaches an exchange, and the wizard goes
+    on waiting for a new message."""
     tg, key = env.tg, env.binance.add_key()
     await env.rig.say(OWNER, "/link binance")
     await env.rig.say(OWNER, "Main")
@@ -561,11 +561,9 @@ async def test_an_edited_message_is_never_taken_as_a_wizard_answer(env, caplog):
     edited = tg.user_edits(OWNER, label.message_id, key.api_key)
     command = tg.user_messages(OWNER)[0]
     edited_command = tg.user_edits(OWNER, command.message_id, f"/link binance {key.api_key} {key.secret}")
-    await env.rig.say(OWNER, "/help")  # processed after the edits were (not) delivered
-    for update in (edited, edited_command):
-        await env.rig.dp.feed_raw_update(env.rig.bot, update)
+    await env.settle(int(edited["update_id"]), int(edited_command["update_id"]))
+    assert label.deleted and command.deleted  # both now carry a key
     assert len(env.binance.requests) == 0
-    assert [m.text for m in tg.bot_messages(OWNER)][-1].startswith("Commands")
     # The wizard still waits for the key, as a new message.
     assert "Got the key" in (await env.rig.say(OWNER, key.api_key)).text
     assert "linked" in (await env.rig.say(OWNER, key.secret)).text
@@ -650,7 +648,7 @@ async def test_a_new_users_first_messages_arriving_together_are_all_answered(env
     assert_clean(env, caplog)
 
 
-# ----------------------------------------------------------------------------- ids never reused (11.1)
+# ----------------------------------------------------------------------------- ids never reused
 
 
 def _button(message: ChatMessage, text_part: str) -> str:
@@ -725,4 +723,44 @@ async def test_relisting_after_a_day_never_reuses_row_ids(env, caplog):
     answer = await env.press(OWNER, listing, stale)
     assert answer is not None and "Cancelled" not in answer.text
     assert deletes(env) == dels and btc in env.binance.orders
+    assert_clean(env, caplog)
+
+
+# ----------------------------------------------------------------------------- secrets never stay in chat
+
+SECRET_MESSAGES = {
+    # name: (messages first, the message carrying a key; {key} and {secret} are filled in)
+    "link3c-one-line": ([], "/link3c {key} {secret}"),
+    "Link-capitalised": ([], "/Link binance {key} {secret}"),
+    "link-without-exchange": ([], "/link {key}"),
+    "pasted-without-wizard": ([], "{key} {secret}"),
+    "after-another-command": ([], "/status {key}"),
+    "label-step": (["/link binance"], "{key}"),
+}
+
+
+@pytest.mark.attack("a message carrying a key stays in the chat or is echoed")
+@pytest.mark.parametrize("case", list(SECRET_MESSAGES))
+async def test_a_message_that_carries_a_key_is_deleted_and_never_echoed(env, caplog, case):
+    before, carrying = SECRET_MESSAGES[case]
+    key = env.binance.add_key()
+    for message in before:
+        await env.say(OWNER, message)
+    await env.settle(env.send(OWNER, carrying.format(key=key.api_key, secret=key.secret)))
+    [sent] = [m for m in env.tg.user_messages(OWNER) if key.api_key in m.text]
+    assert sent.deleted, env.tg.transcript(OWNER)
+    shown = [r.params.get("text", "") for r in env.tg.requests]
+    assert not [s for s in shown if key.api_key[:16] in s or key.secret[:16] in s]
+    assert_clean(env, caplog)
+
+
+@pytest.mark.attack("a key added to the chat by editing an old message")
+async def test_an_edit_that_adds_a_key_is_deleted(env, caplog):
+    key = env.binance.add_key()
+    await env.say(OWNER, "hello")
+    hello = env.tg.user_messages(OWNER)[-1]
+    edit = env.tg.user_edits(OWNER, hello.message_id, f"my key {key.api_key}")
+    await env.settle(int(edit["update_id"]))
+    assert env.tg.message(OWNER, hello.message_id).deleted
+    assert len(env.binance.requests) == 0  # an edit is never input
     assert_clean(env, caplog)

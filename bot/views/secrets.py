@@ -8,14 +8,18 @@ wizard data only as one vault-sealed blob.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from enum import StrEnum
+from typing import Any
 
+from aiogram import BaseMiddleware
 from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.context import FSMContext
-from aiogram.types import Message
+from aiogram.types import Message, TelegramObject
 from aiogram.utils.i18n import gettext as _
 
-from services.core.vault import Credentials, Vault
+from services.core.vault import Credentials, Vault, carries_secret
 from services.storage.sealed import SEALED_FIELD
 from services.threecommas.client import is_rsa_secret, load_rsa_key
 
@@ -41,12 +45,43 @@ def key_problem(text: str | None, *, passphrase: bool = False) -> str | None:
     return None
 
 
+# Messages deleted while the current update is handled, so the guard never deletes one twice.
+_forgotten: ContextVar[set[tuple[int, int]] | None] = ContextVar("forgotten_messages", default=None)
+
+
 async def forget_secret_message(message: Message) -> None:
     """Delete a message that may hold a secret; if Telegram refuses, ask the user to do it."""
+    forgotten = _forgotten.get()
+    if forgotten is not None:
+        if (message.chat.id, message.message_id) in forgotten:
+            return
+        forgotten.add((message.chat.id, message.message_id))
     try:
         await message.delete()
     except TelegramAPIError:
         await message.answer(_("I could not delete your message with the key: please delete it yourself."))
+
+
+class SecretGuardMiddleware(BaseMiddleware):
+    """Outer middleware on private messages and their edits: whatever a handler made of it (a wizard
+    step, an unknown command, ``/link3c KEY SECRET``, ``/Link``, an edit adding a key), a message
+    that looks like it carries a credential does not stay in the chat."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        token = _forgotten.set(set())
+        try:
+            result = await handler(event, data)
+            text = (event.text or event.caption or "") if isinstance(event, Message) else ""
+            if isinstance(event, Message) and carries_secret(text):
+                await forget_secret_message(event)
+            return result
+        finally:
+            _forgotten.reset(token)
 
 
 class SecretPart(StrEnum):

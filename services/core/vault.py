@@ -93,6 +93,20 @@ def redact(text: str) -> str:
     return _SECRETISH.sub(_mask_if_random, text)
 
 
+# What a pasted key looks like in a chat message: a run of key characters, 16+ long with letters and
+# digits (Bybit keys are 18), or 32+ long whatever it mixes. Commands, labels and words are not.
+_KEYISH = re.compile(r"[A-Za-z0-9+/=_-]{16,}")
+
+
+def carries_secret(text: str) -> bool:
+    """Might ``text`` hold an API key or secret? Errs towards yes: such a message is deleted."""
+    for match in _KEYISH.finditer(text):
+        token = match.group(0)
+        if len(token) >= 32 or (any(c.isdigit() for c in token) and any(c.isalpha() for c in token)):
+            return True
+    return False
+
+
 class RedactingFilter(logging.Filter):
     """Masks anything that looks like a key in every log record, including exception text."""
 
