@@ -74,9 +74,11 @@ def _symptom_subject(check: Check) -> str:
     name = escape(str(subject.get("name") or subject.get("account_name") or ""))
     pair = escape(str(subject.get("pair") or ""))
     ref = check.kind.rpartition(":")[2]
-    if check.kind.startswith("tc_account:"):
+    if check.kind.startswith(("tc_account:", "tc_balances:")):
         return _("3Commas account {name}").format(name=name or ref)
-    if check.kind.startswith(("smart_trade_error:", "smart_trade_failed:")):
+    if check.kind.startswith("bot_disabled:"):
+        return _("bot {name}").format(name=escape(str(subject.get("bot_name") or ref)))
+    if check.kind.startswith(("smart_trade_error:", "smart_trade_failed:", "smart_trade_upnl:")):
         return _("SmartTrade #{id} {pair}").format(id=ref, pair=pair)
     return _("deal #{id} {pair}").format(id=ref, pair=pair)
 
@@ -87,6 +89,8 @@ def _symptom_reason(reason: str) -> str:
         "keys_expire_soon": _("its exchange API key expires soon"),
         "keys_state_unknown": _("3Commas reports an unusual key state"),
         "auto_balance_error": _("balances are not loading"),
+        "balances_not_loading": _("balances are not loading"),
+        "bot_disabled": _("it was switched off"),
         "deal_error": _("3Commas reports an error on it"),
         "stale_upnl": _("its UPNL stopped updating while the market moved"),
         "deal_failed": _("it failed"),

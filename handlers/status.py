@@ -21,8 +21,9 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import ConnAction, ConnCb, StatusPageCb
+from bot.callbacks import ConnAction, ConnCb, StatusPageCb, TcRepairCb
 from bot.texts import ago, connection_title, verdict_advice, verdict_reason
+from bot.views import threecommas as tc_views
 from bot.views.balances import balance_summary
 from bot.views.editing import edit_in_place
 from bot.views.html import html
@@ -110,6 +111,7 @@ def connection_line(number: int, c: Connection, now: datetime, *, checking: bool
         if advice:
             reason += ". " + verdict_advice(verdict, c.verdict_detail)
         lines.append(reason)
+    lines += tc_views.account_lines(c.check_state) if c.kind == "threecommas" else []
     return "\n".join(lines)
 
 
@@ -154,11 +156,15 @@ def _keyboard(shown: list[tuple[int, Connection]], page: int, pages: int) -> Inl
     keyboard = InlineKeyboardBuilder()
     widths = []
     for number, c in shown:
-        row: list[tuple[str, ConnCb]] = []
+        row: list[tuple[str, ConnCb | TcRepairCb]] = []
         if needs_new_key(c):
             row.append(
                 ("⛔ " + _("{n} Update API key").format(n=number), ConnCb(action=ConnAction.UPDATE, cid=c.id))
             )
+        if c.kind == "threecommas":
+            for account_id in tc_views.broken_accounts(c.check_state):
+                repair_text, repair_data = tc_views.repair_button(c.id, account_id)
+                row.append((f"{number} " + repair_text, repair_data))
         row.append(("🔄 " + _("{n} Refresh").format(n=number), ConnCb(action=ConnAction.REFRESH, cid=c.id)))
         if c.kind == "exchange":
             row.append(("📋 " + _("{n} Orders").format(n=number), ConnCb(action=ConnAction.ORDERS, cid=c.id)))

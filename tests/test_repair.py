@@ -169,6 +169,11 @@ async def test_without_accounts_write_the_user_gets_steps_and_a_confirmation(tmp
         assert tc is not None
         story = await reset_story(m, can_write_accounts=False)
         [alert] = [x for x in m.messages(1) if "can no longer use the API key" in x.text]
+        # /status lists the account under its 3Commas key, red, with the last good balance and the fix.
+        tg.user_sends(1, "/status")
+        status = await tg.wait_for_bot_message(1, contains="Your connections")
+        assert "🔴 3Commas account «Main» (Binance): key expired · last good balance 2500 USD" in status.text
+        assert any("Update key in 3Commas" in b.text for b in status.buttons)
         await m.rig.press(1, alert, "Update key in 3Commas")
         await tg.wait_for_bot_message(1, contains="New exchange key")
         await m.rig.say(1, NEW_KEY)

@@ -77,6 +77,42 @@ def checklist_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRep
     )
 
 
+def _key_state_words(state: str | None) -> tuple[str, str]:
+    return {
+        "ok": ("🟢", _("key OK")),
+        "expires_soon": ("🟠", _("key expires soon")),
+        "expired": ("🔴", _("key expired")),
+        "invalid": ("🔴", _("key invalid")),
+    }.get(state or "", ("⚪", _("key state unknown")))
+
+
+def account_lines(check_state: dict[str, Any] | None) -> list[str]:
+    """/status: each 3Commas account under its 3Commas connection, with its key state and last good
+    balance (from the last check's snapshot, services.threecommas.checks.Snapshot)."""
+    state = check_state or {}
+    balances = state.get("balances") or {}
+    lines = []
+    for account_id, facts in sorted((state.get("accounts") or {}).items()):
+        mark, words = _key_state_words(facts.get("key_state"))
+        line = (
+            f"    {mark} "
+            + account_words(str(facts.get("name") or ""), facts.get("market_code"))
+            + f": {words}"
+        )
+        usd = (balances.get(account_id) or {}).get("usd")
+        if usd is not None:
+            line += " · " + _("last good balance {usd} USD").format(usd=_num(usd))
+        lines.append(line)
+    return lines
+
+
+def broken_accounts(check_state: dict[str, Any] | None) -> list[int]:
+    accounts = (check_state or {}).get("accounts") or {}
+    return [
+        int(i) for i, facts in sorted(accounts.items()) if facts.get("key_state") in {"expired", "invalid"}
+    ]
+
+
 # -- the wizard -------------------------------------------------------------------------------------
 
 

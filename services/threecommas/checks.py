@@ -123,6 +123,8 @@ class Snapshot:
     balances: Mapping[int, Balance] = field(default_factory=dict)
     balances_checked_at: datetime | None = None
     enabled_bots: frozenset[int] | None = None
+    accounts: Mapping[int, Mapping[str, str | None]] = field(default_factory=dict)
+    """Per account what /status shows: name, market_code, key_state (see :func:`key_state`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +146,7 @@ class Snapshot:
             },
             "balances_checked_at": _iso(self.balances_checked_at),
             "enabled_bots": sorted(self.enabled_bots) if self.enabled_bots is not None else None,
+            "accounts": {str(account_id): dict(facts) for account_id, facts in self.accounts.items()},
         }
 
     @classmethod
@@ -170,6 +173,7 @@ class Snapshot:
             },
             balances_checked_at=datetime.fromisoformat(checked) if checked else None,
             enabled_bots=frozenset(int(i) for i in bots) if bots is not None else None,
+            accounts={int(k): dict(v) for k, v in (data.get("accounts") or {}).items()},
         )
 
 
@@ -340,6 +344,14 @@ def run_checks(
         upnl=marks,
         balances=balances,
         balances_checked_at=now if state.balance_errors is not None else prior.balances_checked_at,
+        accounts={
+            account.id: {
+                "name": account.name,
+                "market_code": account.market_code,
+                "key_state": key_state(account),
+            }
+            for account in state.accounts
+        },
         enabled_bots=enabled_bots,
         seen_failed_deals=_newest(
             prior.seen_failed_deals, (d.id for d in failed_deals), limits.remembered_finished
