@@ -1,10 +1,24 @@
 """The outbox sender: claims due rows, renders them in the user's language, paces, retries.
 
-Pacing is counted on the application clock (messages per clock-second, overall and per chat),
-so tests drive it by moving a fake clock, and production simply calls :meth:`run_once` a few
-times a second. Telegram's own verdicts decide what happens to a row:
+Pacing uses Telegram's whole budget and never more (:mod:`bot.pacing`):
 
-* 429 ``retry_after`` → the rows wait that long and the whole sender pauses;
+* a sliding window over the moments messages actually went out, at this sender's share of
+  ``SEND_RATE_PER_SECOND`` — the rate is split between all live senders through the database
+  (:mod:`services.monitoring.send_fleet`);
+* several chats in flight at once (one round sends to up to ``in_flight`` chats concurrently),
+  each chat's messages in order and at most one a second to a private chat, 20 a minute to a
+  group; a chat not ready yet is handed back and picked up by a later round;
+* with ``ALLOW_PAID_BROADCAST`` on, messages beyond the free rate go out as paid broadcasts
+  (``allow_paid_broadcast``, 0.1 Telegram Stars each) up to ``PAID_BROADCAST_RATE_PER_SECOND``;
+* when the outbox holds more than ``backlog_s`` seconds of work, due rows are ranked by what
+  their user has at stake (:mod:`services.monitoring.stakes`) and the riskiest go first.
+
+Counting is on the application clock, so tests drive a round with :meth:`run_once` and a fake
+clock; the worker runs :meth:`run` — rounds back to back, sleeping only until the window has
+room — so a slow round delays the next one instead of overrunning a ticker. Telegram's own
+verdicts decide what happens to a row:
+
+* 429 ``retry_after`` → the rows wait that long and every sender pauses (the pause is shared);
 * 5xx / network → retry with exponential back-off;
 * 403 blocked → the user is marked blocked (their connections stop being polled) until /start;
 * 400 / 404 → parked as failed with the reason logged (a rendering bug, not worth a loop);
@@ -13,7 +27,9 @@ times a second. Telegram's own verdicts decide what happens to a row:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,16 +48,22 @@ from aiogram.exceptions import (
 
 from bot.context import AppContext
 from bot.metrics import METRICS
-from bot.notifications import render_batch
-from services.monitoring import outbox
+from bot.notifications import Rendered, render_batch
+from bot.pacing import ChatPacer, SlidingWindow
+from services.monitoring import outbox, send_fleet
+from services.monitoring.stakes import user_stakes
 from services.storage.users import mark_blocked
 
 log = logging.getLogger(__name__)
+
+FLEET_REFRESH = timedelta(seconds=1)
+IDLE_WAIT_S = 0.2  # how soon an idle sender looks for new rows
 
 
 @dataclass
 class SenderStats:
     sent: int = 0
+    paid: int = 0
     retried: int = 0
     rate_limited: int = 0
     blocked: int = 0
@@ -54,87 +76,171 @@ class Sender:
     bot: Bot
     worker_id: str
     per_second: int = 25
+    paid_per_second: int = 0
+    """Paid broadcasts on top of ``per_second`` (0: off)."""
     lease: timedelta = timedelta(seconds=60)
+    in_flight: int = 32
+    backlog_s: float = 3.0
     stats: SenderStats = field(default_factory=SenderStats)
+    _free: SlidingWindow = field(init=False)
+    _paid: SlidingWindow = field(init=False)
+    _chats: ChatPacer = field(default_factory=ChatPacer)
     _paused_until: datetime | None = None
-    _window_start: datetime | None = None
-    _window_count: int = 0
+    _fleet_at: datetime | None = None
 
-    def _budget_left(self, now: datetime) -> int:
-        if self._window_start is None or now - self._window_start >= timedelta(seconds=1):
-            self._window_start, self._window_count = now, 0
-        return self.per_second - self._window_count
+    def __post_init__(self) -> None:
+        self._free = SlidingWindow(self.per_second)
+        self._paid = SlidingWindow(self.paid_per_second)
+
+    # ---- one round ------------------------------------------------------------------------------
 
     async def run_once(self) -> int:
-        """Send what is due now, within this clock-second's budget; returns messages sent."""
+        """One round: claim what the window allows now, send to those chats at once; returns
+        messages sent."""
         now = self.app.clock.now()
-        if self._paused_until is not None:
-            if now < self._paused_until:
-                return 0
-            self._paused_until = None
-        budget = self._budget_left(now)
-        if budget <= 0:
+        await self._refresh(now)
+        if self._paused(now):
             return 0
-        batches = await outbox.claim(self.app.sessions, self.worker_id, now, users=budget, lease=self.lease)
-        sent = 0
-        for index, batch in enumerate(batches):
-            if self._budget_left(self.app.clock.now()) <= 0 or self._paused_until is not None:
-                await self._hand_back(batches[index:])
-                break
-            sent += await self._deliver(batch)
-        return sent
+        t = now.timestamp()
+        room = min(self._free.room(t) + self._paid.room(t), self.in_flight)
+        if room <= 0:
+            return 0
+        batches = await outbox.claim(self.app.sessions, self.worker_id, now, users=room, lease=self.lease)
+        ready = [b for b in batches if self._chats.ready_at(b.user_id, t) <= t]
+        await self._hand_back([m.id for b in batches if b not in ready for m in b.messages])
+        sent = await asyncio.gather(*(self._deliver(batch) for batch in ready))
+        return sum(sent)
 
-    async def _hand_back(self, batches: list[outbox.ClaimedBatch]) -> None:
-        ids = [m.id for b in batches for m in b.messages]
+    async def run(self, stopping: Callable[[], bool]) -> None:
+        """Rounds back to back until ``stopping()``; between rounds, wait only until the window
+        has room (or a short while when the outbox was empty)."""
+        while not stopping():
+            sent = await self.run_once()
+            await asyncio.sleep(self._wait_s() if sent else IDLE_WAIT_S)
+
+    def _wait_s(self) -> float:
+        now = self.app.clock.now()
+        if self._paused(now):
+            assert self._paused_until is not None
+            return min((self._paused_until - now).total_seconds(), IDLE_WAIT_S)
+        t = now.timestamp()
+        free_at = min(self._free.next_free(t), self._paid.next_free(t) if self._paid.limit >= 1 else t + 1)
+        return min(max(free_at - t, 0.005), IDLE_WAIT_S)
+
+    async def leave(self) -> None:
+        """Graceful stop: give the claims and this sender's share of the rate back."""
+        await outbox.release(self.app.sessions, self.worker_id)
+        await send_fleet.leave(self.app.sessions, self.worker_id)
+
+    # ---- fleet, pause, ranking ----------------------------------------------------------------
+
+    async def _refresh(self, now: datetime) -> None:
+        """About once a second: heartbeat, this sender's share of the rate, a pause any sender
+        was told, and ranking of a backlog."""
+        if self._fleet_at is not None and now - self._fleet_at < FLEET_REFRESH:
+            return
+        self._fleet_at = now
+        fleet = await send_fleet.heartbeat(self.app.sessions, self.worker_id, now)
+        self._free.limit = self.per_second / fleet.live
+        self._paid.limit = self.paid_per_second / fleet.live
+        if fleet.paused_until is not None:
+            self._pause(fleet.paused_until)
+        async with self.app.sessions() as session:
+            backlog = await outbox.depth(session)
+        if backlog > (self.per_second + self.paid_per_second) * self.backlog_s:
+            await outbox.rank(self.app.sessions, now, user_stakes)
+
+    def _pause(self, until: datetime) -> None:
+        if self._paused_until is None or until > self._paused_until:
+            self._paused_until = until
+
+    def _paused(self, now: datetime) -> bool:
+        if self._paused_until is not None and now >= self._paused_until:
+            self._paused_until = None
+        return self._paused_until is not None
+
+    async def _hand_back(self, ids: list[int]) -> None:
         if ids:
             await outbox.release_ids(self.app.sessions, ids)
 
+    # ---- one chat -------------------------------------------------------------------------------
+
+    def _slot(self, chat_id: int) -> bool | None:
+        """Take a send slot now: False (free), True (paid broadcast), None (no room left)."""
+        t = self.app.clock.now().timestamp()
+        if self._free.room(t) > 0:
+            window, paid = self._free, False
+        elif self._paid.room(t) > 0:
+            window, paid = self._paid, True
+        else:
+            return None
+        window.record(t)
+        self._chats.record(chat_id, t)
+        return paid
+
     async def _deliver(self, batch: outbox.ClaimedBatch) -> int:
-        """Send one user's rows as few messages as possible; each part is marked sent on its own."""
+        """Send the first message of one user's rows; later ones wait for the chat's next second.
+
+        Each part is marked sent on its own, so a crash repeats at most the one in flight.
+        """
         with self.app.i18n.context(), self.app.i18n.use_locale(batch.language):
             parts = render_batch(batch.messages)
-        event_at = {m.id: m.event_at for m in batch.messages}
+        if not parts:
+            return 0
+        first, later = parts[0], parts[1:]
+        await self._hand_back([row_id for part in later for row_id in part.ids])
+        paid = self._slot(batch.user_id)
+        if paid is None or self._paused(self.app.clock.now()):
+            await self._hand_back(first.ids)
+            return 0
         attempts = max(m.attempts for m in batch.messages) + 1
-        for index, part in enumerate(parts):
-            remaining = [row_id for later in parts[index:] for row_id in later.ids]
-            try:
-                await self.bot.send_message(batch.user_id, part.text, reply_markup=part.markup)
-            except TelegramRetryAfter as error:
-                self.stats.rate_limited += 1
-                METRICS.telegram_429.inc()
-                self._paused_until = self.app.clock.now() + timedelta(seconds=error.retry_after)
-                await outbox.retry_later(self.app.sessions, remaining, self._paused_until, "429", count=False)
-                return index
-            except TelegramForbiddenError as error:
-                self.stats.blocked += 1
-                async with self.app.sessions.begin() as session:
-                    await mark_blocked(session, batch.user_id, True)
-                await outbox.give_up(self.app.sessions, remaining, f"403 {error.message}")
-                return index
-            except (TelegramBadRequest, TelegramNotFound) as error:
-                self.stats.failed += 1
-                log.error("outbox rows %s rejected by Telegram: %s", part.ids, error.message)
-                await outbox.give_up(self.app.sessions, part.ids, f"400 {error.message}")
-                continue
-            except (
-                TelegramServerError,
-                TelegramNetworkError,
-                TelegramAPIError,
-                ClientDecodeError,  # a non-JSON 5xx page from Telegram's front end
-                aiohttp.ClientError,
-                TimeoutError,
-            ) as error:
-                self.stats.retried += 1
-                delay = timedelta(seconds=min(600, 2**attempts))
-                await outbox.retry_later(
-                    self.app.sessions, remaining, self.app.clock.now() + delay, repr(error)
-                )
-                return index
-            now = self.app.clock.now()
-            self._window_count += 1
-            self.stats.sent += 1
-            METRICS.messages_sent.inc()
-            await outbox.mark_sent(self.app.sessions, part.ids, now)
-            for row_id in part.ids:
-                METRICS.alert_delay.observe(max(0.0, (now - event_at[row_id]).total_seconds()))
-        return len(parts)
+        event_at = {m.id: m.event_at for m in batch.messages}
+        return await self._send(batch.user_id, first, paid, attempts, event_at)
+
+    async def _send(
+        self, chat_id: int, part: Rendered, paid: bool, attempts: int, event_at: dict[int, datetime]
+    ) -> int:
+        sessions = self.app.sessions
+        try:
+            await self.bot.send_message(
+                chat_id, part.text, reply_markup=part.markup, allow_paid_broadcast=True if paid else None
+            )
+        except TelegramRetryAfter as error:
+            self.stats.rate_limited += 1
+            METRICS.telegram_429.inc()
+            until = self.app.clock.now() + timedelta(seconds=error.retry_after)
+            self._pause(until)
+            await send_fleet.pause(sessions, self.worker_id, until)
+            await outbox.retry_later(sessions, part.ids, until, "429", count=False)
+            return 0
+        except TelegramForbiddenError as error:
+            self.stats.blocked += 1
+            async with sessions.begin() as session:
+                await mark_blocked(session, chat_id, True)
+            await outbox.give_up(sessions, part.ids, f"403 {error.message}")
+            return 0
+        except (TelegramBadRequest, TelegramNotFound) as error:
+            self.stats.failed += 1
+            log.error("outbox rows %s rejected by Telegram: %s", part.ids, error.message)
+            await outbox.give_up(sessions, part.ids, f"400 {error.message}")
+            return 0
+        except (
+            TelegramServerError,
+            TelegramNetworkError,
+            TelegramAPIError,
+            ClientDecodeError,  # a non-JSON 5xx page from Telegram's front end
+            aiohttp.ClientError,
+            TimeoutError,
+        ) as error:
+            self.stats.retried += 1
+            delay = timedelta(seconds=min(600, 2**attempts))
+            await outbox.retry_later(sessions, part.ids, self.app.clock.now() + delay, repr(error))
+            return 0
+        now = self.app.clock.now()
+        self.stats.sent += 1
+        self.stats.paid += paid
+        METRICS.messages_sent.inc()
+        await outbox.mark_sent(sessions, part.ids, now)
+        for row_id in part.ids:
+            METRICS.alert_delay.observe(max(0.0, (now - event_at[row_id]).total_seconds()))
+        return 1

@@ -41,6 +41,7 @@ EXAMPLES = {
     "WEBHOOK_URL": "https://bot.example.com/telegram",
     "WEBHOOK_SECRET": "a random string of 1-256 characters A-Z a-z 0-9 _ -",
     "WEB_PORT": "8080",
+    "PAID_BROADCAST_RATE_PER_SECOND": "100 (an integer from 1 to 1000)",
 }
 
 
@@ -71,8 +72,12 @@ class Settings(BaseSettings):
     log_json: bool = False
     # How long a worker may hold a connection before another may take it over (crash recovery time).
     lease_seconds: int = Field(default=120, ge=5, le=3600)
-    # Telegram allows about 30 messages a second per bot; keep the sum over all senders below it.
+    # Telegram allows about 30 messages a second per bot; every sending process shares this rate.
     send_rate_per_second: int = Field(default=25, ge=1, le=30)
+    # Telegram's paid broadcasts (sendMessage allow_paid_broadcast, 0.1 Stars a message from the
+    # bot's balance): messages beyond the free rate are paid, the total capped at this rate.
+    allow_paid_broadcast: bool = False
+    paid_broadcast_rate_per_second: int = Field(default=100, ge=1, le=1000)
     # Webhook mode and the operator endpoints (/metrics, /healthz, /readyz).
     webhook_url: str = ""
     webhook_secret: str = ""
@@ -173,6 +178,13 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("unknown level")
         return level
+
+    @property
+    def paid_per_second(self) -> int:
+        """Paid broadcasts a second on top of the free rate (0 when they are off)."""
+        if not self.allow_paid_broadcast:
+            return 0
+        return max(self.paid_broadcast_rate_per_second - self.send_rate_per_second, 0)
 
     @property
     def is_sandbox(self) -> bool:

@@ -1,4 +1,5 @@
-"""The worker side: APScheduler ticks the poller and the outbox sender, and runs daily jobs.
+"""The worker side: APScheduler ticks the poller and runs daily jobs; the outbox sender runs its
+own rounds (bot/sender.py).
 
 APScheduler is only the in-process ticker: what is due lives in the database, so several
 workers can tick side by side and share the work through leases.
@@ -22,7 +23,6 @@ from bot.fsm_storage import prune_abandoned
 from bot.metrics import METRICS, observe_check
 from bot.operator import OperatorAlerts
 from bot.sender import Sender
-from services.monitoring import outbox
 from services.monitoring.checkers import ExchangeChecker, ThreeCommasChecker
 from services.monitoring.expiry import enqueue_expiry_reminders
 from services.monitoring.guard import BlockGuard
@@ -54,6 +54,7 @@ class Worker:
     _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     _sending: asyncio.Lock = field(default_factory=asyncio.Lock)
     _stopping: bool = False
+    _sender_task: asyncio.Task[None] | None = None
     lanes: int = POLL_LANES
 
     def __post_init__(self) -> None:
@@ -80,6 +81,7 @@ class Worker:
             self.bot,
             self.ident,
             per_second=app.settings.send_rate_per_second,
+            paid_per_second=app.settings.paid_per_second,
             lease=timedelta(seconds=app.settings.lease_seconds),
         )
         self.scheduler = AsyncIOScheduler(timezone="UTC")
@@ -115,9 +117,16 @@ class Worker:
             pass
 
     async def send(self) -> None:
+        """One sender round (tests drive it with a fake clock)."""
         async with self._sending:
             if not self._stopping:
                 await self.sender.run_once()
+
+    async def _send_loop(self) -> None:
+        # Not an APScheduler job: a round takes as long as Telegram answers, and the next one
+        # starts when the window has room, so rounds never overrun a fixed tick.
+        async with self._sending:
+            await self.sender.run(lambda: self._stopping)
 
     async def daily(self) -> None:
         now = self.app.clock.now()
@@ -134,9 +143,9 @@ class Worker:
         gc.freeze()
         common = {"max_instances": 1, "coalesce": True}
         self.scheduler.add_job(self.poll, "interval", seconds=1, id="poll", **common)
-        self.scheduler.add_job(self.send, "interval", seconds=0.2, id="send", **common)
         self.scheduler.add_job(self.daily, "interval", hours=6, id="daily", **common)
         self.scheduler.start()
+        self._sender_task = asyncio.get_running_loop().create_task(self._send_loop())
         log.info("worker %s started", self.ident)
 
     async def stop(self, deadline_s: float = 20.0) -> None:
@@ -153,6 +162,8 @@ class Worker:
         except TimeoutError:
             log.warning("worker %s: in-flight work did not finish within %.0f s", self.ident, deadline_s)
         self.scheduler.shutdown(wait=False)
+        if self._sender_task is not None and not self._sender_task.done():
+            self._sender_task.cancel()
         await self.poller.release()
-        await outbox.release(self.app.sessions, self.ident)
+        await self.sender.leave()
         log.info("worker %s stopped and released its leases", self.ident)

@@ -12,7 +12,7 @@ in order and lets the sender merge a burst into one message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -141,7 +141,8 @@ async def claim(
     """Claim every due row of up to ``users`` users that no live sender holds.
 
     A user with any row under someone else's live lease is skipped entirely, so one chat
-    is only ever fed by one sender at a time and its messages keep their order.
+    is only ever fed by one sender at a time and its messages keep their order. Users come
+    riskiest first (``priority``, see :func:`rank`), then in row order.
     """
     held = and_(OutboxMessage.claimed_until.is_not(None), OutboxMessage.claimed_until > now)
     busy_users = select(OutboxMessage.user_id).where(OutboxMessage.sent_at.is_(None), held)
@@ -149,7 +150,7 @@ async def claim(
         select(OutboxMessage.user_id)
         .join(User, User.id == OutboxMessage.user_id)
         .where(_due(now), User.blocked.is_(False), OutboxMessage.user_id.not_in(busy_users))
-        .order_by(OutboxMessage.id)
+        .order_by(func.coalesce(OutboxMessage.priority, 0).desc(), OutboxMessage.id)
         .limit(users * 4)
     )
     if sessions.kw["bind"].dialect.name == "postgresql":
@@ -194,6 +195,44 @@ async def claim(
     for row in rows:
         batches.setdefault(row.user_id, []).append(row)
     return [ClaimedBatch(uid, languages.get(uid, "en"), msgs) for uid, msgs in batches.items()]
+
+
+async def rank(
+    sessions: async_sessionmaker[AsyncSession],
+    now: datetime,
+    stakes: Callable[[AsyncSession, list[int]], Awaitable[dict[int, int]]],
+    *,
+    users: int = 5000,
+) -> int:
+    """Give due, unranked rows the priority ``stakes`` says their user has; returns users ranked.
+
+    The sender calls this when a backlog forms, so the riskiest users are claimed first; rows
+    enqueued later are ranked on the next call.
+    """
+    async with sessions.begin() as session:
+        unranked = list(
+            await session.scalars(
+                select(OutboxMessage.user_id)
+                .where(_due(now), OutboxMessage.priority.is_(None))
+                .group_by(OutboxMessage.user_id)
+                .limit(users)
+            )
+        )
+        if not unranked:
+            return 0
+        scores = await stakes(session, unranked)
+        for score in set(scores.values()):
+            await session.execute(
+                update(OutboxMessage)
+                .where(
+                    _due(now),
+                    OutboxMessage.priority.is_(None),
+                    OutboxMessage.user_id.in_([u for u, s in scores.items() if s == score]),
+                )
+                .values(priority=score)
+                .execution_options(synchronize_session=False)
+            )
+    return len(unranked)
 
 
 async def mark_sent(sessions: async_sessionmaker[AsyncSession], ids: list[int], now: datetime) -> None:

@@ -149,8 +149,22 @@ class OutboxMessage(Base):
     failed: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str] = mapped_column(String(DETAIL_MAX), default="")
     created_at: Mapped[datetime]
+    # What the user has at stake (services/monitoring/stakes.py), set when a backlog forms so the
+    # riskiest users are told first; None until ranked (sent in row order meanwhile).
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (Index("ix_outbox_pending", "sent_at", "failed", "not_before"),)
+
+
+class OutboxSender(Base):
+    """One live outbox sender (a worker process): the send rate is split between the live ones,
+    and a 429 pause written here holds for all of them (services/monitoring/send_fleet.py)."""
+
+    __tablename__ = "outbox_senders"
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime]
+    paused_until: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class AuditEntry(Base):

@@ -1,0 +1,71 @@
+"""Telegram's flood limits as the sender counts them: sliding windows over actual send times.
+
+Telegram allows a bot about 30 messages a second in all, about one a second per private chat and
+20 a minute per group (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this).
+A fixed window that restarts every second lets up to twice the rate through in one second when
+one window's sends bunch at its end and the next one's at its start; a log of the moments
+messages actually went out cannot. Times are plain seconds on the application clock, so tests
+drive them with a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+GROUP_PER_MINUTE = 20
+PRIVATE_GAP_S = 1.0
+
+
+class SlidingWindow:
+    """At most ``limit`` events in any ``span`` seconds, counted at the moments they happened."""
+
+    def __init__(self, limit: float, span: float = 1.0) -> None:
+        self.limit = limit
+        self.span = span
+        self._times: deque[float] = deque()
+
+    def _prune(self, now: float) -> None:
+        while self._times and self._times[0] <= now - self.span:
+            self._times.popleft()
+
+    def room(self, now: float) -> int:
+        """Events that may happen now without breaking the limit."""
+        self._prune(now)
+        return max(int(self.limit) - len(self._times), 0)
+
+    def record(self, now: float) -> None:
+        self._times.append(now)
+
+    def next_free(self, now: float) -> float:
+        """The moment one more event fits (``now`` if it fits now)."""
+        if self.room(now) > 0:
+            return now
+        if int(self.limit) < 1:
+            return now + self.span
+        return self._times[len(self._times) - int(self.limit)] + self.span
+
+
+class ChatPacer:
+    """Per chat: one message a second to a private chat, 20 a minute to a group.
+
+    Chat ids of groups are negative in the Bot API; users' private chats have their positive id.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[int, float] = {}
+        self._groups: dict[int, SlidingWindow] = {}
+
+    def ready_at(self, chat_id: int, now: float) -> float:
+        if chat_id < 0:
+            window = self._groups.get(chat_id)
+            return window.next_free(now) if window is not None else now
+        last = self._last.get(chat_id)
+        return now if last is None else max(now, last + PRIVATE_GAP_S)
+
+    def record(self, chat_id: int, now: float) -> None:
+        if chat_id < 0:
+            self._groups.setdefault(chat_id, SlidingWindow(GROUP_PER_MINUTE, 60.0)).record(now)
+            return
+        self._last[chat_id] = now
+        if len(self._last) > 10_000:  # forget chats that are long past their gap
+            self._last = {chat: at for chat, at in self._last.items() if at > now - PRIVATE_GAP_S}
