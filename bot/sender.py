@@ -139,8 +139,12 @@ class Sender:
         was told, and ranking of a backlog."""
         if self._fleet_at is not None and now - self._fleet_at < FLEET_REFRESH:
             return
+        joining = self._fleet_at is None
         self._fleet_at = now
         fleet = await send_fleet.heartbeat(self.app.sessions, self.worker_id, now)
+        if joining and fleet.live > 1:
+            # Others still send at their old share until their next refresh: join quietly.
+            self._pause(now + FLEET_REFRESH)
         self._free.limit = self.per_second / fleet.live
         self._paid.limit = self.paid_per_second / fleet.live
         if fleet.paused_until is not None:

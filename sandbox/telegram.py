@@ -192,6 +192,9 @@ class RateLimits:
     chat_per_second: float = 1.0
     group_per_minute: int = 20
     bot_per_second: int = 30
+    # sendMessage with allow_paid_broadcast: "up to 1000 messages per second, ignoring
+    # broadcasting limits" (Bot API, sendMessage); the per-chat limits still hold.
+    paid_per_second: int = 1000
 
 
 class _ApiError(Exception):
@@ -267,17 +270,23 @@ class _FloodControl:
         self.limits = limits
         self._buckets: dict[int, tuple[float, float]] = {}  # chat -> (tokens, last refill)
         self._bot_window: deque[float] = deque()
+        self._paid_window: deque[float] = deque()
         self._group_windows: dict[int, deque[float]] = {}
 
-    def acquire(self, chat: _Chat, now: float) -> int:
-        """Spend one send on ``chat``; return 0, or the whole seconds to wait if over a limit."""
+    def acquire(self, chat: _Chat, now: float, *, paid: bool = False) -> int:
+        """Spend one send on ``chat``; return 0, or the whole seconds to wait if over a limit.
+        A paid broadcast counts against the paid rate instead of the bot's free one."""
         limits = self.limits
         tokens, refilled = self._buckets.get(chat.id, (float(limits.chat_burst), now))
         tokens = min(float(limits.chat_burst), tokens + (now - refilled) * limits.chat_per_second)
         waits = []
         if tokens < 1:
             waits.append((1 - tokens) / limits.chat_per_second)
-        windows = [(self._bot_window, 1.0, limits.bot_per_second)]
+        windows = [
+            (self._paid_window, 1.0, limits.paid_per_second)
+            if paid
+            else (self._bot_window, 1.0, limits.bot_per_second)
+        ]
         if chat.type in ("group", "supergroup"):
             windows.append((self._group_windows.setdefault(chat.id, deque()), 60.0, limits.group_per_minute))
         for window, span, allowed in windows:
@@ -379,6 +388,7 @@ class LocalTelegram:
         self._wall_clock = wall_clock or time.time
         self._flood: _FloodControl | None = None
         self.set_rate_limits(rate_limits)
+        self.paid_broadcasts = 0  # messages sent with allow_paid_broadcast (0.1 Stars each)
         self.bot_user: dict[str, Any] = {
             "id": int(token.split(":", 1)[0]),
             "is_bot": True,
@@ -785,7 +795,9 @@ class LocalTelegram:
         markup = _reply_markup(p, inline_only=False)
         chat = self._chat(p)
         self._check_can_write(chat)
-        self._spend(chat)
+        paid = p.text("allow_paid_broadcast") == "true"
+        self._spend(chat, paid=paid)
+        self.paid_broadcasts += paid
         message = self._post(chat, formatted, p.text("text"), markup)
         return self._message_json(message)
 
@@ -942,10 +954,10 @@ class LocalTelegram:
         if chat.type == "private" and chat.user_id in self._blocked:
             raise _ApiError(403, "Forbidden: bot was blocked by the user")
 
-    def _spend(self, chat: _Chat) -> None:
+    def _spend(self, chat: _Chat, *, paid: bool = False) -> None:
         if self._flood is None:
             return
-        retry_after = self._flood.acquire(chat, self._clock())
+        retry_after = self._flood.acquire(chat, self._clock(), paid=paid)
         if retry_after:
             raise _ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after)
 

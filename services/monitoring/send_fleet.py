@@ -10,8 +10,8 @@ whether any of them was told to wait:
 * a 429 answer is written as ``paused_until`` on the sender's row, and every sender pauses until
   the latest such moment.
 
-A new sender is counted by the others within one refresh, so for about a second the fleet may
-send a little over the configured rate; the default rate (25/s) leaves that margin under 30.
+A new sender is counted by the others within one refresh; it joins quietly (sends nothing for
+that second) so the fleet never goes over the configured rate.
 """
 
 from __future__ import annotations

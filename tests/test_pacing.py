@@ -1,0 +1,26 @@
+"""Sliding windows and per-chat pacing (bot/pacing.py), on plain clock seconds."""
+
+from __future__ import annotations
+
+from bot.pacing import ChatPacer, SlidingWindow
+
+
+def test_window_counts_the_last_span_of_actual_events():
+    window = SlidingWindow(3, span=1.0)
+    for t in (0.0, 0.5, 0.9):
+        assert window.room(t) > 0
+        window.record(t)
+    assert window.room(0.95) == 0
+    assert window.next_free(0.95) == 1.0  # the event at 0.0 leaves the window
+    assert window.room(1.0) == 1
+    assert window.room(1.91) == 3
+
+
+def test_private_chats_get_one_message_a_second_and_groups_twenty_a_minute():
+    pacer = ChatPacer()
+    pacer.record(7, 10.0)
+    assert pacer.ready_at(7, 10.2) == 11.0
+    assert pacer.ready_at(8, 10.2) == 10.2
+    for i in range(20):
+        pacer.record(-100, 10.0 + i)
+    assert pacer.ready_at(-100, 30.0) == 70.0
