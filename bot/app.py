@@ -37,6 +37,7 @@ from services.core.clock import Clock, SystemClock
 from services.core.transport import Transport
 from services.core.vault import Vault
 from services.exchanges.budget import BudgetRegistry
+from services.exchanges.egress import routes_from_settings
 from services.exchanges.hub import ExchangeHub
 from services.monitoring.refresh import KeyStore, Refreshes
 from services.orders.listing import Deps as OrderDeps
@@ -65,6 +66,7 @@ def make_context(
         clock=clock,
         budgets=budgets or BudgetRegistry(overrides=settings.exchange_weight_per_minute),
         transport=transport,
+        egress=routes_from_settings(settings.egress_ips, settings.egress_proxies),
     )
     # The limiter counts on the app clock, so tests that move time move its minute too.
     threecommas = ThreeCommasAccess(

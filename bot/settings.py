@@ -6,6 +6,7 @@ variable and shows a valid value, instead of a traceback minutes later.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from services.core.vault import parse_keys
+from services.exchanges.egress import DIRECT, PROXY_SCHEMES
 
 OFFICIAL_TELEGRAM_API = "https://api.telegram.org"
 OFFICIAL_THREECOMMAS_API = "https://api.3commas.io/public/api"
@@ -42,6 +44,8 @@ EXAMPLES = {
     "WEBHOOK_SECRET": "a random string of 1-256 characters A-Z a-z 0-9 _ -",
     "WEB_PORT": "8080",
     "PAID_BROADCAST_RATE_PER_SECOND": "100 (an integer from 1 to 1000)",
+    "EGRESS_IPS": "203.0.113.7,2001:db8::7",
+    "EGRESS_PROXIES": '{"b": {"url": "http://10.0.0.2:3128", "ip": "198.51.100.8"}}',
 }
 
 
@@ -84,6 +88,13 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8080, ge=0, le=65535)
 
+    # The public address(es) exchange requests leave from: what users must put on a key's IP
+    # whitelist. Shown in the link reply, /status, alerts and /help.
+    egress_ips: Annotated[tuple[str, ...], NoDecode] = ()
+    # More routes out, each its own IP and so its own exchange budgets (services/exchanges/egress.py):
+    # name -> {"url": HTTP(S)/SOCKS proxy URL, "ip": its public IP}.
+    egress_proxies: Annotated[dict[str, dict[str, str]], NoDecode] = Field(default_factory=dict)
+
     @field_validator("bot_token")
     @classmethod
     def _bot_token(cls, value: str) -> str:
@@ -93,6 +104,30 @@ class Settings(BaseSettings):
         if token and not _TOKEN.fullmatch(token):
             raise ValueError("not a token from @BotFather")
         return token
+
+    @field_validator("egress_ips", mode="before")
+    @classmethod
+    def _egress_ips(cls, value: Any) -> tuple[str, ...]:
+        parts = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+        try:
+            return tuple(str(ipaddress.ip_address(str(part).strip())) for part in parts if str(part).strip())
+        except ValueError:
+            raise ValueError("must be comma-separated IP addresses") from None
+
+    @field_validator("egress_proxies", mode="before")
+    @classmethod
+    def _egress_proxies(cls, value: Any) -> dict[str, dict[str, str]]:
+        routes: dict[str, dict[str, str]] = {}
+        for name, spec in _json_object(value).items():
+            url = spec.get("url") if isinstance(spec, dict) else None
+            if name == DIRECT or not isinstance(url, str) or not url.startswith(PROXY_SCHEMES):
+                raise ValueError('must map route names to {"url": "http://…|socks5://…", "ip": "…"}')
+            ip = str(spec.get("ip") or "")
+            try:
+                routes[str(name)] = {"url": url, "ip": str(ipaddress.ip_address(ip)) if ip else ""}
+            except ValueError:
+                raise ValueError(f"route {name}: ip is not an IP address") from None
+        return routes
 
     @field_validator("database_url")
     @classmethod

@@ -94,8 +94,8 @@ def _sends(tg: LocalTelegram) -> list:
 
 
 @pytest.mark.slow
-async def test_burst_of_1000_alerts_survives_429s_without_loss_or_tight_loop(rig):
-    users = range(1, 1001)
+async def test_burst_of_400_alerts_survives_429s_without_loss_or_tight_loop(rig):
+    users = range(1, 401)
     for uid in users:
         await rig.alert(uid, f"key-{uid}")
     sender = rig.sender(per_second=25)  # faster than this local Telegram allows: it must answer 429
@@ -105,11 +105,11 @@ async def test_burst_of_1000_alerts_survives_429s_without_loss_or_tight_loop(rig
     assert all(len(rig.tg.bot_messages(uid)) == 1 for uid in users)  # no duplicates
     rejected = [r for r in _sends(rig.tg) if r.status == 429]
     assert rejected, "the burst should have met Telegram's flood control"
-    assert len(_sends(rig.tg)) - 1000 == len(rejected)  # every extra request is one obeyed 429
+    assert len(_sends(rig.tg)) - 400 == len(rejected)  # every extra request is one obeyed 429
     # No tight loop: after a 429 the sender waits retry_after, so each second only the round that
     # met the limit was refused — at most what it sent over Telegram's 20/s.
     assert len(rejected) <= (25 - 20) * (seconds + 1)
-    assert sender.stats.sent == 1000
+    assert sender.stats.sent == 400
 
 
 async def test_alerts_of_one_user_within_the_window_arrive_as_one_message(rig):

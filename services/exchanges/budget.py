@@ -194,6 +194,13 @@ class BudgetRegistry:
         self._sleep = sleep
         self._windows: dict[str, _Window] = {}
 
+    def fresh(self) -> BudgetRegistry:
+        """A registry with the same budgets, overrides and share and nothing spent: another
+        egress IP's (services/exchanges/egress.py)."""
+        twin = BudgetRegistry(self._overrides, self.share, monotonic=self._monotonic, sleep=self._sleep)
+        twin._budgets = dict(self._budgets)
+        return twin
+
     def register_ccxt_default(self, exchange_id: str, rate_limit_ms: float) -> None:
         """Budget for an exchange without a table entry, from ccxt's ``rateLimit`` (ms per request)."""
         if exchange_id not in self._budgets and rate_limit_ms > 0:

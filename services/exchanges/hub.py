@@ -45,7 +45,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import math
 import re
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +63,7 @@ from services.core.verdicts import Verdict
 from services.exchanges.budget import GENERIC_PROBE_WEIGHT, PROBE_WEIGHTS, BudgetRegistry, pool_of
 from services.exchanges.classifier import classify
 from services.exchanges.classifier_tables import TABLE_OF
+from services.exchanges.egress import DIRECT, Egress, egress_for
 
 __all__ = ["ExchangeClient", "ExchangeHub", "display_name", "needs_passphrase", "supported_exchanges"]
 
@@ -186,14 +189,16 @@ def _is_implicit(cls: type[Any], method: str) -> bool:
 
 
 class ExchangeClient:
-    """One connection's ccxt instance behind the shared budget, deadline and header bookkeeping."""
+    """One connection's ccxt instance behind its route's budget, deadline and header bookkeeping."""
 
-    __slots__ = ("_ex", "_hub", "exchange_id")
+    __slots__ = ("_budgets", "_ex", "_hub", "egress", "exchange_id")
 
-    def __init__(self, hub: ExchangeHub, exchange_id: str, instance: Any) -> None:
+    def __init__(self, hub: ExchangeHub, exchange_id: str, instance: Any, egress: Egress) -> None:
         self._hub = hub
         self.exchange_id = exchange_id
         self._ex = instance
+        self.egress = egress
+        self._budgets = hub.budgets_for(egress)
 
     @property
     def instance(self) -> Any:
@@ -212,9 +217,9 @@ class ExchangeClient:
             ex.set_markets_from_exchange(hub._template(self.exchange_id))
         pool, per_user = pool_of(TABLE_OF.get(self.exchange_id, self.exchange_id), method, str(ex.apiKey))
         if per_user is not None:
-            hub.budgets.register(pool, per_user)
+            self._budgets.register(pool, per_user)
             weight = 1  # per-user limits count requests
-        await hub.budgets.acquire(pool or self.exchange_id, weight)
+        await self._budgets.acquire(pool or self.exchange_id, weight)
         options = ex.options
         if _AUTH_TRAP in options:
             # ccxt would turn a later -2015 into DDoSProtection on this instance (binance.py ~12641).
@@ -225,14 +230,15 @@ class ExchangeClient:
             async with asyncio.timeout(hub.deadline_s):
                 result = await getattr(ex, method)(*args, **kwargs)
         except Exception as exc:
-            hub._settle(self.exchange_id, ex, exc)
+            hub._settle(self.exchange_id, ex, exc, self._budgets)
             raise
-        hub._settle(self.exchange_id, ex, None)
+        hub._settle(self.exchange_id, ex, None, self._budgets)
         return result
 
 
 class ExchangeHub:
-    """Owns the session, one template instance and one market set per exchange, and the budgets."""
+    """Owns the session, one template instance per exchange and egress route, one market set per
+    exchange, and one budget registry per route (each route is another IP: another budget)."""
 
     def __init__(
         self,
@@ -242,29 +248,50 @@ class ExchangeHub:
         budgets: BudgetRegistry | None = None,
         clock: Clock | None = None,
         transport: Transport | None = None,
+        egress: Sequence[Egress] = (),
     ) -> None:
         self._overrides = dict(url_overrides or {})
+        self.routes: tuple[Egress, ...] = tuple(egress) or (Egress(DIRECT),)
         self._transport = transport or Transport()
         self._timeout_ms = timeout_ms
         self.deadline_s = 2 * timeout_ms / 1000
         self.budgets = budgets or BudgetRegistry()
+        """The first route's registry (``direct`` unless configured otherwise)."""
+        self._budgets = {self.routes[0].name: self.budgets}
         self._clock = clock or SystemClock()
         self._session: aiohttp.ClientSession | None = None
-        self._templates: dict[str, Any] = {}
+        self._socks_sessions: dict[str, aiohttp.ClientSession] = {}
+        self._templates: dict[tuple[str, str], Any] = {}
         self._public: dict[str, Any] = {}
         self._markets_locks: dict[str, asyncio.Lock] = {}
         self._weight_headers: dict[str, str | None] = {}
 
-    async def client(self, exchange_id: str, credentials: Credentials) -> ExchangeClient:
-        """A per-connection client: a shallow copy of the exchange's template with these keys."""
-        instance = copy.copy(self._template(exchange_id))
+    def egress_for(self, user_id: int, whitelist: Iterable[str] = ()) -> Egress:
+        """The route this user's calls leave from (:func:`services.exchanges.egress.egress_for`):
+        the IP to show them for whitelisting, and what :meth:`client` needs."""
+        return egress_for(self.routes, user_id, whitelist)
+
+    def budgets_for(self, egress: Egress) -> BudgetRegistry:
+        """The budget registry of one route: its IP's own share of every exchange."""
+        registry = self._budgets.get(egress.name)
+        if registry is None:
+            registry = self._budgets[egress.name] = self.budgets.fresh()
+        return registry
+
+    async def client(
+        self, exchange_id: str, credentials: Credentials, *, egress: Egress | None = None
+    ) -> ExchangeClient:
+        """A per-connection client: a shallow copy of the exchange's template for ``egress`` (the
+        first route when None: single-route deployments) with these keys."""
+        route = egress or self.routes[0]
+        instance = copy.copy(self._template(exchange_id, route))
         instance.options = dict(instance.options)
         instance.apiKey = credentials.api_key
         instance.secret = credentials.secret
         instance.password = credentials.passphrase or ""
         instance.last_response_headers = None
         instance.last_request_headers = instance.last_request_body = instance.last_request_url = None
-        return ExchangeClient(self, exchange_id, instance)
+        return ExchangeClient(self, exchange_id, instance, route)
 
     async def markets(self, exchange_id: str) -> dict[str, Any]:
         """The exchange's markets, loaded once from public endpoints and shared by every client."""
@@ -289,7 +316,7 @@ class ExchangeHub:
         instance = self._public.get(exchange_id)
         if instance is None:
             await self.markets(exchange_id)
-            instance = copy.copy(self._templates[exchange_id])
+            instance = copy.copy(self._template(exchange_id))
             instance.options = dict(instance.options)
             self._public[exchange_id] = instance
         return instance
@@ -301,6 +328,9 @@ class ExchangeHub:
             instance.session = None
         self._templates.clear()
         self._public.clear()
+        for session in self._socks_sessions.values():
+            await session.close()
+        self._socks_sessions.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -316,6 +346,9 @@ class ExchangeHub:
         """The poller's probe interval for ``exchange_id``, stretched so our budget share covers
         ``connections`` probes (see :meth:`BudgetRegistry.stretch_interval`).
 
+        With several routes each carries its share of the connections (users are spread evenly
+        by :func:`egress_for`) against its own budget; the slowest route sets the interval.
+
         A probe weighs its key check plus, amortised, the balance call made every
         ``balances_every`` (the checker's default): on Binance that is 20 weight, which 2000
         connections refreshing every 30 minutes turn into 1333 weight a minute.
@@ -325,24 +358,49 @@ class ExchangeHub:
             weight = GENERIC_PROBE_WEIGHT
         else:
             weight = weights.key_check + weights.balances * min(1.0, interval / balances_every)
-        seconds = self.budgets.stretch_interval(exchange_id, connections, weight, interval.total_seconds())
+        per_route = math.ceil(connections / len(self.routes))
+        seconds = max(
+            self.budgets_for(route).stretch_interval(exchange_id, per_route, weight, interval.total_seconds())
+            for route in self.routes
+        )
         return timedelta(seconds=seconds)
 
-    def _template(self, exchange_id: str) -> Any:
-        template = self._templates.get(exchange_id)
+    def _template(self, exchange_id: str, egress: Egress | None = None) -> Any:
+        """The exchange's template on ``egress`` (the first route, which also loads the markets,
+        when None)."""
+        route = egress or self.routes[0]
+        template = self._templates.get((exchange_id, route.name))
         if template is None:
             if exchange_id not in ccxt.exchanges:
                 raise ValueError(f"unknown exchange {exchange_id!r}")
-            template = self._templates[exchange_id] = self._build_template(exchange_id)
+            template = self._templates[exchange_id, route.name] = self._build_template(exchange_id, route)
         return template
 
-    def _build_template(self, exchange_id: str) -> Any:
+    def _session_for(self, route: Egress) -> aiohttp.ClientSession:
+        """The shared session; a SOCKS route needs a session of its own (its connector speaks SOCKS)."""
+        if route.is_socks:
+            assert route.proxy is not None
+            session = self._socks_sessions.get(route.name)
+            if session is None:
+                try:
+                    from aiohttp_socks import ProxyConnector
+                except ImportError:  # pragma: no cover - depends on the deployment
+                    raise ValueError(f"egress {route.name!r} is SOCKS: pip install aiohttp-socks") from None
+                tls = {"ssl": self._transport.ssl_context} if self._transport.ssl_context else {}
+                connector = ProxyConnector.from_url(route.proxy, **tls)
+                session = self._socks_sessions[route.name] = aiohttp.ClientSession(
+                    connector=connector, trust_env=False
+                )
+            return session
         if self._session is None:
             # One pool for all exchanges; per-host cap keeps a burst of probes from opening
             # hundreds of sockets to one API host.
             self._session = self._transport.session(
                 connector_options={"limit": 256, "limit_per_host": 64, "ttl_dns_cache": 300}
             )
+        return self._session
+
+    def _build_template(self, exchange_id: str, route: Egress) -> Any:
         options: dict[str, Any] = {}
         if exchange_id in _MARKET_TYPES:
             options["fetchMarkets"] = {"types": _MARKET_TYPES[exchange_id]}
@@ -350,7 +408,7 @@ class ExchangeHub:
             options.update(fetchCurrencies=False, fetchMargins=False)
         template = _shared_class(exchange_id)(
             {
-                "session": self._session,
+                "session": self._session_for(route),
                 "enableRateLimit": False,
                 "timeout": self._timeout_ms,
                 # The raw body of the last response: we never read it, and on the template it
@@ -363,26 +421,42 @@ class ExchangeHub:
         # ccxt's open() creates an SSL context (~10 ms: it loads certifi) and binds the loop on the
         # first request of every instance that has none. Doing it once here lets all copies share it.
         template.open()
+        if route.proxy and not route.is_socks:
+            # ccxt hands an HTTP(S) proxy to aiohttp per request (``proxy=``), so copies of this
+            # template share the one session and still leave through this route.
+            if route.proxy.startswith("https://"):
+                template.httpsProxy = route.proxy
+            else:
+                template.httpProxy = route.proxy
         base = self._overrides.get(exchange_id)
         if base:
             template.urls["api"] = rebase_urls(template.urls["api"], base)
-        self.budgets.register_ccxt_default(exchange_id, float(template.rateLimit))
-        self._weight_headers[exchange_id] = self.budgets.budget(exchange_id).used_weight_header
+        budgets = self.budgets_for(route)
+        budgets.register_ccxt_default(exchange_id, float(template.rateLimit))
+        self._weight_headers[exchange_id] = budgets.budget(exchange_id).used_weight_header
         return template
 
-    def _settle(self, exchange_id: str, instance: Any, exc: BaseException | None) -> None:
-        """After a call: feed the used-weight header to the budget; pause the exchange on 429/418/bans."""
+    def _settle(
+        self, exchange_id: str, instance: Any, exc: BaseException | None, budgets: BudgetRegistry
+    ) -> None:
+        """After a call: feed the used-weight header to the route's budget; pause the exchange on
+        that route on 429/418/bans (another IP's budget is not affected)."""
         headers = instance.last_response_headers
         header = self._weight_headers.get(exchange_id)
         if headers and header:
             used = _header(headers, header)
             if used is not None and used.isdigit():
-                self.budgets.observe_used_weight(exchange_id, float(used))
+                budgets.observe_used_weight(exchange_id, float(used))
         if isinstance(exc, ccxt.BaseError):
-            self._penalize(exchange_id, instance.last_http_status, headers or {}, exc)
+            self._penalize(exchange_id, instance.last_http_status, headers or {}, exc, budgets)
 
     def _penalize(
-        self, exchange_id: str, status: int | None, headers: dict[str, str], exc: BaseException
+        self,
+        exchange_id: str,
+        status: int | None,
+        headers: dict[str, str],
+        exc: BaseException,
+        budgets: BudgetRegistry,
     ) -> None:
         classification = classify(exchange_id, exc)
         if classification.verdict is not Verdict.RATE_LIMITED:
@@ -392,7 +466,7 @@ class ExchangeHub:
         if (family, code) in _ACCOUNT_SCOPED:
             return
         banned = status == 418 or status == 403 or (family, code) in _IP_BANS
-        self.budgets.penalize(exchange_id, self._retry_after(headers, str(exc)), banned=banned)
+        budgets.penalize(exchange_id, self._retry_after(headers, str(exc)), banned=banned)
 
     def _retry_after(self, headers: dict[str, str], text: str) -> float | None:
         value = _header(headers, "retry-after")

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core.clock import Clock
 from services.core.vault import Credentials, Vault, VaultError
 from services.core.verdicts import Verdict
+from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
 from services.monitoring.incidents import Observation
@@ -27,9 +28,11 @@ from services.threecommas.errors import ThreeCommasError
 from services.threecommas.recreate import store_failed_deal
 
 
-async def verify_key(hub: ExchangeHub, exchange: str, credentials: Credentials, clock: Clock) -> ProbeResult:
-    """The full probe a new or replacement key must pass before it is saved."""
-    client = await hub.client(exchange, credentials)
+async def verify_key(
+    hub: ExchangeHub, exchange: str, credentials: Credentials, clock: Clock, *, user_id: int
+) -> ProbeResult:
+    """The full probe a new or replacement key must pass before it is saved, from the user's route."""
+    client = await hub.client(exchange, credentials, egress=hub.egress_for(user_id))
     return await probe(client, clock=clock, with_key_info=True, with_balances=True)
 
 
@@ -49,7 +52,8 @@ class ExchangeChecker:
             return CheckResult(Verdict.UNKNOWN, str(error))
         now = self.clock.now()
         with_balances = claimed.balances_at is None or now - claimed.balances_at >= self.balances_every
-        client = await self.hub.client(claimed.exchange, credentials)
+        egress = self.hub.egress_for(claimed.user_id, whitelist_of(claimed.key_info))
+        client = await self.hub.client(claimed.exchange, credentials, egress=egress)
         # What we knew about the key lets the probe tell "expired by policy" from "revoked".
         known = KeyInfo.from_json(claimed.key_info) if claimed.key_info else None
         result = await probe(

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.core.clock import Clock
 from services.core.vault import Credentials, Vault, VaultError
 from services.core.verdicts import DETAIL_MAX, Verdict
+from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
 from services.monitoring.checkers import verify_key
@@ -95,11 +96,12 @@ async def refresh_connection(
             return await _poll_soon(sessions, connection_id, user_id, clock.now())
         exchange, sealed = connection.exchange, connection.credentials
         known = KeyInfo.from_json(connection.key_info) if connection.key_info else None
+        egress = hub.egress_for(user_id, whitelist_of(connection.key_info))
     try:
         credentials = vault.open(sealed)
     except VaultError as error:
         return await _record_failure(sessions, connection_id, user_id, str(error), clock.now())
-    client = await hub.client(exchange, credentials)
+    client = await hub.client(exchange, credentials, egress=egress)
     result = await probe(client, clock=clock, with_key_info=True, with_balances=True, known=known)
     async with sessions.begin() as session:
         connection = await owned_connection(session, user_id, connection_id)
@@ -210,7 +212,7 @@ async def verify_and_store(
 ) -> StoreOutcome:
     """Probe the key in full; only if the exchange accepts it, link it (or, with ``connection_id``,
     swap it into that connection in place). A refused key leaves the database untouched."""
-    result = await verify_key(hub, exchange, credentials, clock)
+    result = await verify_key(hub, exchange, credentials, clock, user_id=user_id)
     if result.verdict is not Verdict.OK:
         return StoreOutcome(result)
     now = clock.now()

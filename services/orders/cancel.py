@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from services.core.verdicts import Verdict
 from services.exchanges.classifier import Classification, classify
+from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeClient
 from services.exchanges.open_orders import WEIGHTS, Weights
 from services.orders.attribution import (
@@ -268,7 +269,9 @@ async def _attempt(
     if not claim.claimed and action.in_flight:
         return None, CancelResult(CancelOutcome.IN_PROGRESS, row)
     try:
-        client = await deps.hub.client(connection.exchange, deps.vault.open(connection.credentials))
+        egress = deps.hub.egress_for(connection.user_id, whitelist_of(connection.key_info))
+        credentials = deps.vault.open(connection.credentials)
+        client = await deps.hub.client(connection.exchange, credentials, egress=egress)
     except (ccxt.BaseError, TimeoutError) as error:
         return (action if claim.claimed else None), _refused(connection.exchange, error, row)
     if not claim.claimed:  # unknown: ask the exchange before anything is sent again

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.core.clock import Clock
 from services.core.vault import Vault
 from services.exchanges.classifier import Classification, classify
+from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.open_orders import WEIGHTS, Weights, fetch_all_open_orders
 from services.orders.attribution import (
@@ -350,12 +351,13 @@ async def list_orders(
             return ListingError.NOT_AN_EXCHANGE
         credentials = deps.vault.open(connection.credentials)
         exchange_id = connection.exchange
+        egress = deps.hub.egress_for(user_id, whitelist_of(connection.key_info))
         accounts = await accounts_for_connection(session, deps.vault, user_id, connection_id)
 
     now = deps.clock.now()
     weights = WEIGHTS.get(exchange_id, Weights())
     try:
-        client = await deps.hub.client(exchange_id, credentials)
+        client = await deps.hub.client(exchange_id, credentials, egress=egress)
         raw_orders = await fetch_all_open_orders(client)
         balances = _balances(await client.call("fetch_balance", weight=weights.balance))
         markets = await deps.hub.markets(exchange_id)

@@ -1,0 +1,72 @@
+"""Egress routes (services/exchanges/egress.py): users pinned to one IP, each IP its own budget."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+from sandbox.exchanges import LocalBinance
+from sandbox.proxy import LocalProxy
+from services.core.vault import Credentials
+from services.exchanges.budget import BudgetRegistry
+from services.exchanges.egress import DIRECT, Egress, egress_for, routes_from_settings
+from services.exchanges.hub import ExchangeHub
+
+ROUTES = routes_from_settings(
+    ["203.0.113.1", "203.0.113.2"], {"b": {"url": "http://10.0.0.2:3128", "ip": "203.0.113.2"}}
+)
+
+
+def test_routes_from_settings_direct_first_with_its_own_ip():
+    assert (Egress(DIRECT, None, "203.0.113.1"), Egress("b", "http://10.0.0.2:3128", "203.0.113.2")) == ROUTES
+
+
+def test_a_user_keeps_the_ip_their_key_whitelists_whatever_routes_are_added():
+    more = (*ROUTES, Egress("c", "http://10.0.0.3:3128", "203.0.113.3"))
+    for user_id in range(200):
+        assert egress_for(ROUTES, user_id, ["203.0.113.2"]).name == "b"
+        assert egress_for(more, user_id, ["203.0.113.2"]).name == "b"
+
+
+def test_users_spread_evenly_and_a_new_route_takes_only_its_own_share():
+    before = {u: egress_for(ROUTES, u).name for u in range(3000)}
+    assert all(900 <= n <= 2100 for n in Counter(before.values()).values())
+    more = (*ROUTES, Egress("c", "http://10.0.0.3:3128", "203.0.113.3"))
+    after = {u: egress_for(more, u).name for u in range(3000)}
+    moved = [u for u in before if before[u] != after[u]]
+    assert all(after[u] == "c" for u in moved)  # nobody moves between the old routes
+    assert 700 <= len(moved) <= 1300  # about a third goes to the new one
+
+
+async def test_each_route_leaves_from_its_own_ip_with_its_own_budget():
+    exchange = LocalBinance()
+    proxies = [LocalProxy("127.0.0.11"), LocalProxy("127.0.0.12")]
+    url = await exchange.start()
+    hub = None
+    try:
+        routes = (
+            Egress(DIRECT),
+            *[Egress(f"p{i}", await p.start(), p.source_ip) for i, p in enumerate(proxies)],
+        )
+        hub = ExchangeHub(url_overrides={"binance": url}, budgets=BudgetRegistry(), egress=routes)
+        key = exchange.add_key()
+        credentials = Credentials(key.api_key, key.secret)
+        for route in routes:
+            client = await hub.client("binance", credentials, egress=route)
+            assert client.egress == route
+            for _ in range((route.name == "p1" and 3) or 1):
+                await client.call("sapiGetAccountApiRestrictions", weight=1)
+        used = {ip: exchange.used_weight_in("sapi", ip) for ip in ("127.0.0.1", "127.0.0.11", "127.0.0.12")}
+        assert used == {"127.0.0.1": 1, "127.0.0.11": 1, "127.0.0.12": 3}
+        assert [hub.budgets_for(route).in_use("binance") for route in routes] == [1, 1, 3]
+        assert hub.budgets_for(routes[0]) is hub.budgets
+        # Three routes carry three times the connections in the same interval.
+        one = ExchangeHub(budgets=BudgetRegistry()).stretch_interval("binance", timedelta(seconds=10), 3000)
+        three = hub.stretch_interval("binance", timedelta(seconds=10), 3000)
+        assert three.total_seconds() * 2.9 <= one.total_seconds()
+    finally:
+        if hub is not None:
+            await hub.close()
+        for proxy in proxies:
+            await proxy.close()
+        await exchange.close()
