@@ -122,8 +122,10 @@ def exchange_main(
     keys: list[tuple[str, str, str | None]],
     latency_ms: int,
     weight_limit: int,
+    watch_ips: tuple[str, ...] = (),
 ) -> None:
-    """The local exchange with ``keys``, every pool's weight limit set to ``weight_limit``."""
+    """The local exchange with ``keys``, every pool's weight limit set to ``weight_limit`` per
+    caller IP; for each of ``watch_ips`` the most weight it used in any window is tracked."""
     _quiet_logging()
     from sandbox.exchanges import LOCAL_EXCHANGES
 
@@ -139,11 +141,15 @@ def exchange_main(
         if latency_ms:
             server.inject("latency", latency_ms=latency_ms, private_only=True)
         statuses: Counter[int] = Counter()
+        peaks: Counter[str] = Counter()
 
         def fold() -> None:
             for record in server.requests:
                 statuses[record.status] += 1
             server.requests.clear()
+            for ip in watch_ips:
+                used = max(server.used_weight_in(pool, ip) for pool in server.limits)
+                peaks[ip] = max(peaks[ip], used)
 
         async def folding() -> None:
             while True:
@@ -164,15 +170,26 @@ def exchange_main(
 
         def stats() -> dict[str, Any]:
             fold()
-            return {"statuses": dict(statuses), "requests": sum(statuses.values())}
+            return {"statuses": dict(statuses), "requests": sum(statuses.values()), "peaks": dict(peaks)}
 
         async def stop() -> None:
             task.cancel()
             await server.close()
 
         pipe.send(url)
+
+        def reset_peaks() -> None:
+            peaks.clear()
+
         await _serve_commands(
-            pipe, {"revoke_all": revoke_all, "revoke": revoke, "stats": stats, "stop": stop}
+            pipe,
+            {
+                "revoke_all": revoke_all,
+                "revoke": revoke,
+                "stats": stats,
+                "reset_peaks": reset_peaks,
+                "stop": stop,
+            },
         )
 
     asyncio.run(main())
