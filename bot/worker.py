@@ -23,6 +23,7 @@ from bot.fsm_storage import prune_abandoned
 from bot.metrics import METRICS, observe_check
 from bot.operator import OperatorAlerts
 from bot.sender import Sender
+from services.monitoring import outbox
 from services.monitoring.checkers import ExchangeChecker, ThreeCommasChecker
 from services.monitoring.expiry import enqueue_expiry_reminders
 from services.monitoring.guard import BlockGuard
