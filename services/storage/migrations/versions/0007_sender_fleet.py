@@ -1,7 +1,7 @@
 """sender fleet: outbox priority and live senders
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01 21:00:00
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 import services.storage.models
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
