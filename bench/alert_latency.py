@@ -46,6 +46,7 @@ from bench.common import (
 )
 
 EXCHANGE = "binance"
+SAPI_POOL = "binance_sapi"  # the key check's own IP pool (services/exchanges/budget.py pool_of)
 WEIGHT_LIMIT = 6_000_000  # per minute: the machine is measured, not Binance's budget
 CONFIRMATION_S = 10  # the key rule: a second failed probe at least 10 s after the first
 SLACK_S = 3
@@ -91,7 +92,7 @@ async def run(users: int, interval: int, spread: float, latency_ms: int, seed_va
             database_url=database_url,
             vault_key=vault_key,
             exchange_urls={EXCHANGE: url},
-            weight_per_minute={EXCHANGE: WEIGHT_LIMIT},
+            weight_per_minute={EXCHANGE: WEIGHT_LIMIT, SAPI_POOL: WEIGHT_LIMIT},
             poll_interval_seconds=interval,
             canary_keys={EXCHANGE: {"api_key": canary[0], "secret": canary[1]}},
         )

@@ -49,6 +49,7 @@ from bench.common import (
 from sandbox.proxy import LocalProxy
 
 EXCHANGE = "binance"
+SAPI_POOL = "binance_sapi"  # the key check's own IP pool (services/exchanges/budget.py pool_of)
 DIRECT_IP = "127.0.0.1"
 
 
@@ -82,7 +83,7 @@ async def measure(
             database_url=database_url,
             vault_key=vault_key,
             exchange_urls={EXCHANGE: exchange.ready},
-            weight_per_minute={EXCHANGE: args.limit},
+            weight_per_minute={EXCHANGE: args.limit, SAPI_POOL: args.limit},
             poll_interval_seconds=10,
             egress_ips=",".join([DIRECT_IP, *(p.source_ip for p in proxies)]),
             egress_proxies=json.dumps(specs),

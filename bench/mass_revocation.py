@@ -71,6 +71,7 @@ from bench.common import (
 )
 
 EXCHANGE = "binance"
+SAPI_POOL = "binance_sapi"  # the key check's own IP pool (services/exchanges/budget.py pool_of)
 WEIGHT_LIMIT = 6_000_000  # per minute, every pool of the local Binance and our budget for it
 SEND_RATE_PER_SECOND = 25  # Settings.send_rate_per_second default
 RISKY_EVERY = 10  # every tenth user has funds locked by open orders
@@ -182,7 +183,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             database_url=database_url,
             vault_key=vault_key,
             exchange_urls={EXCHANGE: url},
-            weight_per_minute={EXCHANGE: WEIGHT_LIMIT},
+            weight_per_minute={EXCHANGE: WEIGHT_LIMIT, SAPI_POOL: WEIGHT_LIMIT},
             poll_interval_seconds=args.interval,
             send_rate_per_second=SEND_RATE_PER_SECOND,
         )

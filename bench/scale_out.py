@@ -45,6 +45,7 @@ from bench.common import (
 )
 
 EXCHANGE = "binance"
+SAPI_POOL = "binance_sapi"  # the key check's own IP pool (services/exchanges/budget.py pool_of)
 WEIGHT_LIMIT = 60_000_000  # per minute, every pool of the local Binance and our budget for it
 
 
@@ -274,7 +275,7 @@ async def run(args: argparse.Namespace) -> None:
             "database_url": pg_url,
             "vault_key": vault_key,
             "exchange_urls": {EXCHANGE: exchange.ready},
-            "weight_per_minute": {EXCHANGE: WEIGHT_LIMIT},
+            "weight_per_minute": {EXCHANGE: WEIGHT_LIMIT, SAPI_POOL: WEIGHT_LIMIT},
             "poll_interval_seconds": 10,
             "log_level": "INFO",
         }

@@ -58,7 +58,7 @@ async def test_each_route_leaves_from_its_own_ip_with_its_own_budget():
                 await client.call("sapiGetAccountApiRestrictions", weight=1)
         used = {ip: exchange.used_weight_in("sapi", ip) for ip in ("127.0.0.1", "127.0.0.11", "127.0.0.12")}
         assert used == {"127.0.0.1": 1, "127.0.0.11": 1, "127.0.0.12": 3}
-        assert [hub.budgets_for(route).in_use("binance") for route in routes] == [1, 1, 3]
+        assert [hub.budgets_for(route).in_use("binance_sapi") for route in routes] == [1, 1, 3]
         assert hub.budgets_for(routes[0]) is hub.budgets
         # Three routes carry three times the connections in the same interval.
         one = ExchangeHub(budgets=BudgetRegistry()).stretch_interval("binance", timedelta(seconds=10), 3000)
