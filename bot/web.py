@@ -48,8 +48,17 @@ def build_web_app(app: AppContext, bot: Bot | None = None, dp: Dispatcher | None
     web_app.router.add_get("/readyz", readyz)
     web_app.router.add_get("/metrics", metrics)
     if dp is not None and bot is not None:
-        SimpleRequestHandler(dp, bot, secret_token=webhook_secret(app)).register(web_app, path=WEBHOOK_PATH)
+        _SecretCheckedHandler(dp, bot, secret_token=webhook_secret(app)).register(web_app, path=WEBHOOK_PATH)
     return web_app
+
+
+class _SecretCheckedHandler(SimpleRequestHandler):
+    """aiogram compares the header with ``secrets.compare_digest`` on str, which raises (a 500) on
+    a non-ASCII value; compared as bytes, any wrong header is just a 401."""
+
+    def verify_secret(self, telegram_secret_token: str, bot: Bot) -> bool:
+        given = telegram_secret_token.encode("utf-8", "surrogateescape")
+        return bool(self.secret_token) and secrets.compare_digest(given, str(self.secret_token).encode())
 
 
 def webhook_secret(app: AppContext) -> str:
