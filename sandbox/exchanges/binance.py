@@ -151,7 +151,7 @@ class LocalBinance(LocalExchange):
             case AuthFailure.BAD_SIGNATURE:
                 return answer("binance/1022_signature_for_this_request")
             case AuthFailure.UNKNOWN_KEY if call.path.startswith("/sapi/"):
-                # Deleted keys often answer -2008 on sapi (ccxt issue #16696).
+                # Deleted keys often answer -2008 on sapi (ccxt issues #16777, #11045).
                 return answer("binance/2008_invalid_api_key_id")
             case _:
                 return answer("binance/2015_invalid_api_key_ip", ip=call.ip)
@@ -170,7 +170,7 @@ class LocalBinance(LocalExchange):
                 return self.rate_limit_reply(call, self.seconds_to_reset(self.call_pool(call)))
             case "key_ban":
                 # A temporary ban as Binance shows it to signed calls: -2015 for valid keys
-                # (ccxt binance.py handle_errors comment; ccxt issues #11045, #16696).
+                # (ccxt binance.py handle_errors comment; ccxt issue #11045).
                 return answer("binance/2015_during_ip_ban", ip=call.ip)
             case _:
                 return self.ban_reply(call, self.ban_seconds)

@@ -2,7 +2,7 @@
 
 Exchanges sometimes answer a ban of *our* IP with a key-level error: Binance sends -2015 "Invalid
 API-key, IP, or permissions for action" to valid keys during a temporary ban (ccxt
-async_support/binance.py ``handle_errors`` comment; ccxt issues #11045, #16696, tests/corpus
+async_support/binance.py ``handle_errors`` comment; ccxt issue #11045, tests/corpus
 ``binance/2015_during_ip_ban``); 3Commas answers 401 to every key when our IP falls off an
 account's whitelist (docs ``quick-start/8_errors``). One such answer reads as a dead key; many keys
 of one service, behind one egress IP, turning to the *same* key-level verdict within minutes,
