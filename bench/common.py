@@ -339,7 +339,7 @@ class BenchWorker:
         )
         role = "all" if database_url.startswith("sqlite") else "worker"
         process = await start_worker(name, env, tmp / f"{name}.log", role=role)
-        await process.wait_ready(60)
+        await process.wait_ready(180)  # a shared, busy machine can take a minute to start one
         return cls(process)
 
     @property
