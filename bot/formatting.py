@@ -7,7 +7,7 @@ rendered. Times are UTC and say so: users do not tell us their time zone.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from aiogram.utils.i18n import get_i18n
@@ -56,6 +56,11 @@ def day(moment: date | datetime) -> str:
 def clock_time(moment: datetime) -> str:
     """A time of day in UTC: "2:30 PM UTC", "14:30 UTC"."""
     return format_time(moment.astimezone(UTC), format="short", tzinfo=UTC, locale=current_locale()) + " UTC"
+
+
+def until(value: datetime, now: datetime) -> str:
+    """The end of a mute or a wait: the time alone within a day, else date and time."""
+    return clock_time(value) if value - now < timedelta(hours=20) else moment(value)
 
 
 def moment(value: datetime) -> str:

@@ -7,14 +7,17 @@ exchange fold into a single "looks down" notice (``pipeline.fold_outages`` decid
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from html import escape
 
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from bot import formatting
 from bot.callbacks import ConnAction, ConnCb
 from bot.keyboards import recreate_button
 from bot.texts import connection_title, duration, exchange_name, verdict_advice, verdict_reason
@@ -52,18 +55,18 @@ class Rendered:
 
 
 def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return formatting.moment(moment)
 
 
 def _title(target: Target) -> str:
     return connection_title(target.exchange, target.label)
 
 
-def _alert(target: Target, verdict: str, detail: str, since: datetime) -> str:
+def _alert(target: Target, verdict: str, detail: str, since: datetime, egress_ips: Sequence[str]) -> str:
     lines = [
         f"🔴 <b>{_title(target)}</b>: {verdict_reason(verdict)}",
         _("Since {when}.").format(when=_when(since)),
-        verdict_advice(verdict, detail),
+        verdict_advice(verdict, detail, egress_ips=egress_ips),
     ]
     return "\n".join(lines)
 
@@ -123,8 +126,9 @@ def _account_key_broken(check: Check, verdict: Verdict) -> bool:
     return _tc_account_id(check) is not None and verdict in {Verdict.KEY_INVALID, Verdict.KEY_EXPIRED}
 
 
-def render(item: Notice | OutageNotice) -> str:
-    """The text of one notice (or folded outage) in the current locale."""
+def render(item: Notice | OutageNotice, egress_ips: Sequence[str] = ()) -> str:
+    """The text of one notice (or folded outage) in the current locale; ``egress_ips`` (EGRESS_IPS)
+    are the addresses an IP-whitelist alert asks to add."""
     match item:
         case OutageNotice(exchange, connection_ids):
             return _outage(exchange, len(connection_ids))
@@ -133,7 +137,7 @@ def render(item: Notice | OutageNotice) -> str:
                 "🔔 "
                 + _("Mute ended. This changed while you were muted:")
                 + "\n"
-                + render(replace(item, event=change))
+                + render(replace(item, event=change), egress_ips)
             )
         case Notice(target, Recovery(duration=span), Check() as check):
             head = f"<b>{_title(target)}</b> · {_symptom_subject(check)}"
@@ -155,19 +159,26 @@ def render(item: Notice | OutageNotice) -> str:
             settled = "🟠 " + _(
                 "<b>{title}</b> has stopped failing and recovering. Where it settled:"
             ).format(title=_title(target))
-            return settled + "\n" + render(replace(item, event=replace(event, summary=None)))
+            return settled + "\n" + render(replace(item, event=replace(event, summary=None)), egress_ips)
         case Notice(target, Alert(verdict, detail, since) | VerdictChanged(_, verdict, detail, since)):
-            return _alert(target, verdict, detail, since)
+            return _alert(target, verdict, detail, since, egress_ips)
         case Notice(target, Reminder(verdict, detail, since, number)):
-            return _("Reminder #{n}:").format(n=number) + " " + _alert(target, verdict, detail, since)
+            return (
+                _("Reminder #{n}:").format(n=number)
+                + " "
+                + _alert(target, verdict, detail, since, egress_ips)
+            )
         case Notice(target, Recovery(duration=span)):
             return "🟢 " + _("<b>{title}</b> works again. It was failing for {duration}.").format(
                 title=_title(target), duration=duration(span)
             )
         case Notice(target, FlappingNotice(transitions)):
-            return "🟠 " + _(
+            return "🟠 " + ngettext(
+                "<b>{title}</b> keeps failing and recovering ({n} time in the last hour). "
+                "I will stay quiet until it settles and then tell you how it ended.",
                 "<b>{title}</b> keeps failing and recovering ({n} times in the last hour). "
-                "I will stay quiet until it settles and then tell you how it ended."
+                "I will stay quiet until it settles and then tell you how it ended.",
+                transitions,
             ).format(title=_title(target), n=transitions)
         case Notice(target, ExpiryReminder(warning, due)):
             return "⏰ " + _("<b>{title}</b>: {what} on {when}. Create a new key before then.").format(
@@ -186,9 +197,12 @@ def _expiry_what(code: str) -> str:
 
 def _outage(exchange: str, count: int) -> str:
     name = exchange_name(exchange)
-    return "🟠 " + _(
+    return "🟠 " + ngettext(
         "<b>{exchange} looks down</b> or unreachable from keysentry ({n} of your connections affected). "
-        "Your keys are not the problem; we keep checking and will tell you when it is back."
+        "Your keys are not the problem; we keep checking and will tell you when it is back.",
+        "<b>{exchange} looks down</b> or unreachable from keysentry ({n} of your connections affected). "
+        "Your keys are not the problem; we keep checking and will tell you when it is back.",
+        count,
     ).format(exchange=name, n=count)
 
 
@@ -230,12 +244,13 @@ def _buttons(keyboard: InlineKeyboardBuilder, item: Notice | OutageNotice) -> No
         keyboard.button(text="🔕 " + _("Mute 24 h"), callback_data=ConnCb(action=ConnAction.MUTE, cid=cid))
 
 
-def render_batch(rows: list[OutboxMessage]) -> list[Rendered]:
+def render_batch(rows: list[OutboxMessage], egress_ips: Sequence[str] = ()) -> list[Rendered]:
     """One or more messages (each under Telegram's limit) covering every row."""
     if not rows:
         return []
     notices = [(row.id, from_payload(row.payload)) for row in rows]
-    blocks = [(render(item), ids, item) for ids, item in fold_outages(rows[0].user_id, notices)]
+    folded = fold_outages(rows[0].user_id, notices)
+    blocks = [(render(item, egress_ips), ids, item) for ids, item in folded]
     messages: list[Rendered] = []
     text, ids, items = "", list[int](), list[Notice | OutageNotice]()
     for block_text, block_ids, item in blocks:

@@ -188,7 +188,7 @@ class Sender:
         Each part is marked sent on its own, so a crash repeats at most the one in flight.
         """
         with self.app.i18n.context(), self.app.i18n.use_locale(batch.language):
-            parts = render_batch(batch.messages)
+            parts = render_batch(batch.messages, self.app.settings.egress_ips)
         if not parts:
             return 0
         first, later = parts[0], parts[1:]

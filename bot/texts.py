@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from html import escape
 
@@ -14,6 +15,9 @@ from services.exchanges.hub import display_name
 from services.threecommas.links import THREECOMMAS
 
 _IP = re.compile(r"request ip:\s*([0-9a-fA-F.:]+)")
+# Verdicts about the exchange or the way there, not about the key: at link time nothing can be
+# concluded about the key, later they are outages that keysentry waits out.
+TRANSIENT = frozenset({Verdict.RATE_LIMITED, Verdict.EXCHANGE_DOWN, Verdict.NETWORK, Verdict.CLOCK_SKEW})
 
 
 def verdict_reason(verdict: str) -> str:
@@ -35,25 +39,60 @@ def verdict_reason(verdict: str) -> str:
     return reasons.get(verdict, reasons[Verdict.UNKNOWN])
 
 
-def verdict_advice(verdict: str, detail: str = "") -> Html:
-    """What the user should do about it, in one or two sentences (HTML: the detail is escaped)."""
-    return Html(_advice(verdict, detail))
+def ip_list(ips: Sequence[str]) -> Html:
+    """Addresses to whitelist, each in <code> so a tap copies it."""
+    return Html(", ".join(code(ip) for ip in ips))
 
 
-def _advice(verdict: str, detail: str) -> str:
+def egress_line(ips: Sequence[str]) -> Html:
+    """The one line that tells where keysentry connects from (empty when EGRESS_IPS is not set)."""
+    if not ips:
+        return Html("")
+    return html(_("keysentry connects from {ips}: put it on your keys' IP whitelist."), ips=ip_list(ips))
+
+
+def verdict_advice(
+    verdict: str, detail: str = "", *, at_link: bool = False, egress_ips: Sequence[str] = ()
+) -> Html:
+    """What the user should do about it, in one or two sentences (HTML: the detail is escaped).
+
+    ``at_link``: the key is being linked, so nothing is saved yet and there is no “Update API
+    key” button to press; the way on is sending /link again. ``egress_ips`` (EGRESS_IPS) are the
+    addresses to whitelist; without them, the address the exchange reported seeing, if any.
+    """
+    return Html(_advice(verdict, detail, at_link, egress_ips))
+
+
+def _advice(verdict: str, detail: str, at_link: bool, egress_ips: Sequence[str]) -> str:
     if verdict == Verdict.KEY_INVALID:
+        if at_link:
+            return _("Check that you copied the whole key, or create a new one, and send /link again.")
         return _("Delete the old key on the exchange, create a new one, then press “Update API key”.")
     if verdict == Verdict.IP_NOT_ALLOWED:
-        match = _IP.search(detail)
-        ip = match.group(1) if match else _("the keysentry server's IP")
+        seen = _IP.search(detail)
+        ips = list(egress_ips) or ([seen.group(1)] if seen else [])
+        where = ip_list(ips) if ips else _("the keysentry server's IP")
+        if at_link:
+            return html(
+                _(
+                    "Add {ip} to the key's IP whitelist in the exchange's API management, "
+                    "then send /link again."
+                ),
+                ip=where,
+            )
         return html(
             _(
                 "Add {ip} to the key's IP whitelist in the exchange's API management, "
                 "or press “Update API key” with a key that allows it."
             ),
-            ip=code(ip),
+            ip=where,
         )
     if verdict == Verdict.KEY_EXPIRED:
+        if at_link:
+            return _(
+                "Create a new key (an IP-restricted key does not expire on most exchanges) "
+                "and send /link again."
+            )
         return _(
             "Create a new key (an IP-restricted key does not expire on most exchanges), "
             "then press “Update API key”."
@@ -64,13 +103,25 @@ def _advice(verdict: str, detail: str) -> str:
             "or create a new one."
         )
     if verdict == Verdict.PASSPHRASE_INVALID:
+        if at_link:
+            return _(
+                "The key itself is fine. Send /link again with the key, its secret and the "
+                "passphrase you chose when you created the key."
+            )
         return _(
             "The key itself is fine: keep it. Press “Update API key” and send the key, its secret "
             "and the passphrase you chose when you created the key."
         )
     if verdict == Verdict.SIGNATURE_INVALID:
+        if at_link:
+            return _("The secret does not belong to this key: send /link again and paste both once more.")
         return _("Press “Update API key” and paste the key and its secret again.")
-    if verdict in (Verdict.RATE_LIMITED, Verdict.EXCHANGE_DOWN, Verdict.NETWORK, Verdict.CLOCK_SKEW):
+    if verdict in TRANSIENT:
+        if at_link:
+            return _(
+                "This says nothing about your key: the exchange could not be asked right now. "
+                "Send /link again in a few minutes."
+            )
         return _("Nothing to do on your side: your key is not the problem. We keep checking.")
     return html(_("The exchange said: {detail}"), detail=code(detail[:200]))
 

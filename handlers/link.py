@@ -9,6 +9,7 @@ connection until the exchange has accepted the key.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import suppress
 from datetime import datetime
 
@@ -19,10 +20,13 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, ExchangeCb, ExchangePageCb, LinkStep, LinkStepCb, StartLinkCb
-from bot.texts import connection_title, exchange_name, verdict_advice, verdict_reason
+from bot.settings import Settings
+from bot.texts import TRANSIENT, connection_title, egress_line, exchange_name, verdict_advice, verdict_reason
 from bot.views.balances import balance_summary
 from bot.views.html import code, html
 from bot.views.secrets import SecretPart, forget_secret_message, key_problem, take_secret_part
@@ -63,7 +67,9 @@ def label_problem(text: str | None) -> str | None:
     if not text or not text.strip():
         return _("Send the label as text, or press Skip.")
     if len(text.strip()) > LABEL_MAX:
-        return _("Labels are at most {n} characters.").format(n=LABEL_MAX)
+        return ngettext(
+            "Labels are at most {n} character.", "Labels are at most {n} characters.", LABEL_MAX
+        ).format(n=LABEL_MAX)
     if not text.strip().isprintable():
         return _("Labels are one line of ordinary text.")
     return None
@@ -130,11 +136,11 @@ def permissions_line(info: KeyInfo) -> str:
     return html(_("Permissions: {list}"), list=", ".join(names))
 
 
-def warning_lines(exchange: str, info: KeyInfo, now: datetime) -> list[str]:
+def warning_lines(exchange: str, info: KeyInfo, now: datetime, egress_ips: Sequence[str] = ()) -> list[str]:
     """What to fix about the key, most dangerous first, with the policy date where there is one."""
     lines: list[str] = []
     for warning in key_warnings(exchange, info, now):
-        when = warning.due.strftime("%Y-%m-%d") if warning.due else ""
+        when = formatting.day(warning.due) if warning.due else ""
         if warning.code == "withdraw_enabled":
             lines.insert(
                 0,
@@ -156,16 +162,26 @@ def warning_lines(exchange: str, info: KeyInfo, now: datetime) -> list[str]:
                     date=when,
                 )
             )
+            lines.append(egress_line(egress_ips))
         elif warning.code == "no_ip_restriction":
             lines.append("⚠️ " + _("No IP whitelist: anyone who gets this key can use it from anywhere."))
+            lines.append(egress_line(egress_ips))
         elif warning.code == "expires_soon" and when:
             lines.append("⏰ " + html(_("The key expires on {date}."), date=when))
         elif warning.code == "read_only":
             lines.append(_("Read-only key: monitoring works; cancelling orders from here needs “Trade”."))
-    return lines
+    return [line for line in lines if line]
 
 
-def verified_text(exchange: str, label: str, result: ProbeResult, key_hint: str, *, updated: bool) -> str:
+def verified_text(
+    exchange: str,
+    label: str,
+    result: ProbeResult,
+    key_hint: str,
+    *,
+    updated: bool,
+    egress_ips: Sequence[str] = (),
+) -> str:
     title = connection_title(exchange, label)
     head = html(
         _("✅ New key saved for <b>{title}</b>. Same connection, history kept.")
@@ -177,27 +193,30 @@ def verified_text(exchange: str, label: str, result: ProbeResult, key_hint: str,
     lines.append(html(_("Balance: {summary}"), summary=balance_summary(result.balances or {}, top=3)))
     if result.key_info is not None:
         lines.append(permissions_line(result.key_info))
-        lines += warning_lines(exchange, result.key_info, result.checked_at)
+        lines += warning_lines(exchange, result.key_info, result.checked_at, egress_ips)
     lines.append(_("Everything at a glance: /status"))
     return "\n".join(lines)
 
 
-def rejected_text(exchange: str, result: ProbeResult, *, updated: bool) -> str:
-    outcome = (
-        _("Nothing changed: the old key stays.") if updated else _("Nothing was saved. Try again: /link")
-    )
-    return "\n".join(
-        [
-            "❌ "
-            + html(
-                _("{exchange} did not accept the key: {reason}."),
-                exchange=exchange_name(exchange),
-                reason=verdict_reason(result.verdict),
-            ),
-            verdict_advice(result.verdict, result.detail),
-            outcome,
-        ]
-    )
+def rejected_text(
+    exchange: str, result: ProbeResult, *, updated: bool, egress_ips: Sequence[str] = ()
+) -> str:
+    """Why the key was not taken and the way on; at link time that is /link again, not a button."""
+    if result.verdict in TRANSIENT:
+        head = _("{exchange} could not check the key: {reason}.")
+    else:
+        head = _("{exchange} did not accept the key: {reason}.")
+    lines = [
+        "❌ " + html(head, exchange=exchange_name(exchange), reason=verdict_reason(result.verdict)),
+        verdict_advice(result.verdict, result.detail, at_link=not updated, egress_ips=egress_ips),
+    ]
+    if updated:
+        lines.append(_("Nothing changed: the old key stays."))
+    elif result.verdict in {Verdict.PERMISSION_MISSING, Verdict.UNKNOWN}:
+        lines.append(_("Nothing was saved. Try again: /link"))  # the advice above does not say how
+    else:
+        lines.append(_("Nothing was saved."))
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- flow helpers
@@ -215,9 +234,12 @@ async def ask_label(message: Message, state: FSMContext, exchange: str, *, edit:
     await state.set_state(LinkFlow.label)
     await state.update_data(exchange=exchange)
     text = html(
-        _(
+        ngettext(
             "<b>{exchange}</b>. Give this connection a label, e.g. “Main” or “Grid bot” "
-            "(up to {n} characters), or press Skip."
+            "(up to {n} character), or press Skip.",
+            "<b>{exchange}</b>. Give this connection a label, e.g. “Main” or “Grid bot” "
+            "(up to {n} characters), or press Skip.",
+            LABEL_MAX,
         ),
         exchange=exchange_name(exchange),
         n=LABEL_MAX,
@@ -236,13 +258,27 @@ async def ask_key(message: Message, state: FSMContext, label: str) -> None:
 
 
 async def finish(
-    message: Message, state: FSMContext, store: KeyStore, user: User, bot: Bot, credentials: Credentials
+    message: Message,
+    state: FSMContext,
+    store: KeyStore,
+    user: User,
+    bot: Bot,
+    credentials: Credentials,
+    settings: Settings,
 ) -> None:
     """The last step of both flows: verify, then save a new connection or swap the key in place."""
     data = await state.get_data()
     await state.clear()
     await verify_and_save(
-        message, store, user, bot, data["exchange"], data.get("label", ""), credentials, cid=data.get("cid")
+        message,
+        store,
+        user,
+        bot,
+        data["exchange"],
+        data.get("label", ""),
+        credentials,
+        settings,
+        cid=data.get("cid"),
     )
 
 
@@ -254,6 +290,7 @@ async def verify_and_save(
     exchange: str,
     label: str,
     credentials: Credentials,
+    settings: Settings,
     *,
     cid: int | None = None,
 ) -> None:
@@ -268,12 +305,17 @@ async def verify_and_save(
     )
     updated = cid is not None
     if outcome.result.verdict is not Verdict.OK:
-        text = rejected_text(exchange, outcome.result, updated=updated)
+        text = rejected_text(exchange, outcome.result, updated=updated, egress_ips=settings.egress_ips)
     elif outcome.saved is None:
         text = _("That connection no longer exists; nothing was saved.")
     else:
         text = verified_text(
-            exchange, outcome.saved, outcome.result, mask(credentials.api_key), updated=updated
+            exchange,
+            outcome.saved,
+            outcome.result,
+            mask(credentials.api_key),
+            updated=updated,
+            egress_ips=settings.egress_ips,
         )
     await message.answer(text)
 
@@ -294,6 +336,7 @@ async def link_command(
     command: CommandObject,
     state: FSMContext,
     key_store: KeyStore,
+    settings: Settings,
     user: User,
     bot: Bot,
 ) -> None:
@@ -335,7 +378,7 @@ async def link_command(
         return
     await state.clear()
     credentials = Credentials(args[1], args[2], args[3] if wanted == 4 else None)
-    await verify_and_save(message, key_store, user, bot, exchange, "", credentials)
+    await verify_and_save(message, key_store, user, bot, exchange, "", credentials, settings)
 
 
 async def start_button(query: CallbackQuery, state: FSMContext) -> None:
@@ -438,7 +481,7 @@ async def key_received(message: Message, state: FSMContext, vault: Vault) -> Non
 
 
 async def secret_received(
-    message: Message, state: FSMContext, key_store: KeyStore, user: User, bot: Bot
+    message: Message, state: FSMContext, key_store: KeyStore, settings: Settings, user: User, bot: Bot
 ) -> None:
     credentials = await take_secret_part(
         message, state, key_store.vault, SecretPart.SECRET, restart=_restart()
@@ -452,17 +495,17 @@ async def secret_received(
             reply_markup=_cancel_button(),
         )
         return
-    await finish(message, state, key_store, user, bot, credentials)
+    await finish(message, state, key_store, user, bot, credentials, settings)
 
 
 async def passphrase_received(
-    message: Message, state: FSMContext, key_store: KeyStore, user: User, bot: Bot
+    message: Message, state: FSMContext, key_store: KeyStore, settings: Settings, user: User, bot: Bot
 ) -> None:
     part = SecretPart.PASSPHRASE
     credentials = await take_secret_part(message, state, key_store.vault, part, restart=_restart())
     if credentials is None:
         return
-    await finish(message, state, key_store, user, bot, credentials)
+    await finish(message, state, key_store, user, bot, credentials, settings)
 
 
 _OUR_PREFIXES = frozenset(

@@ -8,12 +8,14 @@ from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, MuteCb
-from bot.texts import button_title
+from bot.texts import button_title, connection_title
 from services.core.clock import Clock
-from services.monitoring.mutes import set_mute
+from services.monitoring.mutes import muted_everything_until, set_mute
 from services.storage.db import Sessions
 from services.storage.models import User
 from services.storage.users import user_connections
@@ -22,12 +24,33 @@ CHOICES = (1, 8, 24, 168)
 
 
 def _duration_label(hours: int) -> str:
-    return _("{n} h").format(n=hours) if hours < 48 else _("{n} days").format(n=hours // 24)
+    if hours < 48:
+        return _("{n} h").format(n=hours)
+    return ngettext("{n} day", "{n} days", hours // 24).format(n=hours // 24)
 
 
-async def mute_menu(message: Message, sessions: Sessions, user: User) -> None:
+async def mute_menu(message: Message, sessions: Sessions, clock: Clock, user: User) -> None:
+    """The choices, preceded by what is muted right now, each with its Unmute button."""
+    now = clock.now()
     connections = await user_connections(sessions, user.id)
+    everything = await muted_everything_until(sessions, user.id, now)
+    muted = [(c, c.muted_until) for c in connections if c.muted_until is not None and c.muted_until > now]
+    lines = []
+    if everything is not None:
+        lines.append("🔕 " + _("All alerts until {time}").format(time=formatting.until(everything, now)))
+    for c, ends in muted:
+        lines.append(
+            "🔕 "
+            + _("{title} until {time}").format(
+                title=connection_title(c.exchange, c.label), time=formatting.until(ends, now)
+            )
+        )
     keyboard = InlineKeyboardBuilder()
+    for c, _ends in muted[:20]:
+        keyboard.button(
+            text="🔔 " + _("Unmute {title}").format(title=button_title(c.exchange, c.label)),
+            callback_data=MuteCb(cid=c.id, hours=0),
+        )
     for hours in CHOICES:
         keyboard.button(
             text="🔕 " + _("All, {d}").format(d=_duration_label(hours)),
@@ -39,11 +62,11 @@ async def mute_menu(message: Message, sessions: Sessions, user: User) -> None:
             callback_data=MuteCb(cid=connection.id, hours=24),
         )
     keyboard.button(text="🔔 " + _("Unmute everything"), callback_data=MuteCb(cid=0, hours=0))
-    keyboard.adjust(2, 2, *([1] * (len(connections[:20]) + 1)))
-    await message.answer(
-        _("Mute alerts for a while. When a mute ends you get one summary if anything changed."),
-        reply_markup=keyboard.as_markup(),
-    )
+    keyboard.adjust(*([1] * len(muted[:20])), 2, 2, *([1] * (len(connections[:20]) + 1)))
+    intro = _("Mute alerts for a while. When a mute ends you get one summary if anything changed.")
+    if lines:
+        intro = _("<b>Muted now</b>") + "\n" + "\n".join(lines) + "\n\n" + intro
+    await message.answer(intro, reply_markup=keyboard.as_markup())
 
 
 async def _apply(

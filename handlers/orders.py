@@ -14,8 +14,10 @@ from aiogram import Bot, F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
 from bot.texts import ago, button_title, connection_title, refusal_text
 from bot.views.editing import edit_in_place
@@ -45,10 +47,10 @@ MAX_FUND_LINES = 10
 
 
 def num(value: Decimal | None) -> str:
-    """Plain decimal without exponent or trailing zeros (``0.01``, ``65000``)."""
+    """An amount or price in the user's locale, without exponent or trailing zeros (``0.01``, ``65,000``)."""
     if value is None:
         return "?"
-    return format(value.normalize(), "f")
+    return formatting.coin(value)
 
 
 def lock_text(lock: Lock) -> Html:
@@ -69,10 +71,13 @@ def _row_line(number: int, row: ListedOrder) -> str:
         Attribution.UNKNOWN.value: "⚪ " + _("unknown"),
     }
     mark = marks[row.attribution]
+    lock = lock_text(row_lock(row))
     if row.outcome == CancelOutcome.CANCELLED:
-        mark = "✅ " + _("cancelled")
+        mark, funds = "✅ " + _("cancelled"), html(_("freed {what}"), what=lock)
     elif row.outcome is not None:
-        mark = "▫️ " + _("no longer open")
+        mark, funds = "▫️ " + _("no longer open"), html(_("locks nothing now"))
+    else:
+        funds = html(_("locks {what}"), what=lock)
     return html(
         "{number}. {mark}{deal}\n    {order} @ {price} · {locks}",
         number=number,
@@ -80,7 +85,7 @@ def _row_line(number: int, row: ListedOrder) -> str:
         deal=f" · {row.deal_ref}" if row.deal_ref else "",
         order=order_text(row.side, row.amount, row.symbol),
         price=num(Decimal(row.price)),
-        locks=html(_("locks {what}"), what=lock_text(row_lock(row))),
+        locks=funds,
     )
 
 
@@ -102,18 +107,29 @@ def _funds_lines(listing: Listing) -> list[str]:
         lines.append(line)
     hidden = len(listing.funds.currencies) - MAX_FUND_LINES
     if hidden > 0:
-        lines.append(_("…and {n} more currencies").format(n=hidden))
-    if listing.funds.margin_orders:
+        lines.append(ngettext("…and {n} more currency", "…and {n} more currencies", hidden).format(n=hidden))
+    margin = len(listing.funds.margin_orders)
+    if margin:
         lines.append(
-            _("{n} derivative orders hold margin that depends on leverage; not counted above.").format(
-                n=len(listing.funds.margin_orders)
-            )
+            ngettext(
+                "{n} derivative order holds margin that depends on leverage; not counted above.",
+                "{n} derivative orders hold margin that depends on leverage; not counted above.",
+                margin,
+            ).format(n=margin)
         )
     return lines
 
 
 def _notes(listing: Listing) -> list[str]:
     notes = listing.notes
+    if not notes.get("threecommas_linked") and notes.get("threecommas_key"):
+        return [
+            "ℹ️ "
+            + _(
+                "None of your 3Commas accounts is mapped to this key, so no order can be matched to a "
+                "deal and none is offered as an orphan. Map the account: /link3c."
+            )
+        ]
     if not notes.get("threecommas_linked"):
         return [
             "ℹ️ "
@@ -138,26 +154,37 @@ def render(listing: Listing, page: int, now_text: str, banner: str = "") -> tupl
     pages = page_count(listing)
     page = min(max(page, 0), pages - 1)
     rows = listing.rows[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
-    counts = {a.value: sum(1 for r in listing.rows if r.attribution == a.value) for a in Attribution}
     title = connection_title(listing.connection.exchange, listing.connection.label)
     head = [
         *([banner, ""] if banner else []),
-        html("📋 <b>{title}</b> — ", title=title)
-        + _("{n} open orders: 🟢 {active} active deal · 🟠 {orphan} orphan · ⚪ {unknown} unknown").format(
-            n=len(listing.rows),
-            active=counts["active"],
-            orphan=counts["orphan"],
-            unknown=counts["unknown"],
-        ),
+        html("📋 <b>{title}</b> — ", title=title) + counts_text(listing),
         *_notes(listing),
     ]
     funds = _funds_lines(listing)
     body = [_row_line(page * PAGE_SIZE + i + 1, row) for i, row in enumerate(rows)]
     foot = [_("Page {page}/{pages} · listed {when}").format(page=page + 1, pages=pages, when=now_text)]
-    text = "\n".join([*head, "", *funds, "", *body, "", *foot])
+    # Blocks are separated by one empty line; an empty block (no funds, no orders) leaves none.
+    blocks = [block for block in (head, funds, body, foot) if block]
+    text = "\n\n".join("\n".join(block) for block in blocks)
     if len(text) > MAX_TEXT:  # many long symbols: drop the funds block first, it is on every page
-        text = "\n".join([*head, "", *body, "", *foot])[:MAX_TEXT]
+        text = "\n\n".join("\n".join(block) for block in (head, body, foot) if block)[:MAX_TEXT]
     return text, _keyboard(listing, rows, page, pages)
+
+
+def counts_text(listing: Listing) -> str:
+    """How many orders are still open and whose they are: orders cancelled from this list leave the count."""
+    still_open = [row for row in listing.rows if row.outcome is None]
+    if not still_open:
+        return _("no open orders")
+    counts = {a.value: sum(1 for r in still_open if r.attribution == a.value) for a in Attribution}
+    parts = [ngettext("{n} open order", "{n} open orders", len(still_open)).format(n=len(still_open))]
+    groups = [
+        ("🟢", counts["active"], ngettext("{n} active deal", "{n} active deals", counts["active"])),
+        ("🟠", counts["orphan"], ngettext("{n} orphan", "{n} orphans", counts["orphan"])),
+        ("⚪", counts["unknown"], ngettext("{n} unknown", "{n} unknown", counts["unknown"])),
+    ]
+    shown = [f"{mark} {text.format(n=count)}" for mark, count, text in groups if count]
+    return parts[0] + ": " + " · ".join(shown)
 
 
 def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: int) -> InlineKeyboardMarkup:
@@ -186,7 +213,8 @@ def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: i
         keyboard.append(
             [
                 InlineKeyboardButton(
-                    text="🧹 " + _("Cancel all {n} orphans").format(n=orphans),
+                    text="🧹 "
+                    + ngettext("Cancel the orphan", "Cancel all {n} orphans", orphans).format(n=orphans),
                     callback_data=OrdersCb(action=OrdersAction.ASK_ALL, id=listing.list_id, page=page).pack(),
                 )
             ]
@@ -440,11 +468,16 @@ async def confirm_all(
         lock = row_lock(row)
         if lock.amount is not None:
             freed[lock.currency] = freed.get(lock.currency, Decimal(0)) + lock.amount
-    text = _("Cancel all {n} orphan orders? Each is checked again first; this frees about {freed}.").format(
-        n=len(orphans), freed=_amounts(freed)
-    )
+    text = ngettext(
+        "Cancel the orphan order? It is checked again first; this frees about {freed}.",
+        "Cancel all {n} orphan orders? Each is checked again first; this frees about {freed}.",
+        len(orphans),
+    ).format(n=len(orphans), freed=_amounts(freed))
     yes = OrdersCb(action=OrdersAction.CANCEL_ALL, id=listing.list_id, page=callback_data.page)
-    await _ask(query, bot, text, _("Yes, cancel {n} orders").format(n=len(orphans)), yes, listing.list_id)
+    yes_text = ngettext("Yes, cancel the order", "Yes, cancel {n} orders", len(orphans)).format(
+        n=len(orphans)
+    )
+    await _ask(query, bot, text, yes_text, yes, listing.list_id)
 
 
 async def cancel_all(
@@ -457,9 +490,11 @@ async def cancel_all(
     results = await cancel_all_orphans(order_deps, user.id, callback_data.id)
     done = [r for r in results if r.done]
     freed = _amounts(total_freed(results))
-    banner = "✅ " + _("Cancelled {done} of {n} orphans; freed {freed}.").format(
-        done=len(done), n=len(results), freed=freed
-    )
+    banner = "✅ " + ngettext(
+        "Cancelled {done} of {n} orphan; freed {freed}.",
+        "Cancelled {done} of {n} orphans; freed {freed}.",
+        len(results),
+    ).format(done=len(done), n=len(results), freed=freed)
     skipped = [outcome_text(r) for r in results if not r.done][:5]
     banner = "\n".join([banner, *skipped])
     if not await _show_list(query, order_deps, user, bot, callback_data.id, callback_data.page, banner):

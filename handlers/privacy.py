@@ -9,6 +9,7 @@ from aiogram import Bot, F, Router
 from aiogram.filters import Command
 from aiogram.types import BufferedInputFile, CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ForgetCb
@@ -48,7 +49,11 @@ async def forget_confirmed(query: CallbackQuery, sessions: Sessions, user: User,
     await edit_in_place(
         query,
         bot,
-        _("Done: your data is deleted ({n} connections). Send /start to begin again.").format(n=removed),
+        ngettext(
+            "Done: your data is deleted ({n} connection). Send /start to begin again.",
+            "Done: your data is deleted ({n} connections). Send /start to begin again.",
+            removed,
+        ).format(n=removed),
     )
 
 

@@ -21,8 +21,10 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, StatusPageCb, TcRepairCb
-from bot.texts import ago, connection_title, verdict_advice, verdict_reason
+from bot.settings import Settings
+from bot.texts import ago, connection_title, egress_line, verdict_advice, verdict_reason
 from bot.views import threecommas as tc_views
 from bot.views.balances import balance_summary
 from bot.views.editing import edit_in_place
@@ -30,6 +32,7 @@ from bot.views.html import html
 from services.core.clock import Clock
 from services.core.verdicts import Verdict
 from services.exchanges.probes import KeyInfo
+from services.monitoring.mutes import muted_everything_until
 from services.monitoring.refresh import Refreshes, remove_owned_connection
 from services.storage.db import Sessions
 from services.storage.models import Connection, User
@@ -78,11 +81,26 @@ def expiry_note(key_info: dict[str, Any], now: datetime) -> str:
     if expires is None:
         return ""
     if expires <= now:
-        return _("expired {date}").format(date=expires.strftime("%Y-%m-%d"))
-    return _("expires {date}").format(date=expires.strftime("%Y-%m-%d"))
+        return _("expired {date}").format(date=formatting.day(expires))
+    return _("expires {date}").format(date=formatting.day(expires))
 
 
-def connection_line(number: int, c: Connection, now: datetime, *, checking: bool, advice: bool) -> str:
+def muted_until(c: Connection, user_muted: datetime | None, now: datetime) -> datetime | None:
+    """When alerts for this connection start again, if they are muted now (its own or the user's mute)."""
+    ends = [m for m in (c.muted_until, user_muted) if m is not None and m > now]
+    return max(ends) if ends else None
+
+
+def connection_line(
+    number: int,
+    c: Connection,
+    now: datetime,
+    *,
+    checking: bool,
+    advice: bool,
+    user_muted: datetime | None = None,
+    egress_ips: Sequence[str] = (),
+) -> str:
     """Two or three lines about one connection; ``advice`` adds what to do about a failure."""
     lines: list[str] = [
         html(
@@ -104,12 +122,15 @@ def connection_line(number: int, c: Connection, now: datetime, *, checking: bool
     note = expiry_note(c.key_info, now)
     if note:
         details.append(note)
+    silent = muted_until(c, user_muted, now)
+    if silent is not None:
+        details.append("🔕 " + _("until {time}").format(time=formatting.until(silent, now)))
     lines.append("    " + " · ".join(details))
     verdict = verdict_of(c)
     if c.last_check_at is not None and verdict is not Verdict.OK and not checking:
         reason = "    ⚠️ " + escape(verdict_reason(verdict))
         if advice:
-            reason += ". " + verdict_advice(verdict, c.verdict_detail)
+            reason += ". " + verdict_advice(verdict, c.verdict_detail, egress_ips=egress_ips)
         lines.append(reason)
     lines += tc_views.account_lines(c.check_state) if c.kind == "threecommas" else []
     return "\n".join(lines)
@@ -131,6 +152,8 @@ def render_page(
     *,
     checking: int | None = None,
     notice: str = "",
+    user_muted: datetime | None = None,
+    egress_ips: Sequence[str] = (),
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     """One page of the portfolio: under 4096 characters and 100 buttons whatever the data."""
     pages = page_count(len(connections))
@@ -140,13 +163,27 @@ def render_page(
     header = _("<b>Your connections</b>: {n}").format(n=len(connections))
     if pages > 1:
         header += " · " + _("page {page} of {pages}").format(page=page + 1, pages=pages)
+    if user_muted is not None and user_muted > now:
+        header += "\n🔕 " + _("All alerts muted until {time}.").format(time=formatting.until(user_muted, now))
     head = [notice, header] if notice else [header]
     if not connections:
         return "\n\n".join([*head, _("Nothing linked yet. Link an exchange key with /link.")]), None
+    foot = [egress_line(egress_ips)] if egress_ips else []
     text = ""
     for advice in (True, False):  # advice is the first thing to go if a page would be too long
-        blocks = [connection_line(n, c, now, checking=c.id == checking, advice=advice) for n, c in shown]
-        text = "\n\n".join([*head, *blocks])
+        blocks = [
+            connection_line(
+                n,
+                c,
+                now,
+                checking=c.id == checking,
+                advice=advice,
+                user_muted=user_muted,
+                egress_ips=egress_ips,
+            )
+            for n, c in shown
+        ]
+        text = "\n\n".join([*head, *blocks, *foot])
         if len(text) <= TELEGRAM_TEXT_LIMIT:
             break
     return text[:TELEGRAM_TEXT_LIMIT], _keyboard(shown, page, pages)
@@ -186,27 +223,50 @@ def _keyboard(shown: list[tuple[int, Connection]], page: int, pages: int) -> Inl
 
 
 async def load_page(
-    sessions: Sessions, clock: Clock, user: User, *, page: int = 0, around: int | None = None, **kwargs: Any
+    sessions: Sessions,
+    clock: Clock,
+    user: User,
+    settings: Settings,
+    *,
+    page: int = 0,
+    around: int | None = None,
+    **kwargs: Any,
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     """The user's page ``page``, or the page holding connection ``around``."""
     connections = await user_connections(sessions, user.id)
+    user_muted = await muted_everything_until(sessions, user.id, clock.now())  # may have changed meanwhile
     if around is not None:
         page = page_of(connections, around)
-    return render_page(connections, page, clock.now(), **kwargs)
+    return render_page(
+        connections,
+        page,
+        clock.now(),
+        user_muted=user_muted,
+        egress_ips=settings.egress_ips,
+        **kwargs,
+    )
 
 
 # ----------------------------------------------------------------------------- handlers
 
 
-async def status_command(message: Message, sessions: Sessions, clock: Clock, user: User) -> None:
-    text, markup = await load_page(sessions, clock, user)
+async def status_command(
+    message: Message, sessions: Sessions, clock: Clock, user: User, settings: Settings
+) -> None:
+    text, markup = await load_page(sessions, clock, user, settings)
     await message.answer(text, reply_markup=markup)
 
 
 async def status_page(
-    query: CallbackQuery, callback_data: StatusPageCb, sessions: Sessions, clock: Clock, user: User, bot: Bot
+    query: CallbackQuery,
+    callback_data: StatusPageCb,
+    sessions: Sessions,
+    clock: Clock,
+    user: User,
+    settings: Settings,
+    bot: Bot,
 ) -> None:
-    text, markup = await load_page(sessions, clock, user, page=callback_data.page)
+    text, markup = await load_page(sessions, clock, user, settings, page=callback_data.page)
     await edit_in_place(query, bot, text, markup)
     await query.answer()
 
@@ -218,6 +278,7 @@ async def refresh(
     sessions: Sessions,
     clock: Clock,
     user: User,
+    settings: Settings,
     bot: Bot,
 ) -> None:
     """Re-probe now and edit the pressed message (a /status page or an alert) into the page
@@ -230,10 +291,12 @@ async def refresh(
     except TimeoutError:
         await query.answer(_("Checking…"))
         answered = True
-        await edit_in_place(query, bot, *await load_page(sessions, clock, user, around=cid, checking=cid))
+        await edit_in_place(
+            query, bot, *await load_page(sessions, clock, user, settings, around=cid, checking=cid)
+        )
         outcome = await task
     if outcome.found or answered:  # after "checking…" the page must be redrawn whatever happened
-        await edit_in_place(query, bot, *await load_page(sessions, clock, user, around=cid))
+        await edit_in_place(query, bot, *await load_page(sessions, clock, user, settings, around=cid))
     if answered:
         return
     if not outcome.found:
@@ -272,7 +335,13 @@ async def remove_ask(
 
 
 async def remove_confirmed(
-    query: CallbackQuery, callback_data: ConnCb, sessions: Sessions, clock: Clock, user: User, bot: Bot
+    query: CallbackQuery,
+    callback_data: ConnCb,
+    sessions: Sessions,
+    clock: Clock,
+    user: User,
+    settings: Settings,
+    bot: Bot,
 ) -> None:
     """Delete the connection; a replayed confirmation finds nothing and says so."""
     outcome = await remove_owned_connection(sessions, user.id, callback_data.cid, clock.now())
@@ -284,7 +353,7 @@ async def remove_confirmed(
         return
     title = connection_title(outcome.exchange, outcome.label)
     notice = "🗑 " + html(_("Removed <b>{title}</b>."), title=title)
-    await edit_in_place(query, bot, *await load_page(sessions, clock, user, notice=notice))
+    await edit_in_place(query, bot, *await load_page(sessions, clock, user, settings, notice=notice))
     await query.answer(_("Removed."))
 
 

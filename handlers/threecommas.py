@@ -15,6 +15,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import RecreateAction, RecreateCb, TcMapCb
@@ -102,9 +103,11 @@ async def got_secret(
         sessions, vault, user_id=user.id, credentials=credentials, accounts=accounts, now=clock.now()
     )
     await message.answer(
-        _("✅ 3Commas key {hint} linked. It has {n} exchange account(s).").format(
-            hint=f"<code>{escape(mask(credentials.api_key))}</code>", n=len(accounts)
-        )
+        ngettext(
+            "✅ 3Commas key {hint} linked. It has {n} exchange account.",
+            "✅ 3Commas key {hint} linked. It has {n} exchange accounts.",
+            len(accounts),
+        ).format(hint=f"<code>{escape(mask(credentials.api_key))}</code>", n=len(accounts))
     )
     for account, link_id in zip(accounts, linked.link_ids, strict=True):
         text, markup = mapping_prompt(account, link_id, linked.candidates)

@@ -315,7 +315,7 @@ async def world(env: Env) -> World:
         tc_cid, link_id = tc_connection.id, link.id
 
     listing = await env.rig.say(OWNER, "/orders")  # one exchange key: "Loading…", edited into the list
-    await env.tg.wait_for(lambda: "open orders:" in listing.text)
+    await env.tg.wait_for(lambda: "📋" in listing.text)
     pressed = {b.text: OrdersCb.unpack(b.callback_data) for b in listing.buttons if b.callback_data}
     orphan, unknown = pressed["❌ Cancel 1"], pressed["⚠️ Cancel 2?"]
     status = await env.rig.say(OWNER, "/status")
@@ -684,7 +684,7 @@ async def test_an_old_cancel_confirmation_never_cancels_an_order_of_a_newer_list
     env.binance.add_order(old_key.api_key, "SOL/USDT", "buy", "100", "2", created_at=T0)
     cid = await link_key(env, OWNER, "Old", old_key)
     listing = await env.say(OWNER, "/orders")
-    await env.tg.wait_for(lambda: "open orders:" in listing.text)
+    await env.tg.wait_for(lambda: "📋" in listing.text)
     stale = await _confirm_cancel_of_first(env, listing)
     assert "SOL/USDT" in env.tg.message(OWNER, listing.message_id).text
 
@@ -710,7 +710,7 @@ async def test_relisting_after_a_day_never_reuses_row_ids(env, caplog):
     sol = env.binance.add_order(key.api_key, "SOL/USDT", "buy", "100", "2", created_at=T0)
     await link_key(env, OWNER, "Main", key)
     listing = await env.say(OWNER, "/orders")
-    await env.tg.wait_for(lambda: "open orders:" in listing.text)
+    await env.tg.wait_for(lambda: "📋" in listing.text)
     stale = await _confirm_cancel_of_first(env, listing)
 
     env.binance.cancel_order(key.api_key, sol)  # the user cancelled it on the exchange

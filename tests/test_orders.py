@@ -148,7 +148,7 @@ async def test_orders_marks_active_orphan_unknown_and_one_tap_cancel_frees_funds
     assert not any(label.endswith(" 3") or label.endswith("3?") for label in labels), (
         "active order is cancellable"
     )
-    assert "🧹 Cancel all 1 orphans" in labels
+    assert "🧹 Cancel the orphan" in labels  # one orphan: no "all 1 orphans"
     assert all(len(b.callback_data.encode()) <= 64 for b in listing.buttons if b.callback_data)
 
     cancel_data = next(b.callback_data for b in listing.buttons if b.text == "❌ Cancel 1")
@@ -157,6 +157,12 @@ async def test_orders_marks_active_orphan_unknown_and_one_tap_cancel_frees_funds
     assert "Cancelled SELL 0.5 ETH/USDT: freed 0.5 ETH." in edited.text
     assert scenario["orphan"] not in binance.orders and scenario["active"] in binance.orders
     assert "❌ Cancel 1" not in [b.text for b in edited.buttons]
+    # The page is redrawn as it stands now: counts without the cancelled order, its line says
+    # what it freed, and no funds line still counts it as locked.
+    assert "2 open orders: 🟢 1 active deal · ⚪ 1 unknown" in edited.text, edited.text
+    assert "cancelled" in line_of(edited, "SELL 0.5 ETH/USDT @") and "· freed 0.5 ETH" in edited.text
+    assert "locks 0.5 ETH" not in edited.text and "ETH</b>" not in edited.html
+    assert "\n\n\n" not in edited.text
 
     # A second tap on the old button: harmless, no second DELETE reaches the exchange.
     deletes = sum(1 for r in binance.requests if r.method == "DELETE")
@@ -327,3 +333,22 @@ async def test_an_orphan_filled_meanwhile_is_reported_filled_not_cancelled(rig, 
     assert "SELL 0.5 ETH/USDT was already filled; nothing to cancel." in edited.text
     assert sum(1 for r in binance.requests if r.method == "DELETE") == deletes
     assert any(r.method == "GET" and r.path == "/api/v3/order" for r in binance.requests)
+
+
+async def test_empty_list_is_tight_and_an_unmapped_3commas_key_asks_for_the_mapping(rig, exchanges, tc):
+    key = exchanges["binance"].add_key(balances={"USDT": 100})
+    await link_exchange(rig, "binance", key)
+    tc_key = tc.add_key()
+    async with rig.app.sessions.begin() as session:  # 3Commas linked, its account mapped to nothing
+        add_threecommas_connection(
+            session,
+            rig.app.vault,
+            user_id=USER,
+            credentials=Credentials(tc_key.api_key, tc_key.secret),
+            label="",
+            now=rig.clock.now(),
+        )
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "no open orders")
+    assert "\n\n\n" not in listing.text and not listing.text.endswith("\n")
+    assert "Map the account" in listing.text and "Link 3Commas" not in listing.text

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
+
+from bot import formatting
 
 STABLECOINS = frozenset({"USDT", "USDC", "BUSD", "FDUSD", "USD"})
 
 
 def _amount(value: float) -> str:
-    return f"{value:,.2f}" if value >= 1 else f"{value:.8f}".rstrip("0").rstrip(".") or "0"
+    return formatting.number(value, digits=2) if value >= 1 else formatting.coin(value)
 
 
 def _total(entry: Any) -> float:
@@ -29,12 +32,12 @@ def balance_summary(balances: dict[str, Any], top: int = 0) -> str:
     usd = sum(amount for coin, amount in held.items() if coin.upper() in STABLECOINS)
     # Without prices, amounts of different coins do not compare: list them by name.
     others = sorted((c, a) for c, a in held.items() if c.upper() not in STABLECOINS)
-    text = _("≈ {usd} USD").format(usd=f"{usd:,.2f}") if usd or not others else ""
+    text = _("≈ {usd} USD").format(usd=formatting.number(usd, digits=2)) if usd or not others else ""
     shown = [f"{_amount(amount)} {coin}" for coin, amount in others[:top]]
     if shown:
         text = " · ".join(([text] if text else []) + shown)
     hidden = len(others) - len(shown)
     if hidden:
-        more = _("+ {n} other coins").format(n=hidden) if hidden > 1 else _("+ 1 other coin")
+        more = ngettext("+ {n} other coin", "+ {n} other coins", hidden).format(n=hidden)
         text = f"{text} {more}" if text else more
     return text

@@ -18,6 +18,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.context import FSMContext
 from aiogram.types import Message, TelegramObject
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 
 from services.core.vault import Credentials, Vault, carries_secret
 from services.storage.sealed import SEALED_FIELD
@@ -38,7 +39,11 @@ def key_problem(text: str | None, *, passphrase: bool = False) -> str | None:
         return _("Send it as a plain text message.")
     value = text.strip()
     if len(value) > KEY_MAX:
-        return _("That is too long for an API key (at most {n} characters).").format(n=KEY_MAX)
+        return ngettext(
+            "That is too long for an API key (at most {n} character).",
+            "That is too long for an API key (at most {n} characters).",
+            KEY_MAX,
+        ).format(n=KEY_MAX)
     pattern = _PASSPHRASE_CHARS if passphrase else _KEY_CHARS
     if not pattern.fullmatch(value):
         return _("API keys are letters, digits and symbols only: no spaces, emoji or other characters.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.storage.connections import owned_connection
@@ -47,3 +47,11 @@ async def mute(
     if until is None:
         connection.next_poll_at = now  # the summary of what changed comes with the next check
     return True
+
+
+async def muted_everything_until(sessions: Sessions, user_id: int, now: datetime) -> datetime | None:
+    """When the user's mute of all alerts ends, if one is on now (read fresh: the page that shows
+    it may be drawn right after the tap that changed it)."""
+    async with sessions() as session:
+        until = await session.scalar(select(User.muted_until).where(User.id == user_id))
+    return until if until is not None and until > now else None

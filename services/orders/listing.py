@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 import ccxt.async_support as ccxt
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
@@ -55,7 +55,7 @@ from services.storage.models import Connection, ListedOrder, OrderList
 from services.threecommas.client import ThreeCommasAccess, ThreeCommasClient
 from services.threecommas.entities import Deal, SmartTrade
 from services.threecommas.errors import ThreeCommasError
-from services.threecommas.links import LinkedAccount, accounts_for_connection
+from services.threecommas.links import THREECOMMAS, LinkedAccount, accounts_for_connection
 
 log = logging.getLogger(__name__)
 
@@ -277,14 +277,34 @@ def row_lock(row: ListedOrder) -> Lock:
     return freed_by(_row_order(row))
 
 
+# ListedOrder.outcome of a row this list cancelled (services.orders.cancel.CancelOutcome.CANCELLED;
+# that module builds on this one, so the value is named here).
+CANCELLED_OUTCOME = "cancelled"
+
+
 def _funds(rows: Sequence[ListedOrder], balances: Mapping[str, Mapping[str, Any]]) -> LockedFunds:
-    # Orders already cancelled from this list no longer lock anything.
+    # Orders already cancelled from this list no longer lock anything, and what they locked is
+    # free now: the balance snapshot was taken before the cancel.
     still_open = [
         AttributedOrder(_row_order(row), Attribution(row.attribution), row.deal_ref, Reason(row.reason))
         for row in rows
         if row.outcome is None
     ]
-    return summarize(still_open, balances)
+    freed: dict[str, Decimal] = {}
+    for row in rows:
+        lock = freed_by(_row_order(row)) if row.outcome == CANCELLED_OUTCOME else None
+        if lock is not None and lock.amount is not None:
+            freed[lock.currency] = freed.get(lock.currency, Decimal(0)) + lock.amount
+    if not freed:
+        return summarize(still_open, balances)
+    adjusted = {currency: dict(entry) for currency, entry in balances.items()}
+    for currency, amount in freed.items():
+        entry = adjusted.setdefault(currency, {})
+        if entry.get("free") is not None:
+            free = Decimal(str(entry["free"])) + amount
+            total = entry.get("total")
+            entry["free"] = str(min(free, Decimal(str(total))) if total is not None else free)
+    return summarize(still_open, adjusted)
 
 
 async def load_listing(sessions: Sessions, user_id: int, list_id: int) -> Listing | None:
@@ -353,6 +373,13 @@ async def list_orders(
         exchange_id = connection.exchange
         egress = deps.hub.egress_for(user_id, whitelist_of(connection.key_info))
         accounts = await accounts_for_connection(session, deps.vault, user_id, connection_id)
+        threecommas_key = bool(
+            await session.scalar(
+                select(func.count())
+                .select_from(Connection)
+                .where(Connection.user_id == user_id, Connection.kind == THREECOMMAS)
+            )
+        )
 
     now = deps.clock.now()
     weights = WEIGHTS.get(exchange_id, Weights())
@@ -385,7 +412,8 @@ async def list_orders(
     rank = {Attribution.ORPHAN: 0, Attribution.UNKNOWN: 1, Attribution.ACTIVE: 2}
     attributed.sort(key=lambda item: (rank[item.attribution], -item.order.created_at.timestamp()))
     notes = {
-        "threecommas_linked": source.linked,
+        "threecommas_linked": source.linked,  # an account is mapped to this connection
+        "threecommas_key": threecommas_key,  # the user linked a 3Commas key at all
         "threecommas_complete": source.complete,
         "threecommas_errors": source.errors,
         "threecommas_requests": source.requests,
