@@ -144,7 +144,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"args": args, "users": users}
     try:
         keys = new_keys(users)
-        exchange = Child(exchange_main, EXCHANGE, keys, args.latency_ms, WEIGHT_LIMIT, name="exchange")
+        # The operator's canary key (CANARY_KEYS), never revoked: it tells the IP-block guard that
+        # a wave of revoked keys is a mass reset, not our IP being blocked.
+        canary = new_keys(1)[0]
+        exchange = Child(
+            exchange_main, EXCHANGE, [*keys, canary], args.latency_ms, WEIGHT_LIMIT, name="exchange"
+        )
         children.append(exchange)
         url = exchange.ready
         key_info = await probe_key_info(EXCHANGE, url, keys[0])
@@ -186,6 +191,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             weight_per_minute={EXCHANGE: WEIGHT_LIMIT, SAPI_POOL: WEIGHT_LIMIT},
             poll_interval_seconds=args.interval,
             send_rate_per_second=SEND_RATE_PER_SECOND,
+            canary_keys={EXCHANGE: {"api_key": canary[0], "secret": canary[1]}},
         )
         sampler = Sampler()
 
@@ -213,7 +219,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return out
 
         # --- revoke everything at once
-        revoked_at = exchange.call("revoke_all")
+        revoked_at = exchange.call("revoke", [key[0] for key in keys])
         deadline = revoked_at + 180 + users / SEND_RATE_PER_SECOND * 1.5
         tg: dict[str, Any] = {}
         while time.time() < deadline:
