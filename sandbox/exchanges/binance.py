@@ -270,6 +270,9 @@ class LocalBinance(LocalExchange):
                 scope="futures_trade",
                 pool="fapi",
             ),
+            ("GET", "/fapi/v1/order"): Endpoint(
+                lambda call: self.query_order(call, futures), signed=True, weight=1, pool="fapi"
+            ),
             # ccxt's default load_markets also asks for coin-margined markets; none are listed here.
             ("GET", "/dapi/v1/time"): Endpoint(self.server_time, pool="dapi"),
             ("GET", "/dapi/v1/exchangeInfo"): Endpoint(
@@ -732,9 +735,10 @@ class LocalBinance(LocalExchange):
         return Reply(json=body)
 
     def query_order(self, call: Call, contract: bool) -> Reply:
-        """``GET /api/v3/order`` (weight 4): open, ``FILLED`` or ``CANCELED`` orders of the key; an
-        order it never had gets -2013 "Order does not exist." (Binance spot API, "Query order").
-        A filled order reports its full quantity executed."""
+        """``GET /api/v3/order`` (weight 4) and ``GET /fapi/v1/order`` (weight 1): open, ``FILLED``
+        or ``CANCELED`` orders of the key; an order it never had gets -2013 "Order does not exist."
+        (Binance spot API "Query order"; USDⓈ-M docs, Trade, "Query Order"). A filled order reports
+        its full quantity executed."""
         key = call.signed_key
         if not call.params.get("symbol"):
             return self.mandatory("symbol")

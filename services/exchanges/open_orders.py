@@ -46,6 +46,19 @@ WEIGHTS: dict[str, Weights] = {
     "bybit": Weights(balance=3),
 }
 
+# Binance keeps USDⓈ-M futures on their own API (fapi.binance.com, ccxt ``binanceusdm``) with their
+# own weights; one Binance key trades both. Bybit v5 and OKX list contracts through the same client.
+FUTURES_VENUES = {"binance": "binanceusdm"}
+_LINEAR_SETTLES = (":USDT", ":USDC")
+
+
+def venue_of(exchange_id: str, symbol: str) -> str:
+    """The ccxt exchange whose API holds an order of ``symbol`` placed with a key of ``exchange_id``
+    (``BTC/USDT:USDT`` on a Binance key → ``binanceusdm``)."""
+    futures = FUTURES_VENUES.get(exchange_id)
+    return futures if futures is not None and symbol.endswith(_LINEAR_SETTLES) else exchange_id
+
+
 PAGE_LIMITS = {"bybit": 50, "okx": 100}
 # At most this many pages per Bybit category / OKX instType (5000 / 2000 orders): a cursor that
 # never ends (an exchange bug, a fake that ignores paging) must not loop for ever.

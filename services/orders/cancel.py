@@ -15,7 +15,7 @@ from services.core.verdicts import Verdict
 from services.exchanges.classifier import Classification, classify
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeClient
-from services.exchanges.open_orders import WEIGHTS, Weights
+from services.exchanges.open_orders import WEIGHTS, Weights, venue_of
 from services.orders.attribution import (
     Attribution,
     OpenOrder,
@@ -268,12 +268,13 @@ async def _attempt(
         return None, CancelResult(CancelOutcome(action.result["outcome"]), row, repeat=True)
     if not claim.claimed and action.in_flight:
         return None, CancelResult(CancelOutcome.IN_PROGRESS, row)
+    venue = venue_of(connection.exchange, row.symbol)  # a futures order is cancelled on its own API
     try:
         egress = deps.hub.egress_for(connection.user_id, whitelist_of(connection.key_info))
         credentials = deps.vault.open(connection.credentials)
-        client = await deps.hub.client(connection.exchange, credentials, egress=egress)
+        client = await deps.hub.client(venue, credentials, egress=egress)
     except (ccxt.BaseError, TimeoutError) as error:
-        return (action if claim.claimed else None), _refused(connection.exchange, error, row)
+        return (action if claim.claimed else None), _refused(venue, error, row)
     if not claim.claimed:  # unknown: ask the exchange before anything is sent again
         return None, await _reconcile(deps, row, client, action)
     result = await _verify_and_cancel(deps, row, client, accounts, action)

@@ -34,11 +34,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
-from services.core.vault import Vault
+from services.core.vault import Credentials, Vault
 from services.exchanges.classifier import Classification, classify
-from services.exchanges.egress import whitelist_of
+from services.exchanges.egress import Egress, whitelist_of
 from services.exchanges.hub import ExchangeHub
-from services.exchanges.open_orders import WEIGHTS, Weights, fetch_all_open_orders
+from services.exchanges.open_orders import FUTURES_VENUES, WEIGHTS, Weights, fetch_all_open_orders
 from services.orders.attribution import (
     AttributedOrder,
     Attribution,
@@ -53,7 +53,7 @@ from services.storage.connections import owned_connection
 from services.storage.db import Sessions
 from services.storage.models import Connection, ListedOrder, OrderList
 from services.threecommas.client import ThreeCommasAccess, ThreeCommasClient
-from services.threecommas.entities import Deal, SmartTrade
+from services.threecommas.entities import Deal, SmartTrade, market_of
 from services.threecommas.errors import ThreeCommasError
 from services.threecommas.links import THREECOMMAS, LinkedAccount, accounts_for_connection
 
@@ -351,6 +351,35 @@ def _balances(raw: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
     return result
 
 
+def futures_venue(exchange_id: str, accounts: Sequence[LinkedAccount]) -> str | None:
+    """The key's separate futures API (``binanceusdm``) when a mapped 3Commas account trades there.
+
+    Without such an account nothing on it can be attributed, so it is not listed (40 weight saved).
+    """
+    venue = FUTURES_VENUES.get(exchange_id)
+    for linked in accounts:
+        market = market_of(linked.market_code)
+        if venue is not None and market is not None and market.exchange == venue:
+            return venue
+    return None
+
+
+async def _futures_orders(
+    deps: Deps, venue: str, credentials: Credentials, egress: Egress, notes: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Open orders and markets of the futures API; a failure there (e.g. a key without futures
+    rights) leaves the spot listing intact and is noted, its orders then simply not shown."""
+    try:
+        client = await deps.hub.client(venue, credentials, egress=egress)
+        orders = await fetch_all_open_orders(client)
+        return orders, await deps.hub.markets(venue)
+    except (ccxt.BaseError, TimeoutError) as error:
+        verdict = classify(venue, error)
+        log.info("listing %s orders failed: %s %s", venue, verdict.verdict, verdict.code)
+        notes["futures_failed"] = venue
+        return [], {}
+
+
 async def list_orders(
     deps: Deps, user_id: int, connection_id: int
 ) -> Listing | ListingError | Classification:
@@ -360,8 +389,9 @@ async def list_orders(
     reason and its fix, not "try again"); other failures as EXCHANGE_FAILED.
 
     Requests: the exchange's open-orders call(s) (see the module docstring), one balance call,
-    markets from the hub's shared cache, and for each mapped 3Commas account 4 calls plus one
-    per deal on a symbol that has open orders (at most :data:`MAX_DEAL_ORDER_FETCHES`).
+    markets from the hub's shared cache, the futures API's open orders when a mapped 3Commas
+    account trades futures there (:func:`futures_venue`), and for each mapped 3Commas account 4
+    calls plus one per deal on a symbol that has open orders (at most :data:`MAX_DEAL_ORDER_FETCHES`).
     """
     async with deps.sessions() as session:
         connection = await owned_connection(session, user_id, connection_id)
@@ -396,6 +426,12 @@ async def list_orders(
         if verdict.verdict.is_key_problem:
             return verdict
         return ListingError.EXCHANGE_FAILED
+    futures_notes: dict[str, Any] = {}
+    venue = futures_venue(exchange_id, accounts)
+    if venue is not None:
+        futures_raw, futures_markets = await _futures_orders(deps, venue, credentials, egress, futures_notes)
+        raw_orders = [*raw_orders, *futures_raw]
+        markets = {**markets, **futures_markets}
     orders = [order for raw in raw_orders if (order := to_open_order(raw, now)) is not None]
 
     symbols = {order.symbol for order in orders}
@@ -417,6 +453,7 @@ async def list_orders(
         "threecommas_complete": source.complete,
         "threecommas_errors": source.errors,
         "threecommas_requests": source.requests,
+        **futures_notes,
     }
 
     async with deps.sessions.begin() as session:

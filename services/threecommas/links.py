@@ -162,6 +162,8 @@ class LinkedAccount:
     tc_connection_id: int
     account_id: int
     credentials: Credentials
+    market_code: str | None = None
+    """3Commas' ``market_code`` (``binance_futures``): which of the key's APIs holds the orders."""
 
 
 async def accounts_for_connection(
@@ -179,5 +181,6 @@ async def accounts_for_connection(
         .order_by(ThreeCommasAccountLink.id)
     )
     return [
-        LinkedAccount(link.tc_connection_id, link.account_id, vault.open(tc.credentials)) for link, tc in rows
+        LinkedAccount(link.tc_connection_id, link.account_id, vault.open(tc.credentials), link.market_code)
+        for link, tc in rows
     ]

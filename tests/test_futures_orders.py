@@ -1,0 +1,58 @@
+"""/orders on a Binance key whose 3Commas account trades USDⓈ-M futures: the real bot, real ccxt
+``binanceusdm`` against the local ``fapi.binance.com``, the local 3Commas."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from services.storage.models import AuditEntry
+from tests.conftest import T0
+from tests.test_orders import USER, line_of, link_exchange, map_threecommas, rig, showing
+
+__all__ = ["rig"]  # the fixture, shared with tests/test_orders.py
+
+
+async def test_futures_orphan_of_a_finished_deal_is_listed_and_cancelled_active_one_is_not(
+    rig, exchanges, tc
+):
+    binance = exchanges["binance"]
+    key = binance.add_key(balances={"USDT": 10_000})
+    binance.set_balance(key.api_key, "USDT", 10_000, wallet="futures")
+    active_id = binance.add_order(key.api_key, "BTC/USDT:USDT", "buy", "60000", "0.01", created_at=T0)
+    orphan_id = binance.add_order(key.api_key, "ETH/USDT:USDT", "sell", "3700", "0.5", created_at=T0)
+    cid = await link_exchange(rig, "binance", key)
+    tc_key, account = await map_threecommas(rig, tc, cid, "binance_futures")
+    tc.add_deal(
+        tc_key,
+        account,
+        pair="USDT_BTCUSDT",
+        market_type="futures",
+        orders=[{"side": "buy", "price": "60000", "amount": "0.01", "created_at": T0}],
+    )
+    finished = tc.add_deal(
+        tc_key,
+        account,
+        pair="USDT_ETHUSDT",
+        market_type="futures",
+        orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
+    )
+    tc.finish_deal(finished)
+
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    assert "2 open orders: 🟢 1 active deal · 🟠 1 orphan" in listing.text
+    assert "orphan" in line_of(listing, "SELL 0.5 ETH/USDT:USDT")
+    assert "active deal" in line_of(listing, "BUY 0.01 BTC/USDT:USDT")
+    labels = [b.text for b in listing.buttons]
+    assert "❌ Cancel 1" in labels and not any(label.endswith(" 2") for label in labels)
+    # One USDⓈ-M listing without a symbol (weight 40), no per-symbol loop.
+    assert [r.path for r in binance.requests].count("/fapi/v1/openOrders") == 1
+
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    await showing(rig, listing.message_id, "Cancelled SELL 0.5 ETH/USDT:USDT")
+    assert orphan_id not in binance.orders and active_id in binance.orders
+    deletes = [r.path for r in binance.requests if r.method == "DELETE"]
+    assert deletes == ["/fapi/v1/order"]
+    async with rig.app.sessions() as session:
+        entries = list(await session.scalars(select(AuditEntry).where(AuditEntry.action == "order_cancel")))
+    assert [e.detail["deal_ref"] for e in entries] == [f"deal:{finished}"]
