@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from sqlalchemy import select
 
 from services.storage.models import AuditEntry
@@ -12,9 +15,9 @@ from tests.test_orders import USER, line_of, link_exchange, map_threecommas, rig
 __all__ = ["rig"]  # the fixture, shared with tests/test_orders.py
 
 
-async def test_futures_orphan_of_a_finished_deal_is_listed_and_cancelled_active_one_is_not(
-    rig, exchanges, tc
-):
+@pytest.fixture
+async def futures(rig, exchanges, tc) -> dict[str, Any]:
+    """A Binance key with a futures order of an active deal and one of a finished deal."""
     binance = exchanges["binance"]
     key = binance.add_key(balances={"USDT": 10_000})
     binance.set_balance(key.api_key, "USDT", 10_000, wallet="futures")
@@ -37,7 +40,14 @@ async def test_futures_orphan_of_a_finished_deal_is_listed_and_cancelled_active_
         orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
     )
     tc.finish_deal(finished)
+    return {"key": key, "active": active_id, "orphan": orphan_id, "deal": finished}
 
+
+async def test_futures_orphan_of_a_finished_deal_is_listed_and_cancelled_active_one_is_not(
+    rig, exchanges, futures
+):
+    binance = exchanges["binance"]
+    orphan_id, active_id, finished = futures["orphan"], futures["active"], futures["deal"]
     listing = await rig.say(USER, "/orders")
     listing = await showing(rig, listing.message_id, "open orders:")
     assert "2 open orders: 🟢 1 active deal · 🟠 1 orphan" in listing.text
@@ -56,3 +66,16 @@ async def test_futures_orphan_of_a_finished_deal_is_listed_and_cancelled_active_
     async with rig.app.sessions() as session:
         entries = list(await session.scalars(select(AuditEntry).where(AuditEntry.action == "order_cancel")))
     assert [e.detail["deal_ref"] for e in entries] == [f"deal:{finished}"]
+
+
+async def test_a_futures_orphan_filled_meanwhile_is_reported_filled_from_the_futures_api(
+    rig, exchanges, futures
+):
+    binance = exchanges["binance"]
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    binance.fill_order(futures["key"].api_key, futures["orphan"])
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    await showing(rig, listing.message_id, "already filled")
+    assert not any(r.method == "DELETE" for r in binance.requests)
+    assert any(r.method == "GET" and r.path == "/fapi/v1/order" for r in binance.requests)
