@@ -230,8 +230,12 @@ class WorkerProcess:
         overran its interval), of the job whose name contains ``job`` (``"Worker.send"``)."""
         return sum(1 for line in self.log().splitlines() if _SKIPPED in line and job in line)
 
-    async def wait_ready(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Until the log says the HTTP side listens and the worker's scheduler started."""
+    async def wait_ready(self, timeout: float = 120.0) -> None:  # noqa: ASYNC109
+        """Until the log says the HTTP side listens and the worker's scheduler started.
+
+        Importing aiogram alone costs ~7 s of CPU (pydantic rebuilds its models), so on a busy
+        2-core machine a start-up can take far longer than on an idle one; the bound only stops
+        a worker that will never be ready."""
         deadline = time.monotonic() + timeout
         while True:
             log = self.log()
