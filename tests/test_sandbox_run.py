@@ -10,13 +10,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The sandbox ships in the checkout, not in the wheel: `make run` finds it from the repository.
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def test_export_is_saved_and_ctrl_c_leaves_no_traceback_and_no_temp_dir(tmp_path):
     temp = tmp_path / "tmp"
     temp.mkdir()
     process = subprocess.Popen(
         [sys.executable, "-m", "bot"],
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(temp), "LOG_LEVEL": "WARNING"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "TMPDIR": str(temp),
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        },
         cwd=tmp_path,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
