@@ -73,5 +73,6 @@ def test_compose_runs_migrations_then_one_serve_and_two_workers_on_postgres():
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert service["build"] == ".." and (ROOT / "Dockerfile").exists()
         assert service["environment"]["DATABASE_URL"].startswith("postgresql+asyncpg://")
-    rates = int(services["worker"]["environment"]["SEND_RATE_PER_SECOND"]) * 2
-    assert rates < 30, "two senders together must stay under Telegram's 30 messages a second"
+    # The rate is deployment-wide (senders split it through the database), so it alone must stay
+    # under Telegram's ~30 messages a second, however many workers send.
+    assert int(services["worker"]["environment"]["SEND_RATE_PER_SECOND"]) < 30
