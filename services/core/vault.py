@@ -57,6 +57,7 @@ class Vault:
         self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
 
     def seal(self, credentials: Credentials) -> bytes:
+        remember(credentials)
         payload = {"k": credentials.api_key, "s": credentials.secret}
         if credentials.passphrase:
             payload["p"] = credentials.passphrase
@@ -67,7 +68,9 @@ class Vault:
             payload = json.loads(self._fernet.decrypt(token))
         except InvalidToken:
             raise VaultError("credentials cannot be decrypted with the configured VAULT_KEY") from None
-        return Credentials(payload["k"], payload["s"], payload.get("p"))
+        credentials = Credentials(payload["k"], payload["s"], payload.get("p"))
+        remember(credentials)
+        return credentials
 
     def reseal(self, token: bytes) -> bytes:
         """Re-encrypt under the newest key (MultiFernet.rotate)."""
@@ -89,7 +92,38 @@ def _mask_if_random(match: re.Match[str]) -> str:
     return "[redacted]" if mixed or len(token) >= 32 else token
 
 
+# Redaction by value: every credential this process has sealed or opened, whatever its length or
+# shape (an 18-character Bybit key, an OKX passphrase), is masked wherever it appears. Values shorter
+# than this stay: masking "abc" would mangle ordinary words and tells an attacker nothing useful.
+MIN_KNOWN_LENGTH = 6
+_known: set[str] = set()
+_known_pattern: re.Pattern[str] | None = None
+
+
+def remember(credentials: Credentials) -> None:
+    """Register a credential's values so :func:`redact` masks them by value from now on."""
+    global _known_pattern
+    values = {credentials.api_key, credentials.secret, credentials.passphrase or ""}
+    fresh = {v for v in values if len(v) >= MIN_KNOWN_LENGTH} - _known
+    if fresh:
+        _known.update(fresh)
+        _known_pattern = None
+
+
+def _known_values() -> re.Pattern[str] | None:
+    global _known_pattern
+    if _known_pattern is None and _known:
+        # Longest first, so a value containing another is masked whole.
+        ordered = sorted(_known, key=len, reverse=True)
+        _known_pattern = re.compile("|".join(re.escape(v) for v in ordered))
+    return _known_pattern
+
+
 def redact(text: str) -> str:
+    """Mask every known credential by value, then anything shaped like a key."""
+    known = _known_values()
+    if known is not None:
+        text = known.sub("[redacted]", text)
     return _SECRETISH.sub(_mask_if_random, text)
 
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from services.core.vault import redact
+
 DETAIL_MAX = 300
 """How much of what an exchange or 3Commas said is kept with a verdict, an incident or an error:
 the width of every free-text detail column, so every writer cuts to it."""
+
+
+def clip_detail(text: str) -> str:
+    """What may be stored or shown of a free-text detail: every known credential and anything
+    key-shaped masked (before cutting, so a clipped key never survives as a prefix), cut to fit."""
+    return redact(text)[:DETAIL_MAX]
 
 
 class Verdict(StrEnum):

@@ -48,7 +48,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from services.core.verdicts import DETAIL_MAX, Verdict
+from services.core.verdicts import Verdict, clip_detail
 from services.monitoring.events import (
     Alert,
     FlappingNotice,
@@ -365,7 +365,7 @@ class Observation:
 
 def key_check(ok: bool, verdict: Verdict, detail: str = "") -> Observation:
     """The key check's observation, as the poller makes it from a probe's verdict."""
-    return Observation(KEY_CHECK, ok, verdict.value, detail[:DETAIL_MAX])
+    return Observation(KEY_CHECK, ok, verdict.value, clip_detail(detail))
 
 
 # -- the machine --------------------------------------------------------------------------
@@ -445,7 +445,7 @@ def _observe_failure(
         state,
         status=IncidentStatus.PENDING if state.status is IncidentStatus.OK else state.status,
         verdict=obs.verdict,
-        detail=obs.detail[:DETAIL_MAX],
+        detail=clip_detail(obs.detail),
         failures=failures,
         pending_since=pending_since,
         transitions=replace(memo, confirm_since=confirm_since),

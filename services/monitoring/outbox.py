@@ -21,7 +21,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.core.verdicts import DETAIL_MAX
+from services.core.verdicts import clip_detail
 from services.storage.models import OutboxMessage, User
 
 DEFAULT_GROUP_WINDOW = timedelta(seconds=30)
@@ -265,7 +265,7 @@ async def retry_later(
                 not_before=not_before,
                 claimed_by=None,
                 claimed_until=None,
-                error=error[:DETAIL_MAX],
+                error=clip_detail(error),
             )
         )
         await session.execute(
@@ -280,7 +280,7 @@ async def give_up(sessions: async_sessionmaker[AsyncSession], ids: list[int], er
         await session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(ids))
-            .values(failed=True, claimed_by=None, claimed_until=None, error=error[:DETAIL_MAX])
+            .values(failed=True, claimed_by=None, claimed_until=None, error=clip_detail(error))
         )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
-from services.core.verdicts import DETAIL_MAX, Verdict
+from services.core.verdicts import Verdict, clip_detail
 from services.exchanges.probes import ProbeResult
 from services.monitoring import outbox
 from services.monitoring.events import Check, DealFailed, Notice, Target, to_payload
@@ -98,7 +98,7 @@ def check_columns(result: CheckResult, now: datetime) -> dict[str, Any]:
     columns: dict[str, Any] = {
         "last_check_at": now,
         "verdict": result.verdict.value,
-        "verdict_detail": result.detail[:DETAIL_MAX],
+        "verdict_detail": clip_detail(result.detail),
         "updated_at": now,
     }
     if result.verdict is Verdict.OK:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
 from services.core.vault import Credentials, Vault, VaultError
-from services.core.verdicts import DETAIL_MAX, Verdict
+from services.core.verdicts import Verdict, clip_detail
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
@@ -131,7 +131,7 @@ async def _record_failure(
         if connection is None:
             return RefreshOutcome(found=False)
         connection.verdict = Verdict.UNKNOWN.value
-        connection.verdict_detail = detail[:DETAIL_MAX]
+        connection.verdict_detail = clip_detail(detail)
         connection.last_check_at = now
         connection.updated_at = now
     return RefreshOutcome(found=True, verdict=Verdict.UNKNOWN, detail=detail)

@@ -40,10 +40,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if is_sqlite(url):
         ensure_sqlite_directory(url)
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.vault import Credentials, Vault
-from services.core.verdicts import DETAIL_MAX
+from services.core.verdicts import clip_detail
 from services.storage import audit, money_actions
 from services.storage.connections import owned_connection
 from services.storage.db import Sessions
@@ -220,7 +220,7 @@ async def store_failed_deal(
         kind=kind,
         tc_id=int(ref_id),
         params=data,
-        error=(error or "")[:DETAIL_MAX],
+        error=clip_detail(error or ""),
         created_at=now,
     )
     session.add(row)
@@ -454,7 +454,7 @@ async def recreate_failed_deal(
     except ThreeCommasError as refused:  # an answer that says no (422, 429, 404): nothing was created
         attributes = "; ".join(f"{k}: {', '.join(v)}" for k, v in refused.attributes.items())
         detail = " — ".join(part for part in (refused.error, refused.message, attributes) if part)
-        result = RecreateResult(RecreateOutcome.REFUSED, error=detail[:DETAIL_MAX])
+        result = RecreateResult(RecreateOutcome.REFUSED, error=clip_detail(detail))
     else:
         result = RecreateResult(RecreateOutcome.CREATED, sent["ref"], sent["status"])
     async with sessions.begin() as session:
