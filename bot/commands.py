@@ -25,6 +25,20 @@ COMMANDS = (
 )
 
 
+_NAMES = frozenset(name for name, _ in COMMANDS)
+
+
+def is_known_command(text: str | None) -> bool:
+    """Whether ``text`` starts with one of our commands (``/cancel``, ``/status@bot ...``).
+
+    A wizard waiting for a secret takes everything else, since a base64 secret may start with "/".
+    """
+    if not text or not text.startswith("/"):
+        return False
+    name = text[1:].split(maxsplit=1)[0] if len(text) > 1 else ""
+    return name.split("@", 1)[0].lower() in _NAMES
+
+
 def command_lines() -> list[tuple[str, str]]:
     """(command, description) in the current locale."""
     return [(name, str(description)) for name, description in COMMANDS]

@@ -25,6 +25,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, ExchangeCb, ExchangePageCb, LinkStep, LinkStepCb, StartLinkCb
+from bot.commands import is_known_command
 from bot.settings import Settings
 from bot.texts import TRANSIENT, connection_title, egress_line, exchange_name, verdict_advice, verdict_reason
 from bot.views.balances import balance_summary
@@ -42,6 +43,9 @@ from services.storage.models import User
 EXCHANGES_PER_PAGE = 24
 LABEL_MAX = 64
 _NOT_COMMAND = ~F.text.startswith("/")
+# A key, secret or passphrase may start with "/" (about 1 in 64 base64 secrets): only our own
+# commands (/cancel...) leave those steps.
+_NOT_OUR_COMMAND = ~F.text.func(is_known_command)
 
 
 class LinkFlow(StatesGroup):
@@ -536,8 +540,8 @@ def build_router() -> Router:
         label_skipped, StateFilter(LinkFlow.label), LinkStepCb.filter(F.step == LinkStep.SKIP)
     )
     router.message.register(label_typed, StateFilter(LinkFlow.label), _NOT_COMMAND)
-    router.message.register(key_received, StateFilter(LinkFlow.api_key), _NOT_COMMAND)
-    router.message.register(secret_received, StateFilter(LinkFlow.secret), _NOT_COMMAND)
-    router.message.register(passphrase_received, StateFilter(LinkFlow.passphrase), _NOT_COMMAND)
+    router.message.register(key_received, StateFilter(LinkFlow.api_key), _NOT_OUR_COMMAND)
+    router.message.register(secret_received, StateFilter(LinkFlow.secret), _NOT_OUR_COMMAND)
+    router.message.register(passphrase_received, StateFilter(LinkFlow.passphrase), _NOT_OUR_COMMAND)
     router.callback_query.register(stale_step, F.data.func(_ours))
     return router

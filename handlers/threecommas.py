@@ -19,6 +19,7 @@ from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import RecreateAction, RecreateCb, TcMapCb
+from bot.commands import is_known_command
 from bot.texts import button_title, connection_title
 from bot.views.secrets import SecretPart, take_secret_part
 from bot.views.threecommas import plan_lines
@@ -245,9 +246,10 @@ async def recreate_go(
 def build_router() -> Router:
     router = Router(name="threecommas")
     router.message.register(link3c, Command("link3c"))
-    # Commands (/cancel, /status...) are not a key: they reach their handlers, as in /link.
-    router.message.register(got_key, TcLink.key, F.text, ~F.text.startswith("/"))
-    router.message.register(got_secret, TcLink.secret, F.text, ~F.text.startswith("/"))
+    # Our commands (/cancel, /status...) are not a key: they reach their handlers, as in /link;
+    # anything else starting with "/" may be a base64 secret.
+    router.message.register(got_key, TcLink.key, F.text, ~F.text.func(is_known_command))
+    router.message.register(got_secret, TcLink.secret, F.text, ~F.text.func(is_known_command))
     router.callback_query.register(mapped, TcMapCb.filter())
     router.callback_query.register(recreate_show, RecreateCb.filter(F.action == RecreateAction.SHOW))
     router.callback_query.register(recreate_go, RecreateCb.filter(F.action == RecreateAction.GO))
