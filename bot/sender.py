@@ -22,6 +22,7 @@ verdicts decide what happens to a row:
 * 5xx / network → retry with exponential back-off;
 * 403 blocked → the user is marked blocked (their connections stop being polled) until /start;
 * 400 / 404 → parked as failed with the reason logged (a rendering bug, not worth a loop);
+* a user no longer in ``ALLOWED_USER_IDS`` → their rows are parked as failed, never sent;
 * anything else (401, a non-JSON error page) → retried like a 5xx.
 """
 
@@ -187,6 +188,10 @@ class Sender:
 
         Each part is marked sent on its own, so a crash repeats at most the one in flight.
         """
+        allowed = self.app.settings.allowed_user_ids
+        if allowed and batch.user_id not in allowed:
+            await outbox.give_up(self.app.sessions, [m.id for m in batch.messages], "not in ALLOWED_USER_IDS")
+            return 0
         with self.app.i18n.context(), self.app.i18n.use_locale(batch.language):
             parts = render_batch(batch.messages, self.app.settings.egress_ips)
         if not parts:

@@ -74,6 +74,7 @@ class Worker:
             stretch=self.stretch,
             observe=observe_check,
             guard=BlockGuard(),
+            allowed_users=app.settings.allowed_user_ids,
         )
         assert self.poller.guard is not None
         self.poller.on_wave = OperatorAlerts(app, self.bot, self.poller.guard).on_wave

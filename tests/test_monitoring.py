@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from bot.worker import Worker
 from sandbox.exchanges import LOCAL_EXCHANGES, LocalExchange
@@ -18,9 +19,10 @@ from sandbox.telegram import ChatMessage
 from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock, utcnow
 from services.core.vault import Credentials
+from services.monitoring import outbox
 from services.monitoring.mutes import mute
 from services.storage.connections import new_connection
-from services.storage.models import Connection
+from services.storage.models import Connection, OutboxMessage
 from services.storage.users import get_or_create_user
 from services.threecommas.links import add_threecommas_connection
 from tests.harness import BotRig, running_bot
@@ -342,3 +344,35 @@ async def test_a_2015_wave_across_twenty_keys_is_our_ip_not_their_keys(tmp_path)
             assert "rate-limiting" in text and "your key is not the problem" in text
             assert "delete" not in text and "revoked" not in text and "create a new" not in text
         assert len(m.messages(ADMIN)) == 1
+
+
+@pytest.mark.attack("a user removed from ALLOWED_USER_IDS keeps getting checks and alerts")
+async def test_a_user_removed_from_the_allow_list_is_not_polled_nor_alerted(tmp_path):
+    async with monitor(tmp_path, "binance", allowed_user_ids=frozenset({1})) as m:
+        await m.link(1, "binance")
+        _, removed_key = await m.link(2, "binance")  # linked while user 2 was still allowed
+        async with m.rig.app.sessions.begin() as session:  # and an alert queued back then
+            outbox.enqueue(
+                session,
+                user_id=2,
+                kind="alert",
+                payload={
+                    "type": "alert",
+                    "connection_id": 2,
+                    "exchange": "binance",
+                    "label": "Main",
+                    "verdict": "key_invalid",
+                    "detail": "",
+                    "since": m.rig.clock.now().isoformat(),
+                },
+                now=m.rig.clock.now(),
+            )
+        m.exchanges["binance"].set_key_state(removed_key, "revoked")
+        await m.run_for(120)
+        binance = m.exchanges["binance"]
+        assert [r for r in binance.requests if r.api_key != removed_key]  # user 1 is checked
+        assert not [r for r in binance.requests if r.api_key == removed_key]
+        assert m.messages(2) == [], m.rig.tg.transcript(2)
+        async with m.rig.app.sessions() as session:
+            [row] = (await session.scalars(select(OutboxMessage).where(OutboxMessage.user_id == 2))).all()
+        assert row.failed and row.sent_at is None

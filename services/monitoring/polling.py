@@ -149,13 +149,15 @@ class Poller:
     # Told once per wave the guard starts (the worker tells the operator and backs off).
     on_wave: Callable[[Wave], Awaitable[None]] | None = None
     random: random.Random = field(default_factory=random.Random)
+    # ALLOWED_USER_IDS: connections of anyone else are not polled (empty: everyone is allowed).
+    allowed_users: frozenset[int] = frozenset()
     checked: int = 0
     population: dict[str, int] = field(default_factory=dict)
     _population_at: datetime | None = None
     _gate: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
     async def claim(self, limit: int | None = None) -> list[Claimed]:
-        """Lease up to ``limit`` due connections of users who have not blocked the bot."""
+        """Lease up to ``limit`` due connections of allowed users who have not blocked the bot."""
         now = self.clock.now()
         limit = limit or self.config.batch_size
         dialect = self.sessions.kw["bind"].dialect.name
@@ -170,6 +172,8 @@ class Poller:
             .order_by(Connection.next_poll_at)
             .limit(limit)
         )
+        if self.allowed_users:
+            candidates = candidates.where(User.id.in_(self.allowed_users))
         if dialect == "postgresql":
             candidates = candidates.with_for_update(of=Connection, skip_locked=True)
         until = now + self.config.lease
