@@ -764,3 +764,21 @@ async def test_an_edit_that_adds_a_key_is_deleted(env, caplog):
     assert env.tg.message(OWNER, hello.message_id).deleted
     assert len(env.binance.requests) == 0  # an edit is never input
     assert_clean(env, caplog)
+
+
+@pytest.mark.attack("a secret starting with '/' is never taken and the wizard hangs")
+async def test_wizards_take_secrets_that_start_with_a_slash(env, caplog):
+    key = env.binance.add_key(secret="/" + "Qx7pL2vN9aR4tY6u" * 4, balances={"USDT": 500})
+    await env.say(OWNER, "/link binance")
+    await env.say(OWNER, "Main")
+    await env.say(OWNER, key.api_key)
+    assert "linked" in (await env.say(OWNER, key.secret)).text, env.tg.transcript(OWNER)
+    tc_key = env.tc.add_key(secret="/" + "b3" * 32)
+    await env.say(OWNER, "/link3c")
+    await env.say(OWNER, tc_key.api_key)
+    reply = await env.say(OWNER, tc_key.secret)
+    assert "linked" in reply.text.lower() or "account" in reply.text.lower(), env.tg.transcript(OWNER)
+    assert any(r.path.endswith("/accounts") for r in env.tc.requests), env.tc.requests
+    carrying = [m for m in env.tg.user_messages(OWNER) if m.text in (key.secret, tc_key.secret)]
+    assert len(carrying) == 2 and all(m.deleted for m in carrying), env.tg.transcript(OWNER)
+    assert_clean(env, caplog)
