@@ -402,6 +402,9 @@ async def refresh(
 async def cancel_one(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
+    """Answered at once (the re-check may outlast Telegram's query); the outcome is the list's banner,
+    or a message of its own when the list is gone."""
+    await query.answer(_("Cancelling…"))
     result = await cancel_order(
         order_deps,
         callback_data.id,
@@ -409,13 +412,14 @@ async def cancel_one(
         allow_unknown=callback_data.action == OrdersAction.CANCEL_UNKNOWN,
     )
     banner = outcome_text(result)
-    await query.answer(banner[:200] if not result.done else _("Cancelled."), show_alert=not result.done)
     if result.row is not None:
         listing = await load_listing(order_deps.sessions, user.id, result.row.list_version)
         if listing is not None:
             await _show_list(
                 query, order_deps, user, bot, listing.list_id, _page_of(listing, result.row.id), banner
             )
+            return
+    await bot.send_message(user.id, banner)
 
 
 def _amounts(by_currency: dict[str, Decimal]) -> Html:

@@ -343,13 +343,11 @@ async def remove_confirmed(
     settings: Settings,
     bot: Bot,
 ) -> None:
-    """Delete the connection; a replayed confirmation finds nothing and says so."""
+    """Delete the connection; a replayed confirmation finds nothing and says so, in the same words
+    as for an id that was never the user's (the answer must not tell whether another's id exists)."""
     outcome = await remove_owned_connection(sessions, user.id, callback_data.cid, clock.now())
-    if outcome is None:
+    if outcome is None or not outcome.removed:
         await query.answer(_("Connection not found."), show_alert=True)
-        return
-    if not outcome.removed:
-        await query.answer(_("Already removed."))
         return
     title = connection_title(outcome.exchange, outcome.label)
     notice = "🗑 " + html(_("Removed <b>{title}</b>."), title=title)

@@ -456,7 +456,7 @@ async def test_buttons_of_deleted_objects_and_replays_change_nothing(env, world,
     await env.press(OWNER, page, ConnCb(action="remove", cid=world.cid).pack())
     confirm = ConnCb(action="rm_yes", cid=world.cid).pack()
     assert (await env.press(OWNER, page, confirm)).text == "Removed."
-    assert "Already removed" in (await env.press(OWNER, page, confirm)).text
+    assert "Connection not found." in (await env.press(OWNER, page, confirm)).text
 
     env.rig.clock.advance(60)
     before, dels, posts = await snapshot(env), deletes(env), threecommas_posts(env)
@@ -512,7 +512,7 @@ async def test_a_double_tap_acts_once(env, world, caplog, button):
         assert actions.count("order_cancel") == 1, actions
     elif button == "conn-rm_yes":
         assert actions.count("connection_removed") == 1
-        assert sorted(a.text for a in answers) == ["Already removed.", "Removed."]
+        assert sorted(a.text for a in answers) == ["Connection not found.", "Removed."]
     else:
         assert threecommas_posts(env) - posts == 1
     assert_clean(env, caplog)
