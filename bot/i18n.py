@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from aiogram.utils.i18n import I18n
@@ -16,15 +18,25 @@ LANGUAGES = {"en": "English", "ru": "Русский", "es": "Español"}
 
 
 def compile_catalogs(locales_dir: Path = LOCALES_DIR) -> None:
-    """Write each `.mo` whose `.po` is newer; cheap when nothing changed."""
+    """Write each `.mo` whose `.po` is newer; cheap when nothing changed.
+
+    Several processes may start at once (workers, test processes) on a fresh checkout, so each
+    `.mo` is written to a temporary file and renamed into place: a reader never sees half of one.
+    """
     for po_path in locales_dir.glob(f"*/LC_MESSAGES/{DOMAIN}.po"):
         mo_path = po_path.with_suffix(".mo")
         if mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime:
             continue
         with po_path.open("rb") as po_file:
             catalog = read_po(po_file, locale=po_path.parent.parent.name)
-        with mo_path.open("wb") as mo_file:
-            write_mo(mo_file, catalog)
+        fd, temp_name = tempfile.mkstemp(dir=mo_path.parent, prefix=f".{DOMAIN}-", suffix=".mo")
+        try:
+            with os.fdopen(fd, "wb") as mo_file:
+                write_mo(mo_file, catalog)
+            os.replace(temp_name, mo_path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
 
 
 def build_i18n(locales_dir: Path = LOCALES_DIR) -> I18n:

@@ -88,3 +88,23 @@ def test_russian_refresh_is_not_mistaken_for_update_api_key():
     update = catalog["Update API key"].string
     assert isinstance(refresh, str) and isinstance(update, str)
     assert not set(refresh.lower().split()) & set(update.lower().split()), (refresh, update)
+
+
+def test_catalogs_compiled_by_many_processes_at_once_are_always_whole(tmp_path):
+    """A fresh checkout started by several processes at once (xdist, workers): every `.mo` a
+    reader finds parses, and no temporary file is left behind."""
+    import gettext
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.i18n import compile_catalogs
+
+    locales = tmp_path / "locales"
+    shutil.copytree(LOCALES_DIR, locales, ignore=shutil.ignore_patterns("*.mo"))
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(compile_catalogs, [locales] * 8))
+    for language in LANGUAGES:
+        folder = locales / language / "LC_MESSAGES"
+        with (folder / "messages.mo").open("rb") as handle:
+            gettext.GNUTranslations(handle)
+        assert sorted(p.name for p in folder.iterdir()) == ["messages.mo", "messages.po"]
