@@ -127,43 +127,33 @@ def _recreate_smart_trade(trade: SmartTrade) -> RecreatePlan:
         raise ValueError(f"SmartTrade {trade.id} was already closed; nothing is left to protect")
     if entered > 0:
         entry_price = trade.average_enter_price or trade.price
-        params = SmartTradeParams(
-            account_id=trade.account_id,
-            pair=trade.pair,
-            side=trade.side,
-            units=held,
-            order_type="market",
-            price=entry_price,
-            take_profit=trade.take_profit,
-            stop_loss=trade.stop_loss,
-            skip_enter_step=True,
-            leverage_type=trade.leverage_type,
-            leverage_value=trade.leverage_value,
-        )
+        entry = (held, "market", entry_price, True, False)
         warnings.append(
             f"The position was already entered ({held} at {entry_price}); the new SmartTrade only places "
             "the take profit and stop loss for it, it does not buy again."
         )
         summary = f"Protect {held} {trade.symbol or trade.pair} with the original take profit and stop loss"
     else:
-        params = SmartTradeParams(
-            account_id=trade.account_id,
-            pair=trade.pair,
-            side=trade.side,
-            units=trade.units,
-            order_type=trade.order_type,
-            price=trade.price,
-            take_profit=trade.take_profit,
-            stop_loss=trade.stop_loss,
-            skip_enter_step=trade.skip_enter_step,
-            instant=trade.instant,
-            leverage_type=trade.leverage_type,
-            leverage_value=trade.leverage_value,
-        )
+        entry = (trade.units, trade.order_type, trade.price, trade.skip_enter_step, trade.instant)
         at = f" at {trade.price}" if trade.order_type == "limit" else " at market"
         summary = f"{trade.side.capitalize()} {trade.units} {trade.symbol or trade.pair}{at} again"
         if trade.order_type == "market":
             warnings.append(f"A market entry fills at the current price, not at the original {trade.price}.")
+    units, order_type, price, skip_enter_step, instant = entry
+    params = SmartTradeParams(
+        account_id=trade.account_id,
+        pair=trade.pair,
+        side=trade.side,
+        units=units,
+        order_type=order_type,
+        price=price,
+        take_profit=trade.take_profit,
+        stop_loss=trade.stop_loss,
+        skip_enter_step=skip_enter_step,
+        instant=instant,
+        leverage_type=trade.leverage_type,
+        leverage_value=trade.leverage_value,
+    )
     return RecreatePlan(
         kind="smart_trade",
         source_ref=f"smart_trade:{trade.id}",
