@@ -648,6 +648,15 @@ def _recreate_subject(item: Deal | SmartTrade) -> dict[str, Any]:
     return {"recreate": plan.to_dict()}
 
 
+def _ended_event(
+    kind: str, what: str, status: str, error: str | None, subject: dict[str, Any]
+) -> Observation:
+    """A deal or SmartTrade that failed or was cancelled: one event, 3Commas' error text in its detail."""
+    reason = DEAL_FAILED if status == "failed" else DEAL_CANCELLED
+    detail = f"{what} {status}" + (f": {error}" if error else "")
+    return _observation(kind, False, reason, detail, subject, is_event=True)
+
+
 def _deal_failed_event(deal: Deal) -> Observation:
     subject = {
         **_deal_subject(deal),
@@ -661,11 +670,9 @@ def _deal_failed_event(deal: Deal) -> Observation:
         "closed_at": deal.closed_at.isoformat() if deal.closed_at else None,
         **_recreate_subject(deal),
     }
-    reason = DEAL_FAILED if deal.status == "failed" else DEAL_CANCELLED
-    detail = f"deal {deal.id} on {deal.pair} {deal.status}" + (
-        f": {deal.error_text}" if deal.error_text else ""
+    return _ended_event(
+        f"deal_failed:{deal.id}", f"deal {deal.id} on {deal.pair}", deal.status, deal.error_text, subject
     )
-    return _observation(f"deal_failed:{deal.id}", False, reason, detail, subject, is_event=True)
 
 
 def _bot_disabled_event(bot: Bot) -> Observation:
@@ -697,8 +704,10 @@ def _smart_trade_failed_event(trade: SmartTrade) -> Observation:
         ),
         **_recreate_subject(trade),
     }
-    reason = DEAL_FAILED if trade.status == "failed" else DEAL_CANCELLED
-    detail = f"SmartTrade {trade.id} on {trade.pair} {trade.status}" + (
-        f": {trade.error_message}" if trade.error_message else ""
+    return _ended_event(
+        f"smart_trade_failed:{trade.id}",
+        f"SmartTrade {trade.id} on {trade.pair}",
+        trade.status,
+        trade.error_message,
+        subject,
     )
-    return _observation(f"smart_trade_failed:{trade.id}", False, reason, detail, subject, is_event=True)
