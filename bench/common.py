@@ -15,6 +15,9 @@ own: the exchange fake and the Telegram fake never count against it.
   ``/metrics``, CPU and memory from ``/proc``.
 * :func:`bare_main` — the same signed call through one bare ccxt instance, many in flight.
 * :func:`seed` — users and connections through the services (:func:`sandbox.processes.seed_users`).
+* :class:`BenchRun` — what every bench sets up the same way: the local Binance probed once, the
+  local Telegram, scratch databases, workers on the local Binance's budget; all of it stopped and
+  removed when the run ends.
 """
 
 from __future__ import annotations
