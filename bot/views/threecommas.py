@@ -274,30 +274,30 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
         + "</b>"
     ]
     buttons: list[tuple[str, Any]] = []
+
+    def step_to_do(line: str, button: str, action: ChecklistAction, **extra: int) -> None:
+        """A step still open: its line, and the button that does it (or checks it again)."""
+        lines.append(line)
+        buttons.append((button, ChecklistCb(action=action, id=state.checklist_id, **extra)))
+
     if state.key_ok:
         lines.append("✅ " + _("Key updated in 3Commas"))
     elif state.key_ok is None:
         lines.append("❔ " + _("Key: 3Commas did not answer just now"))
     else:
-        lines.append("⏳ " + _("Key: 3Commas still cannot use it"))
-        buttons.append(
-            (
-                "🔄 " + _("Check the key again"),
-                ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id),
-            )
+        step_to_do(
+            "⏳ " + _("Key: 3Commas still cannot use it"),
+            "🔄 " + _("Check the key again"),
+            ChecklistAction.REFRESH,
         )
     if state.pending:
-        lines.append(
+        step_to_do(
             "⏳ "
             + _("{deals} deal(s) and {trades} SmartTrade(s) failed since the incident").format(
                 deals=state.pending_deals, trades=state.pending_smart_trades
-            )
-        )
-        buttons.append(
-            (
-                "♻️ " + _("Recreate all ({n})…").format(n=len(state.pending)),
-                ChecklistCb(action=ChecklistAction.ASK_RECREATE, id=state.checklist_id),
-            )
+            ),
+            "♻️ " + _("Recreate all ({n})…").format(n=len(state.pending)),
+            ChecklistAction.ASK_RECREATE,
         )
     elif state.recreated:
         lines.append("✅ " + _("Failed deals and SmartTrades recreated ({n})").format(n=state.recreated))
@@ -308,31 +308,24 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
             "❔ " + _("Orders: I cannot see them; map this account to your exchange connection with /link3c")
         )
     elif state.orphans:
-        lines.append(
+        step_to_do(
             "⏳ "
             + _("{n} orphan order(s) of finished deals lock {locked}").format(
                 n=state.orphans, locked=_locked(state.locked)
-            )
-        )
-        buttons.append(
-            (
-                "🧹 " + _("Cancel orphans ({n})…").format(n=state.orphans),
-                ChecklistCb(
-                    action=ChecklistAction.ASK_CANCEL, id=state.checklist_id, list=state.list_id or 0
-                ),
-            )
+            ),
+            "🧹 " + _("Cancel orphans ({n})…").format(n=state.orphans),
+            ChecklistAction.ASK_CANCEL,
+            list=state.list_id or 0,
         )
     else:
         lines.append("✅ " + _("No orphan orders lock funds"))
     if state.old_key_deleted:
         lines.append("✅ " + _("Old key deleted on the exchange"))
     else:
-        lines.append("☐ " + _("Delete the old key on the exchange (I cannot see that: tick it when done)"))
-        buttons.append(
-            (
-                "☑️ " + _("Old key deleted"),
-                ChecklistCb(action=ChecklistAction.OLD_KEY_DELETED, id=state.checklist_id),
-            )
+        step_to_do(
+            "☐ " + _("Delete the old key on the exchange (I cannot see that: tick it when done)"),
+            "☑️ " + _("Old key deleted"),
+            ChecklistAction.OLD_KEY_DELETED,
         )
     if state.complete:
         lines.append("\n🎉 " + _("Everything is done."))

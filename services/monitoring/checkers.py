@@ -36,8 +36,30 @@ async def verify_key(
     return await probe(client, clock=clock, with_key_info=True, with_balances=True)
 
 
+class _SealedKeyChecker:
+    """Opens the stored credentials before a check. Credentials the vault cannot open are the
+    operator's problem (a lost or rotated ``VAULT_KEY``), not the key's: the verdict is UNKNOWN."""
+
+    vault: Vault
+
+    async def __call__(self, claimed: Claimed) -> CheckResult:
+        try:
+            credentials = self.vault.open(claimed.credentials)
+        except VaultError as error:
+            return CheckResult(Verdict.UNKNOWN, str(error))
+        return await self.check(claimed, credentials)
+
+    async def check(self, claimed: Claimed, credentials: Credentials) -> CheckResult:
+        raise NotImplementedError
+
+
+def _balances_due(checked_at: datetime | None, now: datetime, every: timedelta) -> bool:
+    """Balances cost more weight (3Commas even asks the exchange for them): load them every ``every``."""
+    return checked_at is None or now - checked_at >= every
+
+
 @dataclass
-class ExchangeChecker:
+class ExchangeChecker(_SealedKeyChecker):
     """Probes an exchange key; balances load only every ``balances_every`` (they cost more weight)."""
 
     hub: ExchangeHub
@@ -45,13 +67,8 @@ class ExchangeChecker:
     clock: Clock
     balances_every: timedelta = timedelta(minutes=30)
 
-    async def __call__(self, claimed: Claimed) -> CheckResult:
-        try:
-            credentials = self.vault.open(claimed.credentials)
-        except VaultError as error:
-            return CheckResult(Verdict.UNKNOWN, str(error))
-        now = self.clock.now()
-        with_balances = claimed.balances_at is None or now - claimed.balances_at >= self.balances_every
+    async def check(self, claimed: Claimed, credentials: Credentials) -> CheckResult:
+        with_balances = _balances_due(claimed.balances_at, self.clock.now(), self.balances_every)
         egress = self.hub.egress_for(claimed.user_id, whitelist_of(claimed.key_info))
         client = await self.hub.client(claimed.exchange, credentials, egress=egress)
         # What we knew about the key lets the probe tell "expired by policy" from "revoked".
@@ -68,7 +85,7 @@ MAX_TICKERS_PER_POLL = 20
 
 
 @dataclass
-class ThreeCommasChecker:
+class ThreeCommasChecker(_SealedKeyChecker):
     """Checks a 3Commas key and what it shows: accounts, deals, SmartTrades, frozen UPNL, failures.
 
     Live prices for the stale-UPNL check come from public tickers through the shared exchange
@@ -82,15 +99,10 @@ class ThreeCommasChecker:
     thresholds: Thresholds = field(default_factory=Thresholds)
     balances_every: timedelta = timedelta(minutes=30)
 
-    async def __call__(self, claimed: Claimed) -> CheckResult:
-        try:
-            credentials = self.vault.open(claimed.credentials)
-        except VaultError as error:
-            return CheckResult(Verdict.UNKNOWN, str(error))
+    async def check(self, claimed: Claimed, credentials: Credentials) -> CheckResult:
         previous = Snapshot.from_dict(claimed.check_state) if claimed.check_state else None
         checked = previous.balances_checked_at if previous else None
-        # load_balances makes 3Commas call the exchange: ask only every ``balances_every``.
-        reload = checked is None or self.clock.now() - checked >= self.balances_every
+        reload = _balances_due(checked, self.clock.now(), self.balances_every)
         state, key_error = None, None
         async with self.access.open(credentials) as client:
             try:

@@ -648,24 +648,28 @@ def _recreate_subject(item: Deal | SmartTrade) -> dict[str, Any]:
     return {"recreate": plan.to_dict()}
 
 
+def _ended_event(
+    event: str, noun: str, item: Deal | SmartTrade, error: str | None, subject: dict[str, Any]
+) -> Observation:
+    """A deal or SmartTrade that failed or was cancelled: one event carrying 3Commas' error text,
+    what the item held (``subject``) and the plan to recreate it, or why it cannot be."""
+    reason = DEAL_FAILED if item.status == "failed" else DEAL_CANCELLED
+    detail = f"{noun} {item.id} on {item.pair} {item.status}" + (f": {error}" if error else "")
+    subject = {**subject, "error": error, "side": item.side, **_recreate_subject(item)}
+    return _observation(f"{event}:{item.id}", False, reason, detail, subject, is_event=True)
+
+
 def _deal_failed_event(deal: Deal) -> Observation:
     subject = {
         **_deal_subject(deal),
-        "error": deal.error_text,
-        "side": deal.side,
         "amount": decimal_text(deal.bought_amount),
         "average_price": decimal_text(deal.bought_average_price),
         "base_order_volume": decimal_text(deal.base_order_volume),
         "take_profit_percent": decimal_text(deal.take_profit),
         "stop_loss_percent": decimal_text(deal.stop_loss_percentage),
         "closed_at": deal.closed_at.isoformat() if deal.closed_at else None,
-        **_recreate_subject(deal),
     }
-    reason = DEAL_FAILED if deal.status == "failed" else DEAL_CANCELLED
-    detail = f"deal {deal.id} on {deal.pair} {deal.status}" + (
-        f": {deal.error_text}" if deal.error_text else ""
-    )
-    return _observation(f"deal_failed:{deal.id}", False, reason, detail, subject, is_event=True)
+    return _ended_event("deal_failed", "deal", deal, deal.error_text, subject)
 
 
 def _bot_disabled_event(bot: Bot) -> Observation:
@@ -677,8 +681,6 @@ def _bot_disabled_event(bot: Bot) -> Observation:
 def _smart_trade_failed_event(trade: SmartTrade) -> Observation:
     subject = {
         **_smart_trade_subject(trade),
-        "error": trade.error_message,
-        "side": trade.side,
         "units": decimal_text(trade.units),
         "price": decimal_text(trade.price),
         "entered_amount": decimal_text(trade.entered_amount),
@@ -695,10 +697,5 @@ def _smart_trade_failed_event(trade: SmartTrade) -> Observation:
             if trade.stop_loss
             else None
         ),
-        **_recreate_subject(trade),
     }
-    reason = DEAL_FAILED if trade.status == "failed" else DEAL_CANCELLED
-    detail = f"SmartTrade {trade.id} on {trade.pair} {trade.status}" + (
-        f": {trade.error_message}" if trade.error_message else ""
-    )
-    return _observation(f"smart_trade_failed:{trade.id}", False, reason, detail, subject, is_event=True)
+    return _ended_event("smart_trade_failed", "SmartTrade", trade, trade.error_message, subject)

@@ -447,6 +447,18 @@ class MarketOrder:
         )
 
 
+def _price_body(price: Decimal | None, price_type: str, needs: str) -> dict[str, Any]:
+    """3Commas' price object of a take-profit step or a stop loss; a relative price cannot be sent."""
+    if price is None:
+        raise ValueError(f"{needs} to be sent")
+    return {"value": _num(price), "type": price_type}
+
+
+def _trailing_body(percent: Decimal | None) -> dict[str, Any]:
+    """The ``trailing`` part next to a price object, when the step or stop loss trails."""
+    return {} if percent is None else {"trailing": {"enabled": True, "percent": _num(percent)}}
+
+
 @dataclass(frozen=True, slots=True)
 class TakeProfitStep:
     """One take-profit target: ``volume`` is the percent of the position it closes."""
@@ -458,16 +470,12 @@ class TakeProfitStep:
     trailing_percent: Decimal | None = None
 
     def to_body(self) -> dict[str, Any]:
-        if self.price is None:
-            raise ValueError("a take-profit step needs an absolute price to be sent")
-        body: dict[str, Any] = {
+        return {
             "order_type": self.order_type,
-            "price": {"value": _num(self.price), "type": self.price_type},
+            "price": _price_body(self.price, self.price_type, "a take-profit step needs an absolute price"),
             "volume": _num(self.volume),
+            **_trailing_body(self.trailing_percent),
         }
-        if self.trailing_percent is not None:
-            body["trailing"] = {"enabled": True, "percent": _num(self.trailing_percent)}
-        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,11 +488,10 @@ class StopLoss:
     trailing_percent: Decimal | None = None
 
     def to_body(self) -> dict[str, Any]:
-        if self.price is None:
-            raise ValueError("a stop loss needs an absolute trigger price to be sent")
-        conditional: dict[str, Any] = {"price": {"value": _num(self.price), "type": self.price_type}}
-        if self.trailing_percent is not None:
-            conditional["trailing"] = {"enabled": True, "percent": _num(self.trailing_percent)}
+        conditional = {
+            "price": _price_body(self.price, self.price_type, "a stop loss needs an absolute trigger price"),
+            **_trailing_body(self.trailing_percent),
+        }
         return {"enabled": True, "order_type": self.order_type, "conditional": conditional}
 
 
