@@ -8,8 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.clock import Clock
-from services.core.vault import Credentials, Vault, VaultError
-from services.core.verdicts import Verdict
+from services.core.vault import Credentials, Vault
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
@@ -46,10 +45,7 @@ class ExchangeChecker:
     balances_every: timedelta = timedelta(minutes=30)
 
     async def __call__(self, claimed: Claimed) -> CheckResult:
-        try:
-            credentials = self.vault.open(claimed.credentials)
-        except VaultError as error:
-            return CheckResult(Verdict.UNKNOWN, str(error))
+        credentials = self.vault.open(claimed.credentials)  # VaultError: the poller's operator error
         now = self.clock.now()
         with_balances = claimed.balances_at is None or now - claimed.balances_at >= self.balances_every
         egress = self.hub.egress_for(claimed.user_id, whitelist_of(claimed.key_info))
@@ -83,10 +79,7 @@ class ThreeCommasChecker:
     balances_every: timedelta = timedelta(minutes=30)
 
     async def __call__(self, claimed: Claimed) -> CheckResult:
-        try:
-            credentials = self.vault.open(claimed.credentials)
-        except VaultError as error:
-            return CheckResult(Verdict.UNKNOWN, str(error))
+        credentials = self.vault.open(claimed.credentials)  # VaultError: the poller's operator error
         previous = Snapshot.from_dict(claimed.check_state) if claimed.check_state else None
         checked = previous.balances_checked_at if previous else None
         # load_balances makes 3Commas call the exchange: ask only every ``balances_every``.
