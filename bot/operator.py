@@ -14,7 +14,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from html import escape
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
@@ -23,6 +22,7 @@ from aiogram.utils.i18n import gettext as _
 from bot.context import AppContext
 from bot.metrics import METRICS
 from bot.texts import exchange_name
+from bot.views.html import html, join
 from services.core.vault import Credentials
 from services.core.verdicts import Verdict
 from services.exchanges.probes import probe
@@ -48,13 +48,19 @@ class OperatorAlerts:
         canary = await self._canary(wave)
         name = exchange_name(service)
         with self.app.i18n.context(), self.app.i18n.use_locale("en"):
-            text = "⚠️ " + _(
-                "{count} keys on {service} turned to “{verdict}” within minutes. This usually means "
-                "{service} is blocking our server's IP, not that the keys died: user alerts for it "
-                "are held and its checks are spaced out."
-            ).format(count=len(wave.keys), service=escape(name), verdict=wave.verdict)
+            text = html(
+                "⚠️ "
+                + _(
+                    "{count} keys on {service} turned to “{verdict}” within minutes. This usually means "
+                    "{service} is blocking our server's IP, not that the keys died: user alerts for it "
+                    "are held and its checks are spaced out."
+                ),
+                count=len(wave.keys),
+                service=name,
+                verdict=wave.verdict,
+            )
             if canary is not None:
-                text += "\n" + _("Canary key: {verdict}.").format(verdict=canary)
+                text = join("\n", [text, _("Canary key: {verdict}.").format(verdict=canary)])
         for chat_id in sorted(self.app.settings.admin_chat_ids):
             await self.bot.send_message(chat_id, text)
 

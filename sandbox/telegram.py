@@ -949,7 +949,10 @@ class LocalTelegram:
         trimmed = trim_formatted(formatted)
         if trimmed is None:
             raise _bad_request("text must be non-empty")
-        if len(trimmed.text) > limit:
+        # Measured in UTF-16 code units, the unit of every Bot API offset and length (MessageEntity):
+        # an emoji outside the BMP counts 2. Of the two ways to count, this is the stricter one, so
+        # a message the sandbox accepts is never "too long" on Telegram.
+        if utf16_length(trimmed.text) > limit:
             raise _bad_request(too_long)
         return trimmed
 
