@@ -22,9 +22,20 @@ characters after entities parsing)."""
 
 
 class Html(str):
-    """Text that is already valid Telegram HTML: a rendered template, never raw outside text."""
+    """Text that is already valid Telegram HTML: a rendered template, never raw outside text.
+
+    Adding plain text to it escapes that text (``"🔴 " + bold(name)`` stays Html): markup only ever
+    comes from templates, so concatenation cannot smuggle any in, nor turn Html back into text that
+    a later :func:`join` would escape twice.
+    """
 
     __slots__ = ()
+
+    def __add__(self, other: str) -> Html:
+        return Html(str.__add__(self, plain(other)))
+
+    def __radd__(self, other: str) -> Html:
+        return Html(str.__add__(plain(other), self))
 
 
 def html(template: str, /, **values: object) -> Html:
