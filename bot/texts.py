@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from aiogram.utils.i18n import gettext as _
 
-from bot.views.html import Html, code, html, plain
+from bot.views.html import Html, code, html, join, plain
 from services.core.verdicts import Verdict
 from services.exchanges.hub import display_name
 from services.threecommas.links import THREECOMMAS
@@ -40,7 +40,7 @@ def verdict_reason(verdict: str) -> str:
 
 def ip_list(ips: Sequence[str]) -> Html:
     """Addresses to whitelist, each in <code> so a tap copies it."""
-    return Html(", ".join(code(ip) for ip in ips))
+    return join(", ", [code(ip) for ip in ips])
 
 
 def egress_line(ips: Sequence[str]) -> Html:
@@ -59,7 +59,7 @@ def verdict_advice(
     key” button to press; the way on is sending /link again. ``egress_ips`` (EGRESS_IPS) are the
     addresses to whitelist; without them, the address the exchange reported seeing, if any.
     """
-    return Html(_advice(verdict, detail, at_link, egress_ips))
+    return plain(_advice(verdict, detail, at_link, egress_ips))  # plain words escaped, templates kept
 
 
 def _advice(verdict: str, detail: str, at_link: bool, egress_ips: Sequence[str]) -> str:

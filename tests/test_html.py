@@ -79,6 +79,7 @@ def test_pages_pack_entries_by_visible_length_and_count() -> None:
     assert pages([], room=100, most=3) == [range(0, 0)]
 
 
+@pytest.mark.attack("alerts gathered past Telegram's UTF-16 limit are refused and never delivered")
 async def test_many_alerts_with_astral_labels_become_messages_telegram_accepts(tg: LocalTelegram) -> None:
     """Sixty alerts due together for one user: each message fits 4096 UTF-16 units (a count of
     characters would let about a third more through), is valid HTML and shows labels as typed."""
@@ -140,6 +141,7 @@ async def test_markup_in_names_assets_and_errors_shows_literally_everywhere(tmp_
         assert not tg.errors, tg.transcript(USER)
 
 
+@pytest.mark.attack("a /status page over 4096 UTF-16 units, or cut inside a tag")
 async def test_status_pages_with_astral_labels_and_details_fit_telegram(tmp_path) -> None:
     """Twenty connections whose labels and exchange errors are emoji: a page of eight would be
     about 5,000 UTF-16 units (under 4096 characters). Pages hold fewer, each is accepted, and
