@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -21,13 +22,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.context import AppContext
 from bot.fsm_storage import prune_abandoned
 from bot.metrics import METRICS, observe_check
-from bot.operator import OperatorAlerts
+from bot.operator import OperatorAlerts, VaultAlarm
 from bot.sender import Sender
 from services.monitoring import outbox
 from services.monitoring.checkers import ExchangeChecker, ThreeCommasChecker
 from services.monitoring.expiry import enqueue_expiry_reminders
 from services.monitoring.guard import BlockGuard
-from services.monitoring.polling import Poller, PollerConfig
+from services.monitoring.polling import Claimed, Poller, PollerConfig
 from services.threecommas.links import THREECOMMAS
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Worker:
     poller: Poller = field(init=False)
     sender: Sender = field(init=False)
     scheduler: AsyncIOScheduler = field(init=False)
+    vault_alarm: VaultAlarm = field(init=False)
     _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     _sending: asyncio.Lock = field(default_factory=asyncio.Lock)
     _stopping: bool = False
@@ -78,6 +80,8 @@ class Worker:
         )
         assert self.poller.guard is not None
         self.poller.on_wave = OperatorAlerts(app, self.bot, self.poller.guard).on_wave
+        self.vault_alarm = VaultAlarm(app)
+        self.poller.on_vault_failure = self.credentials_unopened
         self.sender = Sender(
             self.app,
             self.bot,
@@ -87,6 +91,9 @@ class Worker:
             lease=timedelta(seconds=app.settings.lease_seconds),
         )
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+
+    async def credentials_unopened(self, claimed: Sequence[Claimed]) -> None:
+        await self.vault_alarm.raised(self.bot, "check", [c.id for c in claimed])
 
     def stretch(self, exchange: str, interval: timedelta, connections: int) -> timedelta:
         """The interval the exchange's IP budget allows; logged and exported when it is longer."""

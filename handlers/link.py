@@ -210,7 +210,7 @@ def rejected_text(
         head = _("{exchange} could not check the key: {reason}.")
     else:
         head = _("{exchange} did not accept the key: {reason}.")
-    lines = [
+    lines: list[str] = [
         "❌ " + html(head, exchange=exchange_name(exchange), reason=verdict_reason(result.verdict)),
         verdict_advice(result.verdict, result.detail, at_link=not updated, egress_ips=egress_ips),
     ]

@@ -14,6 +14,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, MuteCb
 from bot.texts import button_title, connection_title
+from bot.views.html import html
 from services.core.clock import Clock
 from services.monitoring.mutes import muted_everything_until, set_mute
 from services.storage.db import Sessions
@@ -40,9 +41,10 @@ async def mute_menu(message: Message, sessions: Sessions, clock: Clock, user: Us
         lines.append("🔕 " + _("All alerts until {time}").format(time=formatting.until(everything, now)))
     for c, ends in muted:
         lines.append(
-            "🔕 "
-            + _("{title} until {time}").format(
-                title=connection_title(c.exchange, c.label), time=formatting.until(ends, now)
+            html(
+                "🔕 " + _("{title} until {time}"),
+                title=connection_title(c.exchange, c.label),
+                time=formatting.until(ends, now),
             )
         )
     keyboard = InlineKeyboardBuilder()

@@ -1,13 +1,15 @@
 """/orders and the Orders button: open orders, what they lock, and cancelling orphans.
 
 Handlers only parse the button, call :mod:`services.orders.listing` and render. A page holds at most
-:data:`PAGE_SIZE` orders so text (4096 characters) and keyboard stay inside Telegram's limits
-whatever the number of orders; every button names a stored row, never an order id.
+:data:`PAGE_SIZE` orders, fewer when their lines are long, so text (4096 UTF-16 units, measured by
+bot/views/html.py) and keyboard stay inside Telegram's limits whatever the orders; every button
+names a stored row, never an order id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from aiogram import Bot, F, Router
@@ -21,7 +23,7 @@ from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
 from bot.texts import ago, button_title, connection_title, refusal_text
 from bot.views.editing import edit_in_place
-from bot.views.html import Html, bold, html
+from bot.views.html import TELEGRAM_LIMIT, Html, bold, html, join, pages, plain, split, visible_length
 from services.exchanges.classifier import Classification
 from services.orders.attribution import Attribution
 from services.orders.cancel import CancelOutcome, CancelResult, cancel_all_orphans, cancel_order, total_freed
@@ -39,7 +41,6 @@ from services.storage.models import ListedOrder, User
 from services.storage.users import user_connections
 
 PAGE_SIZE = 15
-MAX_TEXT = 4096
 MAX_FUND_LINES = 10
 
 
@@ -64,7 +65,7 @@ def order_text(side: str, amount: str, symbol: str) -> Html:
     return html("{side} {amount} {symbol}", side=side.upper(), amount=num(Decimal(amount)), symbol=symbol)
 
 
-def _row_line(number: int, row: ListedOrder) -> str:
+def _row_line(number: int, row: ListedOrder) -> Html:
     marks = {
         Attribution.ACTIVE.value: "🟢 " + _("active deal"),
         Attribution.ORPHAN.value: "🟠 " + _("orphan (finished deal)"),
@@ -82,7 +83,7 @@ def _row_line(number: int, row: ListedOrder) -> str:
         "{number}. {mark}{deal}\n    {order} @ {price} · {locks}",
         number=number,
         mark=mark,
-        deal=f" · {row.deal_ref}" if row.deal_ref else "",
+        deal=f" · {row.deal_ref}" if row.deal_ref else "",  # escaped: a 3Commas name
         order=order_text(row.side, row.amount, row.symbol),
         price=num(Decimal(row.price)),
         locks=funds,
@@ -92,7 +93,7 @@ def _row_line(number: int, row: ListedOrder) -> str:
 def _funds_lines(listing: Listing) -> list[str]:
     lines: list[str] = []
     for funds in listing.funds.currencies[:MAX_FUND_LINES]:
-        line: str = html(
+        line = html(
             _("{currency}: {locked} locked by orders (orphans {orphans}) · free {free} of {total}"),
             currency=bold(funds.currency),
             locked=num(funds.locked_by_orders),
@@ -101,9 +102,10 @@ def _funds_lines(listing: Listing) -> list[str]:
             total=num(funds.total),
         )
         if funds.locked_by_orphans and funds.free_after_cancelling_orphans is not None:
-            line += " → " + _("free {after} after cancelling orphans").format(
+            after = _("free {after} after cancelling orphans").format(
                 after=num(funds.free_after_cancelling_orphans)
             )
+            line = join(" → ", [line, after])
         lines.append(line)
     hidden = len(listing.funds.currencies) - MAX_FUND_LINES
     if hidden > 0:
@@ -145,30 +147,57 @@ def _notes(listing: Listing) -> list[str]:
     return []
 
 
-def page_count(listing: Listing) -> int:
-    return max(1, -(-len(listing.rows) // PAGE_SIZE))
+@dataclass(frozen=True)
+class _Layout:
+    """A listing's blocks, and its orders packed into pages that each fit one message."""
+
+    head: Html
+    funds: Html
+    entries: list[Html]
+    runs: list[range]
 
 
-def render(listing: Listing, page: int, now_text: str, banner: str = "") -> tuple[str, InlineKeyboardMarkup]:
-    """One page of a listing: header, funds, the page's orders, and its buttons."""
-    pages = page_count(listing)
-    page = min(max(page, 0), pages - 1)
-    rows = listing.rows[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+def _foot(page: int, pages_total: int, now_text: str) -> str:
+    return _("Page {page}/{pages} · listed {when}").format(page=page + 1, pages=pages_total, when=now_text)
+
+
+def _layout(listing: Listing, now_text: str, banner: Html) -> _Layout:
+    """Header, funds and a page's orders within Telegram's limit as Telegram measures it
+    (bot/views/html.py): pages hold at most :data:`PAGE_SIZE` orders, fewer when lines are long."""
     title = connection_title(listing.connection.exchange, listing.connection.label)
-    head = [
-        *([banner, ""] if banner else []),
-        html("📋 <b>{title}</b> — ", title=title) + counts_text(listing),
-        *_notes(listing),
-    ]
-    funds = _funds_lines(listing)
-    body = [_row_line(page * PAGE_SIZE + i + 1, row) for i, row in enumerate(rows)]
-    foot = [_("Page {page}/{pages} · listed {when}").format(page=page + 1, pages=pages, when=now_text)]
+    head = join(
+        "\n",
+        [
+            *([banner, ""] if banner else []),
+            html("📋 <b>{title}</b> — {counts}", title=title, counts=counts_text(listing)),
+            *_notes(listing),
+        ],
+    )
+    funds = join("\n", _funds_lines(listing))
+    entries = [_row_line(number, row) for number, row in enumerate(listing.rows, 1)]
+    widest = len(entries) + 1
+    frame = join("\n\n", [head, funds, _foot(widest, widest, now_text)])
+    room = TELEGRAM_LIMIT - visible_length(frame) - 4  # the blank lines around the orders
+    return _Layout(head, funds, entries, pages(entries, room=room, most=PAGE_SIZE, gap="\n"))
+
+
+def render(
+    listing: Listing, page: int, now_text: str, banner: Html = Html(), *, around: int | None = None
+) -> tuple[Html, InlineKeyboardMarkup]:
+    """One page of a listing (the page holding row ``around`` if given): header, funds, the page's
+    orders, and its buttons."""
+    laid = _layout(listing, now_text, banner)
+    if around is not None:
+        position = next((i for i, row in enumerate(listing.rows) if row.id == around), 0)
+        page = next(n for n, run in enumerate(laid.runs) if position in run or not run)
+    pages_total = len(laid.runs)
+    page = min(max(page, 0), pages_total - 1)
+    run = laid.runs[page]
+    body = join("\n", [laid.entries[i] for i in run])
     # Blocks are separated by one empty line; an empty block (no funds, no orders) leaves none.
-    blocks = [block for block in (head, funds, body, foot) if block]
-    text = "\n\n".join("\n".join(block) for block in blocks)
-    if len(text) > MAX_TEXT:  # many long symbols: drop the funds block first, it is on every page
-        text = "\n\n".join("\n".join(block) for block in (head, body, foot) if block)[:MAX_TEXT]
-    return text, _keyboard(listing, rows, page, pages)
+    blocks = [block for block in (laid.head, laid.funds, body, _foot(page, pages_total, now_text)) if block]
+    rows = [listing.rows[i] for i in run]
+    return split(join("\n\n", blocks))[0], _keyboard(listing, rows, run.start, page, pages_total)
 
 
 def counts_text(listing: Listing) -> str:
@@ -187,10 +216,12 @@ def counts_text(listing: Listing) -> str:
     return parts[0] + ": " + " · ".join(shown)
 
 
-def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: int) -> InlineKeyboardMarkup:
+def _keyboard(
+    listing: Listing, rows: Sequence[ListedOrder], first: int, page: int, pages: int
+) -> InlineKeyboardMarkup:
     buttons: list[InlineKeyboardButton] = []
     for i, row in enumerate(rows):
-        number = page * PAGE_SIZE + i + 1
+        number = first + i + 1
         if row.outcome is not None:
             continue
         if row.attribution == Attribution.ORPHAN:
@@ -244,75 +275,77 @@ def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: i
     return InlineKeyboardMarkup(inline_keyboard=keyboard)
 
 
-def outcome_text(result: CancelResult) -> str:
+def outcome_text(result: CancelResult) -> Html:
     """One line on what a tap did, freed funds included."""
     order = Html()
     if result.row is not None:
         order = order_text(result.row.side, result.row.amount, result.row.symbol)
+    freed = lock_text(result.freed) if result.freed else "?"
     if result.repeat and result.outcome is CancelOutcome.CANCELLED:
-        return _("{order} was already cancelled from this list.").format(order=order)
-    texts = {
-        CancelOutcome.CANCELLED: "✅ "
-        + _("Cancelled {order}: freed {freed}.").format(
-            order=order, freed=lock_text(result.freed) if result.freed else "?"
-        ),
-        CancelOutcome.ALREADY_FILLED: _("{order} was already filled; nothing to cancel.").format(order=order),
-        CancelOutcome.ALREADY_CANCELLED: _("{order} was already cancelled.").format(order=order),
-        CancelOutcome.NOT_FOUND: _("{order} is no longer open on the exchange.").format(order=order),
+        return html(_("{order} was already cancelled from this list."), order=order)
+    if result.outcome is CancelOutcome.KEY_PROBLEM and result.verdict is not None:
+        verdict = result.verdict
+        return join("\n", [refusal_text(verdict.verdict, verdict.detail), _("Nothing was cancelled.")])
+    if result.reconciled and result.outcome is CancelOutcome.CANCELLED:
+        return html(
+            "✅ " + _("The exchange answered late, but {order} is cancelled: freed {freed}."),
+            order=order,
+            freed=freed,
+        )
+    if result.reconciled and result.outcome is CancelOutcome.EXCHANGE_FAILED:
+        return html(
+            _("The exchange did not answer, and {order} is still open: nothing was cancelled. Try again."),
+            order=order,
+        )
+    templates = {
+        CancelOutcome.CANCELLED: "✅ " + _("Cancelled {order}: freed {freed}."),
+        CancelOutcome.ALREADY_FILLED: _("{order} was already filled; nothing to cancel."),
+        CancelOutcome.ALREADY_CANCELLED: _("{order} was already cancelled."),
+        CancelOutcome.NOT_FOUND: _("{order} is no longer open on the exchange."),
         CancelOutcome.LIST_GONE: _("This list changed: that order is no longer in it. Send /orders again."),
         CancelOutcome.CONNECTION_GONE: _("That connection is no longer linked."),
         CancelOutcome.ACTIVE_DEAL: _(
             "That order belongs to an active deal; it is never cancelled from here."
         ),
         CancelOutcome.NEEDS_CONFIRMATION: _("That order needs an explicit confirmation."),
-        CancelOutcome.DEAL_ACTIVE_AGAIN: _(
-            "Its deal is active again on 3Commas, so {order} was left alone."
-        ).format(order=order),
+        CancelOutcome.DEAL_ACTIVE_AGAIN: _("Its deal is active again on 3Commas, so {order} was left alone."),
         CancelOutcome.DEAL_UNVERIFIED: _(
             "3Commas could not confirm the deal is finished, so {order} was left alone. Try again later."
-        ).format(order=order),
+        ),
         CancelOutcome.NO_TRADE_PERMISSION: _(
             "The exchange refused: this API key has no trading permission. Cancel {order} on the exchange, "
             "or enable “Trade” on the key."
-        ).format(order=order),
+        ),
         CancelOutcome.EXCHANGE_FAILED: _("The exchange did not answer; nothing was cancelled. Try again."),
-        CancelOutcome.IN_PROGRESS: "⏳ "
-        + _("{order} is being cancelled already; nothing was sent again.").format(order=order),
+        CancelOutcome.IN_PROGRESS: "⏳ " + _("{order} is being cancelled already; nothing was sent again."),
         CancelOutcome.UNVERIFIED: _(
             "The exchange did not answer the cancel of {order} and cannot be asked yet whether it happened. "
             "Nothing more was sent; tap Cancel again in a minute: keysentry checks first."
-        ).format(order=order),
+        ),
     }
-    if result.outcome is CancelOutcome.KEY_PROBLEM and result.verdict is not None:
-        verdict = result.verdict
-        return refusal_text(verdict.verdict, verdict.detail) + "\n" + _("Nothing was cancelled.")
-    if result.reconciled and result.outcome is CancelOutcome.CANCELLED:
-        return "✅ " + _("The exchange answered late, but {order} is cancelled: freed {freed}.").format(
-            order=order, freed=lock_text(result.freed) if result.freed else "?"
-        )
-    if result.reconciled and result.outcome is CancelOutcome.EXCHANGE_FAILED:
-        return _(
-            "The exchange did not answer, and {order} is still open: nothing was cancelled. Try again."
-        ).format(order=order)
-    return texts[result.outcome]
+    # Templates without a placeholder ignore the values (str.format does).
+    return html(templates[result.outcome], order=order, freed=freed)
 
 
 async def _show_list(
-    query: CallbackQuery, order_deps: Deps, user: User, bot: Bot, list_id: int, page: int, banner: str = ""
+    query: CallbackQuery,
+    order_deps: Deps,
+    user: User,
+    bot: Bot,
+    list_id: int,
+    page: int,
+    banner: Html = Html(),
+    *,
+    around: int | None = None,
 ) -> bool:
-    """Re-render a stored listing in place; False when it no longer exists."""
+    """Re-render a stored listing in place (the page holding row ``around`` if given); False when
+    it no longer exists."""
     listing = await load_listing(order_deps.sessions, user.id, list_id)
     if listing is None:
         return False
-    await edit_in_place(
-        query, bot, *render(listing, page, ago(listing.listed_at, order_deps.clock.now()), banner)
-    )
+    now_text = ago(listing.listed_at, order_deps.clock.now())
+    await edit_in_place(query, bot, *render(listing, page, now_text, banner, around=around))
     return True
-
-
-def _page_of(listing: Listing, row_id: int) -> int:
-    position = next((i for i, row in enumerate(listing.rows) if row.id == row_id), 0)
-    return position // PAGE_SIZE
 
 
 async def _send_listing(
@@ -328,7 +361,7 @@ async def _send_listing(
             ListingError.NOT_AN_EXCHANGE: _("Orders are listed for exchange keys; this is a 3Commas key."),
             ListingError.EXCHANGE_FAILED: _("The exchange did not answer; try again in a minute."),
         }
-        text, markup = errors[listing], None
+        text, markup = plain(errors[listing]), None
     else:
         text, markup = render(listing, 0, ago(listing.listed_at, order_deps.clock.now()))
     if target is not None:
@@ -412,20 +445,17 @@ async def cancel_one(
         allow_unknown=callback_data.action == OrdersAction.CANCEL_UNKNOWN,
     )
     banner = outcome_text(result)
-    if result.row is not None:
-        listing = await load_listing(order_deps.sessions, user.id, result.row.list_version)
-        if listing is not None:
-            await _show_list(
-                query, order_deps, user, bot, listing.list_id, _page_of(listing, result.row.id), banner
-            )
-            return
+    row = result.row
+    if row is not None and await _show_list(
+        query, order_deps, user, bot, row.list_version, 0, banner, around=row.id
+    ):
+        return
     await bot.send_message(user.id, banner)
 
 
 def _amounts(by_currency: dict[str, Decimal]) -> Html:
     """``0.01 BTC, 120 USDT``; a dash when nothing is freed."""
-    parts = [html("{amount} {currency}", amount=num(v), currency=k) for k, v in sorted(by_currency.items())]
-    return Html(", ".join(parts) or "—")
+    return join(", ", [f"{num(v)} {k}" for k, v in sorted(by_currency.items())] or ["—"])
 
 
 async def _ask(query: CallbackQuery, bot: Bot, text: str, yes_text: str, yes: OrdersCb, list_id: int) -> None:
@@ -472,11 +502,15 @@ async def confirm_all(
         lock = row_lock(row)
         if lock.amount is not None:
             freed[lock.currency] = freed.get(lock.currency, Decimal(0)) + lock.amount
-    text = ngettext(
-        "Cancel the orphan order? It is checked again first; this frees about {freed}.",
-        "Cancel all {n} orphan orders? Each is checked again first; this frees about {freed}.",
-        len(orphans),
-    ).format(n=len(orphans), freed=_amounts(freed))
+    text = html(
+        ngettext(
+            "Cancel the orphan order? It is checked again first; this frees about {freed}.",
+            "Cancel all {n} orphan orders? Each is checked again first; this frees about {freed}.",
+            len(orphans),
+        ),
+        n=len(orphans),
+        freed=_amounts(freed),
+    )
     yes = OrdersCb(action=OrdersAction.CANCEL_ALL, id=listing.list_id, page=callback_data.page)
     yes_text = ngettext("Yes, cancel the order", "Yes, cancel {n} orders", len(orphans)).format(
         n=len(orphans)
@@ -494,13 +528,19 @@ async def cancel_all(
     results = await cancel_all_orphans(order_deps, user.id, callback_data.id)
     done = [r for r in results if r.done]
     freed = _amounts(total_freed(results))
-    banner = "✅ " + ngettext(
-        "Cancelled {done} of {n} orphan; freed {freed}.",
-        "Cancelled {done} of {n} orphans; freed {freed}.",
-        len(results),
-    ).format(done=len(done), n=len(results), freed=freed)
+    summary = html(
+        "✅ "
+        + ngettext(
+            "Cancelled {done} of {n} orphan; freed {freed}.",
+            "Cancelled {done} of {n} orphans; freed {freed}.",
+            len(results),
+        ),
+        done=len(done),
+        n=len(results),
+        freed=freed,
+    )
     skipped = [outcome_text(r) for r in results if not r.done][:5]
-    banner = "\n".join([banner, *skipped])
+    banner = join("\n", [summary, *skipped])
     if not await _show_list(query, order_deps, user, bot, callback_data.id, callback_data.page, banner):
         await edit_in_place(query, bot, banner, None)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from html import escape
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command
@@ -14,6 +13,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ForgetCb
 from bot.views.editing import edit_in_place
+from bot.views.html import bold, join
 from services.storage import audit
 from services.storage.db import Sessions
 from services.storage.models import User
@@ -68,12 +68,18 @@ async def history(message: Message, sessions: Sessions, user: User) -> None:
         await message.answer(_("No actions were taken on your behalf yet."))
         return
     lines = [
-        f"{e.created_at:%Y-%m-%d %H:%M} · {escape(e.action)}"
-        + (f" · #{e.connection_id}" if e.connection_id else "")
-        + (f" · {escape(_detail(e.detail))}" if e.detail else "")
+        join(
+            " · ",
+            [
+                f"{e.created_at:%Y-%m-%d %H:%M}",
+                e.action,
+                *([f"#{e.connection_id}"] if e.connection_id else []),
+                *([_detail(e.detail)] if e.detail else []),
+            ],
+        )
         for e in entries
     ]
-    await message.answer(_("<b>Last actions taken for you</b>") + "\n" + "\n".join(lines))
+    await message.answer(join("\n", [bold(_("Last actions taken for you")), *lines]))
 
 
 def _detail(detail: dict) -> str:

@@ -20,6 +20,7 @@ from aiogram.utils.i18n import gettext as _
 
 from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
 from bot.views import threecommas as views
+from bot.views.html import Html, join
 from bot.views.secrets import forget_secret_message, key_problem
 from services.core.vault import Credentials, Vault
 from services.orders.cancel import CancelOutcome
@@ -279,14 +280,19 @@ async def checklist_recreate(
         if r.outcome not in {RecreateOutcome.CREATED, RecreateOutcome.ALREADY}
     ]
     if isinstance(query.message, Message):
-        text = "✅ " + _("Recreated {n}; {m} had been recreated before and were not sent again.").format(
-            n=created, m=already
-        )
-        if refused:
-            text += "\n" + _("3Commas refused: {errors}").format(errors="; ".join(refused)[:500])
+        lines = [
+            "✅ "
+            + _("Recreated {n}; {m} had been recreated before and were not sent again.").format(
+                n=created, m=already
+            )
+        ]
+        if refused:  # 3Commas' own words: plain text, escaped by join
+            lines.append(_("3Commas refused: {errors}").format(errors="; ".join(refused)[:500]))
         # The button stays: a second tap is safe (each row is claimed) and reports the same.
-        base = query.message.html_text.split("\n\n✅ ", 1)[0]
-        await query.message.edit_text(base + "\n\n" + text, reply_markup=query.message.reply_markup)
+        base = Html(query.message.html_text.split("\n\n✅ ", 1)[0])
+        await query.message.edit_text(
+            join("\n\n", [base, join("\n", lines)]), reply_markup=query.message.reply_markup
+        )
     await _redraw(query, order_deps, user, callback_data.id)
 
 
@@ -301,7 +307,7 @@ async def checklist_cancel(
     cancelled = sum(1 for r in results if r.outcome is CancelOutcome.CANCELLED)
     if isinstance(query.message, Message):
         text = "✅ " + _("Cancelled {n} of {m} orphan order(s).").format(n=cancelled, m=len(results))
-        await query.message.edit_text(query.message.html_text + "\n\n" + text)
+        await query.message.edit_text(join("\n\n", [Html(query.message.html_text), text]))
     await _redraw(query, order_deps, user, callback_data.id)
 
 

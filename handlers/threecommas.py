@@ -7,8 +7,6 @@ deal's order from a live one, so it follows linking directly; each account can b
 
 from __future__ import annotations
 
-from html import escape
-
 from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
@@ -21,6 +19,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import RecreateAction, RecreateCb, TcMapCb
 from bot.commands import is_known_command
 from bot.texts import button_title, connection_title
+from bot.views.html import Html, bold, code, html, join
 from bot.views.secrets import SecretPart, take_secret_part
 from bot.views.threecommas import plan_lines
 from services.core.clock import Clock
@@ -95,8 +94,9 @@ async def got_secret(
         return
     except ThreeCommasError as error:
         await message.answer(
-            _("3Commas could not be asked right now ({error}). Try /link3c again later.").format(
-                error=escape(error.error)
+            html(
+                _("3Commas could not be asked right now ({error}). Try /link3c again later."),
+                error=error.error,
             )
         )
         return
@@ -104,11 +104,15 @@ async def got_secret(
         sessions, vault, user_id=user.id, credentials=credentials, accounts=accounts, now=clock.now()
     )
     await message.answer(
-        ngettext(
-            "✅ 3Commas key {hint} linked. It has {n} exchange account.",
-            "✅ 3Commas key {hint} linked. It has {n} exchange accounts.",
-            len(accounts),
-        ).format(hint=f"<code>{escape(mask(credentials.api_key))}</code>", n=len(accounts))
+        html(
+            ngettext(
+                "✅ 3Commas key {hint} linked. It has {n} exchange account.",
+                "✅ 3Commas key {hint} linked. It has {n} exchange accounts.",
+                len(accounts),
+            ),
+            hint=code(mask(credentials.api_key)),
+            n=len(accounts),
+        )
     )
     for account, link_id in zip(accounts, linked.link_ids, strict=True):
         text, markup = mapping_prompt(account, link_id, linked.candidates)
@@ -117,7 +121,7 @@ async def got_secret(
 
 def mapping_prompt(
     account: Account, link_id: int, candidates: list[Connection]
-) -> tuple[str, InlineKeyboardMarkup]:
+) -> tuple[Html, InlineKeyboardMarkup]:
     """Which keysentry connection is this 3Commas account? The likely one first, marked."""
     suggested = suggest_connection(account, candidates)
     keyboard = InlineKeyboardBuilder()
@@ -130,11 +134,15 @@ def mapping_prompt(
         )
     keyboard.button(text=_("Skip"), callback_data=TcMapCb(link=link_id, cid=0))
     keyboard.adjust(1)
-    text = _("3Commas account <b>{name}</b> ({market}): which of your keysentry connections is it?").format(
-        name=escape(account.name), market=escape(account.market_code or "?")
+    text = html(
+        _("3Commas account <b>{name}</b> ({market}): which of your keysentry connections is it?"),
+        name=account.name,
+        market=account.market_code or "?",
     )
     if not candidates:
-        text += "\n" + _("You have no exchange key linked yet: add one with /link, then /link3c again.")
+        text = join(
+            "\n", [text, _("You have no exchange key linked yet: add one with /link, then /link3c again.")]
+        )
     return text, keyboard.as_markup()
 
 
@@ -154,9 +162,9 @@ async def mapped(
     name, target = outcome.account_name, outcome.target
     title = connection_title(target.exchange, target.label) if target is not None else None
     text = (
-        _("3Commas account <b>{name}</b> → {title}.").format(name=escape(name), title=title)
+        html(_("3Commas account <b>{name}</b> → {title}."), name=name, title=title)
         if title
-        else _("3Commas account <b>{name}</b> skipped.").format(name=escape(name))
+        else html(_("3Commas account <b>{name}</b> skipped."), name=name)
     )
     await query.answer()
     if isinstance(query.message, Message):
@@ -173,16 +181,12 @@ async def recreate_show(
     if row is None:
         await query.answer(_("This failed deal is no longer known."), show_alert=True)
         return
-    lines = [
-        "♻️ <b>" + _("Recreate through 3Commas with exactly these parameters:") + "</b>",
-        *plan_lines(row),
-        *(f"⚠️ {escape(str(w))}" for w in row.params.get("warnings") or ()),
-    ]
+    lines = ["♻️ " + bold(_("Recreate through 3Commas with exactly these parameters:")), *plan_lines(row)]
     keyboard = InlineKeyboardBuilder()
     keyboard.button(text="✅ " + _("Recreate"), callback_data=RecreateCb(action=RecreateAction.GO, id=row.id))
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
+        await query.message.answer(join("\n", lines), reply_markup=keyboard.as_markup())
 
 
 async def recreate_go(
@@ -195,11 +199,12 @@ async def recreate_go(
     user: User,
 ) -> None:
     await query.answer(_("Sending to 3Commas…"))
-    shown = query.message.html_text if isinstance(query.message, Message) else ""
+    # What the message shows, as Telegram gives it back: the entities rebuilt as HTML, the text escaped.
+    shown = Html(query.message.html_text) if isinstance(query.message, Message) else Html()
 
     async def say(line: str) -> None:
         if isinstance(query.message, Message):
-            await query.message.edit_text(shown + "\n\n" + line)
+            await query.message.edit_text(join("\n\n", [shown, line]))
 
     async def checking() -> None:
         await say("⏳ " + _("3Commas did not answer in time; checking whether it was created…"))
@@ -213,12 +218,12 @@ async def recreate_go(
         now=clock.now(),
         on_unknown=checking,
     )
-    ref = escape(result.ref or "")
-    texts = {
-        RecreateOutcome.CREATED: _("✅ 3Commas created {ref} (status: {status}).").format(
-            ref=ref, status=escape(result.status or "?")
+    ref = result.ref or ""
+    texts: dict[RecreateOutcome, str] = {
+        RecreateOutcome.CREATED: html(
+            _("✅ 3Commas created {ref} (status: {status})."), ref=ref, status=result.status or "?"
         ),
-        RecreateOutcome.ALREADY: _("Already recreated as {ref}; nothing was sent again.").format(ref=ref),
+        RecreateOutcome.ALREADY: html(_("Already recreated as {ref}; nothing was sent again."), ref=ref),
         RecreateOutcome.IN_PROGRESS: "⏳ "
         + _("This recreate is already on its way to 3Commas; nothing was sent again."),
         RecreateOutcome.NOT_CREATED: _(
@@ -233,13 +238,18 @@ async def recreate_go(
             "3Commas refused: this key needs write permission (bots / SmartTrades). "
             "Enable it on 3Commas or link a key that has it with /link3c."
         ),
-        RecreateOutcome.REFUSED: _("3Commas refused: {error}").format(error=escape(result.error or "")),
+        RecreateOutcome.REFUSED: html(_("3Commas refused: {error}"), error=result.error or ""),
     }
     line = texts[result.outcome]
     if result.reconciled and result.outcome is RecreateOutcome.CREATED:
-        line = _(
-            "✅ 3Commas did create {ref} (status: {status}); it just answered late. Nothing was sent again."
-        ).format(ref=ref, status=escape(result.status or "?"))
+        line = html(
+            _(
+                "✅ 3Commas did create {ref} (status: {status}); it just answered late. "
+                "Nothing was sent again."
+            ),
+            ref=ref,
+            status=result.status or "?",
+        )
     await say(line)
 
 

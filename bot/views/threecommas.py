@@ -6,7 +6,6 @@ Data in (services' results), text and buttons out; nothing here talks to 3Commas
 from __future__ import annotations
 
 from decimal import Decimal
-from html import escape
 from typing import Any
 
 from aiogram.types import InlineKeyboardMarkup
@@ -15,6 +14,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
 from bot.texts import exchange_name as exchange_title
+from bot.views.html import Html, bold, html, italic, join
 from services.storage.models import FailedDeal
 from services.threecommas.checklist import ChecklistState
 from services.threecommas.entities import market_of, tc_pair_to_symbol
@@ -27,32 +27,33 @@ docs smart-trade/0_smart_trade_entity)."""
 
 
 def _num(value: object) -> str:
+    """A number as 3Commas wrote it (plain text: interpolate it with :func:`html`)."""
     if isinstance(value, Decimal):
-        return escape(format(value.normalize(), "f"))
-    return escape(str(value))
+        return format(value.normalize(), "f")
+    return str(value)
 
 
 def exchange_name(market_code: str | None) -> str:
     market = market_of(market_code)
     if market is None:
-        return escape(market_code or "?")
-    return escape(exchange_title(market.exchange))
+        return market_code or "?"
+    return exchange_title(market.exchange)
 
 
-def account_words(name: str, market_code: str | None) -> str:
+def account_words(name: str, market_code: str | None) -> Html:
     """«Main» (Binance): how every 3Commas message names an account."""
-    return _("3Commas account «{name}» ({exchange})").format(
-        name=escape(name or "?"), exchange=exchange_name(market_code)
+    return html(
+        _("3Commas account «{name}» ({exchange})"), name=name or "?", exchange=exchange_name(market_code)
     )
 
 
 # -- the alert ------------------------------------------------------------------------------------
 
 
-def account_key_alert(subject: dict[str, Any]) -> str:
+def account_key_alert(subject: dict[str, Any]) -> Html:
     """A 3Commas account whose exchange key 3Commas can no longer use: what it means, plainly."""
-    lines = [
-        "🔴 <b>" + account_words(str(subject.get("name") or ""), subject.get("market_code")) + "</b>",
+    lines: list[str] = [
+        "🔴 " + bold(account_words(str(subject.get("name") or ""), subject.get("market_code"))),
         _(
             "3Commas can no longer use the API key of this exchange account. Until it gets a new one, "
             "its bots and SmartTrades cannot open, close or cancel anything, their profit stops "
@@ -62,7 +63,7 @@ def account_key_alert(subject: dict[str, Any]) -> str:
     if subject.get("last_good_usd"):
         lines.append(_("Last good balance: {usd} USD.").format(usd=_num(subject["last_good_usd"])))
     lines.append(_("Fix it here: create a new key on the exchange and I pass it to 3Commas."))
-    return "\n".join(lines)
+    return join("\n", lines)
 
 
 def repair_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
@@ -86,7 +87,7 @@ def _key_state_words(state: str | None) -> tuple[str, str]:
     }.get(state or "", ("⚪", _("key state unknown")))
 
 
-def account_lines(check_state: dict[str, Any] | None) -> list[str]:
+def account_lines(check_state: dict[str, Any] | None) -> list[Html]:
     """/status: each 3Commas account under its 3Commas connection, with its key state and last good
     balance (from the last check's snapshot, services.threecommas.checks.Snapshot)."""
     state = check_state or {}
@@ -94,14 +95,15 @@ def account_lines(check_state: dict[str, Any] | None) -> list[str]:
     lines = []
     for account_id, facts in sorted((state.get("accounts") or {}).items()):
         mark, words = _key_state_words(facts.get("key_state"))
-        line = (
-            f"    {mark} "
-            + account_words(str(facts.get("name") or ""), facts.get("market_code"))
-            + f": {words}"
+        line = html(
+            "    {mark} {account}: {words}",
+            mark=mark,
+            account=account_words(str(facts.get("name") or ""), facts.get("market_code")),
+            words=words,
         )
         usd = (balances.get(account_id) or {}).get("usd")
         if usd is not None:
-            line += " · " + _("last good balance {usd} USD").format(usd=_num(usd))
+            line = join(" · ", [line, _("last good balance {usd} USD").format(usd=_num(usd))])
         lines.append(line)
     return lines
 
@@ -116,17 +118,19 @@ def broken_accounts(check_state: dict[str, Any] | None) -> list[int]:
 # -- the wizard -------------------------------------------------------------------------------------
 
 
-def wizard_intro(name: str, market_code: str | None) -> str:
+def wizard_intro(name: str, market_code: str | None) -> Html:
     exchange = exchange_name(market_code)
-    return "\n".join(
+    return join(
+        "\n",
         [
-            "🔧 <b>"
-            + _("New exchange key for {account}").format(account=account_words(name, market_code))
-            + "</b>",
-            _(
-                "1. On {exchange}, delete the old API key and create a new one with the same permissions "
-                "(reading and trading; never withdrawals)."
-            ).format(exchange=exchange),
+            "🔧 " + bold(html(_("New exchange key for {account}"), account=account_words(name, market_code))),
+            html(
+                _(
+                    "1. On {exchange}, delete the old API key and create a new one with the same "
+                    "permissions (reading and trading; never withdrawals)."
+                ),
+                exchange=exchange,
+            ),
             _(
                 "2. Restrict it to 3Commas' IP addresses, as 3Commas' guide lists them. keysentry "
                 "does not need to reach this key."
@@ -135,44 +139,48 @@ def wizard_intro(name: str, market_code: str | None) -> str:
                 "3. Or use Fast Connect in 3Commas instead, except for a sub-account or where futures "
                 "trading is not allowed in your country."
             ),
-            _(
-                "Then send me the new <b>API key</b>. I delete your message at once and give the key "
-                "only to 3Commas; /cancel stops."
+            html(
+                _(
+                    "Then send me the new <b>API key</b>. I delete your message at once and give the key "
+                    "only to 3Commas; /cancel stops."
+                )
             ),
-        ]
+        ],
     )
 
 
-def ask_secret() -> str:
-    return _("Now send the <b>secret</b> of that exchange key.")
+def ask_secret() -> Html:
+    return html(_("Now send the <b>secret</b> of that exchange key."))
 
 
-def ask_passphrase() -> str:
-    return _("Now send the key's <b>passphrase</b>.")
+def ask_passphrase() -> Html:
+    return html(_("Now send the key's <b>passphrase</b>."))
 
 
-def sending() -> str:
-    return "⏳ " + _("Giving the new key to 3Commas and asking it to reload balances…")
+def sending() -> Html:
+    return html("⏳ " + _("Giving the new key to 3Commas and asking it to reload balances…"))
 
 
-def manual_steps(name: str, market_code: str | None, account_id: int, reason: str | None) -> str:
+def manual_steps(name: str, market_code: str | None, account_id: int, reason: str | None) -> Html:
     url = ACCOUNT_PAGE.format(id=int(account_id))
-    lines = [
+    lines: list[str] = [
         _(
             "Your 3Commas API key may not change exchange accounts (it lacks ACCOUNTS_WRITE), so please "
             "do it in 3Commas:"
         )
     ]
     if reason:
-        lines.append(f"<i>{escape(reason)}</i>")
+        lines.append(italic(reason))
     lines += [
-        _('1. Open <a href="{url}">{account}</a> in 3Commas.').format(
-            url=url, account=account_words(name, market_code)
+        html(
+            _('1. Open <a href="{url}">{account}</a> in 3Commas.'),
+            url=url,
+            account=account_words(name, market_code),
         ),
         _("2. Press “Update API Key” and paste the new key and secret (and passphrase)."),
         _("3. Save, then press the button below: I check and confirm. I also keep watching it."),
     ]
-    return "\n".join(lines)
+    return join("\n", lines)
 
 
 def check_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
@@ -181,32 +189,44 @@ def check_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairC
     )
 
 
-def repair_result(result: RepairResult, name: str, market_code: str | None) -> str:
+def repair_result(result: RepairResult, name: str, market_code: str | None) -> Html:
     account = account_words(name, market_code)
     match result.outcome:
         case RepairOutcome.FIXED:
-            return "✅ " + _("3Commas accepted the new key (…{hint}): {account} works again.").format(
-                hint=escape(result.key_hint.rpartition("…")[2]), account=account
+            return html(
+                "✅ " + _("3Commas accepted the new key (…{hint}): {account} works again."),
+                hint=result.key_hint.rpartition("…")[2],
+                account=account,
             )
         case RepairOutcome.STILL_BROKEN:
-            return "🟠 " + _(
-                "3Commas took the new key but still cannot use it for {account}. Check the key's "
-                "permissions and that its IP whitelist holds 3Commas' addresses, then try again."
-            ).format(account=account)
+            return html(
+                "🟠 "
+                + _(
+                    "3Commas took the new key but still cannot use it for {account}. Check the key's "
+                    "permissions and that its IP whitelist holds 3Commas' addresses, then try again."
+                ),
+                account=account,
+            )
         case RepairOutcome.GONE:
-            return _("3Commas no longer has {account}.").format(account=account)
+            return html(_("3Commas no longer has {account}."), account=account)
         case RepairOutcome.UNAVAILABLE:
-            return "🟠 " + _(
-                "3Commas did not answer ({error}). Nothing was changed; try again in a minute."
-            ).format(error=escape(result.error or "?"))
+            return html(
+                "🟠 " + _("3Commas did not answer ({error}). Nothing was changed; try again in a minute."),
+                error=result.error or "?",
+            )
         case _:
-            return "❌ " + _("3Commas refused the new key: {error}").format(error=escape(result.error or "?"))
+            return html("❌ " + _("3Commas refused the new key: {error}"), error=result.error or "?")
 
 
-def still_broken_after_manual(name: str, market_code: str | None) -> str:
-    return "⏳ " + _(
-        "3Commas still shows the key of {account} as unusable. I keep watching and tell you when it works."
-    ).format(account=account_words(name, market_code))
+def still_broken_after_manual(name: str, market_code: str | None) -> Html:
+    return html(
+        "⏳ "
+        + _(
+            "3Commas still shows the key of {account} as unusable. I keep watching and tell you "
+            "when it works."
+        ),
+        account=account_words(name, market_code),
+    )
 
 
 def keyboard_of(*buttons: tuple[str, Any]) -> InlineKeyboardMarkup:
@@ -220,58 +240,55 @@ def keyboard_of(*buttons: tuple[str, Any]) -> InlineKeyboardMarkup:
 # -- recreate plans ---------------------------------------------------------------------------------
 
 
-def plan_lines(row: FailedDeal) -> list[str]:
-    """Exactly the parameters the recreate request carries, one per line."""
+def plan_lines(row: FailedDeal) -> list[Html]:
+    """Exactly the parameters the recreate request carries, one per line, then its warnings."""
     params = row.params
+    warnings = [html("⚠️ {warning}", warning=w) for w in params.get("warnings") or ()]
     if row.kind != "smart_trade":
         body = params.get("body") or {}
         pair = body.get("pair")
         return [
-            _("DCA bot: start a new deal ({path})").format(path=escape(str(params.get("path")))),
-            _("Pair: {pair}").format(pair=escape(tc_pair_to_symbol(pair) if pair else _("the bot's pair"))),
+            html(_("DCA bot: start a new deal ({path})"), path=params.get("path")),
+            html(_("Pair: {pair}"), pair=tc_pair_to_symbol(pair) if pair else _("the bot's pair")),
+            *warnings,
         ]
     trade = smart_trade_params(params["body"])
     price = (
         _("at market") if trade.order_type == "market" else _("limit {price}").format(price=_num(trade.price))
     )
     lines = [
-        _("SmartTrade on account {account}").format(account=trade.account_id),
-        _("Pair: {pair}").format(
-            pair=escape(tc_pair_to_symbol(trade.pair, futures=trade.leverage_value is not None))
-        ),
-        _("Side: {side}").format(side=escape(trade.side)),
-        _("Amount: {units} ({price})").format(units=_num(trade.units), price=price),
+        html(_("SmartTrade on account {account}"), account=trade.account_id),
+        html(_("Pair: {pair}"), pair=tc_pair_to_symbol(trade.pair, futures=trade.leverage_value is not None)),
+        html(_("Side: {side}"), side=trade.side),
+        html(_("Amount: {units} ({price})"), units=_num(trade.units), price=price),
     ]
     if trade.take_profit:
         steps = ", ".join(f"{_num(step.price)} × {_num(step.volume)}%" for step in trade.take_profit)
-        lines.append(_("Take profit: {steps}").format(steps=steps))
+        lines.append(html(_("Take profit: {steps}"), steps=steps))
     else:
-        lines.append(_("Take profit: none"))
+        lines.append(html(_("Take profit: none")))
     lines.append(
-        _("Stop loss: {price}").format(price=_num(trade.stop_loss.price))
+        html(_("Stop loss: {price}"), price=_num(trade.stop_loss.price))
         if trade.stop_loss
-        else _("Stop loss: none")
+        else html(_("Stop loss: none"))
     )
     if trade.skip_enter_step:
-        lines.append(_("Entry skipped: only take profit and stop loss are placed."))
-    return lines
+        lines.append(html(_("Entry skipped: only take profit and stop loss are placed.")))
+    return lines + warnings
 
 
 # -- the checklist ----------------------------------------------------------------------------------
 
 
 def _locked(locked: dict[str, Decimal]) -> str:
-    return (
-        ", ".join(f"{_num(amount)} {escape(currency)}" for currency, amount in sorted(locked.items())) or "?"
-    )
+    return ", ".join(f"{_num(amount)} {currency}" for currency, amount in sorted(locked.items())) or "?"
 
 
-def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
+def checklist(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
     """The self-editing message: one line per step of 3Commas' recovery guide, and its buttons."""
-    lines = [
-        "📋 <b>"
-        + _("Recovery: {account}").format(account=account_words(state.account_name, state.market_code))
-        + "</b>"
+    lines: list[str] = [
+        "📋 "
+        + bold(html(_("Recovery: {account}"), account=account_words(state.account_name, state.market_code)))
     ]
     buttons: list[tuple[str, Any]] = []
 
@@ -309,9 +326,10 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
         )
     elif state.orphans:
         step_to_do(
-            "⏳ "
-            + _("{n} orphan order(s) of finished deals lock {locked}").format(
-                n=state.orphans, locked=_locked(state.locked)
+            html(
+                "⏳ " + _("{n} orphan order(s) of finished deals lock {locked}"),
+                n=state.orphans,
+                locked=_locked(state.locked),
             ),
             "🧹 " + _("Cancel orphans ({n})…").format(n=state.orphans),
             ChecklistAction.ASK_CANCEL,
@@ -335,26 +353,30 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
         buttons.append(
             ("🔄 " + _("Refresh"), ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id))
         )
-    return "\n".join(lines), keyboard_of(*buttons)
+    return join("\n", lines), keyboard_of(*buttons)
 
 
-def recreate_confirmation(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
-    lines = ["♻️ <b>" + _("Recreate through 3Commas, each exactly as below:") + "</b>"]
+def recreate_confirmation(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
+    lines = ["♻️ " + bold(_("Recreate through 3Commas, each exactly as below:"))]
     for number, row in enumerate(state.pending, start=1):
-        lines.append(f"\n<b>{number}.</b> " + "\n".join(plan_lines(row)))
-        lines += [f"⚠️ {escape(str(w))}" for w in row.params.get("warnings") or ()]
+        lines.append(html("\n<b>{number}.</b> {plan}", number=number, plan=join("\n", plan_lines(row))))
     button = (
         "✅ " + _("Recreate all {n}").format(n=len(state.pending)),
         ChecklistCb(action=ChecklistAction.RECREATE, id=state.checklist_id),
     )
-    return "\n".join(lines), keyboard_of(button)
+    return join("\n", lines), keyboard_of(button)
 
 
-def cancel_confirmation(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
-    text = "🧹 " + _(
-        "Cancel {n} orphan order(s) locking {locked}? Each is checked again against the exchange and "
-        "3Commas right before it is cancelled; orders of live deals are never touched."
-    ).format(n=state.orphans or 0, locked=_locked(state.locked))
+def cancel_confirmation(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
+    text = html(
+        "🧹 "
+        + _(
+            "Cancel {n} orphan order(s) locking {locked}? Each is checked again against the exchange and "
+            "3Commas right before it is cancelled; orders of live deals are never touched."
+        ),
+        n=state.orphans or 0,
+        locked=_locked(state.locked),
+    )
     button = (
         "✅ " + _("Cancel {n} orphan(s)").format(n=state.orphans or 0),
         ChecklistCb(action=ChecklistAction.CANCEL, id=state.checklist_id, list=state.list_id or 0),
@@ -362,7 +384,8 @@ def cancel_confirmation(state: ChecklistState) -> tuple[str, InlineKeyboardMarku
     return text, keyboard_of(button)
 
 
-def all_done(state: ChecklistState) -> str:
-    return "🎉 " + _("{account} is fully recovered.").format(
-        account=account_words(state.account_name, state.market_code)
+def all_done(state: ChecklistState) -> Html:
+    return html(
+        "🎉 " + _("{account} is fully recovered."),
+        account=account_words(state.account_name, state.market_code),
     )

@@ -8,8 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.clock import Clock
-from services.core.vault import Credentials, Vault, VaultError
-from services.core.verdicts import Verdict
+from services.core.vault import Credentials, Vault
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
@@ -37,17 +36,14 @@ async def verify_key(
 
 
 class _SealedKeyChecker:
-    """Opens the stored credentials before a check. Credentials the vault cannot open are the
-    operator's problem (a lost or rotated ``VAULT_KEY``), not the key's: the verdict is UNKNOWN."""
+    """Opens the stored credentials before a check. A ``VaultError`` propagates: credentials the
+    vault cannot open are the operator's error (a lost or rotated ``VAULT_KEY``), which the poller
+    reports to the operator without a verdict, an incident or a user alert."""
 
     vault: Vault
 
     async def __call__(self, claimed: Claimed) -> CheckResult:
-        try:
-            credentials = self.vault.open(claimed.credentials)
-        except VaultError as error:
-            return CheckResult(Verdict.UNKNOWN, str(error))
-        return await self.check(claimed, credentials)
+        return await self.check(claimed, self.vault.open(claimed.credentials))
 
     async def check(self, claimed: Claimed, credentials: Credentials) -> CheckResult:
         raise NotImplementedError

@@ -25,6 +25,7 @@ from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
+from services.core.vault import VaultError
 from services.core.verdicts import Verdict, clip_detail
 from services.exchanges.probes import ProbeResult
 from services.monitoring import outbox
@@ -78,6 +79,9 @@ class CheckResult:
     weight: float = 1
     symptoms: tuple[Observation, ...] = ()
     check_state: dict[str, Any] | None = None
+    vault_failed: bool = False
+    """The stored credentials could not be opened (VAULT_KEY changed without rotating): the
+    operator's error, not the key's. Nothing about the key was learnt, so nothing is decided."""
 
     @classmethod
     def from_probe(cls, result: ProbeResult) -> CheckResult:
@@ -148,6 +152,8 @@ class Poller:
     guard: BlockGuard | None = None
     # Told once per wave the guard starts (the worker tells the operator and backs off).
     on_wave: Callable[[Wave], Awaitable[None]] | None = None
+    # Told of a batch's connections whose stored credentials would not open (the operator's error).
+    on_vault_failure: Callable[[Sequence[Claimed]], Awaitable[None]] | None = None
     random: random.Random = field(default_factory=random.Random)
     # ALLOWED_USER_IDS: connections of anyone else are not polled (empty: everyone is allowed).
     allowed_users: frozenset[int] = frozenset()
@@ -235,6 +241,8 @@ class Poller:
             started = time.perf_counter()
             try:
                 result = await checker(claimed)
+            except VaultError as error:  # every kind opens its credentials the same way: one place
+                result = CheckResult(Verdict.UNKNOWN, str(error), vault_failed=True)
             except Exception as error:  # a checker bug must not stall the whole batch
                 log.exception("checker failed for connection %s", claimed.id)
                 result = CheckResult(Verdict.UNKNOWN, type(error).__name__)
@@ -282,10 +290,18 @@ class Poller:
         bookkeeping cost more CPU than the checks (bench/mass_revocation.py, CPU per check).
         """
         now = self.clock.now()
+        unopened = [c for c, r in outcomes if r.vault_failed]
+        if unopened and self.on_vault_failure is not None:
+            await self.on_vault_failure(unopened)
         claimed = {c.id: (c, r) for c, r in outcomes}
         if self.guard is not None:
             self.guard.observe_batch(
-                (KeyOutcome(service_of(c.kind, c.exchange), c.id, r.verdict) for c, r in outcomes), now
+                (
+                    KeyOutcome(service_of(c.kind, c.exchange), c.id, r.verdict)
+                    for c, r in outcomes
+                    if not r.vault_failed
+                ),
+                now,
             )
             # A wave is announced (and the operator's canary probed) before this batch is decided:
             # a canary that works releases it at once, so a real mass revocation is alerted on
@@ -326,6 +342,10 @@ class Poller:
             # A connection missing from ``held`` lost its lease to another worker, or was removed.
             for connection_id, row in held.items():
                 check, result = claimed[connection_id]
+                if result.vault_failed:  # no verdict, no incident, no notice: only the next check
+                    next_poll = self._next_poll(check, IncidentState(), now)
+                    writes.connection(check.id, {"next_poll_at": next_poll})
+                    continue
                 muted = any(
                     until is not None and until > now for until in (row.muted_until, row.user_muted_until)
                 )

@@ -18,8 +18,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
-from services.core.vault import Credentials, Vault, VaultError
-from services.core.verdicts import Verdict, clip_detail
+from services.core.vault import Credentials, Vault
+from services.core.verdicts import Verdict
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
@@ -97,10 +97,7 @@ async def refresh_connection(
         exchange, sealed = connection.exchange, connection.credentials
         known = KeyInfo.from_json(connection.key_info) if connection.key_info else None
         egress = hub.egress_for(user_id, whitelist_of(connection.key_info))
-    try:
-        credentials = vault.open(sealed)
-    except VaultError as error:
-        return await _record_failure(sessions, connection_id, user_id, str(error), clock.now())
+    credentials = vault.open(sealed)  # VaultError: the operator's error, told as such by the bot
     client = await hub.client(exchange, credentials, egress=egress)
     result = await probe(client, clock=clock, with_key_info=True, with_balances=True, known=known)
     async with sessions.begin() as session:
@@ -120,21 +117,6 @@ async def _poll_soon(
             return RefreshOutcome(found=False)
         connection.next_poll_at = now
         return RefreshOutcome(found=True, verdict=Verdict(connection.verdict), checked=False)
-
-
-async def _record_failure(
-    sessions: async_sessionmaker[AsyncSession], connection_id: int, user_id: int, detail: str, now: datetime
-) -> RefreshOutcome:
-    """A blob the vault cannot open is the operator's problem, not the key's: recorded as unknown."""
-    async with sessions.begin() as session:
-        connection = await owned_connection(session, user_id, connection_id)
-        if connection is None:
-            return RefreshOutcome(found=False)
-        connection.verdict = Verdict.UNKNOWN.value
-        connection.verdict_detail = clip_detail(detail)
-        connection.last_check_at = now
-        connection.updated_at = now
-    return RefreshOutcome(found=True, verdict=Verdict.UNKNOWN, detail=detail)
 
 
 async def _save_new_connection(
