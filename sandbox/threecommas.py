@@ -10,7 +10,9 @@ What it reproduces, because the client depends on it:
   (docs ``quick-start/5_…`` and ``6_…``); 3Commas' 401 bodies when a key is unknown, revoked,
   signed with the wrong secret, or used from an IP outside the key's whitelist (docs
   ``quick-start/8_errors``: one 401 for all of these; no separate IP body is documented, so the
-  documented invalid-key body is sent);
+  IP refusal answers tests/corpus ``threecommas/401_ip_not_whitelisted``, the invalid-key body);
+  :meth:`LocalThreeCommas.whitelist_elsewhere` moves every key's whitelist away from our address
+  at once, as when keysentry's server changes IP;
 * JSON shaped like 3Commas' (decimals as strings, ISO times with milliseconds and ``Z``,
   ``QUOTE_BASE`` pairs, ``finished?`` style keys, and SmartTrades whose ``data.finished`` stays
   false when they fail or are cancelled, as in the docs' own examples);
@@ -53,6 +55,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from sandbox.corpus import case
 from services.core.clock import Clock, SystemClock
 
 API_PREFIX = "/public/api"
@@ -62,6 +65,8 @@ _INVALID_KEY = {
     "error": "api_key_invalid_or_expired",
     "error_description": "Unauthorized. Invalid or expired api key.",
 }
+# docs quick-start/8_errors: 401 for "a request from a non-whitelisted IP address" (body from the corpus).
+_IP_REFUSED = case("threecommas/401_ip_not_whitelisted")
 _BAD_SIGNATURE = {"error": "signature_invalid", "error_description": "Provided signature is invalid"}
 _NO_PERMISSION = {"error": "access_denied", "error_description": "Api key doesn't have enough permissions"}
 _NOT_FOUND = {"error": "not_found", "error_description": "Not Found"}
@@ -375,6 +380,7 @@ class LocalThreeCommas:
             "set_rate_limit",
             "set_app_mode",
             "set_whitelist",
+            "whitelist_elsewhere",
             "reset_exchange_keys",
             "lose_answers",
         }
@@ -498,6 +504,12 @@ class LocalThreeCommas:
     def set_whitelist(self, api_key: str, ips: Sequence[str] = ()) -> None:
         """Restrict the key to these caller IPs (empty: any); others get the 401."""
         self._owner(api_key).whitelist = frozenset(ips)
+
+    def whitelist_elsewhere(self, ips: Sequence[str] = ("203.0.113.7",)) -> None:
+        """Every key's whitelist names only ``ips`` (by default a documentation address, never
+        ours): keysentry's server changed IP, and every key answers the non-whitelisted 401."""
+        for key in self._keys.values():
+            key.whitelist = frozenset(ips)
 
     def reset_exchange_keys(
         self, api_key: str | None = None, error_message: str = RESET_ERROR
@@ -943,7 +955,7 @@ class LocalThreeCommas:
         if key is None or key.revoked:
             raise _Rejected(401, _INVALID_KEY)
         if key.whitelist and (request.remote or "") not in key.whitelist:
-            raise _Rejected(401, _INVALID_KEY)
+            raise _Rejected(_IP_REFUSED.status, json.loads(_IP_REFUSED.render()))
         path = request.rel_url.raw_path
         query = request.rel_url.raw_query_string
         body = raw_body.decode(errors="replace")
