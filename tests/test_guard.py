@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
+
 from services.core.verdicts import Verdict
-from services.monitoring.guard import BlockGuard, GuardConfig, KeyOutcome, with_guard
+from services.monitoring.guard import BlockGuard, GuardConfig, KeyOutcome, Wave, with_guard
 from services.monitoring.incidents import DEFAULT_POLICY, IncidentState, IncidentStatus, key_check
 from services.monitoring.pipeline import STAGES, decide
+from services.monitoring.polling import CheckResult, Claimed, Poller, PollerConfig
+from services.storage.models import Incident, OutboxMessage
+from tests.test_leases import _seed
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 V = Verdict
@@ -113,3 +118,51 @@ async def test_one_ban_answer_starts_a_wave_by_itself(sessions) -> None:
     assert wave is not None and wave.banned and guard.backing_off("threecommas")
     await guard.observe_batch([KeyOutcome("threecommas", 2, V.RATE_LIMITED)], T)  # an ordinary 429
     assert guard.held("threecommas", V.RATE_LIMITED) == wave
+
+
+async def test_two_pollers_hold_the_banned_route_and_alert_a_dead_key_on_the_other(sessions, vault, clock):
+    """Two workers (two pollers, each its own guard) over one database. Binance bans the proxy
+    route's IP: every key behind it answers -2015, whichever worker checks it, and the wave holds
+    them all and is announced once. A key on the direct route that really died meanwhile is not
+    held by that wave: its user is alerted by the key rule."""
+    await _seed(sessions, vault, clock, users=24)
+    banned_route, dead = "proxy-a", 1
+    failing: set[int] = set()
+
+    async def check(claimed: Claimed) -> CheckResult:
+        route = banned_route if claimed.id % 2 == 0 else "direct"
+        verdict = V.KEY_INVALID if claimed.id in failing else V.OK
+        return CheckResult(verdict, "-2015" if verdict is V.KEY_INVALID else "", egress=route)
+
+    waves: list[Wave] = []
+
+    async def on_wave(wave: Wave) -> None:
+        waves.append(wave)
+
+    config = GuardConfig(min_keys=5, min_recent_ok=2)
+    workers = [
+        Poller(
+            sessions, clock, name, checkers={"exchange": check}, config=PollerConfig(batch_size=5, jitter=0),
+            guard=BlockGuard(sessions, config), on_wave=on_wave,
+        )
+        for name in ("a", "b")
+    ]  # fmt: skip
+
+    async def round_of(seconds: int) -> None:
+        clock.advance(seconds)
+        while sum([await worker.run_once() for worker in workers]):
+            pass
+
+    await round_of(0)  # every key passes once
+    failing.update(i for i in range(1, 25) if i % 2 == 0)
+    failing.add(dead)
+    for _ in range(4):  # the next regular checks, then the key rule's confirmation 10 s later
+        await round_of(30)
+    assert [(w.egress, w.verdict) for w in waves] == [(banned_route, V.KEY_INVALID)]
+    guards = [worker.guard for worker in workers if worker.guard is not None]
+    assert all(guard.held("binance", V.KEY_INVALID, banned_route) for guard in guards) and len(guards) == 2
+    async with sessions() as session:
+        alerted = {row.payload.get("connection_id") for row in await session.scalars(select(OutboxMessage))}
+        held = (await session.scalars(select(Incident).where(Incident.connection_id != dead))).all()
+    assert alerted == {dead}
+    assert {(i.state, i.verdict) for i in held} == {("pending", "rate_limited")} and len(held) == 12
