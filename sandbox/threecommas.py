@@ -61,32 +61,31 @@ from services.core.clock import Clock, SystemClock
 API_PREFIX = "/public/api"
 CONTROL_PREFIX = "/__control"
 
-_INVALID_KEY = {
-    "error": "api_key_invalid_or_expired",
-    "error_description": "Unauthorized. Invalid or expired api key.",
-}
-# docs quick-start/8_errors: 401 for "a request from a non-whitelisted IP address" (body from the corpus).
-_IP_REFUSED = case("threecommas/401_ip_not_whitelisted")
-_BAD_SIGNATURE = {"error": "signature_invalid", "error_description": "Provided signature is invalid"}
-_NO_PERMISSION = {"error": "access_denied", "error_description": "Api key doesn't have enough permissions"}
 _NOT_FOUND = {"error": "not_found", "error_description": "Not Found"}
-# 3Commas' real 429 and 418 bodies were never captured (docs give only the status); the
-# client must decide on the status alone, so these bodies are deliberately uninformative.
-_RATE_LIMITED = {"error": "rate_limit_exceeded"}
-_BANNED = {"error": "ip_banned"}
+
+
+def _recorded(case_id: str) -> Any:
+    """The body of a recorded answer (tests/corpus/threecommas), as this fake sends it."""
+    return json.loads(case(case_id).render())
+
+
+# Error bodies come from the corpus, each case naming its source.
+_INVALID_KEY = _recorded("threecommas/401_invalid_key")
+_BAD_SIGNATURE = _recorded("threecommas/401_signature_invalid")
+_NO_PERMISSION = _recorded("threecommas/403_access_denied")
+# docs quick-start/8_errors: 401 for "a request from a non-whitelisted IP address".
+_IP_REFUSED = _recorded("threecommas/401_ip_not_whitelisted")
+# docs quick-start/9_limits give only the status of a 429 and a 418; the recorded 429 has no body
+# and no Retry-After, so the client must decide on the status alone.
+_RATE_LIMITED = _recorded("threecommas/429_rate_limited_deals")
+_BANNED = _recorded("threecommas/418_ip_banned")
 # docs account/9_load_balances_for_specified_exchange: the exchange key 3Commas holds is bad.
-_EXCHANGE_KEY_INVALID = {
-    "error": "invalid_api_key",
-    "error_description": "API keys are no longer valid or incorrect.",
-}
+_EXCHANGE_KEY_INVALID = _recorded("threecommas/load_balances_invalid_api_key_docs")
 # What an exchange answers 3Commas after the reset (the text deals fail with on 3Commas).
 RESET_ERROR = "Invalid API key"
 # docs quick-start/9_limits: (requests, per seconds, block seconds after a 429).
 _ROUTE_LIMITS = {"default": (100, 60.0, 300.0), "deals": (120, 60.0, 60.0), "smart_trades": (40, 10.0, 10.0)}
-_PLAN_RESTRICTED = {
-    "error": "The request type 'read' is not available with your current subscription plan. "
-    "Please upgrade your plan to use this type of request."
-}
+_PLAN_RESTRICTED = _recorded("threecommas/429_plan_restricted")
 
 _TERMINAL_DEAL = frozenset({"completed", "cancelled", "failed", "panic_sold", "stop_loss_finished"})
 _TERMINAL_SMART_TRADE = frozenset({"finished", "cancelled", "failed"})
@@ -328,7 +327,7 @@ class _Rejected(ValueError):
     (another user's account, an invalid SmartTrade) raise it as a plain ValueError."""
 
     def __init__(
-        self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+        self, status: int, body: Mapping[str, Any] | None, headers: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(body)
         self.status = status
@@ -932,7 +931,7 @@ class LocalThreeCommas:
         for _group, window in windows:
             window.sent.append(now)
 
-    def _limited(self, status: int, body: Mapping[str, Any], seconds: float) -> _Rejected:
+    def _limited(self, status: int, body: Mapping[str, Any] | None, seconds: float) -> _Rejected:
         headers = {"Retry-After": str(int(seconds + 0.999))} if self.send_retry_after else {}
         return _Rejected(status, body, headers)
 
@@ -955,7 +954,7 @@ class LocalThreeCommas:
         if key is None or key.revoked:
             raise _Rejected(401, _INVALID_KEY)
         if key.whitelist and (request.remote or "") not in key.whitelist:
-            raise _Rejected(_IP_REFUSED.status, json.loads(_IP_REFUSED.render()))
+            raise _Rejected(401, _IP_REFUSED)
         path = request.rel_url.raw_path
         query = request.rel_url.raw_query_string
         body = raw_body.decode(errors="replace")
