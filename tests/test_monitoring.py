@@ -399,10 +399,14 @@ async def test_a_wave_the_canary_key_survives_is_real_revocation_and_users_hear_
 async def test_a_threecommas_401_wave_is_our_ip_off_their_whitelists_not_their_keys(tmp_path):
     """3Commas answers 401 to a key used from an IP its whitelist does not hold (docs
     quick-start/8_errors; tests/corpus threecommas/401_ip_not_whitelisted), in the same words as
-    for a dead key. Twenty users' 3Commas keys all refusing our new address at once is our IP."""
-    async with monitor(tmp_path, threecommas=True, admin_chat_ids=frozenset({ADMIN})) as m:
+    for a dead key. Twenty users' 3Commas keys all refusing our new address at once is our IP;
+    the operator's 3Commas canary key refuses it too."""
+    canary = {"api_key": random_token(64), "secret": random_token(64)}
+    settings = {"admin_chat_ids": frozenset({ADMIN}), "canary_keys": {"threecommas": canary}}
+    async with monitor(tmp_path, threecommas=True, **settings) as m:
         assert m.tc is not None
         m.rig.tg.add_user(ADMIN)
+        m.tc.add_key(canary["api_key"], canary["secret"])
         users = range(1, 21)
         for user in users:
             _, api_key = await m.link_threecommas(user, m.tc)
@@ -411,8 +415,9 @@ async def test_a_threecommas_401_wave_is_our_ip_off_their_whitelists_not_their_k
         assert_untouched(m, users)
         m.tc.whitelist_elsewhere()  # our server's IP changed: no key's whitelist holds it
         await hold_then_tell_without_blame(m, users, "3Commas")
-        refused = [r for r in m.tc.requests if r.status == 401]
-        assert len({r.api_key for r in refused}) == 20
+        assert "Canary key: key_invalid" in m.messages(ADMIN)[0].text
+        refused = {r.api_key for r in m.tc.requests if r.status == 401}
+        assert len(refused) == 21 and canary["api_key"] in refused
 
 
 async def test_a_threecommas_ip_ban_pauses_every_key_and_tells_the_operator_once(tmp_path):
