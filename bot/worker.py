@@ -75,7 +75,7 @@ class Worker:
             ),
             stretch=self.stretch,
             observe=observe_check,
-            guard=BlockGuard(),
+            guard=BlockGuard(app.sessions),
             allowed_users=app.settings.allowed_user_ids,
         )
         assert self.poller.guard is not None

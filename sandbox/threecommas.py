@@ -10,7 +10,9 @@ What it reproduces, because the client depends on it:
   (docs ``quick-start/5_…`` and ``6_…``); 3Commas' 401 bodies when a key is unknown, revoked,
   signed with the wrong secret, or used from an IP outside the key's whitelist (docs
   ``quick-start/8_errors``: one 401 for all of these; no separate IP body is documented, so the
-  documented invalid-key body is sent);
+  IP refusal answers tests/corpus ``threecommas/401_ip_not_whitelisted``, the invalid-key body);
+  :meth:`LocalThreeCommas.whitelist_elsewhere` moves every key's whitelist away from our address
+  at once, as when keysentry's server changes IP;
 * JSON shaped like 3Commas' (decimals as strings, ISO times with milliseconds and ``Z``,
   ``QUOTE_BASE`` pairs, ``finished?`` style keys, and SmartTrades whose ``data.finished`` stays
   false when they fail or are cancelled, as in the docs' own examples);
@@ -53,35 +55,37 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from sandbox.corpus import case
 from services.core.clock import Clock, SystemClock
 
 API_PREFIX = "/public/api"
 CONTROL_PREFIX = "/__control"
 
-_INVALID_KEY = {
-    "error": "api_key_invalid_or_expired",
-    "error_description": "Unauthorized. Invalid or expired api key.",
-}
-_BAD_SIGNATURE = {"error": "signature_invalid", "error_description": "Provided signature is invalid"}
-_NO_PERMISSION = {"error": "access_denied", "error_description": "Api key doesn't have enough permissions"}
 _NOT_FOUND = {"error": "not_found", "error_description": "Not Found"}
-# 3Commas' real 429 and 418 bodies were never captured (docs give only the status); the
-# client must decide on the status alone, so these bodies are deliberately uninformative.
-_RATE_LIMITED = {"error": "rate_limit_exceeded"}
-_BANNED = {"error": "ip_banned"}
+
+
+def _recorded(case_id: str) -> Any:
+    """The body of a recorded answer (tests/corpus/threecommas), as this fake sends it."""
+    return json.loads(case(case_id).render())
+
+
+# Error bodies come from the corpus, each case naming its source.
+_INVALID_KEY = _recorded("threecommas/401_invalid_key")
+_BAD_SIGNATURE = _recorded("threecommas/401_signature_invalid")
+_NO_PERMISSION = _recorded("threecommas/403_access_denied")
+# docs quick-start/8_errors: 401 for "a request from a non-whitelisted IP address".
+_IP_REFUSED = _recorded("threecommas/401_ip_not_whitelisted")
+# docs quick-start/9_limits give only the status of a 429 and a 418; the recorded 429 has no body
+# and no Retry-After, so the client must decide on the status alone.
+_RATE_LIMITED = _recorded("threecommas/429_rate_limited_deals")
+_BANNED = _recorded("threecommas/418_ip_banned")
 # docs account/9_load_balances_for_specified_exchange: the exchange key 3Commas holds is bad.
-_EXCHANGE_KEY_INVALID = {
-    "error": "invalid_api_key",
-    "error_description": "API keys are no longer valid or incorrect.",
-}
+_EXCHANGE_KEY_INVALID = _recorded("threecommas/load_balances_invalid_api_key_docs")
 # What an exchange answers 3Commas after the reset (the text deals fail with on 3Commas).
 RESET_ERROR = "Invalid API key"
 # docs quick-start/9_limits: (requests, per seconds, block seconds after a 429).
 _ROUTE_LIMITS = {"default": (100, 60.0, 300.0), "deals": (120, 60.0, 60.0), "smart_trades": (40, 10.0, 10.0)}
-_PLAN_RESTRICTED = {
-    "error": "The request type 'read' is not available with your current subscription plan. "
-    "Please upgrade your plan to use this type of request."
-}
+_PLAN_RESTRICTED = _recorded("threecommas/429_plan_restricted")
 
 _TERMINAL_DEAL = frozenset({"completed", "cancelled", "failed", "panic_sold", "stop_loss_finished"})
 _TERMINAL_SMART_TRADE = frozenset({"finished", "cancelled", "failed"})
@@ -323,7 +327,7 @@ class _Rejected(ValueError):
     (another user's account, an invalid SmartTrade) raise it as a plain ValueError."""
 
     def __init__(
-        self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+        self, status: int, body: Mapping[str, Any] | None, headers: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(body)
         self.status = status
@@ -375,6 +379,7 @@ class LocalThreeCommas:
             "set_rate_limit",
             "set_app_mode",
             "set_whitelist",
+            "whitelist_elsewhere",
             "reset_exchange_keys",
             "lose_answers",
         }
@@ -498,6 +503,12 @@ class LocalThreeCommas:
     def set_whitelist(self, api_key: str, ips: Sequence[str] = ()) -> None:
         """Restrict the key to these caller IPs (empty: any); others get the 401."""
         self._owner(api_key).whitelist = frozenset(ips)
+
+    def whitelist_elsewhere(self, ips: Sequence[str] = ("203.0.113.7",)) -> None:
+        """Every key's whitelist names only ``ips`` (by default a documentation address, never
+        ours): keysentry's server changed IP, and every key answers the non-whitelisted 401."""
+        for key in self._keys.values():
+            key.whitelist = frozenset(ips)
 
     def reset_exchange_keys(
         self, api_key: str | None = None, error_message: str = RESET_ERROR
@@ -920,7 +931,7 @@ class LocalThreeCommas:
         for _group, window in windows:
             window.sent.append(now)
 
-    def _limited(self, status: int, body: Mapping[str, Any], seconds: float) -> _Rejected:
+    def _limited(self, status: int, body: Mapping[str, Any] | None, seconds: float) -> _Rejected:
         headers = {"Retry-After": str(int(seconds + 0.999))} if self.send_retry_after else {}
         return _Rejected(status, body, headers)
 
@@ -943,7 +954,7 @@ class LocalThreeCommas:
         if key is None or key.revoked:
             raise _Rejected(401, _INVALID_KEY)
         if key.whitelist and (request.remote or "") not in key.whitelist:
-            raise _Rejected(401, _INVALID_KEY)
+            raise _Rejected(401, _IP_REFUSED)
         path = request.rel_url.raw_path
         query = request.rel_url.raw_query_string
         body = raw_body.decode(errors="replace")

@@ -23,7 +23,7 @@ from services.threecommas.checks import (
     run_checks,
 )
 from services.threecommas.client import ThreeCommasAccess
-from services.threecommas.errors import ThreeCommasError
+from services.threecommas.errors import Banned, ThreeCommasError
 from services.threecommas.recreate import store_failed_deal
 
 
@@ -72,7 +72,7 @@ class ExchangeChecker(_SealedKeyChecker):
         result = await probe(
             client, clock=self.clock, with_key_info=True, with_balances=with_balances, known=known
         )
-        return CheckResult.from_probe(result)
+        return CheckResult.from_probe(result, egress.name)
 
 
 # Public ticker weight on the heaviest supported exchange (Binance GET /api/v3/ticker/price, one symbol).
@@ -120,6 +120,8 @@ class ThreeCommasChecker(_SealedKeyChecker):
             detail=key.detail,
             symptoms=tuple(o for o in outcome.observations if o.check_kind != "tc_key"),
             check_state=outcome.snapshot.to_dict(),
+            # 3Commas is called from this host's own IP (ThreeCommasAccess.ip): the direct route.
+            blocks_our_ip=isinstance(key_error, Banned),
         )
 
     async def _prices(self, state: TcState) -> dict[str, float]:
