@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,7 +12,8 @@ from services.core.vault import Credentials, Vault, VaultError
 from services.core.verdicts import Verdict
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
-from services.exchanges.probes import KeyInfo, ProbeResult, probe
+from services.exchanges.open_orders import FUTURES_VENUES
+from services.exchanges.probes import KeyInfo, ProbeResult, probe, wallet_balances
 from services.monitoring.incidents import Observation
 from services.monitoring.polling import CheckResult, Claimed
 from services.threecommas.checks import (
@@ -34,6 +35,11 @@ async def verify_key(
     """The full probe a new or replacement key must pass before it is saved, from the user's route."""
     client = await hub.client(exchange, credentials, egress=hub.egress_for(user_id))
     return await probe(client, clock=clock, with_key_info=True, with_balances=True)
+
+
+FUTURES_BALANCES = "futures_balances"
+"""``check_state`` entry of an exchange connection: its key's futures wallet (``balances`` shape),
+loaded with the spot balances when the key may trade futures on a separate API."""
 
 
 @dataclass
@@ -59,7 +65,17 @@ class ExchangeChecker:
         result = await probe(
             client, clock=self.clock, with_key_info=True, with_balances=with_balances, known=known
         )
-        return CheckResult.from_probe(result)
+        checked = CheckResult.from_probe(result)
+        venue = FUTURES_VENUES.get(claimed.exchange)
+        allowed = result.key_info.permissions if result.key_info is not None else ()
+        if venue is None or result.balances is None or "futures" not in allowed:
+            return checked
+        # The key may trade futures (Binance ``enableFutures``): /status shows that wallet too,
+        # refreshed with the spot balances. Its separate API costs its own weight.
+        futures = await wallet_balances(await self.hub.client(venue, credentials, egress=egress))
+        if futures is None:
+            return checked
+        return replace(checked, check_state={**claimed.check_state, FUTURES_BALANCES: futures})
 
 
 # Public ticker weight on the heaviest supported exchange (Binance GET /api/v3/ticker/price, one symbol).
