@@ -109,3 +109,39 @@ async def test_status_shows_the_futures_wallet_of_a_key_that_may_trade_futures(t
         assert sum("futures wallet" in line for line in lines) == 1
         fapi = [r for r in binance.requests if r.path.startswith("/fapi/")]
         assert [r.path for r in fapi if "account" in r.path] == ["/fapi/v3/account"]
+
+
+@pytest.mark.parametrize(
+    ("exchange", "market_code"),
+    # 3Commas account classes Accounts::BybitUsdtPerpetualAccount and Accounts::OkexFuturesAccount
+    # (docs dca-bot/1_available_strategy_list); services/threecommas/entities.market_of reads the
+    # code's words: linear contracts on the same v5 / v5 API as spot.
+    [("bybit", "bybit_usdt_perpetual"), ("okx", "okex_futures")],
+)
+async def test_bybit_and_okx_perpetual_orphans_are_listed_and_cancelled(
+    rig, exchanges, tc, exchange, market_code
+):
+    server = exchanges[exchange]
+    key = server.add_key(balances={"USDT": 10_000})
+    server.set_balance(key.api_key, "USDT", 10_000, wallet="futures")
+    active_id = server.add_order(key.api_key, "BTC/USDT:USDT", "buy", "60000", "0.01", created_at=T0)
+    orphan_id = server.add_order(key.api_key, "ETH/USDT:USDT", "sell", "3700", "0.5", created_at=T0)
+    cid = await link_exchange(rig, exchange, key)
+    tc_key, account = await map_threecommas(rig, tc, cid, market_code)
+    tc.add_deal(
+        tc_key, account, pair="USDT_BTCUSDT", market_type="futures",
+        orders=[{"side": "buy", "price": "60000", "amount": "0.01", "created_at": T0}],
+    )  # fmt: skip
+    finished = tc.add_deal(
+        tc_key, account, pair="USDT_ETHUSDT", market_type="futures",
+        orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
+    )  # fmt: skip
+    tc.finish_deal(finished)
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    assert "2 open orders: 🟢 1 active deal · 🟠 1 orphan" in listing.text
+    assert "orphan" in line_of(listing, "ETH/USDT:USDT")
+    assert "active deal" in line_of(listing, "BTC/USDT:USDT")
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    await showing(rig, listing.message_id, "Cancelled SELL")
+    assert orphan_id not in server.orders and active_id in server.orders
