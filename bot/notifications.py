@@ -81,8 +81,8 @@ def _symptom_subject(check: Check) -> Html:
     if check.kind.startswith("bot_disabled:"):
         return html(_("bot {name}"), name=str(subject.get("bot_name") or ref))
     if check.kind.startswith(("smart_trade_error:", "smart_trade_failed:", "smart_trade_upnl:")):
-        return html(_("SmartTrade #{id} {pair}"), id=ref, pair=pair)
-    return html(_("deal #{id} {pair}"), id=ref, pair=pair)
+        return Html(html(_("SmartTrade #{id} {pair}"), id=ref, pair=pair).rstrip())
+    return Html(html(_("deal #{id} {pair}"), id=ref, pair=pair).rstrip())
 
 
 def _head(target: Target, check: Check) -> Html:
@@ -101,6 +101,8 @@ def _symptom_reason(reason: str) -> str:
         "stale_upnl": _("its UPNL stopped updating while the market moved"),
         "deal_failed": _("it failed"),
         "deal_cancelled": _("it was cancelled"),
+        "cannot_cancel": _("3Commas cannot cancel it"),
+        "cannot_close": _("3Commas cannot close it at market price"),
     }
     return texts.get(reason) or verdict_reason(reason)
 
@@ -117,6 +119,15 @@ def _symptom(target: Target, check: Check, detail: str) -> Html:
         )
     elif check.reason == "stale_upnl":
         lines.append(_("Usually the exchange key behind the account stopped working; check /status."))
+    elif check.reason in {"cannot_cancel", "cannot_close"}:
+        lines.append(
+            _(
+                "Until it is done, the position stays open and its orders may lock funds on the "
+                "exchange (see /orders). Usually the exchange key behind the account stopped "
+                "working: check /status, update the key in 3Commas, then cancel or close it again "
+                "in 3Commas."
+            )
+        )
     return join("\n", lines)
 
 

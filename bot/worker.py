@@ -19,6 +19,7 @@ from datetime import timedelta
 from aiogram import Bot
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.checklists import ChecklistRefresher
 from bot.context import AppContext
 from bot.fsm_storage import prune_abandoned
 from bot.metrics import METRICS, observe_check
@@ -52,6 +53,7 @@ class Worker:
     ident: str = field(default_factory=worker_id)
     poller: Poller = field(init=False)
     sender: Sender = field(init=False)
+    checklists: ChecklistRefresher = field(init=False)
     scheduler: AsyncIOScheduler = field(init=False)
     vault_alarm: VaultAlarm = field(init=False)
     _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -90,6 +92,9 @@ class Worker:
             paid_per_second=app.settings.paid_per_second,
             lease=timedelta(seconds=app.settings.lease_seconds),
         )
+        self.checklists = ChecklistRefresher(
+            app, self.bot, every=timedelta(seconds=app.settings.poll_interval_seconds)
+        )
         self.scheduler = AsyncIOScheduler(timezone="UTC")
 
     async def credentials_unopened(self, claimed: Sequence[Claimed]) -> None:
@@ -117,6 +122,8 @@ class Worker:
             results = await asyncio.gather(
                 *(self._drain() for _ in range(self.lanes)), return_exceptions=True
             )
+            if not self._stopping:
+                await self.checklists.run_once()  # what the polls changed, on the checklists
         for result in results:
             if isinstance(result, BaseException):
                 raise result

@@ -31,6 +31,7 @@ from bot.views.html import TELEGRAM_LIMIT, Html, html, join, pages, split, visib
 from services.core.clock import Clock
 from services.core.verdicts import Verdict
 from services.exchanges.probes import KeyInfo
+from services.monitoring.checkers import FUTURES_BALANCES
 from services.monitoring.mutes import muted_everything_until
 from services.monitoring.refresh import Refreshes, remove_owned_connection
 from services.storage.db import Sessions
@@ -108,6 +109,9 @@ def connection_line(
             balance=balance_summary(c.balances),
         )
     ]
+    futures = (c.check_state or {}).get(FUTURES_BALANCES) if c.kind == "exchange" else None
+    if futures is not None:
+        lines.append("    " + _("futures wallet: {balance}").format(balance=balance_summary(futures)))
     if checking:
         details = ["⏳ " + _("checking…")]
     elif c.last_check_at is None:

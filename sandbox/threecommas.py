@@ -26,6 +26,12 @@ What it reproduces, because the client depends on it:
   header is answered in the mode the user last chose in the app (old docs README, "API modes");
 * ``POST /ver1/accounts/update`` and ``load_balances``, and ``reset_exchange_keys``, the mass
   reset keysentry exists for: every exchange key 3Commas holds stops working at once.
+* the trader's Cancel / Close at market price from 3Commas' app (:meth:`LocalThreeCommas.
+  request_deal_action`, ``request_smart_trade_action``): the documented pending statuses
+  (``cancel_pending``, ``cancellation_pending``, ``panic_sell_pending``; corpus
+  ``threecommas/*_pending_docs``) and, while the account's exchange key is broken, the error
+  fields the entity docs name (``error_message``, ``status.error``, ``market_close.status.error``;
+  the shape of a failed cancel is not documented: corpus ``*_failed_docs_silent``).
 
 Scenarios are set up through the Python methods of :class:`LocalThreeCommas` or, for other
 processes, the same methods over HTTP: ``POST /__control/<method>`` with the keyword arguments
@@ -96,9 +102,27 @@ _SMART_TRADE_TITLES = {
     "finished": "Finished",
     "cancelled": "Cancelled",
     "failed": "Failed",
+    # docs smart-trade/10_cancel_smart_trade and 8_close_smart_trade_at_market_price (example responses)
+    "cancellation_pending": "Cancelling",
+    "panic_sell_pending": "Closing at Market Price",
 }
 _DEAL_ORDERS = frozenset({"created_at", "updated_at", "closed_at"})
-_DEAL_TITLES = {"completed": "Completed", "cancelled": "Cancelled", "failed": "Failed"}
+_DEAL_TITLES = {
+    "completed": "Completed",
+    "cancelled": "Cancelled",
+    "failed": "Failed",
+    "panic_sold": "Closed at Market Price",
+    # docs dca-bot/deals/6_cancel_deal and 4_close_deal_at_market_price (example responses)
+    "cancel_pending": "Cancel pending",
+    "panic_sell_pending": "Closing at Market Price",
+}
+# The trader's Cancel / Close at market price: (pending status, status once done), per entity.
+_DEAL_ACTIONS = {"cancel": ("cancel_pending", "cancelled"), "close": ("panic_sell_pending", "panic_sold")}
+_SMART_TRADE_ACTIONS = {
+    "cancel": ("cancellation_pending", "cancelled"),
+    "close": ("panic_sell_pending", "finished"),
+}
+_PENDING = frozenset(status for status, _ in (*_DEAL_ACTIONS.values(), *_SMART_TRADE_ACTIONS.values()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +344,7 @@ class _SmartTrade:
     error: str | None = None
     frozen: bool = False
     profit: Decimal | None = None
+    market_close_error: str | None = None
 
 
 class _Rejected(ValueError):
@@ -810,6 +835,42 @@ class LocalThreeCommas:
         trade.status = status
         trade.updated_at = self.clock.now()
 
+    def request_deal_action(self, deal_id: int, action: str = "cancel", *, hang: bool = False) -> None:
+        """The trader presses Cancel (``action="cancel"``) or Close at market price (``"close"``)
+        in 3Commas' app. With the account's exchange key working the deal ends (``cancelled`` /
+        ``panic_sold``); while it is broken the deal stays ``cancel_pending`` /
+        ``panic_sell_pending`` carrying the exchange's complaint in ``error_message``; ``hang``
+        leaves it pending without an error (corpus threecommas/deal_cancel_failed_docs_silent)."""
+        deal = self._deals[deal_id]
+        pending, done = _DEAL_ACTIONS[action]
+        broken = self._accounts[deal.account_id].api_key_invalid
+        deal.updated_at = self.clock.now()
+        if broken or hang:
+            deal.status = pending
+            deal.deal_has_error, deal.error_message = broken, RESET_ERROR if broken else None
+            return
+        deal.deal_has_error, deal.error_message = False, None
+        self.finish_deal(deal_id, done)
+
+    def request_smart_trade_action(
+        self, smart_trade_id: int, action: str = "cancel", *, hang: bool = False
+    ) -> None:
+        """As :meth:`request_deal_action` for a SmartTrade: ``cancellation_pending`` with
+        ``status.error``, or ``panic_sell_pending`` with ``market_close.status.error``."""
+        trade = self._smart_trades[smart_trade_id]
+        pending, done = _SMART_TRADE_ACTIONS[action]
+        broken = self._accounts[trade.account_id].api_key_invalid
+        trade.updated_at = self.clock.now()
+        trade.error = trade.market_close_error = None
+        if broken or hang:
+            trade.status = pending
+            if broken and action == "cancel":
+                trade.error = RESET_ERROR
+            elif broken:
+                trade.market_close_error = RESET_ERROR
+            return
+        self.finish_smart_trade(smart_trade_id, done)
+
     def throttle(self, api_key: str, seconds: float, route: str = "default") -> None:
         """Block the key on a route group as after a 429: its calls there get 429 for ``seconds``."""
         self._windows.setdefault((api_key, route), _Window()).blocked_until = self._monotonic() + seconds
@@ -1078,8 +1139,8 @@ class LocalThreeCommas:
             "updated_at": _iso(deal.updated_at),
             "closed_at": _iso(deal.closed_at),
             "finished?": deal.finished,
-            "cancellable?": not deal.finished,
-            "panic_sellable?": not deal.finished,
+            "cancellable?": not deal.finished and deal.status not in _PENDING,
+            "panic_sellable?": not deal.finished and deal.status not in _PENDING,
             "deal_has_error": deal.deal_has_error,
             "error_message": deal.error_message,
             "failed_message": deal.failed_message,
@@ -1156,6 +1217,15 @@ class LocalThreeCommas:
         ]
         profit = trade.profit if trade.frozen else self._smart_trade_profit(trade)
         entered = trade.status not in {"created", "waiting_position"}
+        actionable = trade.status not in _TERMINAL_SMART_TRADE and trade.status not in _PENDING
+        # docs smart-trade/0_smart_trade_entity documents market_close.status {basic_type, title,
+        # error}; the value of a failed close is not documented (corpus
+        # threecommas/smart_trade_close_failed_docs_silent).
+        market_close = (
+            {"status": {"basic_type": "failed", "title": "Failed", "error": trade.market_close_error}}
+            if trade.market_close_error
+            else {}
+        )
         current = _s(trade.current_price)
         return {
             "id": trade.id,
@@ -1192,12 +1262,15 @@ class LocalThreeCommas:
                 "steps": steps,
             },
             "stop_loss": body.get("stop_loss") or {"enabled": False},
+            "market_close": market_close,
             "profit": {"volume": None, "usd": _s(profit), "percent": "0.0", "roe": None},
             "data": {
                 "current_price": {"bid": current, "ask": current, "last": current},
                 "average_enter_price": _s(trade.average_enter_price),
                 "entered_amount": _s(trade.entered_amount),
                 "closed_amount": "0.0",
+                "cancel_available": actionable,
+                "panic_sell_available": actionable and entered,
                 # As in the docs' examples: a failed or cancelled trade still says finished false.
                 "finished": trade.status == "finished",
                 "created_at": _iso(trade.created_at),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +11,8 @@ from services.core.clock import Clock
 from services.core.vault import Credentials, Vault
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
-from services.exchanges.probes import KeyInfo, ProbeResult, probe
+from services.exchanges.open_orders import FUTURES_VENUES
+from services.exchanges.probes import KeyInfo, ProbeResult, probe, wallet_balances
 from services.monitoring.incidents import Observation
 from services.monitoring.polling import CheckResult, Claimed
 from services.threecommas.checks import (
@@ -54,6 +55,11 @@ def _balances_due(checked_at: datetime | None, now: datetime, every: timedelta) 
     return checked_at is None or now - checked_at >= every
 
 
+FUTURES_BALANCES = "futures_balances"
+"""``check_state`` entry of an exchange connection: its key's futures wallet (``balances`` shape),
+loaded with the spot balances when the key may trade futures on a separate API."""
+
+
 @dataclass
 class ExchangeChecker(_SealedKeyChecker):
     """Probes an exchange key; balances load only every ``balances_every`` (they cost more weight)."""
@@ -72,7 +78,17 @@ class ExchangeChecker(_SealedKeyChecker):
         result = await probe(
             client, clock=self.clock, with_key_info=True, with_balances=with_balances, known=known
         )
-        return CheckResult.from_probe(result, egress.name)
+        checked = CheckResult.from_probe(result, egress.name)
+        venue = FUTURES_VENUES.get(claimed.exchange)
+        allowed = result.key_info.permissions if result.key_info is not None else ()
+        if venue is None or result.balances is None or "futures" not in allowed:
+            return checked
+        # The key may trade futures (Binance ``enableFutures``): /status shows that wallet too,
+        # refreshed with the spot balances. Its separate API costs its own weight.
+        futures = await wallet_balances(await self.hub.client(venue, credentials, egress=egress))
+        if futures is None:
+            return checked
+        return replace(checked, check_state={**claimed.check_state, FUTURES_BALANCES: futures})
 
 
 # Public ticker weight on the heaviest supported exchange (Binance GET /api/v3/ticker/price, one symbol).

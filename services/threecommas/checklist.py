@@ -20,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.orders.cancel import CancelResult, cancel_all_orphans
 from services.orders.listing import Deps, Listing, list_orders, row_lock
 from services.storage.connections import owned_connection
-from services.storage.models import FailedDeal, Incident, RecoveryChecklist, ThreeCommasAccountLink
+from services.storage.models import (
+    FailedDeal,
+    Incident,
+    RecoveryChecklist,
+    ThreeCommasAccountLink,
+    User,
+)
 from services.threecommas.errors import ThreeCommasError
 from services.threecommas.recreate import RecreateResult, recreate_failed_deal
 from services.threecommas.repair import account_now
@@ -121,6 +127,31 @@ async def checklist_message(deps: Deps, checklist_id: int, user_id: int) -> tupl
         if checklist is None or checklist.chat_id is None or checklist.message_id is None:
             return None
         return checklist.chat_id, checklist.message_id
+
+
+@dataclass(frozen=True)
+class ShownChecklist:
+    """An open checklist whose message is in the user's chat: one the worker keeps current."""
+
+    id: int
+    user_id: int
+    language: str
+
+
+async def shown_checklists(deps: Deps) -> list[ShownChecklist]:
+    """Open checklists with a message, of users who have not blocked the bot."""
+    async with deps.sessions() as session:
+        rows = await session.execute(
+            select(RecoveryChecklist.id, RecoveryChecklist.user_id, User.language)
+            .join(User, User.id == RecoveryChecklist.user_id)
+            .where(
+                RecoveryChecklist.done_at.is_(None),
+                RecoveryChecklist.message_id.is_not(None),
+                User.blocked.is_(False),
+            )
+            .order_by(RecoveryChecklist.id)
+        )
+        return [ShownChecklist(*row) for row in rows.all()]
 
 
 async def owns_checklist(deps: Deps, checklist_id: int, user_id: int) -> bool:

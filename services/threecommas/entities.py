@@ -247,6 +247,12 @@ class Account:
 _TERMINAL_DEAL_STATUSES = frozenset(
     {"completed", "cancelled", "failed", "panic_sold", "stop_loss_finished", "liquidated", "settled"}
 )
+# What the trader asked 3Commas to do while the item waits in this status: "cancel" or "close"
+# (at market). Deals: docs dca-bot/deals/6_cancel_deal (``cancel_pending``) and
+# 4_close_deal_at_market_price (``panic_sell_pending``); SmartTrades: docs smart-trade/
+# 10_cancel_smart_trade (``cancellation_pending``) and 8_close_smart_trade_at_market_price.
+_PENDING_DEAL_ACTIONS = {"cancel_pending": "cancel", "panic_sell_pending": "close"}
+_PENDING_SMART_TRADE_ACTIONS = {"cancellation_pending": "cancel", "panic_sell_pending": "close"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +364,11 @@ class Deal:
     @property
     def error_text(self) -> str | None:
         return self.error_message or self.failed_message
+
+    @property
+    def pending_action(self) -> str | None:
+        """ "cancel" or "close" while 3Commas is still carrying out that request, else None."""
+        return None if self.finished else _PENDING_DEAL_ACTIONS.get(self.status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,6 +636,7 @@ class SmartTrade:
     status: str
     status_title: str | None
     error_message: str | None
+    market_close_error: str | None
     trade_type: str | None
     side: str | None
     order_type: str | None
@@ -662,6 +674,8 @@ class SmartTrade:
             status=status_type,
             status_title=parse_str(status.get("title")),
             error_message=parse_str(status.get("error")),
+            # docs smart-trade/0_smart_trade_entity: market_close.status.error, "if it fails".
+            market_close_error=parse_str(_obj(_obj(payload.get("market_close")).get("status")).get("error")),
             trade_type=parse_str(data.get("type")),
             side=parse_str(position.get("type")),
             order_type=parse_str(position.get("order_type")),
@@ -686,6 +700,16 @@ class SmartTrade:
             created_at=_time(data.get("created_at")),
             updated_at=_time(data.get("updated_at")),
         )
+
+    @property
+    def pending_action(self) -> str | None:
+        """ "cancel" or "close" while 3Commas is still carrying out that request, else None."""
+        return None if self.finished else _PENDING_SMART_TRADE_ACTIONS.get(self.status)
+
+    @property
+    def error_text(self) -> str | None:
+        """The trade's own error, else the error of its market close (a failed close)."""
+        return self.error_message or self.market_close_error
 
     @property
     def symbol(self) -> str | None:
