@@ -59,7 +59,7 @@ def _when(moment: datetime) -> str:
 
 
 def _title(target: Target) -> str:
-    return connection_title(target.exchange, target.label)
+    return connection_title(target.exchange, target.label, target.key_hint)
 
 
 def _alert(target: Target, verdict: str, detail: str, since: datetime, egress_ips: Sequence[str]) -> str:

@@ -154,7 +154,9 @@ def render(listing: Listing, page: int, now_text: str, banner: str = "") -> tupl
     pages = page_count(listing)
     page = min(max(page, 0), pages - 1)
     rows = listing.rows[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
-    title = connection_title(listing.connection.exchange, listing.connection.label)
+    title = connection_title(
+        listing.connection.exchange, listing.connection.label, listing.connection.key_hint
+    )
     head = [
         *([banner, ""] if banner else []),
         html("📋 <b>{title}</b> — ", title=title) + counts_text(listing),
@@ -349,7 +351,7 @@ async def orders_command(message: Message, order_deps: Deps, user: User, bot: Bo
         keyboard = InlineKeyboardBuilder()
         for connection in connections[:50]:
             keyboard.button(
-                text=button_title(connection.exchange, connection.label),
+                text=button_title(connection.exchange, connection.label, connection.key_hint),
                 callback_data=ConnCb(action=ConnAction.ORDERS, cid=connection.id),
             )
         keyboard.adjust(1)

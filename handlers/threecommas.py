@@ -125,7 +125,7 @@ def mapping_prompt(
     for connection in ordered[:8]:
         mark = "⭐ " if connection is suggested else ""
         keyboard.button(
-            text=mark + button_title(connection.exchange, connection.label),
+            text=mark + button_title(connection.exchange, connection.label, connection.key_hint),
             callback_data=TcMapCb(link=link_id, cid=connection.id),
         )
     keyboard.button(text=_("Skip"), callback_data=TcMapCb(link=link_id, cid=0))
@@ -152,7 +152,7 @@ async def mapped(
         await query.answer(_("That choice is no longer valid."), show_alert=True)
         return
     name, target = outcome.account_name, outcome.target
-    title = connection_title(target.exchange, target.label) if target is not None else None
+    title = connection_title(target.exchange, target.label, target.key_hint) if target is not None else None
     text = (
         _("3Commas account <b>{name}</b> → {title}.").format(name=escape(name), title=title)
         if title

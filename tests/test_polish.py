@@ -88,7 +88,7 @@ async def test_status_marks_muted_connections_and_mute_lists_them_with_unmute(ri
     await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
     menu = await rig.say(USER, "/mute")
     assert "Muted now" not in menu.text
-    await rig.press(USER, menu, "Binance, 24 h")
+    await rig.press(USER, menu, "🔕 Binance ·")
     status = await rig.say(USER, "/status")
     assert "🔕 until" in status.text and "UTC" in status.text, status.text
     menu = await rig.say(USER, "/mute")
@@ -118,3 +118,84 @@ async def test_russian_user_sees_russian_number_format_and_plural_forms(rig, exc
     assert "0,05 BTC" in text
     menu = await rig.say(USER + 1, "/mute")
     assert any("7 дней" in b.text for b in menu.buttons), [b.text for b in menu.buttons]
+
+
+# ----------------------------------------------------------------------------- §1: one key, one connection
+
+
+async def test_the_same_key_twice_is_refused_and_names_the_connection_that_holds_it(rig, exchanges):
+    key = exchanges["binance"].add_key()
+    hint = f"{key.api_key[:4]}…{key.api_key[-4:]}"
+    first = await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
+    assert f"Binance · {hint}" in first.text and "linked" in first.text, first.text
+    again = await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
+    assert f"already linked as Binance · {hint}" in again.text, again.text
+    assert "Update API key" in again.text and "Nothing was saved" in again.text
+    assert [b.text for b in again.buttons] == ["🔑 Update API key"]
+    status = await rig.say(USER, "/status")
+    assert "Your connections</b>: 1" in status.html and f"1. Binance · {hint}" in status.text
+    # the button opens that connection's key steps
+    await rig.press(USER, again, "Update API key")
+    assert f"New key for Binance · {hint}" in (await rig.tg.wait_for_bot_message(USER)).text
+
+
+async def test_connections_without_label_are_told_apart_by_key_hint_everywhere(rig, exchanges):
+    keys = [exchanges["binance"].add_key() for _ in range(2)]
+    hints = [f"{k.api_key[:4]}…{k.api_key[-4:]}" for k in keys]
+    for k in keys:
+        await rig.say(USER, f"/link binance {k.api_key} {k.secret}")
+    status = await rig.say(USER, "/status")
+    assert f"1. Binance · {hints[0]}" in status.text and f"2. Binance · {hints[1]}" in status.text
+    picker = await rig.say(USER, "/orders")
+    assert [b.text for b in picker.buttons][:2] == [f"Binance · {h}" for h in hints], picker.buttons
+    menu = await rig.say(USER, "/mute")
+    assert any(f"Binance · {hints[1]}, 24 h" in b.text for b in menu.buttons), menu.buttons
+    for k in keys:  # the hint never shows more than 8 characters of the key
+        assert all(k.api_key[:5] not in b.text and k.api_key[-5:] not in b.text for b in menu.buttons)
+
+
+def test_a_key_hint_survives_redaction_and_shows_at_most_eight_characters():
+    from services.core.vault import Credentials, mask, redact, remember
+
+    key = "AbCd1234EfGh5678IjKl9012MnOp"
+    remember(Credentials(key, "s3cr3t-s3cr3t-s3cr3t-s3cr3t"))
+    hint = mask(key)
+    assert hint == "AbCd…MnOp" and sum(c != "…" for c in hint) == 8
+    assert redact(f"Binance · {hint}") == f"Binance · {hint}"
+    assert redact(f"key {key}") == "key [redacted]"
+    assert len(mask("shortkey123")) - 1 <= 8 and mask("12345678") == "…"
+
+
+async def test_a_new_key_for_a_failing_connection_replaces_it_keeping_mutes(rig, exchanges):
+    old = exchanges["binance"].add_key()
+    await rig.say(USER, f"/link binance {old.api_key} {old.secret}")
+    await rig.press(USER, await rig.say(USER, "/mute"), "🔕 Binance ·")  # the old connection's mute
+    exchanges["binance"].set_key_state(old.api_key, "revoked")
+    status = await rig.say(USER, "/status")
+    await rig.press(USER, status, "Refresh")
+    new = exchanges["binance"].add_key()
+    question = await rig.say(USER, f"/link binance {new.api_key} {new.secret}")
+    old_hint, new_hint = (f"{k.api_key[:4]}…{k.api_key[-4:]}" for k in (old, new))
+    assert f"Your Binance · {old_hint} is failing" in question.text, question.text
+    assert "Replace the failing one?" in question.text
+    await rig.press(USER, question, "Replace the failing one")
+    saved = await rig.tg.wait_for_bot_message(USER)
+    assert f"New key saved for Binance · {new_hint}" in saved.text, saved.text
+    status = await rig.say(USER, "/status")
+    assert "Your connections</b>: 1" in status.html and new_hint in status.text and "🔕 until" in status.text
+    assert old_hint not in status.text
+    # a second new key while nothing fails is linked without a question
+    other = exchanges["binance"].add_key()
+    assert "linked" in (await rig.say(USER, f"/link binance {other.api_key} {other.secret}")).text
+
+
+async def test_a_new_key_may_still_be_linked_beside_the_failing_one(rig, exchanges):
+    old = exchanges["binance"].add_key()
+    await rig.say(USER, f"/link binance {old.api_key} {old.secret}")
+    exchanges["binance"].set_key_state(old.api_key, "revoked")
+    await rig.press(USER, await rig.say(USER, "/status"), "Refresh")
+    new = exchanges["binance"].add_key()
+    question = await rig.say(USER, f"/link binance {new.api_key} {new.secret}")
+    await rig.press(USER, question, "Link as a new connection")
+    assert "linked" in (await rig.tg.wait_for_bot_message(USER)).text
+    assert "Your connections</b>: 2" in (await rig.say(USER, "/status")).html
