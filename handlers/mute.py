@@ -57,8 +57,9 @@ async def mute_menu(message: Message, sessions: Sessions, clock: Clock, user: Us
             callback_data=MuteCb(cid=0, hours=hours),
         )
     for connection in connections[:20]:
+        title = button_title(connection.exchange, connection.label, connection.key_hint)
         keyboard.button(
-            text=f"🔕 {button_title(connection.exchange, connection.label, connection.key_hint)}, {_duration_label(24)}",
+            text=f"🔕 {title}, {_duration_label(24)}",
             callback_data=MuteCb(cid=connection.id, hours=24),
         )
     keyboard.button(text="🔔 " + _("Unmute everything"), callback_data=MuteCb(cid=0, hours=0))
