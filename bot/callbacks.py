@@ -149,6 +149,12 @@ class MuteCb(CallbackData, prefix="m"):
     hours: int
 
 
+class HistoryPageCb(CallbackData, prefix="hp"):
+    """A page of /history (0 = newest)."""
+
+    page: int
+
+
 class ForgetCb(CallbackData, prefix="forget"):
     """/forget: delete everything (confirm) or keep it."""
 

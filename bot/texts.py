@@ -164,6 +164,14 @@ def button_title(exchange: str, label: str, hint: str = "") -> str:
     return f"{name} · {tail if label else hint}" if tail else name
 
 
+def deal_words(ref: object) -> str:
+    """A stored deal reference in words: ``deal:123`` → "deal #123", ``smart_trade:7`` → "SmartTrade #7"."""
+    kind, _sep, number = str(ref or "").partition(":")
+    if kind == "smart_trade":
+        return _("SmartTrade #{id}").format(id=number)
+    return _("deal #{id}").format(id=number or "?")
+
+
 def exchange_name(exchange_id: str) -> str:
     """How an exchange is spelled to the user: ccxt's own name for it (the one source of names);
     3Commas is no ccxt exchange."""

@@ -19,7 +19,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
-from bot.texts import ago, button_title, connection_title, refusal_text
+from bot.texts import ago, button_title, connection_title, deal_words, refusal_text
 from bot.views.editing import edit_in_place
 from bot.views.html import Html, bold, html
 from services.exchanges.classifier import Classification
@@ -67,10 +67,15 @@ def order_text(side: str, amount: str, symbol: str) -> Html:
 def _row_line(number: int, row: ListedOrder) -> str:
     marks = {
         Attribution.ACTIVE.value: "🟢 " + _("active deal"),
-        Attribution.ORPHAN.value: "🟠 " + _("orphan (finished deal)"),
+        Attribution.ORPHAN.value: "🟠 " + _("orphan"),
         Attribution.UNKNOWN.value: "⚪ " + _("unknown"),
     }
     mark = marks[row.attribution]
+    deal = ""
+    if row.deal_ref:
+        deal = " · " + deal_words(row.deal_ref)
+        if row.attribution == Attribution.ORPHAN.value:
+            deal += " " + _ended(row.deal_ended)
     lock = lock_text(row_lock(row))
     if row.outcome == CancelOutcome.CANCELLED:
         mark, funds = "✅ " + _("cancelled"), html(_("freed {what}"), what=lock)
@@ -82,11 +87,17 @@ def _row_line(number: int, row: ListedOrder) -> str:
         "{number}. {mark}{deal}\n    {order} @ {price} · {locks}",
         number=number,
         mark=mark,
-        deal=f" · {row.deal_ref}" if row.deal_ref else "",
+        deal=deal,
         order=order_text(row.side, row.amount, row.symbol),
         price=num(Decimal(row.price)),
         locks=funds,
     )
+
+
+def _ended(how: str | None) -> str:
+    """How an orphan's deal ended: the user asks "did I cancel it, or did it fail?"."""
+    words = {"completed": _("(completed)"), "cancelled": _("(cancelled)"), "failed": _("(failed)")}
+    return words.get(how or "", _("(finished)"))
 
 
 def _funds_lines(listing: Listing) -> list[str]:

@@ -199,3 +199,62 @@ async def test_a_new_key_may_still_be_linked_beside_the_failing_one(rig, exchang
     await rig.press(USER, question, "Link as a new connection")
     assert "linked" in (await rig.tg.wait_for_bot_message(USER)).text
     assert "Your connections</b>: 2" in (await rig.say(USER, "/status")).html
+
+
+# ----------------------------------------------------------------------------- §5: /history in sentences
+
+
+async def test_history_tells_links_alerts_recoveries_and_actions_in_sentences_a_page_at_a_time(tmp_path):
+    from services.storage import audit
+    from tests.test_monitoring import monitor
+
+    async with monitor(tmp_path, "binance") as m:
+        rig, binance = m.rig, m.exchanges["binance"]
+        rig.tg.add_user(1)
+        key = binance.add_key()
+        assert "linked" in (await rig.say(1, f"/link binance {key.api_key} {key.secret}")).text
+        title = f"Binance · {key.api_key[:4]}…{key.api_key[-4:]}"
+        await m.tick(0)
+        binance.set_key_state(key.api_key, "revoked")
+        await m.until_failing_seen(1)
+        await m.run_for(120)
+        binance.set_key_state(key.api_key, "valid")
+        await m.run_for(120)
+        async with rig.app.sessions.begin() as session:  # what recreate and cancel record
+            audit.record(
+                session, 1, "deal_recreate", rig.clock.now(), connection_id=1,
+                source="deal:2300000001", outcome="created", ref="deal:2300000003", error=None,
+                reconciled=False,
+            )  # fmt: skip
+            audit.record(
+                session, 1, "order_cancel", rig.clock.now(), connection_id=1, row_id=3,
+                outcome="cancelled", order_id="77", symbol="BTC/USDT", attribution="orphan",
+                deal_ref="deal:2300000002", freed=["BTC", "0.01"], reconciled=None,
+            )  # fmt: skip
+            for _ in range(6):
+                audit.record(session, 1, "connection_removed", rig.clock.now(), connection_id=99,
+                             exchange="okx", key_hint="Zz12…9876")  # fmt: skip
+        first = await rig.say(1, "/history")
+        text = first.text
+        assert f"keysentry recreated the failed deal #2300000001 on {title} as deal #2300000003." in text
+        assert f"keysentry cancelled the BTC/USDT order on {title}. 0.01 BTC is free again." in text
+        assert "You removed OKX · Zz12…9876." in text
+        for internal in ("deal_recreate", "source=", "outcome=", "error=None", "freed=", "['B"):
+            assert internal not in text, text
+        assert [b.text for b in first.buttons] == ["Next ›"]
+        await rig.press(1, first, "Next")
+        second = rig.tg.message(1, first.message_id)
+        assert f"🟢 {title} works again" in second.text, second.text
+        assert f"🔴 {title} stopped working: API key revoked" in second.text
+        assert f"🔗 You linked {title}." in second.text
+        assert [b.text for b in second.buttons] == ["‹ Previous"]
+        await rig.press(1, second, "Previous")
+        assert "recreated the failed deal" in rig.tg.message(1, first.message_id).text
+
+
+async def test_history_in_russian_is_russian(rig, exchanges):
+    rig.tg.add_user(USER + 2, language_code="ru")
+    key = exchanges["binance"].add_key()
+    await rig.say(USER + 2, f"/link binance {key.api_key} {key.secret}")
+    text = (await rig.say(USER + 2, "/history")).text
+    assert "Вы подключили" in text and "You linked" not in text, text

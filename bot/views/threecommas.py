@@ -226,8 +226,14 @@ def plan_lines(row: FailedDeal) -> list[str]:
     if row.kind != "smart_trade":
         body = params.get("body") or {}
         pair = body.get("pair")
+        bot = params.get("bot_name") or (f"#{params['bot_id']}" if params.get("bot_id") else "")
+        start = (
+            _("DCA bot {bot}: start a new deal").format(bot=escape(str(bot)))
+            if bot
+            else _("DCA bot: start a new deal")
+        )
         return [
-            _("DCA bot: start a new deal ({path})").format(path=escape(str(params.get("path")))),
+            start,
             _("Pair: {pair}").format(pair=escape(tc_pair_to_symbol(pair) if pair else _("the bot's pair"))),
         ]
     trade = smart_trade_params(params["body"])

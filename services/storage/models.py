@@ -247,6 +247,8 @@ class ListedOrder(Base):
     attribution: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(32))
     deal_ref: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    # How the named deal ended (completed, cancelled, failed) when it is finished: an orphan says which.
+    deal_ended: Mapped[str | None] = mapped_column(String(16), nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)
     listed_at: Mapped[datetime]
 

@@ -1,4 +1,5 @@
-"""key fingerprints: a keyed hash of each connection's API key, to refuse linking one key twice
+"""key fingerprints: a keyed hash of each connection's API key, to refuse linking one key twice;
+how a listed order's deal ended
 
 Revision ID: 0010
 Revises: 0007
@@ -21,8 +22,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("connections", schema=None) as batch_op:
         batch_op.add_column(sa.Column("key_fingerprint", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("listed_orders", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("deal_ended", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("listed_orders", schema=None) as batch_op:
+        batch_op.drop_column("deal_ended")
     with op.batch_alter_table("connections", schema=None) as batch_op:
         batch_op.drop_column("key_fingerprint")
