@@ -75,7 +75,9 @@ def _symptom_subject(check: Check) -> str:
     """What a 3Commas symptom is about: an account, a deal or a SmartTrade, in a few words."""
     subject = check.subject
     name = escape(str(subject.get("name") or subject.get("account_name") or ""))
-    pair = escape(str(subject.get("pair") or ""))
+    # The exchange's spelling (ETH/USDT), as /orders and the recreate preview show it; 3Commas'
+    # own (USDT_ETH) only when it could not be read as a market.
+    pair = escape(str(subject.get("symbol") or subject.get("pair") or ""))
     ref = check.kind.rpartition(":")[2]
     if check.kind.startswith(("tc_account:", "tc_balances:")):
         return _("3Commas account {name}").format(name=name or ref)

@@ -119,26 +119,52 @@ def _cancel_button() -> InlineKeyboardMarkup:
     return _buttons((_("Cancel"), LinkStep.CANCEL))
 
 
+def key_how_to(exchange: str) -> str:
+    """Where the key is made and which permissions to tick, in the exchange's own words."""
+    if exchange == "binance":
+        return _(
+            "Create it by hand in Binance's API Management (“System generated”). Do not use “Fast "
+            "Connect” (one-tap OAuth linking) for a sub-account, or if you live in a country where "
+            "futures trading is not allowed: it links the wrong account or fails. “Enable Reading” "
+            "is enough for monitoring; one-tap order cancellation needs “Enable Spot & Margin "
+            "Trading”. Never enable withdrawals."
+        )
+    if exchange == "bybit":
+        return _(
+            "Create it in Bybit under API → Create New Key → “System-generated API Keys”. "
+            "“Read-Only” is enough for monitoring; one-tap order cancellation needs “Read-Write” "
+            "with Orders. Never tick Withdrawal."
+        )
+    if exchange == "okx":
+        return _(
+            "Create it in OKX under API keys → Create API key, and note the passphrase you choose. "
+            "“Read” is enough for monitoring; one-tap order cancellation needs “Trade”. Never tick Withdraw."
+        )
+    return _(
+        "Create it in the exchange's API management. A read-only key is enough for monitoring; "
+        "one-tap order cancellation needs the trading permission. Never enable withdrawals."
+    )
+
+
 def key_prompt(exchange: str) -> str:
     return "\n\n".join(
         [
             html(
                 _("Now send the <b>API key</b> of your {exchange} account."), exchange=exchange_name(exchange)
             ),
-            _(
-                "Create it by hand in the exchange's API management. Do not use “Fast Connect” "
-                "(one-tap OAuth linking) for a sub-account, or if you live in a country where "
-                "futures trading is not allowed: it links the wrong account or fails. "
-                "A read-only key is enough for monitoring; one-tap order cancellation needs "
-                "the “Trade” permission. Never enable withdrawals."
-            ),
+            key_how_to(exchange),
             _("I delete every message with a key or secret the moment it arrives."),
         ]
     )
 
 
 def permissions_line(info: KeyInfo) -> str:
-    names = list(info.permissions) or [_("read")]
+    """What the key may do, in the three words that matter, whatever the exchange calls them."""
+    names = [_("read")]
+    if info.can_trade:
+        names.append(_("trade"))
+    if info.can_withdraw:
+        names.append(_("withdraw"))
     return html(_("Permissions: {list}"), list=", ".join(names))
 
 

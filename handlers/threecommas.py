@@ -51,7 +51,7 @@ async def link3c(message: Message, state: FSMContext) -> None:
     await state.set_state(TcLink.key)
     await message.answer(
         _(
-            "Send the <b>API key</b> of your 3Commas key (3Commas → API keys). Read permission is "
+            "Send the <b>API key</b> you created in 3Commas (3Commas → API keys). Read permission is "
             "enough to watch; “Recreate” needs write permission for bots and SmartTrades. "
             "I delete your message at once."
         )

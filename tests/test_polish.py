@@ -258,3 +258,62 @@ async def test_history_in_russian_is_russian(rig, exchanges):
     await rig.say(USER + 2, f"/link binance {key.api_key} {key.secret}")
     text = (await rig.say(USER + 2, "/history")).text
     assert "Вы подключили" in text and "You linked" not in text, text
+
+
+# ----------------------------------------------------------------------------- §10: wording
+
+
+async def test_key_prompts_are_the_exchanges_own_and_permissions_read_trade_withdraw(rig, exchanges):
+    prompts = {}
+    for exchange in ("binance", "bybit"):
+        await rig.say(USER, f"/link {exchange}")
+        await rig.press(USER, rig.tg.last_bot_message(USER), "Skip")
+        prompts[exchange] = (await rig.tg.wait_for_bot_message(USER, contains="API key")).text
+        await rig.say(USER, "/cancel")
+    assert "Bybit" in prompts["bybit"] and "Fast Connect" not in prompts["bybit"], prompts["bybit"]
+    assert prompts["bybit"].split("\n\n")[1] != prompts["binance"].split("\n\n")[1]
+    key = exchanges["bybit"].add_key()
+    reply = await rig.say(USER, f"/link bybit {key.api_key} {key.secret}")
+    [line] = [x for x in reply.text.splitlines() if x.startswith("Permissions:")]
+    assert set(line.removeprefix("Permissions: ").split(", ")) <= {"read", "trade", "withdraw"}, line
+
+
+async def test_link3c_asks_for_the_key_in_plain_words(rig):
+    text = (await rig.say(USER, "/link3c")).text
+    assert "Send the API key you created in 3Commas" in text and "of your 3Commas key" not in text
+
+
+async def test_deal_alert_and_recreate_preview_speak_the_exchanges_pair_and_currency(tmp_path):
+    from tests.test_monitoring import monitor
+
+    async with monitor(tmp_path, "binance", threecommas=True) as m:
+        tc = m.tc
+        _, api_key = await m.link_threecommas(1, tc)
+        account = tc.add_account(api_key, exchange="binance", name="Main")
+        deal = tc.add_deal(
+            api_key,
+            account,
+            pair="USDT_ETH",
+            current_price="3000",
+            bought_amount="0.5",
+            base_order_volume="10",
+        )
+        await m.tick(0)
+        tc.fail_deal(deal, error_message="Invalid API key")
+        await m.run_for(120, step=30)
+        [alert] = [x for x in m.messages(1) if "it failed" in x.text]
+        assert f"deal #{deal} ETH/USDT" in alert.text and "USDT_ETH" not in alert.text, alert.text
+        await m.rig.press(1, alert, "Recreate")
+        shown = await m.rig.tg.wait_for_bot_message(1, contains="exactly these parameters")
+        assert "/ver1/" not in shown.text and "start_new_deal" not in shown.text, shown.text
+        assert "start a new deal" in shown.text and "base order 10 USDT" in shown.text
+
+
+async def test_an_empty_orders_list_has_no_blank_run(rig, exchanges):
+    key = exchanges["binance"].add_key()
+    await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
+    listing = await rig.say(USER, "/orders")
+    listing = await rig.tg.wait_for(
+        lambda: (m := rig.tg.message(USER, listing.message_id)) and "no open orders" in m.text and m
+    )
+    assert "\n\n\n" not in listing.text and not listing.text.endswith("\n"), repr(listing.text)
