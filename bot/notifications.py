@@ -107,7 +107,12 @@ def _symptom_reason(reason: str) -> str:
 def _symptom(target: Target, check: Check, detail: str) -> str:
     head = f"<b>{_title(target)}</b> · {_symptom_subject(check)}"
     lines = [f"🔴 {head}: {_symptom_reason(check.reason)}"]
-    if detail:
+    if "error" in check.subject:  # a deal or SmartTrade: 3Commas' own words, the headline says the rest
+        if check.subject["error"]:
+            lines.append(
+                _("3Commas says: {error}").format(error=f"<i>{escape(str(check.subject['error'])[:200])}</i>")
+            )
+    elif detail:
         lines.append(f"<i>{escape(detail[:200])}</i>")
     if check.reason in {"deal_failed", "deal_cancelled"}:
         lines.append(

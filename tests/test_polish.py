@@ -234,7 +234,8 @@ async def test_history_tells_links_alerts_recoveries_and_actions_in_sentences_a_
             for _ in range(6):
                 audit.record(session, 1, "connection_removed", rig.clock.now(), connection_id=99,
                              exchange="okx", key_hint="Zz12…9876")  # fmt: skip
-        first = await rig.say(1, "/history")
+        rig.tg.user_sends(1, "/history")
+        first = await rig.tg.wait_for_bot_message(1, contains="Your history")
         text = first.text
         assert f"keysentry recreated the failed deal #2300000001 on {title} as deal #2300000003." in text
         assert f"keysentry cancelled the BTC/USDT order on {title}. 0.01 BTC is free again." in text
