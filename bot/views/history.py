@@ -139,11 +139,8 @@ def _recreated(title: Html, detail: Mapping[str, Any]) -> str:
         return "♻️ " + html(
             _("The failed {deal} on {title} had been recreated already."), deal=source, title=title
         )
-    return "⛔ " + html(
-        _("keysentry could not recreate the failed {deal} on {title}{why}"),
-        deal=source,
-        title=title,
-        why=_why(detail.get("error")),
+    return _not_done(
+        _("keysentry could not recreate the failed {deal} on {title}{why}"), detail, deal=source, title=title
     )
 
 
@@ -153,12 +150,17 @@ def _tc_key_given(title: Html, detail: Mapping[str, Any]) -> str:
         return "🔧 " + html(
             _("keysentry gave 3Commas ({title}) the new exchange key {key}; it works."), title=title, key=key
         )
-    return "⛔ " + html(
+    return _not_done(
         _("keysentry gave 3Commas ({title}) the new exchange key {key}; it does not work yet{why}"),
+        detail,
         title=title,
         key=key,
-        why=_why(detail.get("error")),
     )
+
+
+def _not_done(template: str, detail: Mapping[str, Any], **values: object) -> str:
+    """An action that did not succeed, ending with the far side's words (``{why}``) if it gave any."""
+    return "⛔ " + html(template, why=_why(detail.get("error")), **values)
 
 
 def _why(error: object) -> Html:
