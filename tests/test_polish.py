@@ -7,12 +7,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select, update
 
 from bot.i18n import build_i18n
 from bot.notifications import render
+from services.core.vault import Credentials, mask, redact, remember
 from services.core.verdicts import Verdict
 from services.monitoring.events import Alert, Notice, Target
+from services.storage import audit
+from services.storage.models import Connection
 from tests.harness import BotRig, running_bot
+from tests.test_monitoring import monitor
 
 USER = 701
 EGRESS = ("203.0.113.7", "2001:db8::7")
@@ -155,8 +160,6 @@ async def test_connections_without_label_are_told_apart_by_key_hint_everywhere(r
 
 
 def test_a_key_hint_survives_redaction_and_shows_at_most_eight_characters():
-    from services.core.vault import Credentials, mask, redact, remember
-
     key = "AbCd1234EfGh5678IjKl9012MnOp"
     remember(Credentials(key, "s3cr3t-s3cr3t-s3cr3t-s3cr3t"))
     hint = mask(key)
@@ -184,6 +187,9 @@ async def test_a_new_key_for_a_failing_connection_replaces_it_keeping_mutes(rig,
     status = await rig.say(USER, "/status")
     assert "Your connections</b>: 1" in status.html and new_hint in status.text and "🔕 until" in status.text
     assert old_hint not in status.text
+    async with rig.app.sessions() as session:  # the same row: what names it by id (incidents, the
+        [row] = (await session.scalars(select(Connection))).all()  # 3Commas mapping, history) stays
+    assert row.id == 1 and row.key_fingerprint == rig.app.vault.fingerprint(new.api_key)
     # a second new key while nothing fails is linked without a question
     other = exchanges["binance"].add_key()
     assert "linked" in (await rig.say(USER, f"/link binance {other.api_key} {other.secret}")).text
@@ -205,9 +211,6 @@ async def test_a_new_key_may_still_be_linked_beside_the_failing_one(rig, exchang
 
 
 async def test_history_tells_links_alerts_recoveries_and_actions_in_sentences_a_page_at_a_time(tmp_path):
-    from services.storage import audit
-    from tests.test_monitoring import monitor
-
     async with monitor(tmp_path, "binance") as m:
         rig, binance = m.rig, m.exchanges["binance"]
         rig.tg.add_user(1)
@@ -285,8 +288,6 @@ async def test_link3c_asks_for_the_key_in_plain_words(rig):
 
 
 async def test_deal_alert_and_recreate_preview_speak_the_exchanges_pair_and_currency(tmp_path):
-    from tests.test_monitoring import monitor
-
     async with monitor(tmp_path, "binance", threecommas=True) as m:
         tc = m.tc
         _, api_key = await m.link_threecommas(1, tc)
@@ -318,3 +319,16 @@ async def test_an_empty_orders_list_has_no_blank_run(rig, exchanges):
         lambda: (m := rig.tg.message(USER, listing.message_id)) and "no open orders" in m.text and m
     )
     assert "\n\n\n" not in listing.text and not listing.text.endswith("\n"), repr(listing.text)
+
+
+async def test_a_key_linked_before_fingerprints_existed_is_still_recognised(rig, exchanges):
+    key = exchanges["binance"].add_key()
+    await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
+    async with rig.app.sessions.begin() as session:  # as migration 0010 leaves an older row
+        await session.execute(update(Connection).values(key_fingerprint=None, key_hint=key.api_key[:4] + "…"))
+    again = await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
+    assert "already linked as" in again.text, again.text
+    async with rig.app.sessions() as session:
+        [row] = (await session.scalars(select(Connection))).all()
+    assert row.key_fingerprint == rig.app.vault.fingerprint(key.api_key)
+    assert key.api_key not in row.key_fingerprint and row.key_hint == f"{key.api_key[:4]}…{key.api_key[-4:]}"
