@@ -62,6 +62,8 @@ class ExchangePageCb(CallbackData, prefix="lxp"):
 class LinkStep(StrEnum):
     SKIP = "skip"  # the label
     CANCEL = "cancel"  # the wizard
+    REPLACE = "replace"  # the new key goes into the user's failing connection of that exchange
+    SEPARATE = "new"  # the new key becomes a connection of its own
 
 
 class LinkStepCb(CallbackData, prefix="lxs"):
@@ -145,6 +147,12 @@ class MuteCb(CallbackData, prefix="m"):
 
     cid: RowId
     hours: int
+
+
+class HistoryPageCb(CallbackData, prefix="hp"):
+    """A page of /history (0 = newest)."""
+
+    page: int
 
 
 class ForgetCb(CallbackData, prefix="forget"):

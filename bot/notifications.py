@@ -58,7 +58,7 @@ def _when(moment: datetime) -> str:
 
 
 def _title(target: Target) -> Html:
-    return connection_title(target.exchange, target.label)
+    return connection_title(target.exchange, target.label, target.key_hint)
 
 
 def _alert(target: Target, verdict: str, detail: str, since: datetime, egress_ips: Sequence[str]) -> Html:
@@ -74,7 +74,9 @@ def _symptom_subject(check: Check) -> Html:
     """What a 3Commas symptom is about: an account, a deal or a SmartTrade, in a few words."""
     subject = check.subject
     name = str(subject.get("name") or subject.get("account_name") or "")
-    pair = str(subject.get("pair") or "")
+    # The exchange's spelling (ETH/USDT), as /orders and the recreate preview show it; 3Commas'
+    # own (USDT_ETH) only when it could not be read as a market.
+    pair = str(subject.get("symbol") or subject.get("pair") or "")
     ref = check.kind.rpartition(":")[2]
     if check.kind.startswith(("tc_account:", "tc_balances:")):
         return html(_("3Commas account {name}"), name=name or ref)
@@ -111,7 +113,10 @@ def _symptom(target: Target, check: Check, detail: str) -> Html:
     lines: list[str] = [
         html("🔴 {head}: {reason}", head=_head(target, check), reason=_symptom_reason(check.reason))
     ]
-    if detail:
+    if "error" in check.subject:  # a deal or SmartTrade: 3Commas' own words, the headline says the rest
+        if check.subject["error"]:
+            lines.append(html(_("3Commas says: {error}"), error=italic(str(check.subject["error"])[:200])))
+    elif detail:
         lines.append(italic(detail[:200]))
     if check.reason in {"deal_failed", "deal_cancelled"}:
         lines.append(

@@ -151,15 +151,27 @@ def duration(span: timedelta) -> str:
     return _("{d} d {h} h").format(d=seconds // 86400, h=seconds % 86400 // 3600)
 
 
-def connection_title(exchange: str, label: str) -> Html:
+def connection_title(exchange: str, label: str, hint: str = "") -> Html:
     """'Binance · Main', HTML-escaped: labels are user text."""
-    return plain(button_title(exchange, label))
+    return plain(button_title(exchange, label, hint))
 
 
-def button_title(exchange: str, label: str) -> str:
-    """'Binance · Main' for a button: button texts are plain text, never parsed as HTML."""
+def button_title(exchange: str, label: str, hint: str = "") -> str:
+    """'Binance · Main' for a button: button texts are plain text, never parsed as HTML.
+
+    Without a label, the key hint (``Ab12…yz90``) tells two connections of one exchange apart.
+    """
     name = exchange_name(exchange)
-    return f"{name} · {label}" if label else name
+    tail = label or hint.strip("…")  # a bare "…" (a very short key) tells nothing apart
+    return f"{name} · {tail if label else hint}" if tail else name
+
+
+def deal_words(ref: object) -> str:
+    """A stored deal reference in words: ``deal:123`` → "deal #123", ``smart_trade:7`` → "SmartTrade #7"."""
+    kind, _sep, number = str(ref or "").partition(":")
+    if kind == "smart_trade":
+        return _("SmartTrade #{id}").format(id=number)
+    return _("deal #{id}").format(id=number or "?")
 
 
 def exchange_name(exchange_id: str) -> str:

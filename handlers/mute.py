@@ -43,14 +43,14 @@ async def mute_menu(message: Message, sessions: Sessions, clock: Clock, user: Us
         lines.append(
             html(
                 "🔕 " + _("{title} until {time}"),
-                title=connection_title(c.exchange, c.label),
+                title=connection_title(c.exchange, c.label, c.key_hint),
                 time=formatting.until(ends, now),
             )
         )
     keyboard = InlineKeyboardBuilder()
     for c, _ends in muted[:20]:
         keyboard.button(
-            text="🔔 " + _("Unmute {title}").format(title=button_title(c.exchange, c.label)),
+            text="🔔 " + _("Unmute {title}").format(title=button_title(c.exchange, c.label, c.key_hint)),
             callback_data=MuteCb(cid=c.id, hours=0),
         )
     for hours in CHOICES:
@@ -59,8 +59,9 @@ async def mute_menu(message: Message, sessions: Sessions, clock: Clock, user: Us
             callback_data=MuteCb(cid=0, hours=hours),
         )
     for connection in connections[:20]:
+        title = button_title(connection.exchange, connection.label, connection.key_hint)
         keyboard.button(
-            text=f"🔕 {button_title(connection.exchange, connection.label)}, {_duration_label(24)}",
+            text=f"🔕 {title}, {_duration_label(24)}",
             callback_data=MuteCb(cid=connection.id, hours=24),
         )
     keyboard.button(text="🔔 " + _("Unmute everything"), callback_data=MuteCb(cid=0, hours=0))

@@ -21,7 +21,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
-from bot.texts import ago, button_title, connection_title, refusal_text
+from bot.texts import ago, button_title, connection_title, deal_words, refusal_text
 from bot.views.editing import edit_in_place
 from bot.views.html import TELEGRAM_LIMIT, Html, bold, html, join, pages, plain, split, visible_length
 from services.exchanges.classifier import Classification
@@ -68,10 +68,15 @@ def order_text(side: str, amount: str, symbol: str) -> Html:
 def _row_line(number: int, row: ListedOrder) -> Html:
     marks = {
         Attribution.ACTIVE.value: "🟢 " + _("active deal"),
-        Attribution.ORPHAN.value: "🟠 " + _("orphan (finished deal)"),
+        Attribution.ORPHAN.value: "🟠 " + _("orphan"),
         Attribution.UNKNOWN.value: "⚪ " + _("unknown"),
     }
     mark = marks[row.attribution]
+    deal = ""
+    if row.deal_ref:
+        deal = " · " + deal_words(row.deal_ref)
+        if row.attribution == Attribution.ORPHAN.value:
+            deal += " " + _ended(row.deal_ended)
     lock = lock_text(row_lock(row))
     if row.outcome == CancelOutcome.CANCELLED:
         mark, funds = "✅ " + _("cancelled"), html(_("freed {what}"), what=lock)
@@ -83,11 +88,17 @@ def _row_line(number: int, row: ListedOrder) -> Html:
         "{number}. {mark}{deal}\n    {order} @ {price} · {locks}",
         number=number,
         mark=mark,
-        deal=f" · {row.deal_ref}" if row.deal_ref else "",  # escaped: a 3Commas name
+        deal=deal,  # escaped: 3Commas words
         order=order_text(row.side, row.amount, row.symbol),
         price=num(Decimal(row.price)),
         locks=funds,
     )
+
+
+def _ended(how: str | None) -> str:
+    """How an orphan's deal ended: the user asks "did I cancel it, or did it fail?"."""
+    words = {"completed": _("(completed)"), "cancelled": _("(cancelled)"), "failed": _("(failed)")}
+    return words.get(how or "", _("(finished)"))
 
 
 def _funds_lines(listing: Listing) -> list[str]:
@@ -164,7 +175,9 @@ def _foot(page: int, pages_total: int, now_text: str) -> str:
 def _layout(listing: Listing, now_text: str, banner: Html) -> _Layout:
     """Header, funds and a page's orders within Telegram's limit as Telegram measures it
     (bot/views/html.py): pages hold at most :data:`PAGE_SIZE` orders, fewer when lines are long."""
-    title = connection_title(listing.connection.exchange, listing.connection.label)
+    title = connection_title(
+        listing.connection.exchange, listing.connection.label, listing.connection.key_hint
+    )
     head = join(
         "\n",
         [
@@ -382,7 +395,7 @@ async def orders_command(message: Message, order_deps: Deps, user: User, bot: Bo
         keyboard = InlineKeyboardBuilder()
         for connection in connections[:50]:
             keyboard.button(
-                text=button_title(connection.exchange, connection.label),
+                text=button_title(connection.exchange, connection.label, connection.key_hint),
                 callback_data=ConnCb(action=ConnAction.ORDERS, cid=connection.id),
             )
         keyboard.adjust(1)

@@ -105,7 +105,7 @@ def connection_line(
             "{mark} {number}. <b>{title}</b> — {balance}",
             mark=status_mark(c),
             number=number,
-            title=connection_title(c.exchange, c.label),
+            title=connection_title(c.exchange, c.label, c.key_hint),
             balance=balance_summary(c.balances),
         )
     ]
@@ -365,7 +365,7 @@ async def remove_ask(
             "Remove <b>{title}</b>? keysentry stops watching it and deletes its encrypted key. "
             "The key itself keeps working on the exchange: delete it there too if you no longer use it."
         ),
-        title=connection_title(connection.exchange, connection.label),
+        title=connection_title(connection.exchange, connection.label, connection.key_hint),
     )
     await edit_in_place(query, bot, text, keyboard.as_markup())
     await query.answer()
@@ -386,7 +386,7 @@ async def remove_confirmed(
     if outcome is None or not outcome.removed:
         await query.answer(_("Connection not found."), show_alert=True)
         return
-    title = connection_title(outcome.exchange, outcome.label)
+    title = connection_title(outcome.exchange, outcome.label, outcome.key_hint)
     notice = html("🗑 " + _("Removed <b>{title}</b>."), title=title)
     await edit_in_place(query, bot, *await load_page(sessions, clock, user, settings, notice=notice))
     await query.answer(_("Removed."))

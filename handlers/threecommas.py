@@ -50,7 +50,7 @@ async def link3c(message: Message, state: FSMContext) -> None:
     await state.set_state(TcLink.key)
     await message.answer(
         _(
-            "Send the <b>API key</b> of your 3Commas key (3Commas → API keys). Read permission is "
+            "Send the <b>API key</b> you created in 3Commas (3Commas → API keys). Read permission is "
             "enough to watch; “Recreate” needs write permission for bots and SmartTrades. "
             "I delete your message at once."
         )
@@ -129,7 +129,7 @@ def mapping_prompt(
     for connection in ordered[:8]:
         mark = "⭐ " if connection is suggested else ""
         keyboard.button(
-            text=mark + button_title(connection.exchange, connection.label),
+            text=mark + button_title(connection.exchange, connection.label, connection.key_hint),
             callback_data=TcMapCb(link=link_id, cid=connection.id),
         )
     keyboard.button(text=_("Skip"), callback_data=TcMapCb(link=link_id, cid=0))
@@ -160,7 +160,7 @@ async def mapped(
         await query.answer(_("That choice is no longer valid."), show_alert=True)
         return
     name, target = outcome.account_name, outcome.target
-    title = connection_title(target.exchange, target.label) if target is not None else None
+    title = connection_title(target.exchange, target.label, target.key_hint) if target is not None else None
     text = (
         html(_("3Commas account <b>{name}</b> → {title}."), name=name, title=title)
         if title

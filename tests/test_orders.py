@@ -97,6 +97,19 @@ def line_of(message: ChatMessage, needle: str) -> str:
     return lines[index - 1] + " " + lines[index]
 
 
+def finished_eth_deal(tc: LocalThreeCommas, tc_key: str, account: int, ended: str = "completed") -> int:
+    """A deal that ended (``ended``) with its ETH/USDT take profit still resting on the exchange."""
+    deal = tc.add_deal(
+        tc_key,
+        account,
+        pair="USDT_ETH",
+        status="bought",
+        orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
+    )
+    tc.finish_deal(deal, status=ended)
+    return deal
+
+
 @pytest.fixture
 async def scenario(rig, exchanges, tc):
     """Binance key with an active-deal order, an orphan of a finished deal, and a manual order."""
@@ -114,14 +127,7 @@ async def scenario(rig, exchanges, tc):
         status="bought",
         orders=[{"side": "buy", "price": "60000", "amount": "0.01", "created_at": T0}],
     )
-    finished = tc.add_deal(
-        tc_key,
-        account,
-        pair="USDT_ETH",
-        status="bought",
-        orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
-    )
-    tc.finish_deal(finished)
+    finished = finished_eth_deal(tc, tc_key, account)
     return {
         "key": key,
         "active": active_id,
@@ -365,3 +371,17 @@ async def test_empty_list_is_tight_and_an_unmapped_3commas_key_asks_for_the_mapp
     listing = await showing(rig, listing.message_id, "no open orders")
     assert "\n\n\n" not in listing.text and not listing.text.endswith("\n")
     assert "Map the account" in listing.text and "Link 3Commas" not in listing.text
+
+
+@pytest.mark.parametrize("ended", ["completed", "cancelled", "failed"])
+async def test_an_orphan_says_how_its_deal_ended(rig, exchanges, tc, ended):
+    """Issue 15 §10: "finished deal" for a deal the user cancelled was wrong; say which ending."""
+    binance = exchanges["binance"]
+    key = binance.add_key(balances={"USDT": 1_000, "ETH": 1})
+    binance.add_order(key.api_key, "ETH/USDT", "sell", "3700", "0.5", created_at=T0)
+    cid = await link_exchange(rig, "binance", key)
+    tc_key, account = await map_threecommas(rig, tc, cid, "binance")
+    deal = finished_eth_deal(tc, tc_key, account, ended)
+    listing = await showing(rig, (await rig.say(USER, "/orders")).message_id, "open order")
+    assert f"🟠 orphan · deal #{deal} ({ended})" in listing.text, listing.text
+    assert "finished deal" not in listing.text and "deal:" not in listing.text

@@ -14,7 +14,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
 from bot.texts import exchange_name as exchange_title
-from bot.views.html import Html, bold, html, italic, join
+from bot.views.html import Html, bold, html, italic, join, plain
 from services.storage.models import FailedDeal
 from services.threecommas.checklist import ChecklistState
 from services.threecommas.entities import market_of, tc_pair_to_symbol
@@ -247,8 +247,14 @@ def plan_lines(row: FailedDeal) -> list[Html]:
     if row.kind != "smart_trade":
         body = params.get("body") or {}
         pair = body.get("pair")
+        bot = params.get("bot_name") or (f"#{params['bot_id']}" if params.get("bot_id") else "")
+        start = (
+            html(_("DCA bot {bot}: start a new deal"), bot=bot)
+            if bot
+            else plain(_("DCA bot: start a new deal"))
+        )
         return [
-            html(_("DCA bot: start a new deal ({path})"), path=params.get("path")),
+            start,
             html(_("Pair: {pair}"), pair=tc_pair_to_symbol(pair) if pair else _("the bot's pair")),
             *warnings,
         ]

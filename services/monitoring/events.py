@@ -116,6 +116,7 @@ class Target:
     connection_id: int
     exchange: str
     label: str
+    key_hint: str = ""  # names the connection when it has no label (rows before it was added: "")
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ def to_payload(notice: Notice) -> dict[str, Any]:
         "connection_id": target.connection_id,
         "exchange": target.exchange,
         "label": target.label,
+        "key_hint": target.key_hint,
         **_event_payload(notice.event),
     }
     if notice.check is not None:
@@ -168,7 +170,10 @@ def to_payload(notice: Notice) -> dict[str, Any]:
 
 def from_payload(payload: Mapping[str, Any]) -> Notice:
     target = Target(
-        int(payload.get("connection_id") or 0), payload.get("exchange", ""), payload.get("label", "")
+        int(payload.get("connection_id") or 0),
+        payload.get("exchange", ""),
+        payload.get("label", ""),
+        payload.get("key_hint", ""),
     )
     check = None
     if payload.get("check"):

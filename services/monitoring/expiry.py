@@ -27,6 +27,7 @@ async def enqueue_expiry_reminders(sessions: async_sessionmaker[AsyncSession], n
                     Connection.user_id,
                     Connection.exchange,
                     Connection.label,
+                    Connection.key_hint,
                     Connection.key_info,
                 )
                 .join(User, User.id == Connection.user_id)
@@ -34,10 +35,10 @@ async def enqueue_expiry_reminders(sessions: async_sessionmaker[AsyncSession], n
             )
         ).all()
     queued = 0
-    for connection_id, user_id, exchange, label, info in rows:
+    for connection_id, user_id, exchange, label, hint, info in rows:
         if not info:
             continue
-        target = Target(connection_id, exchange, label)
+        target = Target(connection_id, exchange, label, hint)
         for warning in key_warnings(exchange, KeyInfo.from_json(info), now):
             if warning.code not in DATED_WARNINGS or warning.due is None or warning.due <= now:
                 continue

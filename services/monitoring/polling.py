@@ -61,6 +61,7 @@ class Claimed:
     kind: str
     exchange: str
     label: str
+    key_hint: str
     credentials: bytes
     interval: timedelta
     balances_at: datetime | None
@@ -214,6 +215,7 @@ class Poller:
                         Connection.kind,
                         Connection.exchange,
                         Connection.label,
+                        Connection.key_hint,
                         Connection.credentials,
                         Connection.balances_at,
                         Connection.key_info,
@@ -233,6 +235,7 @@ class Poller:
                 kind=c.kind,
                 exchange=c.exchange,
                 label=c.label,
+                key_hint=c.key_hint,
                 credentials=c.credentials,
                 interval=timedelta(seconds=c.poll_interval_seconds) if c.poll_interval_seconds else default,
                 balances_at=c.balances_at,
@@ -385,7 +388,7 @@ class Poller:
         state, events = decide(before, observation, self.policy, now, situation, stages=stages)
         if not observation.is_event and state != before:
             writes.incident(check.id, observation.check_kind, None if known is None else known[0], state)
-        target = Target(check.id, check.exchange, check.label)
+        target = Target(check.id, check.exchange, check.label, check.key_hint)
         ref = None
         if observation.check_kind != KEY_CHECK:
             ref = Check(observation.check_kind, observation.verdict_or_reason, observation.subject)

@@ -27,6 +27,8 @@ from services.monitoring.checkers import verify_key
 from services.monitoring.polling import CheckResult, check_columns
 from services.storage import audit
 from services.storage.connections import (
+    failing_connection,
+    linked_with_key,
     new_connection,
     owned_connection,
     remove_connection,
@@ -52,6 +54,7 @@ class RemoveOutcome:
     removed: bool
     exchange: str = ""
     label: str = ""
+    key_hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,9 @@ async def remove_owned_connection(
             gone = await session.get(Connection, connection_id) is None
             return RemoveOutcome(removed=False) if gone else None
         details = {"exchange": connection.exchange, "key_hint": connection.key_hint}
-        outcome = RemoveOutcome(removed=True, exchange=connection.exchange, label=connection.label)
+        outcome = RemoveOutcome(
+            removed=True, exchange=connection.exchange, label=connection.label, key_hint=connection.key_hint
+        )
         if not await remove_connection(session, connection):
             return RemoveOutcome(removed=False)  # a concurrent confirmation removed it first
         audit.record(session, user_id, "connection_removed", now, connection_id=connection_id, **details)
@@ -269,6 +274,16 @@ class KeyStore:
             credentials=credentials,
             connection_id=connection_id,
         )
+
+    async def linked_as(self, *, user_id: int, exchange: str, api_key: str) -> Connection | None:
+        """The user's connection that holds this key already (a key is linked once)."""
+        async with self.sessions.begin() as session:  # may fill fingerprints of older rows
+            return await linked_with_key(session, self.vault, user_id, exchange, api_key)
+
+    async def failing(self, *, user_id: int, exchange: str) -> Connection | None:
+        """The user's connection of ``exchange`` whose key is refused: a new key may replace it."""
+        async with self.sessions() as session:
+            return await failing_connection(session, user_id, exchange)
 
 
 @dataclass

@@ -53,7 +53,7 @@ from services.storage.connections import owned_connection
 from services.storage.db import Sessions
 from services.storage.models import Connection, ListedOrder, OrderList
 from services.threecommas.client import ThreeCommasAccess, ThreeCommasClient
-from services.threecommas.entities import Deal, SmartTrade, market_of
+from services.threecommas.entities import Deal, SmartTrade, ending, market_of
 from services.threecommas.errors import ThreeCommasError
 from services.threecommas.links import THREECOMMAS, LinkedAccount, accounts_for_connection
 
@@ -139,16 +139,17 @@ def deal_orders_of_smart_trade(trade: SmartTrade) -> list[DealOrder]:
         return []
     status = "finished" if trade.finished else "active"
     ref, label = f"smart_trade:{trade.id}", f"SmartTrade {trade.id}"
+    end = ending(trade.status) if trade.finished else ""
     orders = []
     if trade.order_type == "limit" and trade.price is not None and not trade.skip_enter_step:
         orders.append(
-            DealOrder(ref, status, symbol, trade.side, trade.price, trade.units, trade.created_at, label)  # type: ignore[arg-type]
+            DealOrder(ref, status, symbol, trade.side, trade.price, trade.units, trade.created_at, label, end)  # type: ignore[arg-type]
         )
     exit_side = "sell" if trade.side == "buy" else "buy"
     for step in trade.take_profit:
         if step.price is not None and step.order_type == "limit":
             amount = trade.units * step.volume / 100
-            orders.append(DealOrder(ref, status, symbol, exit_side, step.price, amount, None, label))  # type: ignore[arg-type]
+            orders.append(DealOrder(ref, status, symbol, exit_side, step.price, amount, None, label, end))  # type: ignore[arg-type]
     return orders
 
 
@@ -174,6 +175,7 @@ async def _deal_orders_of_deal(client: ThreeCommasClient, deal: Deal) -> list[De
                 order.amount,
                 order.created_at,
                 f"deal {deal.id}",
+                ending(deal.status) if finished else "",
             )
         )
     return result
@@ -456,6 +458,7 @@ async def list_orders(
         **futures_notes,
     }
 
+    ended = {deal_order.deal_ref: deal_order.ended for deal_order in source.deal_orders}
     async with deps.sessions.begin() as session:
         await session.execute(
             delete(OrderList).where(
@@ -483,6 +486,7 @@ async def list_orders(
                 attribution=item.attribution.value,
                 reason=item.reason.value,
                 deal_ref=item.deal_ref,
+                deal_ended=ended.get(item.deal_ref or "") or None,
                 listed_at=now,
             )
             for position, item in enumerate(attributed)

@@ -80,6 +80,9 @@ class Connection(Base):
     label: Mapped[str] = mapped_column(String(64), default="")
     credentials: Mapped[bytes] = mapped_column(LargeBinary)
     key_hint: Mapped[str] = mapped_column(String(16), default="")
+    # Vault.fingerprint of the API key (a keyed hash, never the key): the same key is not linked
+    # twice. None on rows linked before migration 0010 until connections.linked_with_key fills it.
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="unknown")
     verdict: Mapped[str] = mapped_column(String(24), default="unknown")
     verdict_detail: Mapped[str] = mapped_column(String(DETAIL_MAX), default="")
@@ -244,6 +247,8 @@ class ListedOrder(Base):
     attribution: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(32))
     deal_ref: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    # How the named deal ended (completed, cancelled, failed) when it is finished: an orphan says which.
+    deal_ended: Mapped[str | None] = mapped_column(String(16), nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)
     listed_at: Mapped[datetime]
 

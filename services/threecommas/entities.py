@@ -255,6 +255,17 @@ _PENDING_DEAL_ACTIONS = {"cancel_pending": "cancel", "panic_sell_pending": "clos
 _PENDING_SMART_TRADE_ACTIONS = {"cancellation_pending": "cancel", "panic_sell_pending": "close"}
 
 
+def ending(status: str) -> str:
+    """How a finished deal or SmartTrade ended, in the three words users tell apart: ``completed``
+    (closed by its take profit, stop loss or a manual close), ``cancelled`` or ``failed``."""
+    status = status.lower()
+    if "cancel" in status:
+        return "cancelled"
+    if "fail" in status or status == "liquidated":
+        return "failed"
+    return "completed"
+
+
 @dataclass(frozen=True, slots=True)
 class DealEvent:
     message: str
