@@ -2,7 +2,7 @@
 how a listed order's deal ended
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-06 10:45:00
 
 Rows linked before this revision get their fingerprint lazily, the first time the user links a key
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
