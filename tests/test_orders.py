@@ -382,6 +382,6 @@ async def test_an_orphan_says_how_its_deal_ended(rig, exchanges, tc, ended):
     cid = await link_exchange(rig, "binance", key)
     tc_key, account = await map_threecommas(rig, tc, cid, "binance")
     deal = finished_eth_deal(tc, tc_key, account, ended)
-    listing = await showing(rig, (await rig.say(USER, "/orders")).message_id, "open order")
+    listing = await showing(rig, (await rig.say(USER, "/orders")).message_id, "1 open order:")
     assert f"🟠 orphan · deal #{deal} ({ended})" in listing.text, listing.text
     assert "finished deal" not in listing.text and "deal:" not in listing.text
