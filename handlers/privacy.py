@@ -13,7 +13,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ForgetCb
 from bot.views.editing import edit_in_place
-from bot.views.html import html, join
+from bot.views.html import bold, join
 from services.storage import audit
 from services.storage.db import Sessions
 from services.storage.models import User
@@ -79,7 +79,7 @@ async def history(message: Message, sessions: Sessions, user: User) -> None:
         )
         for e in entries
     ]
-    await message.answer(join("\n", [html(_("<b>Last actions taken for you</b>")), *lines]))
+    await message.answer(join("\n", [bold(_("Last actions taken for you")), *lines]))
 
 
 def _detail(detail: dict) -> str:
