@@ -82,8 +82,8 @@ def _symptom_subject(check: Check) -> str:
     if check.kind.startswith("bot_disabled:"):
         return _("bot {name}").format(name=escape(str(subject.get("bot_name") or ref)))
     if check.kind.startswith(("smart_trade_error:", "smart_trade_failed:", "smart_trade_upnl:")):
-        return _("SmartTrade #{id} {pair}").format(id=ref, pair=pair).rstrip()
-    return _("deal #{id} {pair}").format(id=ref, pair=pair).rstrip()
+        return _("SmartTrade #{id} {pair}").format(id=ref, pair=pair)
+    return _("deal #{id} {pair}").format(id=ref, pair=pair)
 
 
 def _symptom_reason(reason: str) -> str:
