@@ -41,15 +41,22 @@ def _digest(text: str) -> str:
 
 
 async def redraw(
-    bot: Bot, deps: Deps, checklist_id: int, user_id: int, shown: dict[int, str] | None = None
+    bot: Bot,
+    deps: Deps,
+    checklist_id: int,
+    user_id: int,
+    shown: dict[int, str] | None = None,
+    *,
+    listed_within: timedelta | None = None,
 ) -> recovery.ChecklistState | None:
     """Edit the checklist message with what is true now; say "done" once when it is.
 
     ``shown`` (checklist id → digest of the text on screen) skips edits that change nothing; None
-    edits regardless (a tap always answers with a fresh view). None: not the user's checklist.
+    edits regardless (a tap always answers with a fresh view). ``listed_within`` reuses a stored
+    listing that recent instead of listing the exchange. None: not the user's checklist.
     """
     where = await recovery.checklist_message(deps, checklist_id, user_id)
-    state = await recovery.checklist_state(deps, checklist_id, user_id)
+    state = await recovery.checklist_state(deps, checklist_id, user_id, listed_within=listed_within)
     if state is None or where is None:
         return state
     chat_id, message_id = where
@@ -74,17 +81,24 @@ async def say_done_once(bot: Bot, deps: Deps, state: recovery.ChecklistState, ch
         await bot.send_message(chat_id, views.all_done(state))
 
 
+ORDERS_EVERY = timedelta(minutes=15)
+"""How old a stored listing of the exchange's orders a round may reuse instead of listing again."""
+
+
 @dataclass
 class ChecklistRefresher:
     """Keeps open checklist messages current; run from the worker's poll tick.
 
     A round runs at most once per ``every`` (the poll interval) and costs, per open checklist, one
-    3Commas account read and one order listing; checklists are open only while a user recovers.
+    3Commas account read. The exchange's orders are listed again only when the newest stored
+    listing is older than ``orders_every`` (a Binance listing weighs ~100 of the IP's 6000 a
+    minute, and a mass reset opens many checklists at once); a tap on the checklist always lists.
     """
 
     app: AppContext
     bot: Bot
     every: timedelta
+    orders_every: timedelta = ORDERS_EVERY
     shown: dict[int, str] = field(default_factory=dict)
     next_round: datetime | None = None
 
@@ -100,6 +114,8 @@ class ChecklistRefresher:
                 continue
             try:
                 with self.app.i18n.context(), self.app.i18n.use_locale(item.language):
-                    await redraw(self.bot, deps, item.id, item.user_id, self.shown)
+                    await redraw(
+                        self.bot, deps, item.id, item.user_id, self.shown, listed_within=self.orders_every
+                    )
             except Exception:  # one checklist's trouble must not stop the others or the poller
                 log.exception("refreshing checklist %s failed", item.id)

@@ -315,6 +315,24 @@ async def load_listing(sessions: Sessions, user_id: int, list_id: int) -> Listin
         return await _load_listing(session, user_id, list_id)
 
 
+async def newest_listing(
+    sessions: Sessions, user_id: int, connection_id: int, since: datetime
+) -> Listing | None:
+    """The connection's newest stored listing made at or after ``since``, if any."""
+    async with sessions() as session:
+        list_id = await session.scalar(
+            select(OrderList.id)
+            .where(
+                OrderList.connection_id == connection_id,
+                OrderList.user_id == user_id,
+                OrderList.listed_at >= since,
+            )
+            .order_by(OrderList.id.desc())
+            .limit(1)
+        )
+        return None if list_id is None else await _load_listing(session, user_id, list_id)
+
+
 async def _load_listing(session: AsyncSession, user_id: int, list_id: int) -> Listing | None:
     order_list = await session.get(OrderList, list_id)
     if order_list is None or order_list.user_id != user_id:

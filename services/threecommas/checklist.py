@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.cancel import CancelResult, cancel_all_orphans
-from services.orders.listing import Deps, Listing, list_orders, row_lock
+from services.orders.listing import Deps, Listing, list_orders, newest_listing, row_lock
 from services.storage.connections import owned_connection
 from services.storage.models import (
     FailedDeal,
@@ -182,8 +182,15 @@ async def _failed_since(session: AsyncSession, checklist: RecoveryChecklist) -> 
     ]
 
 
-async def checklist_state(deps: Deps, checklist_id: int, user_id: int) -> ChecklistState | None:
-    """Everything the checklist message shows, read now (one 3Commas call, one listing)."""
+async def checklist_state(
+    deps: Deps, checklist_id: int, user_id: int, *, listed_within: timedelta | None = None
+) -> ChecklistState | None:
+    """Everything the checklist message shows, read now (one 3Commas call, one listing).
+
+    ``listed_within``: take the orders from the connection's newest stored listing when it is at
+    most that old (a tap's listing, and what was cancelled from it, included) instead of listing
+    the exchange again: a listing weighs ~100 on Binance, the key and recreate lines cost nothing.
+    """
     async with deps.sessions() as session:
         checklist = await owned_checklist(session, checklist_id, user_id)
         if checklist is None:
@@ -210,7 +217,12 @@ async def checklist_state(deps: Deps, checklist_id: int, user_id: int) -> Checkl
     orphans, list_id = None, None
     locked: dict[str, Decimal] = {}
     if exchange_connection is not None:
-        listing = await list_orders(deps, user_id, exchange_connection)
+        stored = None
+        if listed_within is not None:
+            stored = await newest_listing(
+                deps.sessions, user_id, exchange_connection, deps.clock.now() - listed_within
+            )
+        listing = stored or await list_orders(deps, user_id, exchange_connection)
         if isinstance(listing, Listing):
             rows = listing.orphan_rows
             orphans, list_id = len(rows), listing.list_id
