@@ -109,15 +109,19 @@ def _symptom_reason(reason: str) -> str:
     return texts.get(reason) or verdict_reason(reason)
 
 
+_STUCK = frozenset({"cannot_cancel", "cannot_close"})
+
+
 def _symptom(target: Target, check: Check, detail: str) -> Html:
     lines: list[str] = [
         html("🔴 {head}: {reason}", head=_head(target, check), reason=_symptom_reason(check.reason))
     ]
-    if "error" in check.subject:  # a deal or SmartTrade: 3Commas' own words, the headline says the rest
-        if check.subject["error"]:
-            lines.append(html(_("3Commas says: {error}"), error=italic(str(check.subject["error"])[:200])))
-    elif detail:
+    # A deal or SmartTrade: 3Commas' own words, the headline says the rest; a cancel or close that
+    # hangs says which pending status it is stuck in, for how long, and 3Commas' words after it.
+    if check.reason in _STUCK or ("error" not in check.subject and detail):
         lines.append(italic(detail[:200]))
+    elif check.subject.get("error"):
+        lines.append(html(_("3Commas says: {error}"), error=italic(str(check.subject["error"])[:200])))
     if check.reason in {"deal_failed", "deal_cancelled"}:
         lines.append(
             _("Its orders may still lock funds: see /orders. You can recreate it with the button below.")

@@ -665,7 +665,7 @@ def test_a_close_that_hangs_without_an_error_fails_after_stuck_after() -> None:
     stored = Snapshot.from_dict(json.loads(json.dumps(late.snapshot.to_dict())))
     done = run_checks(state(), stored, prices={}, now=T0 + timedelta(minutes=16))
     [gone] = [o for o in done.observations if o.check_kind == kind]
-    assert gone.ok and gone.subject == {"pair": "USDT_ETH"}
+    assert gone.ok and gone.subject == {"pair": "USDT_ETH", "symbol": "ETH/USDT"}
     assert done.snapshot.pending == {} and done.snapshot.named == {}
 
 

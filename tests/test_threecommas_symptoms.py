@@ -30,7 +30,7 @@ async def test_smart_trade_stale_upnl_alerts_once_and_recovers_once(tmp_path) ->
         tc.freeze_smart_trade(trade)
         binance.set_price("SOL/USDT", "156")  # the market moves 4 %; 3Commas' figures do not
         await m.run_for(40 * 60, step=30)
-        subject = f"SmartTrade #{trade} USDT_SOL"
+        subject = f"SmartTrade #{trade} SOL/USDT"
         assert count(m, subject, "UPNL stopped updating") == 1
         [alert] = [x for x in m.messages(1) if "UPNL stopped updating" in x.text]
         assert "at the live price 156.0 it is 60.00" in alert.text
@@ -71,19 +71,21 @@ async def test_a_deal_and_a_smart_trade_3commas_cannot_cancel_or_close_alert_onc
         tc.request_smart_trade_action(trade, "close")
         await m.run_for(40 * 60, step=30)
         [cannot_cancel] = [x for x in m.messages(1) if "3Commas cannot cancel it" in x.text]
-        assert f"deal #{deal} USDT_ETH" in cannot_cancel.text
+        assert f"deal #{deal} ETH/USDT" in cannot_cancel.text
         assert "still cancel_pending" in cannot_cancel.text and "Invalid API key" in cannot_cancel.text
         assert "/orders" in cannot_cancel.text and "update the key in 3Commas" in cannot_cancel.text
         [cannot_close] = [x for x in m.messages(1) if "cannot close it at market price" in x.text]
-        assert f"SmartTrade #{trade} USDT_SOL" in cannot_close.text
+        assert f"SmartTrade #{trade} SOL/USDT" in cannot_close.text
         assert "still panic_sell_pending" in cannot_close.text
 
         tc.set_account(account, api_key_invalid=False)
         tc.request_deal_action(deal, "cancel")
         tc.request_smart_trade_action(trade, "close")
         await m.run_for(10 * 60, step=30)
-        assert count(m, f"deal #{deal} USDT_ETH", "resolved after") == 1
-        assert count(m, f"SmartTrade #{trade} USDT_SOL", "resolved after") == 1
+        assert count(m, f"deal #{deal} ETH/USDT", "resolved after") == 1
+        assert count(m, f"SmartTrade #{trade} SOL/USDT", "resolved after") == 1, "\n---\n".join(
+            x.text for x in m.messages(1)
+        )
         await m.run_for(20 * 60, step=30)
         assert count(m, "3Commas cannot cancel it") == 1
         assert count(m, "cannot close it at market price") == 1

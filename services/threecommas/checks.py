@@ -400,7 +400,7 @@ def run_checks(
 
 
 def _names(subject: Mapping[str, Any]) -> dict[str, str]:
-    return {key: str(subject[key]) for key in ("pair", "name", "bot_name") if subject.get(key)}
+    return {key: str(subject[key]) for key in ("pair", "symbol", "name", "bot_name") if subject.get(key)}
 
 
 def _newest(known: frozenset[int], current: Iterable[int], keep: int) -> frozenset[int]:
