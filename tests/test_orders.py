@@ -13,6 +13,7 @@ from sandbox.telegram import ChatMessage
 from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock
 from services.core.vault import Credentials
+from services.orders.listing_gate import COOLDOWN
 from services.storage.connections import new_connection
 from services.storage.models import AuditEntry
 from services.threecommas.entities import Account
@@ -280,6 +281,7 @@ async def test_orders_and_cancel_on_a_revoked_key_show_the_key_verdict_and_its_f
     assert "did not answer" not in edited.text
     assert scenario["orphan"] in binance.orders
 
+    rig.clock.advance(COOLDOWN.total_seconds())  # the next /orders lists again instead of showing the last
     reply = await rig.say(USER, "/orders")
     reply = await showing(rig, reply.message_id, "refused the key")
     assert "API key revoked, deleted or never existed" in reply.text and "create a new one" in reply.text
