@@ -21,7 +21,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
 from bot.texts import ago, button_title, connection_title, refusal_text
-from bot.views.editing import edit_in_place
+from bot.views.editing import edit_in_place, edit_or_send
 from bot.views.html import Html, bold, html
 from services.exchanges.classifier import Classification
 from services.orders.attribution import Attribution
@@ -344,11 +344,7 @@ async def _deliver(
 ) -> None:
     """Put a listing result into ``target`` (edited) or a new message."""
     listed_at = result.listed_at if isinstance(result, Listing) else order_deps.clock.now()
-    text, markup = _result_view(result, ago(listed_at, order_deps.clock.now()))
-    if target is not None:
-        await target.edit_text(text, reply_markup=markup)
-    else:
-        await bot.send_message(user.id, text, reply_markup=markup)
+    await edit_or_send(bot, user.id, target, *_result_view(result, ago(listed_at, order_deps.clock.now())))
 
 
 def _tap_answer(ticket: Ticket) -> str:

@@ -329,14 +329,14 @@ async def load_listing(sessions: Sessions, user_id: int, list_id: int) -> Listin
 async def latest_listing(
     sessions: Sessions, user_id: int, connection_id: int, since: datetime
 ) -> Listing | None:
-    """The user's newest listing of the connection made at ``since`` or later, if any."""
+    """The user's newest listing of the connection made after ``since``, if any."""
     async with sessions() as session:
         list_id = await session.scalar(
             select(OrderList.id)
             .where(
                 OrderList.user_id == user_id,
                 OrderList.connection_id == connection_id,
-                OrderList.listed_at >= since,
+                OrderList.listed_at > since,
             )
             .order_by(OrderList.id.desc())
             .limit(1)
