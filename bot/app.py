@@ -41,7 +41,6 @@ from services.exchanges.egress import routes_from_settings
 from services.exchanges.hub import ExchangeHub
 from services.monitoring.refresh import KeyStore, Refreshes
 from services.orders.listing import Deps as OrderDeps
-from services.orders.listing_gate import ListingGate
 from services.storage.db import create_engine, run_migrations, session_factory
 from services.threecommas.client import ThreeCommasAccess
 
@@ -73,7 +72,6 @@ def make_context(
     threecommas = ThreeCommasAccess(
         settings.threecommas_api_url, monotonic=lambda: clock.now().timestamp(), transport=transport
     )
-    order_deps = OrderDeps(sessions, vault, hub, clock, threecommas)
     return AppContext(
         settings=settings,
         clock=clock,
@@ -85,8 +83,7 @@ def make_context(
         threecommas=threecommas,
         refreshes=Refreshes(sessions, vault, hub, clock),
         key_store=KeyStore(sessions, vault, hub, clock),
-        order_deps=order_deps,
-        listings=ListingGate(order_deps),
+        order_deps=OrderDeps(sessions, vault, hub, clock, threecommas),
     )
 
 

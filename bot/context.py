@@ -19,7 +19,6 @@ from services.core.vault import Vault
 from services.exchanges.hub import ExchangeHub
 from services.monitoring.refresh import KeyStore, Refreshes
 from services.orders.listing import Deps as OrderDeps
-from services.orders.listing_gate import ListingGate
 from services.storage.db import Sessions
 from services.threecommas.client import ThreeCommasAccess
 
@@ -38,8 +37,6 @@ class AppContext:
     refreshes: Refreshes
     key_store: KeyStore
     order_deps: OrderDeps
-    # Order listings in flight in this process and the cooldown after each (one per Dispatcher).
-    listings: ListingGate
 
     def workflow_data(self) -> dict[str, Any]:
         """What handlers may ask for, by parameter name (aiogram injects workflow data by name)."""
@@ -54,5 +51,4 @@ class AppContext:
             "refreshes": self.refreshes,
             "key_store": self.key_store,
             "order_deps": self.order_deps,
-            "listings": self.listings,
         }

@@ -36,7 +36,7 @@ from services.orders.listing import (
     owned_row,
     row_lock,
 )
-from services.orders.listing_gate import ListingGate, Ticket, Turn
+from services.orders.listing_gate import Ticket, Turn, listing_ticket
 from services.orders.locked_funds import Lock
 from services.storage.models import ListedOrder, User
 from services.storage.users import user_connections
@@ -364,9 +364,7 @@ def _tap_answer(ticket: Ticket) -> str:
 # ----------------------------------------------------------------------------- handlers
 
 
-async def orders_command(
-    message: Message, listings: ListingGate, order_deps: Deps, user: User, bot: Bot
-) -> None:
+async def orders_command(message: Message, order_deps: Deps, user: User, bot: Bot) -> None:
     connections = [c for c in await user_connections(order_deps.sessions, user.id) if c.kind == "exchange"]
     if not connections:
         await message.answer(_("No exchange key is linked yet: /link"))
@@ -382,16 +380,16 @@ async def orders_command(
         await message.answer(_("Whose open orders?"), reply_markup=keyboard.as_markup())
         return
     waiting = await message.answer("⏳ " + _("Loading open orders…"))
-    ticket = await listings.ticket(user.id, connections[0].id)
+    ticket = await listing_ticket(order_deps, user.id, connections[0].id)
     await _deliver(order_deps, user, bot, await ticket.result(), waiting)
 
 
 async def orders_button(
-    query: CallbackQuery, callback_data: ConnCb, listings: ListingGate, order_deps: Deps, user: User, bot: Bot
+    query: CallbackQuery, callback_data: ConnCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
     """Only the tap that starts a listing sends it: the others are told it is coming or just came
     (it sits above in the chat), so a flood of taps is not a flood of messages."""
-    ticket = await listings.ticket(user.id, callback_data.cid)
+    ticket = await listing_ticket(order_deps, user.id, callback_data.cid)
     await query.answer(_tap_answer(ticket))
     if ticket.turn is Turn.STARTED:
         await _deliver(order_deps, user, bot, await ticket.result(), None)
@@ -417,7 +415,6 @@ async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, 
 async def refresh(
     query: CallbackQuery,
     callback_data: OrdersCb,
-    listings: ListingGate,
     order_deps: Deps,
     user: User,
     bot: Bot,
@@ -427,7 +424,7 @@ async def refresh(
     listing = await _pressed_listing(query, order_deps, user, callback_data)
     if listing is None:
         return
-    ticket = await listings.ticket(user.id, listing.connection.id)
+    ticket = await listing_ticket(order_deps, user.id, listing.connection.id)
     await query.answer(_tap_answer(ticket))
     target = query.message if isinstance(query.message, Message) else None
     if ticket.turn is Turn.STARTED or (

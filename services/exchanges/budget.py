@@ -42,8 +42,9 @@ waited over 20 s behind them. So:
 
 * background and interactive calls queue separately (one lock each), so a scheduled check never
   waits behind a sleeping interactive call;
-* interactive calls together may fill the window only up to ``1 - reserved`` of our share: the
-  ``reserved`` part (default half) is always there for background calls;
+* interactive calls together never spend more than ``1 - reserved`` of our share in a window
+  (and all calls together never more than the share): the ``reserved`` part (default half) is
+  always there for background calls;
 * each user's interactive calls draw on a token bucket per pool (``per_user`` of our share per
   window, refilled evenly), so one user cannot take the whole interactive part;
 * an interactive call never waits longer than ``interactive_wait_s``: it raises
@@ -163,11 +164,49 @@ GENERIC_PROBE_WEIGHT = 2.0
 
 
 @dataclass(slots=True)
-class _Window:
-    budget: Budget
-    cap: float
+class _Log:
+    """Weight spent in a sliding window of ``span`` seconds: (stamp, weight) entries and their sum."""
+
+    span: float
     entries: deque[tuple[float, float]] = field(default_factory=deque)
     used: float = 0.0
+
+    def prune(self, now: float) -> None:
+        horizon = now - self.span
+        entries = self.entries
+        while entries and entries[0][0] <= horizon:
+            self.used -= entries.popleft()[1]
+        if not entries:
+            self.used = 0.0  # no float drift accumulates across idle periods
+
+    def wait_for(self, now: float, weight: float, room: float) -> float | None:
+        """Seconds until ``weight`` fits into ``room``; 0 when it fits now, None when what this log
+        holds cannot make enough room by itself."""
+        self.prune(now)
+        excess = self.used + weight - room
+        if excess <= 0:
+            return 0.0
+        freed = 0.0
+        for stamp, spent in self.entries:
+            freed += spent
+            if freed >= excess:
+                return stamp + self.span - now
+        return None
+
+    def spend(self, now: float, weight: float) -> None:
+        self.entries.append((now, weight))
+        self.used += weight
+
+
+@dataclass(slots=True)
+class _Window:
+    """Our share of one pool: everything we spent (``log``), what taps spent (``taps``), other
+    processes' weight as the exchange reported it, and a pause after a 429 or a ban."""
+
+    budget: Budget
+    cap: float
+    log: _Log
+    taps: _Log
     external: float = 0.0
     external_until: float = 0.0
     paused_until: float = 0.0
@@ -176,34 +215,27 @@ class _Window:
     interactive_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Interactive calls queue here, so they never hold up a background call while they wait."""
 
-    def prune(self, now: float) -> None:
-        horizon = now - self.budget.window_s
-        entries = self.entries
-        while entries and entries[0][0] <= horizon:
-            self.used -= entries.popleft()[1]
-        if not entries:
-            self.used = 0.0  # no float drift accumulates across idle periods
-
-    def wait_for(self, now: float, weight: float, cap: float) -> float:
-        """Seconds until ``weight`` fits under ``cap``; 0 when it fits now."""
+    def wait_for(self, now: float, weight: float, taps_cap: float | None = None) -> float:
+        """Seconds until ``weight`` fits under the cap (and, for a tap, what taps spent under
+        ``taps_cap``); 0 when it fits now."""
         if now < self.paused_until:
             return self.paused_until - now
-        self.prune(now)
         external = self.external if now < self.external_until else 0.0
-        excess = self.used + external + weight - cap
-        if excess <= 0:
-            return 0.0
-        freed = 0.0
-        for stamp, spent in self.entries:
-            freed += spent
-            if freed >= excess:
-                return stamp + self.budget.window_s - now
-        # What we spent cannot make room by itself: the rest is other processes' weight.
-        return max(self.external_until - now, 0.0)
+        wait = self.log.wait_for(now, weight, self.cap - external)
+        if wait is None:  # what we spent cannot make room by itself: the rest is other processes'
+            wait = max(self.external_until - now, 0.0)
+        if taps_cap is not None:
+            wait = max(wait, self.taps.wait_for(now, weight, taps_cap) or 0.0)
+        return wait
 
-    def spend(self, now: float, weight: float) -> None:
-        self.entries.append((now, weight))
-        self.used += weight
+    def spend(self, now: float, weight: float, *, tap: bool = False) -> None:
+        self.log.spend(now, weight)
+        if tap:
+            self.taps.spend(now, weight)
+
+    def in_use(self, now: float) -> float:
+        self.log.prune(now)
+        return self.log.used + (self.external if now < self.external_until else 0.0)
 
 
 @dataclass(slots=True)
@@ -299,7 +331,9 @@ class BudgetRegistry:
         window = self._windows.get(exchange_id)
         if window is None:
             budget = self.budget(exchange_id)
-            window = self._windows[exchange_id] = _Window(budget, budget.limit * self.share)
+            window = self._windows[exchange_id] = _Window(
+                budget, budget.limit * self.share, _Log(budget.window_s), _Log(budget.window_s)
+            )
         return window
 
     async def acquire(self, exchange_id: str, weight: float, *, user: int | None = None) -> None:
@@ -318,7 +352,7 @@ class BudgetRegistry:
         async with window.lock:
             while True:
                 now = self._monotonic()
-                delay = window.wait_for(now, weight, window.cap)
+                delay = window.wait_for(now, weight)
                 if delay <= 0:
                     window.spend(now, weight)
                     return
@@ -341,7 +375,7 @@ class BudgetRegistry:
                     now = self._monotonic()
                     delay = window.wait_for(now, weight, cap)
                     if delay <= 0:
-                        window.spend(now, weight)
+                        window.spend(now, weight, tap=True)
                         return
                     self._give_up_past(deadline, delay, pool)
                     await self._sleep(delay)
@@ -376,8 +410,8 @@ class BudgetRegistry:
         """
         window = self._window(exchange_id)
         now = self._monotonic()
-        window.prune(now)
-        surplus = used - window.used
+        window.log.prune(now)
+        surplus = used - window.log.used
         if surplus > 0:
             window.external = surplus
             window.external_until = now + window.budget.window_s
@@ -397,10 +431,7 @@ class BudgetRegistry:
 
     def in_use(self, exchange_id: str) -> float:
         """Weight counted in the current window: ours plus what the exchange says others spent."""
-        window = self._window(exchange_id)
-        now = self._monotonic()
-        window.prune(now)
-        return window.used + (window.external if now < window.external_until else 0.0)
+        return self._window(exchange_id).in_use(self._monotonic())
 
     def paused_for(self, exchange_id: str) -> float:
         """Seconds the exchange stays paused (0 when calls may go)."""

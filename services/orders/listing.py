@@ -39,6 +39,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
+from services.core.single_flight import SingleFlight
 from services.core.vault import Credentials, Vault
 from services.exchanges.budget import OverShare
 from services.exchanges.classifier import Classification, classify
@@ -235,13 +236,15 @@ async def read_deals(
 
 @dataclass(frozen=True)
 class Deps:
-    """The services a listing or a cancel needs (the app context, minus Telegram)."""
+    """The services a listing or a cancel needs (the app context, minus Telegram), and the
+    listings running in this process (:mod:`services.orders.listing_gate`)."""
 
     sessions: async_sessionmaker[AsyncSession]
     vault: Vault
     hub: ExchangeHub
     clock: Clock
     threecommas: ThreeCommasAccess
+    listings: SingleFlight[tuple[int, int], ListingResult] = field(default_factory=SingleFlight)
 
 
 class ListingError(StrEnum):

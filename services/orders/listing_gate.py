@@ -6,7 +6,8 @@ and nothing merged taps: 40 taps on Orders / Refresh ran 40 listings and used 2,
 process's 3,000 Binance weight while another user's scheduled check waited.
 
 * **One in flight.** A tap that comes while a listing of the same connection runs for the same
-  user joins it (:class:`~services.core.single_flight.SingleFlight`) and nothing more is sent.
+  user joins it (:class:`~services.core.single_flight.SingleFlight`, kept in the process's
+  orders :class:`~services.orders.listing.Deps`) and nothing more is sent.
   The map of running listings lives in the process, which is enough: only the process that talks
   to Telegram lists orders (``serve``, or the all-in-one ``python -m bot``; workers never take
   updates), and there is one of it — Telegram hands updates to one getUpdates poller or to one
@@ -16,6 +17,8 @@ process's 3,000 Binance weight while another user's scheduled check waited.
   ``listed_at``, so the cooldown is database-backed by construction: it survives a restart, and
   were Telegram ever served by several processes they could at most run one listing each at the
   same moment before the cooldown holds them all.
+* Every listing a tap starts goes through here: /orders, Orders, Refresh and the recovery
+  checklist, which redraws (and lists) on each of its taps.
 * What still gets through draws on the user's share of the exchange budget
   (:mod:`services.exchanges.budget`): this gate keeps taps from costing weight at all; the budget
   keeps even a determined user from delaying anyone else's checks.
@@ -24,11 +27,10 @@ process's 3,000 Binance weight while another user's scheduled check waited.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from services.core.single_flight import SingleFlight
 from services.orders.listing import Deps, Listing, ListingResult, latest_listing, list_orders
 
 COOLDOWN = timedelta(seconds=15)
@@ -60,25 +62,19 @@ class Ticket:
         return await asyncio.shield(self.running)
 
 
-@dataclass
-class ListingGate:
-    """Hands out tickets for order listings; one lives as long as the Dispatcher."""
-
-    deps: Deps
-    cooldown: timedelta = COOLDOWN
-    _flights: SingleFlight[tuple[int, int], ListingResult] = field(default_factory=SingleFlight)
-
-    async def ticket(self, user_id: int, connection_id: int) -> Ticket:
-        """Join the running listing, take the recent one, or start one; returns at once (the
-        listing itself runs as a task behind :meth:`Ticket.result`)."""
-        key = (user_id, connection_id)
-        running = self._flights.running(key)
-        if running is not None:
-            return Ticket(Turn.JOINED, running)
-        now = self.deps.clock.now()
-        recent = await latest_listing(self.deps.sessions, user_id, connection_id, now - self.cooldown)
-        if recent is not None:
-            wait = self.cooldown - (now - recent.listed_at)
-            return Ticket(Turn.RECENT, recent=recent, wait_s=max(wait.total_seconds(), 0.0))
-        task, joined = self._flights.start(key, lambda: list_orders(self.deps, user_id, connection_id))
-        return Ticket(Turn.JOINED if joined else Turn.STARTED, task)
+async def listing_ticket(
+    deps: Deps, user_id: int, connection_id: int, *, cooldown: timedelta = COOLDOWN
+) -> Ticket:
+    """Join the running listing, take the recent one, or start one. Returns at once: the listing
+    itself runs as a task (in ``deps.listings``) behind :meth:`Ticket.result`."""
+    key = (user_id, connection_id)
+    running = deps.listings.running(key)
+    if running is not None:
+        return Ticket(Turn.JOINED, running)
+    now = deps.clock.now()
+    recent = await latest_listing(deps.sessions, user_id, connection_id, now - cooldown)
+    if recent is not None:
+        wait = cooldown - (now - recent.listed_at)
+        return Ticket(Turn.RECENT, recent=recent, wait_s=max(wait.total_seconds(), 0.0))
+    task, joined = deps.listings.start(key, lambda: list_orders(deps, user_id, connection_id))
+    return Ticket(Turn.JOINED if joined else Turn.STARTED, task)

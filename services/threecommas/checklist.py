@@ -18,7 +18,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.cancel import CancelResult, cancel_all_orphans
-from services.orders.listing import Deps, Listing, list_orders, row_lock
+from services.orders.listing import Deps, Listing, row_lock
+from services.orders.listing_gate import listing_ticket
 from services.storage.connections import owned_connection
 from services.storage.models import FailedDeal, Incident, RecoveryChecklist, ThreeCommasAccountLink
 from services.threecommas.errors import ThreeCommasError
@@ -179,7 +180,9 @@ async def checklist_state(deps: Deps, checklist_id: int, user_id: int) -> Checkl
     orphans, list_id = None, None
     locked: dict[str, Decimal] = {}
     if exchange_connection is not None:
-        listing = await list_orders(deps, user_id, exchange_connection)
+        # Through the gate: the checklist redraws on every tap, and a listing within the
+        # cooldown already shows what our own cancels did to it.
+        listing = await (await listing_ticket(deps, user_id, exchange_connection)).result()
         if isinstance(listing, Listing):
             rows = listing.orphan_rows
             orphans, list_id = len(rows), listing.list_id

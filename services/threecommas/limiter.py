@@ -17,9 +17,9 @@ whole IP pauses and no other user's key walks into a longer ban.
 **Interactive calls.** A key belongs to one user, so its limiter already keeps users apart; what a
 user's own taps can starve is the scheduled checks of that key (50 Orders taps once left 39
 listings queued for over a minute). Calls made for a tap (``acquire(..., interactive=True)``)
-therefore queue apart from background calls, may fill each window only up to ``1 - reserved``
-of what it allows, and give up with :class:`RateLimited` (code ``local_share``) rather than wait
-longer than ``interactive_wait_s``.
+therefore queue apart from background calls, may themselves send at most ``1 - reserved`` of
+what each window allows (all calls together still at most all of it), and give up with
+:class:`RateLimited` (code ``local_share``) rather than wait longer than ``interactive_wait_s``.
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ class KeyLimiter:
         self._clock = clock
         self._sleep = sleep
         self._sent: dict[str, deque[float]] = {name: deque() for name in self.limits}
+        self._sent_by_taps: dict[str, deque[float]] = {name: deque() for name in self.limits}
         self._blocked_until: dict[str, float] = {}
         self._lock = asyncio.Lock()
         self._interactive_lock = asyncio.Lock()
@@ -143,18 +144,14 @@ class KeyLimiter:
         windows = [DEFAULT_ROUTE] if route == DEFAULT_ROUTE else [DEFAULT_ROUTE, route]
         if interactive:
             async with self._interactive_lock:
-                await self._take(
-                    route, windows, self.allowed_interactive, self._clock() + self.interactive_wait_s
-                )
+                await self._take(route, windows, self._clock() + self.interactive_wait_s)
         else:
             async with self._lock:
-                await self._take(route, windows, self.allowed, None)
+                await self._take(route, windows, None)
 
-    async def _take(
-        self, route: str, windows: list[str], allowed: dict[str, int], deadline: float | None
-    ) -> None:
-        """Record a send once every window has room under ``allowed``; past ``deadline`` (interactive
-        calls) give up instead of waiting."""
+    async def _take(self, route: str, windows: list[str], deadline: float | None) -> None:
+        """Record a send once every window has room. ``deadline`` marks a tap's call: its own share
+        must have room too, and past the deadline it gives up instead of waiting."""
         while True:
             banned = self.ip.banned_for()
             if banned > 0:
@@ -166,22 +163,29 @@ class KeyLimiter:
                     raise RateLimited(429, "local_block", "3Commas block still running", retry_after=blocked)
                 await self._sleep(blocked)
                 continue
-            wait = max(self._window_wait(name, now, allowed[name]) for name in windows)
+            wait = max(self._window_wait(self._sent, name, now, self.allowed) for name in windows)
+            if deadline is not None:
+                taps = (
+                    self._window_wait(self._sent_by_taps, n, now, self.allowed_interactive) for n in windows
+                )
+                wait = max(wait, *taps)
             if wait <= 0:
                 for name in windows:
                     self._sent[name].append(now)
+                    if deadline is not None:
+                        self._sent_by_taps[name].append(now)
                 return
             if deadline is not None and now + wait > deadline:
                 raise RateLimited(429, "local_share", "the key's share for taps is used up", retry_after=wait)
             await self._sleep(wait)
 
-    def _window_wait(self, name: str, now: float, allowed: int) -> float:
-        sent, span = self._sent[name], self.limits[name].per_seconds
+    def _window_wait(
+        self, log: dict[str, deque[float]], name: str, now: float, allowed: dict[str, int]
+    ) -> float:
+        sent, span = log[name], self.limits[name].per_seconds
         while sent and sent[0] <= now - span:
             sent.popleft()
-        if len(sent) < allowed:
-            return 0.0
-        return sent[-allowed] + span - now
+        return 0.0 if len(sent) < allowed[name] else sent[0] + span - now
 
     def block(self, route: str, seconds: float | None = None) -> float:
         """3Commas answered 429 on ``route``: no calls there for ``seconds`` (the route's documented
