@@ -413,24 +413,27 @@ async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, 
 
 
 async def refresh(
-    query: CallbackQuery,
-    callback_data: OrdersCb,
-    order_deps: Deps,
-    user: User,
-    bot: Bot,
+    query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
     """Redraws the pressed list with a new listing; within the cooldown with the recent one (if
-    the message shows an older list), while one runs not at all: that listing redraws it."""
+    the message shows an older list), while one runs not at all: that listing redraws it. A
+    user over their share keeps the list they had, with when to try again on top."""
     listing = await _pressed_listing(query, order_deps, user, callback_data)
     if listing is None:
         return
     ticket = await listing_ticket(order_deps, user.id, listing.connection.id)
     await query.answer(_tap_answer(ticket))
-    target = query.message if isinstance(query.message, Message) else None
-    if ticket.turn is Turn.STARTED or (
-        ticket.recent is not None and ticket.recent.list_id != listing.list_id
-    ):
-        await _deliver(order_deps, user, bot, await ticket.result(), target)
+    if ticket.turn is Turn.JOINED or (ticket.recent is not None and ticket.recent.list_id == listing.list_id):
+        return
+    result = await ticket.result()
+    if isinstance(result, TryLater):
+        await _show_list(
+            query, order_deps, user, bot, listing.list_id, callback_data.page, _result_view(result, "")[0]
+        )
+        return
+    await _deliver(
+        order_deps, user, bot, result, query.message if isinstance(query.message, Message) else None
+    )
 
 
 async def cancel_one(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -420,3 +421,25 @@ async def test_a_flood_of_orders_taps_lists_once_and_another_users_check_runs_on
     assert listings_of(key.api_key) == 2  # the /orders before the flood, and one for 50 taps
     assert len(rig.tg.bot_messages(USER)) == sent_before  # the list was redrawn; taps are toasts
     assert not rig.tg.errors
+
+
+async def test_a_user_over_their_share_is_told_when_to_try_again(tmp_path, net, exchanges):
+    """A share so small that one listing outgrows it: nothing past the budget is sent, and the
+    user reads when to come back instead of a hang or "the exchange did not answer"."""
+    binance = exchanges["binance"]
+    async with running_bot(
+        f"sqlite+aiosqlite:///{tmp_path / 'share.db'}",
+        clock=FakeClock(T0 + timedelta(minutes=30)),
+        transport=net.transport,
+        exchange_weight_per_minute={"binance": 400},  # our share 200, a user's 40 a minute
+    ) as rig:
+        key = binance.add_key(balances={"USDT": 100})
+        binance.add_order(key.api_key, "SOL/USDT", "buy", "10", "2", created_at=T0)
+        await link_exchange(rig, "binance", key)
+        reply = await rig.say(USER, "/orders")
+        reply = await showing(rig, reply.message_id, "Try again in")
+        assert re.fullmatch(
+            r"⏳ You have asked for many listings just now\. Try again in \d+ seconds\.", reply.text
+        )
+        signed = [r.path for r in binance.requests if r.api_key == key.api_key]
+        assert signed == ["/api/v3/openOrders"]  # the balance call did not fit the share: not sent
