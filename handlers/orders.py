@@ -8,6 +8,7 @@ names a stored row, never an order id.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +23,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
 from bot.texts import ago, button_title, connection_title, deal_words, refusal_text
-from bot.views.editing import edit_in_place
+from bot.views.editing import edit_in_place, edit_or_send
 from bot.views.html import TELEGRAM_LIMIT, Html, bold, html, join, pages, plain, split, visible_length
 from services.exchanges.classifier import Classification
 from services.orders.attribution import Attribution
@@ -31,11 +32,13 @@ from services.orders.listing import (
     Deps,
     Listing,
     ListingError,
-    list_orders,
+    ListingResult,
+    TryLater,
     load_listing,
     owned_row,
     row_lock,
 )
+from services.orders.listing_gate import Ticket, Turn, listing_ticket
 from services.orders.locked_funds import Lock
 from services.storage.models import ListedOrder, User
 from services.storage.users import user_connections
@@ -361,26 +364,47 @@ async def _show_list(
     return True
 
 
-async def _send_listing(
-    order_deps: Deps, user: User, bot: Bot, connection_id: int, target: Message | None
+def _result_view(result: ListingResult, now_text: str) -> tuple[Html, InlineKeyboardMarkup | None]:
+    """A listing's first page, or why there is none."""
+    if isinstance(result, Listing):
+        return render(result, 0, now_text)
+    if isinstance(result, Classification):
+        return refusal_text(result.verdict, result.detail), None
+    if isinstance(result, TryLater):
+        seconds = math.ceil(result.seconds)
+        return plain("⏳ ") + ngettext(
+            "You have asked for many listings just now. Try again in {n} second.",
+            "You have asked for many listings just now. Try again in {n} seconds.",
+            seconds,
+        ).format(n=seconds), None
+    errors = {
+        ListingError.NOT_FOUND: _("Connection not found."),
+        ListingError.NOT_AN_EXCHANGE: _("Orders are listed for exchange keys; this is a 3Commas key."),
+        ListingError.EXCHANGE_FAILED: _("The exchange did not answer; try again in a minute."),
+    }
+    return plain(errors[result]), None
+
+
+async def _deliver(
+    order_deps: Deps, user: User, bot: Bot, result: ListingResult, target: Message | None
 ) -> None:
-    """List now and put the result into ``target`` (edited) or a new message."""
-    listing = await list_orders(order_deps, user.id, connection_id)
-    if isinstance(listing, Classification):
-        text, markup = refusal_text(listing.verdict, listing.detail), None
-    elif isinstance(listing, ListingError):
-        errors = {
-            ListingError.NOT_FOUND: _("Connection not found."),
-            ListingError.NOT_AN_EXCHANGE: _("Orders are listed for exchange keys; this is a 3Commas key."),
-            ListingError.EXCHANGE_FAILED: _("The exchange did not answer; try again in a minute."),
-        }
-        text, markup = plain(errors[listing]), None
-    else:
-        text, markup = render(listing, 0, ago(listing.listed_at, order_deps.clock.now()))
-    if target is not None:
-        await target.edit_text(text, reply_markup=markup)
-    else:
-        await bot.send_message(user.id, text, reply_markup=markup)
+    """Put a listing result into ``target`` (edited) or a new message."""
+    listed_at = result.listed_at if isinstance(result, Listing) else order_deps.clock.now()
+    await edit_or_send(bot, user.id, target, *_result_view(result, ago(listed_at, order_deps.clock.now())))
+
+
+def _tap_answer(ticket: Ticket) -> str:
+    """What a tap on Orders / Refresh is told at once: loading, already loading, or listed moments ago."""
+    if ticket.turn is Turn.STARTED:
+        return _("Loading open orders…")
+    if ticket.turn is Turn.JOINED:
+        return "⏳ " + _("Already loading these orders; the list shows in a moment.")
+    seconds = math.ceil(ticket.wait_s)
+    return ngettext(
+        "These orders were listed moments ago. A new listing is possible in {n} second.",
+        "These orders were listed moments ago. A new listing is possible in {n} seconds.",
+        seconds,
+    ).format(n=seconds)
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -402,14 +426,19 @@ async def orders_command(message: Message, order_deps: Deps, user: User, bot: Bo
         await message.answer(_("Whose open orders?"), reply_markup=keyboard.as_markup())
         return
     waiting = await message.answer("⏳ " + _("Loading open orders…"))
-    await _send_listing(order_deps, user, bot, connections[0].id, waiting)
+    ticket = await listing_ticket(order_deps, user.id, connections[0].id)
+    await _deliver(order_deps, user, bot, await ticket.result(), waiting)
 
 
 async def orders_button(
     query: CallbackQuery, callback_data: ConnCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    await query.answer(_("Loading open orders…"))
-    await _send_listing(order_deps, user, bot, callback_data.cid, None)
+    """Only the tap that starts a listing sends it: the others are told it is coming or just came
+    (it sits above in the chat), so a flood of taps is not a flood of messages."""
+    ticket = await listing_ticket(order_deps, user.id, callback_data.cid)
+    await query.answer(_tap_answer(ticket))
+    if ticket.turn is Turn.STARTED:
+        await _deliver(order_deps, user, bot, await ticket.result(), None)
 
 
 async def _pressed_listing(
@@ -432,16 +461,24 @@ async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, 
 async def refresh(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
+    """Redraws the pressed list with a new listing; within the cooldown with the recent one (if
+    the message shows an older list), while one runs not at all: that listing redraws it. A
+    user over their share keeps the list they had, with when to try again on top."""
     listing = await _pressed_listing(query, order_deps, user, callback_data)
     if listing is None:
         return
-    await query.answer(_("Loading open orders…"))
-    await _send_listing(
-        order_deps,
-        user,
-        bot,
-        listing.connection.id,
-        query.message if isinstance(query.message, Message) else None,
+    ticket = await listing_ticket(order_deps, user.id, listing.connection.id)
+    await query.answer(_tap_answer(ticket))
+    if ticket.turn is Turn.JOINED or (ticket.recent is not None and ticket.recent.list_id == listing.list_id):
+        return
+    result = await ticket.result()
+    if isinstance(result, TryLater):
+        await _show_list(
+            query, order_deps, user, bot, listing.list_id, callback_data.page, _result_view(result, "")[0]
+        )
+        return
+    await _deliver(
+        order_deps, user, bot, result, query.message if isinstance(query.message, Message) else None
     )
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
+from services.core.single_flight import SingleFlight
 from services.core.vault import Credentials, Vault
 from services.core.verdicts import Verdict
 from services.exchanges.egress import whitelist_of
@@ -298,16 +299,14 @@ class Refreshes:
     vault: Vault
     hub: ExchangeHub
     clock: Clock
-    _running: dict[tuple[int, int], asyncio.Task[RefreshOutcome]] = field(default_factory=dict)
+    _flights: SingleFlight[tuple[int, int], RefreshOutcome] = field(default_factory=SingleFlight)
 
     def start(self, connection_id: int, user_id: int) -> asyncio.Task[RefreshOutcome]:
         """The refresh of this connection for this user: the one running, or a new one."""
-        key = (connection_id, user_id)
-        task = self._running.get(key)
-        if task is None:
-            task = asyncio.create_task(
-                refresh_connection(self.sessions, self.vault, self.hub, self.clock, connection_id, user_id)
-            )
-            self._running[key] = task
-            task.add_done_callback(lambda _: self._running.pop(key, None))
+        task, _ = self._flights.start(
+            (connection_id, user_id),
+            lambda: refresh_connection(
+                self.sessions, self.vault, self.hub, self.clock, connection_id, user_id
+            ),
+        )
         return task

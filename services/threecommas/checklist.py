@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.cancel import CancelResult, cancel_all_orphans
 from services.orders.listing import Deps, Listing, list_orders, newest_listing, row_lock
+from services.orders.listing_gate import listing_ticket
 from services.storage.connections import owned_connection
 from services.storage.models import (
     FailedDeal,
@@ -217,12 +218,14 @@ async def checklist_state(
     orphans, list_id = None, None
     locked: dict[str, Decimal] = {}
     if exchange_connection is not None:
-        stored = None
-        if listed_within is not None:
-            stored = await newest_listing(
+        if listed_within is not None:  # the worker's redraw: a recent stored listing will do
+            listing = await newest_listing(
                 deps.sessions, user_id, exchange_connection, deps.clock.now() - listed_within
-            )
-        listing = stored or await list_orders(deps, user_id, exchange_connection)
+            ) or await list_orders(deps, user_id, exchange_connection)
+        else:
+            # A tap goes through the gate: the checklist redraws on every tap, and a listing within
+            # the cooldown already shows what our own cancels did to it.
+            listing = await (await listing_ticket(deps, user_id, exchange_connection)).result()
         if isinstance(listing, Listing):
             rows = listing.orphan_rows
             orphans, list_id = len(rows), listing.list_id
