@@ -145,3 +145,31 @@ async def test_bybit_and_okx_perpetual_orphans_are_listed_and_cancelled(
     rig.tg.user_presses(USER, listing, "❌ Cancel 1")
     await showing(rig, listing.message_id, "Cancelled SELL")
     assert orphan_id not in server.orders and active_id in server.orders
+
+
+async def test_coin_margined_orphan_is_listed_and_cancelled_on_the_coin_m_api(rig, exchanges, tc):
+    """A ``binance_futures_coin`` account (3Commas' Accounts::BinanceFuturesCoin): its orders live
+    on COIN-M (dapi.binance.com, ccxt ``binancecoinm``), priced per 100 USD contract and settled in
+    the coin; a finished deal's order there is an orphan and is cancelled there."""
+    binance = exchanges["binance"]
+    key = binance.add_key(balances={"USDT": 1_000})
+    binance.set_balance(key.api_key, "BTC", 1, wallet="futures")
+    orphan_id = binance.add_order(key.api_key, "BTC/USD:BTC", "sell", "70000", "3", created_at=T0)
+    cid = await link_exchange(rig, "binance", key)
+    tc_key, account = await map_threecommas(rig, tc, cid, "binance_futures_coin")
+    finished = tc.add_deal(
+        tc_key, account, pair="USD_BTCUSD", market_type="futures",
+        orders=[{"side": "sell", "price": "70000", "amount": "3", "created_at": T0, "status": "active"}],
+    )  # fmt: skip
+    tc.finish_deal(finished)
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "1 open order:")
+    assert "1 open order: 🟠 1 orphan" in listing.text
+    assert "orphan" in line_of(listing, "SELL 3 BTC/USD:BTC")
+    # Spot and COIN-M listed, USDⓈ-M not (no mapped account trades there).
+    paths = [r.path for r in binance.requests]
+    assert paths.count("/dapi/v1/openOrders") == 1 and "/fapi/v1/openOrders" not in paths
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    await showing(rig, listing.message_id, "Cancelled SELL 3 BTC/USD:BTC")
+    assert orphan_id not in binance.orders
+    assert [r.path for r in binance.requests if r.method == "DELETE"] == ["/dapi/v1/order"]

@@ -369,17 +369,12 @@ def _balances(raw: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
     return result
 
 
-def futures_venue(exchange_id: str, accounts: Sequence[LinkedAccount]) -> str | None:
-    """The key's separate futures API (``binanceusdm``) when a mapped 3Commas account trades there.
-
-    Without such an account nothing on it can be attributed, so it is not listed (40 weight saved).
-    """
-    venue = FUTURES_VENUES.get(exchange_id)
-    for linked in accounts:
-        market = market_of(linked.market_code)
-        if venue is not None and market is not None and market.exchange == venue:
-            return venue
-    return None
+def futures_venues(exchange_id: str, accounts: Sequence[LinkedAccount]) -> list[str]:
+    """The key's separate futures APIs (``binanceusdm``, ``binancecoinm``) a mapped 3Commas account
+    trades on. Without such an account nothing there can be attributed, so it is not listed (40
+    weight saved on USDⓈ-M, 5 on COIN-M)."""
+    traded = {market.exchange for linked in accounts if (market := market_of(linked.market_code))}
+    return [venue for venue in FUTURES_VENUES.get(exchange_id, ()) if venue in traded]
 
 
 async def _futures_orders(
@@ -408,7 +403,7 @@ async def list_orders(
 
     Requests: the exchange's open-orders call(s) (see the module docstring), one balance call,
     markets from the hub's shared cache, the futures API's open orders when a mapped 3Commas
-    account trades futures there (:func:`futures_venue`), and for each mapped 3Commas account 4
+    account trades futures there (:func:`futures_venues`), and for each mapped 3Commas account 4
     calls plus one per deal on a symbol that has open orders (at most :data:`MAX_DEAL_ORDER_FETCHES`).
     """
     async with deps.sessions() as session:
@@ -445,8 +440,7 @@ async def list_orders(
             return verdict
         return ListingError.EXCHANGE_FAILED
     futures_notes: dict[str, Any] = {}
-    venue = futures_venue(exchange_id, accounts)
-    if venue is not None:
+    for venue in futures_venues(exchange_id, accounts):
         futures_raw, futures_markets = await _futures_orders(deps, venue, credentials, egress, futures_notes)
         raw_orders = [*raw_orders, *futures_raw]
         markets = {**markets, **futures_markets}
