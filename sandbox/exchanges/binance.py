@@ -270,28 +270,23 @@ class LocalBinance(LocalExchange):
                 weight=0,
                 pool="fapi",
             ),
-            ("DELETE", "/fapi/v1/order"): Endpoint(
-                lambda call: self.cancel_by_request(call, futures),
-                signed=True,
-                scope="futures_trade",
-                pool="fapi",
-            ),
-            ("GET", "/fapi/v1/order"): Endpoint(
-                lambda call: self.query_order(call, futures), signed=True, weight=1, pool="fapi"
-            ),
+            **self.contract_order_routes(futures),
             ("GET", "/dapi/v1/time"): Endpoint(self.server_time, pool="dapi"),
             ("GET", "/dapi/v1/exchangeInfo"): Endpoint(self.coin_exchange_info, pool="dapi"),
             ("GET", "/dapi/v1/openOrders"): Endpoint(
                 lambda call: self.list_orders(call, coinm), signed=True, weight=by_symbol(1, 5), pool="dapi"
             ),
-            ("DELETE", "/dapi/v1/order"): Endpoint(
-                lambda call: self.cancel_by_request(call, coinm),
-                signed=True,
-                scope="futures_trade",
-                pool="dapi",
+            **self.contract_order_routes(coinm),
+        }
+
+    def contract_order_routes(self, pool: str) -> dict[tuple[str, str], Endpoint]:
+        """Cancel and query one order on a futures API (``fapi``/``dapi``), weight 1 each."""
+        return {
+            ("DELETE", f"/{pool}/v1/order"): Endpoint(
+                lambda call: self.cancel_by_request(call, pool), signed=True, scope="futures_trade", pool=pool
             ),
-            ("GET", "/dapi/v1/order"): Endpoint(
-                lambda call: self.query_order(call, coinm), signed=True, weight=1, pool="dapi"
+            ("GET", f"/{pool}/v1/order"): Endpoint(
+                lambda call: self.query_order(call, pool), signed=True, weight=1, pool=pool
             ),
         }
 
