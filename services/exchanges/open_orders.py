@@ -52,20 +52,20 @@ WEIGHTS: dict[str, Weights] = {
 # Binance keeps USDⓈ-M futures (fapi.binance.com, ccxt ``binanceusdm``) and COIN-M futures
 # (dapi.binance.com, ``binancecoinm``) on their own APIs with their own weights; one Binance key
 # trades all three. Bybit v5 and OKX list contracts through the same client.
-USDM, COINM = "binanceusdm", "binancecoinm"
-FUTURES_VENUES: dict[str, tuple[str, ...]] = {"binance": (USDM, COINM)}
+FUTURES_VENUES = {"binance": "binanceusdm"}
+COIN_MARGINED_VENUES = {"binance": "binancecoinm"}
 _LINEAR_SETTLES = (":USDT", ":USDC")
 
 
 def venue_of(exchange_id: str, symbol: str) -> str:
     """The ccxt exchange whose API holds an order of ``symbol`` placed with a key of ``exchange_id``
     (on a Binance key ``BTC/USDT:USDT`` → ``binanceusdm``, ``BTC/USD:BTC`` → ``binancecoinm``)."""
-    if exchange_id not in FUTURES_VENUES:
-        return exchange_id
     pair, _, settle = symbol.partition(":")
     if symbol.endswith(_LINEAR_SETTLES):
-        return USDM
-    return COINM if settle and pair.startswith(f"{settle}/") else exchange_id
+        return FUTURES_VENUES.get(exchange_id, exchange_id)
+    if settle and pair.startswith(f"{settle}/"):
+        return COIN_MARGINED_VENUES.get(exchange_id, exchange_id)
+    return exchange_id
 
 
 PAGE_LIMITS = {"bybit": 50, "okx": 100}

@@ -12,7 +12,7 @@ from services.core.vault import Credentials, Vault, VaultError
 from services.core.verdicts import Verdict
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
-from services.exchanges.open_orders import USDM
+from services.exchanges.open_orders import FUTURES_VENUES
 from services.exchanges.probes import KeyInfo, ProbeResult, probe, wallet_balances
 from services.monitoring.incidents import Observation
 from services.monitoring.polling import CheckResult, Claimed
@@ -66,12 +66,13 @@ class ExchangeChecker:
             client, clock=self.clock, with_key_info=True, with_balances=with_balances, known=known
         )
         checked = CheckResult.from_probe(result)
+        venue = FUTURES_VENUES.get(claimed.exchange)
         allowed = result.key_info.permissions if result.key_info is not None else ()
-        if claimed.exchange != "binance" or result.balances is None or "futures" not in allowed:
+        if venue is None or result.balances is None or "futures" not in allowed:
             return checked
-        # The key may trade futures (Binance ``enableFutures``): /status shows its USDⓈ-M wallet
-        # too, refreshed with the spot balances. Its separate API costs its own weight.
-        futures = await wallet_balances(await self.hub.client(USDM, credentials, egress=egress))
+        # The key may trade futures (Binance ``enableFutures``): /status shows that wallet too,
+        # refreshed with the spot balances. Its separate API costs its own weight.
+        futures = await wallet_balances(await self.hub.client(venue, credentials, egress=egress))
         if futures is None:
             return checked
         return replace(checked, check_state={**claimed.check_state, FUTURES_BALANCES: futures})

@@ -38,7 +38,13 @@ from services.core.vault import Credentials, Vault
 from services.exchanges.classifier import Classification, classify
 from services.exchanges.egress import Egress, whitelist_of
 from services.exchanges.hub import ExchangeHub
-from services.exchanges.open_orders import FUTURES_VENUES, WEIGHTS, Weights, fetch_all_open_orders
+from services.exchanges.open_orders import (
+    COIN_MARGINED_VENUES,
+    FUTURES_VENUES,
+    WEIGHTS,
+    Weights,
+    fetch_all_open_orders,
+)
 from services.orders.attribution import (
     AttributedOrder,
     Attribution,
@@ -374,7 +380,8 @@ def futures_venues(exchange_id: str, accounts: Sequence[LinkedAccount]) -> list[
     trades on. Without such an account nothing there can be attributed, so it is not listed (40
     weight saved on USDⓈ-M, 5 on COIN-M)."""
     traded = {market.exchange for linked in accounts if (market := market_of(linked.market_code))}
-    return [venue for venue in FUTURES_VENUES.get(exchange_id, ()) if venue in traded]
+    venues = (FUTURES_VENUES.get(exchange_id), COIN_MARGINED_VENUES.get(exchange_id))
+    return [venue for venue in venues if venue is not None and venue in traded]
 
 
 async def _futures_orders(
