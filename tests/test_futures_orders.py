@@ -154,3 +154,30 @@ async def test_coin_margined_orphan_is_listed_and_cancelled_on_the_coin_m_api(ri
     await showing(rig, listing.message_id, "Cancelled SELL 3 BTC/USD:BTC")
     assert orphan_id not in binance.orders
     assert [r.path for r in binance.requests if r.method == "DELETE"] == ["/dapi/v1/order"]
+
+
+async def test_margin_orphan_is_listed_and_cancelled_on_the_margin_account(rig, exchanges, tc):
+    """A ``binance_margin`` account (Account::BinanceMarginAccount): its orders rest on the cross
+    margin account, listed apart from spot ones (GET /sapi/v1/margin/openOrders) on the same
+    markets; a finished deal's order there is an orphan and is cancelled there, never on spot."""
+    binance = exchanges["binance"]
+    key = binance.add_key(balances={"USDT": 1_000})
+    binance.set_balance(key.api_key, "USDT", 5_000, wallet="margin")
+    manual_id = binance.add_order(key.api_key, "BTC/USDT", "buy", "60000", "0.001", created_at=T0)
+    orphan_id = binance.add_order(
+        key.api_key, "ETH/USDT", "buy", "3000", "0.5", created_at=T0, wallet="margin"
+    )
+    cid = await link_exchange(rig, "binance", key)
+    tc_key, account = await map_threecommas(rig, tc, cid, "binance_margin")
+    order = {"side": "buy", "price": "3000", "amount": "0.5", "created_at": T0, "status": "active"}
+    tc.finish_deal(tc.add_deal(tc_key, account, pair="USDT_ETH", orders=[order]))
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    assert "2 open orders:" in listing.text and "🟠 1 orphan" in listing.text
+    assert "orphan" in line_of(listing, "BUY 0.5 ETH/USDT")
+    paths = [r.path for r in binance.requests]
+    assert paths.count("/sapi/v1/margin/openOrders") == 1 and paths.count("/api/v3/openOrders") == 1
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    await showing(rig, listing.message_id, "Cancelled BUY 0.5 ETH/USDT")
+    assert orphan_id not in binance.orders and manual_id in binance.orders
+    assert [r.path for r in binance.requests if r.method == "DELETE"] == ["/sapi/v1/margin/order"]

@@ -803,8 +803,10 @@ class LocalExchange(ABC):
         *,
         created_at: datetime | None = None,
         client_order_id: str | None = None,
+        wallet: str | None = None,
     ) -> str:
-        """Rest a limit order for a key, locking its funds; returns the exchange order id."""
+        """Rest a limit order for a key, locking its funds; returns the exchange order id.
+        ``wallet``: another wallet than the market's own (Binance ``margin`` for a spot market)."""
         order = self.place_order(
             self.key(api_key),
             self.market(symbol),
@@ -813,6 +815,7 @@ class LocalExchange(ABC):
             to_decimal(amount),
             client_order_id=client_order_id,
             created_at=created_at,
+            wallet=wallet,
         )
         return order.order_id
 
@@ -826,6 +829,7 @@ class LocalExchange(ABC):
         *,
         client_order_id: str | None = None,
         created_at: datetime | None = None,
+        wallet: str | None = None,
     ) -> LocalOrder:
         """Lock funds and rest the order. A buy locks quote, a sell locks base; a contract order locks
         settle-currency margin of notional / leverage on either side."""
@@ -844,7 +848,7 @@ class LocalExchange(ABC):
             asset, needed = market.quote, price * amount
         else:
             asset, needed = market.base, amount
-        wallet = self.wallet_for(market)
+        wallet = wallet or self.wallet_for(market)
         holding = key.holding(wallet, asset)
         if holding.free < needed:
             raise InsufficientBalance(f"{asset}: need {needed}, free {holding.free}")

@@ -206,7 +206,7 @@ class LocalBinance(LocalExchange):
     # ---- routes -----------------------------------------------------------------------------------
 
     def routes(self) -> dict[tuple[str, str], Endpoint]:
-        spot, futures, coinm = "api", "fapi", "dapi"
+        spot, futures, coinm, margin = "api", "fapi", "dapi", "margin"
         return {
             ("GET", "/api/v3/ping"): Endpoint(lambda call: Reply(json={}), pool="api"),
             ("GET", "/api/v3/time"): Endpoint(self.server_time, pool="api"),
@@ -236,6 +236,17 @@ class LocalBinance(LocalExchange):
             ),
             ("GET", "/sapi/v1/account/apiRestrictions"): Endpoint(
                 self.api_restrictions, signed=True, pool="sapi"
+            ),
+            # Cross margin: IP weight 10 to list or query, 1 to cancel (ccxt binance.py describe()
+            # sapi costs 1 / 1 / 0.006667, at 0.1 per IP weight and 0.006667 per UID weight).
+            ("GET", "/sapi/v1/margin/openOrders"): Endpoint(
+                lambda call: self.list_orders(call, margin), signed=True, weight=10, pool="sapi"
+            ),
+            ("GET", "/sapi/v1/margin/order"): Endpoint(
+                lambda call: self.query_order(call, margin), signed=True, weight=10, pool="sapi"
+            ),
+            ("DELETE", "/sapi/v1/margin/order"): Endpoint(
+                lambda call: self.cancel_by_request(call, margin), signed=True, scope="trade", pool="sapi"
             ),
             ("GET", "/fapi/v1/ping"): Endpoint(lambda call: Reply(json={}), pool="fapi"),
             ("GET", "/fapi/v1/time"): Endpoint(self.server_time, pool="fapi"),
@@ -327,6 +338,11 @@ class LocalBinance(LocalExchange):
         if not market.is_contract:
             return "api"
         return "dapi" if market.is_inverse else "fapi"
+
+    def venue_of_order(self, order: LocalOrder) -> str:
+        """Where an order is listed and cancelled: its market's API, or ``margin`` (``/sapi/v1/margin``)
+        for a spot-market order of the margin wallet."""
+        return "margin" if order.wallet == "margin" else self.api_of(order.market)
 
     def venue_markets(self, pool: str) -> list[Market]:
         return [market for market in self.markets.values() if self.api_of(market) == pool]
@@ -486,8 +502,9 @@ class LocalBinance(LocalExchange):
         return self.venue_markets(pool)
 
     def require_market(self, market_id: str, pool: str) -> Market:
-        market = self.market_by_id(market_id, contract=pool != "api")
-        if market is None or self.api_of(market) != pool:
+        markets_of = "api" if pool == "margin" else pool  # margin trades the spot markets
+        market = self.market_by_id(market_id, contract=markets_of != "api")
+        if market is None or self.api_of(market) != markets_of:
             raise Rejected(self.error(400, -1121, "Invalid symbol."))
         return market
 
@@ -718,6 +735,8 @@ class LocalBinance(LocalExchange):
                 "time": created,
                 "updateTime": created,
             }
+        if order.wallet == "margin":  # margin orders: the spot shape plus isIsolated (cross margin here)
+            common |= {"isIsolated": False}
         return common | {
             "orderListId": -1,
             "cummulativeQuoteQty": "0.00000000",
@@ -736,7 +755,7 @@ class LocalBinance(LocalExchange):
         orders = [
             o
             for o in self.key_orders(key)
-            if self.api_of(o.market) == pool and (market is None or o.market is market)
+            if self.venue_of_order(o) == pool and (market is None or o.market is market)
         ]
         return Reply(json=[self.order_json(order) for order in orders])
 
@@ -786,12 +805,13 @@ class LocalBinance(LocalExchange):
         market = self.require_market(call.params["symbol"], pool)
         order_id, client_id = call.params.get("orderId"), call.params.get("origClientOrderId")
         order = self.find_order(key, market, order_id, client_id)
-        if order is not None:
+        if order is not None and self.venue_of_order(order) == pool:
             return Reply(json=self.order_json(order))
         for done, how in self.finished.values():
             if (
                 done.api_key == key.api_key
                 and done.market is market
+                and self.venue_of_order(done) == pool
                 and (
                     (order_id and done.order_id == order_id)
                     or (client_id and done.client_order_id == client_id)
@@ -814,10 +834,10 @@ class LocalBinance(LocalExchange):
                 400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
             )
         order = self.find_order(key, market, order_id, client_id)
-        if order is None:
+        if order is None or self.venue_of_order(order) != pool:
             return self.error(400, -2011, "Unknown order sent.")
         self.drop_order(order)
         body = self.order_json(order, status="CANCELED")
-        if pool == "api":
+        if pool in ("api", "margin"):
             body |= {"origClientOrderId": order.client_order_id, "transactTime": self.now_ms()}
         return Reply(json=body)

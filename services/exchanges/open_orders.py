@@ -49,6 +49,12 @@ WEIGHTS: dict[str, Weights] = {
     "bybit": Weights(balance=3),
 }
 
+# Binance lists cross-margin orders apart from spot ones (GET /sapi/v1/margin/openOrders), on the
+# same markets; ccxt reaches them through the unified calls with ``{"type": "margin"}``. IP weight 10
+# to list or query, 1 (per UID) to cancel: ccxt binance.py describe() sapi costs 1 / 1 / 0.006667.
+MARGIN_PARAMS: dict[str, object] = {"type": "margin"}
+MARGIN_WEIGHTS = {"binance": Weights(all_open_orders=10, symbol_open_orders=10, order=10, cancel=1)}
+
 # Binance keeps USDⓈ-M futures (fapi.binance.com, ccxt ``binanceusdm``) and COIN-M futures
 # (dapi.binance.com, ``binancecoinm``) on their own APIs with their own weights; one Binance key
 # trades all three. Bybit v5 and OKX list contracts through the same client.

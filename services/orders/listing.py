@@ -37,10 +37,12 @@ from services.core.clock import Clock
 from services.core.vault import Credentials, Vault
 from services.exchanges.classifier import Classification, classify
 from services.exchanges.egress import Egress, whitelist_of
-from services.exchanges.hub import ExchangeHub
+from services.exchanges.hub import ExchangeClient, ExchangeHub
 from services.exchanges.open_orders import (
     COIN_MARGINED_VENUES,
     FUTURES_VENUES,
+    MARGIN_PARAMS,
+    MARGIN_WEIGHTS,
     WEIGHTS,
     Weights,
     fetch_all_open_orders,
@@ -384,6 +386,33 @@ def futures_venues(exchange_id: str, accounts: Sequence[LinkedAccount]) -> list[
     return [venue for venue in venues if venue is not None and venue in traded]
 
 
+MARGIN_ORDERS = "margin_order_ids"
+"""Listing note: ids of the orders listed from the margin account (cancelled there too)."""
+
+
+def trades_margin(exchange_id: str, accounts: Sequence[LinkedAccount]) -> bool:
+    """A mapped 3Commas account trades the key's margin account (``binance_margin``), whose orders
+    the exchange lists apart from spot ones."""
+    return exchange_id in MARGIN_WEIGHTS and any(
+        (market := market_of(linked.market_code)) is not None
+        and market.exchange == exchange_id
+        and market.market_type == "margin"
+        for linked in accounts
+    )
+
+
+async def _margin_orders(client: ExchangeClient, notes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Open orders of the margin account; a failure (e.g. no margin account) leaves the rest intact."""
+    weight = MARGIN_WEIGHTS[client.exchange_id].all_open_orders
+    try:
+        return list(await client.call("fetch_open_orders", None, None, None, MARGIN_PARAMS, weight=weight))
+    except (ccxt.BaseError, TimeoutError) as error:
+        verdict = classify(client.exchange_id, error)
+        log.info("listing margin orders failed: %s %s", verdict.verdict, verdict.code)
+        notes["margin_failed"] = True
+        return []
+
+
 async def _futures_orders(
     deps: Deps, venue: str, credentials: Credentials, egress: Egress, notes: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -446,11 +475,15 @@ async def list_orders(
         if verdict.verdict.is_key_problem:
             return verdict
         return ListingError.EXCHANGE_FAILED
-    futures_notes: dict[str, Any] = {}
+    venue_notes: dict[str, Any] = {}
     for venue in futures_venues(exchange_id, accounts):
-        futures_raw, futures_markets = await _futures_orders(deps, venue, credentials, egress, futures_notes)
+        futures_raw, futures_markets = await _futures_orders(deps, venue, credentials, egress, venue_notes)
         raw_orders = [*raw_orders, *futures_raw]
         markets = {**markets, **futures_markets}
+    if trades_margin(exchange_id, accounts):
+        margin_raw = await _margin_orders(client, venue_notes)
+        venue_notes[MARGIN_ORDERS] = [str(raw["id"]) for raw in margin_raw]
+        raw_orders = [*raw_orders, *margin_raw]
     orders = [order for raw in raw_orders if (order := to_open_order(raw, now)) is not None]
 
     symbols = {order.symbol for order in orders}
@@ -472,7 +505,7 @@ async def list_orders(
         "threecommas_complete": source.complete,
         "threecommas_errors": source.errors,
         "threecommas_requests": source.requests,
-        **futures_notes,
+        **venue_notes,
     }
 
     async with deps.sessions.begin() as session:
