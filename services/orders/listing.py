@@ -475,14 +475,14 @@ async def list_orders(
         if verdict.verdict.is_key_problem:
             return verdict
         return ListingError.EXCHANGE_FAILED
-    venue_notes: dict[str, Any] = {}
+    futures_notes: dict[str, Any] = {}
     for venue in futures_venues(exchange_id, accounts):
-        futures_raw, futures_markets = await _futures_orders(deps, venue, credentials, egress, venue_notes)
+        futures_raw, futures_markets = await _futures_orders(deps, venue, credentials, egress, futures_notes)
         raw_orders = [*raw_orders, *futures_raw]
         markets = {**markets, **futures_markets}
     if trades_margin(exchange_id, accounts):
-        margin_raw = await _margin_orders(client, venue_notes)
-        venue_notes[MARGIN_ORDERS] = [str(raw["id"]) for raw in margin_raw]
+        margin_raw = await _margin_orders(client, futures_notes)
+        futures_notes[MARGIN_ORDERS] = [str(raw["id"]) for raw in margin_raw]
         raw_orders = [*raw_orders, *margin_raw]
     orders = [order for raw in raw_orders if (order := to_open_order(raw, now)) is not None]
 
@@ -505,7 +505,7 @@ async def list_orders(
         "threecommas_complete": source.complete,
         "threecommas_errors": source.errors,
         "threecommas_requests": source.requests,
-        **venue_notes,
+        **futures_notes,
     }
 
     async with deps.sessions.begin() as session:
