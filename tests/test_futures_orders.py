@@ -18,32 +18,31 @@ from tests.test_orders import USER, line_of, link_exchange, map_threecommas, rig
 __all__ = ["rig"]  # the fixture, shared with tests/test_orders.py
 
 
-@pytest.fixture
-async def futures(rig, exchanges, tc) -> dict[str, Any]:
-    """A Binance key with a futures order of an active deal and one of a finished deal."""
-    binance = exchanges["binance"]
-    key = binance.add_key(balances={"USDT": 10_000})
-    binance.set_balance(key.api_key, "USDT", 10_000, wallet="futures")
-    active_id = binance.add_order(key.api_key, "BTC/USDT:USDT", "buy", "60000", "0.01", created_at=T0)
-    orphan_id = binance.add_order(key.api_key, "ETH/USDT:USDT", "sell", "3700", "0.5", created_at=T0)
-    cid = await link_exchange(rig, "binance", key)
-    tc_key, account = await map_threecommas(rig, tc, cid, "binance_futures")
-    tc.add_deal(
-        tc_key,
-        account,
-        pair="USDT_BTCUSDT",
-        market_type="futures",
-        orders=[{"side": "buy", "price": "60000", "amount": "0.01", "created_at": T0}],
-    )
-    finished = tc.add_deal(
-        tc_key,
-        account,
-        pair="USDT_ETHUSDT",
-        market_type="futures",
-        orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
-    )
+def futures_deal(tc, tc_key: str, account: int, pair: str, side: str, price: str, amount: str) -> int:
+    """A 3Commas futures deal with one order resting at ``price``."""
+    order = {"side": side, "price": price, "amount": amount, "created_at": T0, "status": "active"}
+    return tc.add_deal(tc_key, account, pair=pair, market_type="futures", orders=[order])
+
+
+async def active_and_finished(rig, server, tc, market_code: str) -> dict[str, Any]:
+    """A key with a linear futures order of an active deal and one of a finished deal, mapped to a
+    3Commas account of ``market_code``."""
+    key = server.add_key(balances={"USDT": 10_000})
+    server.set_balance(key.api_key, "USDT", 10_000, wallet="futures")
+    active_id = server.add_order(key.api_key, "BTC/USDT:USDT", "buy", "60000", "0.01", created_at=T0)
+    orphan_id = server.add_order(key.api_key, "ETH/USDT:USDT", "sell", "3700", "0.5", created_at=T0)
+    cid = await link_exchange(rig, server.exchange_id, key)
+    tc_key, account = await map_threecommas(rig, tc, cid, market_code)
+    futures_deal(tc, tc_key, account, "USDT_BTCUSDT", "buy", "60000", "0.01")
+    finished = futures_deal(tc, tc_key, account, "USDT_ETHUSDT", "sell", "3700", "0.5")
     tc.finish_deal(finished)
     return {"key": key, "active": active_id, "orphan": orphan_id, "deal": finished}
+
+
+@pytest.fixture
+async def futures(rig, exchanges, tc) -> dict[str, Any]:
+    """A Binance key (USDⓈ-M, ``binance_futures``) as :func:`active_and_finished` leaves it."""
+    return await active_and_finished(rig, exchanges["binance"], tc, "binance_futures")
 
 
 async def test_futures_orphan_of_a_finished_deal_is_listed_and_cancelled_active_one_is_not(
@@ -122,21 +121,7 @@ async def test_bybit_and_okx_perpetual_orphans_are_listed_and_cancelled(
     rig, exchanges, tc, exchange, market_code
 ):
     server = exchanges[exchange]
-    key = server.add_key(balances={"USDT": 10_000})
-    server.set_balance(key.api_key, "USDT", 10_000, wallet="futures")
-    active_id = server.add_order(key.api_key, "BTC/USDT:USDT", "buy", "60000", "0.01", created_at=T0)
-    orphan_id = server.add_order(key.api_key, "ETH/USDT:USDT", "sell", "3700", "0.5", created_at=T0)
-    cid = await link_exchange(rig, exchange, key)
-    tc_key, account = await map_threecommas(rig, tc, cid, market_code)
-    tc.add_deal(
-        tc_key, account, pair="USDT_BTCUSDT", market_type="futures",
-        orders=[{"side": "buy", "price": "60000", "amount": "0.01", "created_at": T0}],
-    )  # fmt: skip
-    finished = tc.add_deal(
-        tc_key, account, pair="USDT_ETHUSDT", market_type="futures",
-        orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
-    )  # fmt: skip
-    tc.finish_deal(finished)
+    story = await active_and_finished(rig, server, tc, market_code)
     listing = await rig.say(USER, "/orders")
     listing = await showing(rig, listing.message_id, "open orders:")
     assert "2 open orders: 🟢 1 active deal · 🟠 1 orphan" in listing.text
@@ -144,4 +129,55 @@ async def test_bybit_and_okx_perpetual_orphans_are_listed_and_cancelled(
     assert "active deal" in line_of(listing, "BTC/USDT:USDT")
     rig.tg.user_presses(USER, listing, "❌ Cancel 1")
     await showing(rig, listing.message_id, "Cancelled SELL")
-    assert orphan_id not in server.orders and active_id in server.orders
+    assert story["orphan"] not in server.orders and story["active"] in server.orders
+
+
+async def test_coin_margined_orphan_is_listed_and_cancelled_on_the_coin_m_api(rig, exchanges, tc):
+    """A ``binance_futures_coin`` account (3Commas' Accounts::BinanceFuturesCoin): its orders live
+    on COIN-M (dapi.binance.com, ccxt ``binancecoinm``), priced per 100 USD contract and settled in
+    the coin; a finished deal's order there is an orphan and is cancelled there."""
+    binance = exchanges["binance"]
+    key = binance.add_key(balances={"USDT": 1_000})
+    binance.set_balance(key.api_key, "BTC", 1, wallet="futures")
+    orphan_id = binance.add_order(key.api_key, "BTC/USD:BTC", "sell", "70000", "3", created_at=T0)
+    cid = await link_exchange(rig, "binance", key)
+    tc_key, account = await map_threecommas(rig, tc, cid, "binance_futures_coin")
+    tc.finish_deal(futures_deal(tc, tc_key, account, "USD_BTCUSD", "sell", "70000", "3"))
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "1 open order:")
+    assert "1 open order: 🟠 1 orphan" in listing.text
+    assert "orphan" in line_of(listing, "SELL 3 BTC/USD:BTC")
+    # Spot and COIN-M listed, USDⓈ-M not (no mapped account trades there).
+    paths = [r.path for r in binance.requests]
+    assert paths.count("/dapi/v1/openOrders") == 1 and "/fapi/v1/openOrders" not in paths
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    await showing(rig, listing.message_id, "Cancelled SELL 3 BTC/USD:BTC")
+    assert orphan_id not in binance.orders
+    assert [r.path for r in binance.requests if r.method == "DELETE"] == ["/dapi/v1/order"]
+
+
+async def test_margin_orphan_is_listed_and_cancelled_on_the_margin_account(rig, exchanges, tc):
+    """A ``binance_margin`` account (Account::BinanceMarginAccount): its orders rest on the cross
+    margin account, listed apart from spot ones (GET /sapi/v1/margin/openOrders) on the same
+    markets; a finished deal's order there is an orphan and is cancelled there, never on spot."""
+    binance = exchanges["binance"]
+    key = binance.add_key(balances={"USDT": 1_000})
+    binance.set_balance(key.api_key, "USDT", 5_000, wallet="margin")
+    manual_id = binance.add_order(key.api_key, "BTC/USDT", "buy", "60000", "0.001", created_at=T0)
+    orphan_id = binance.add_order(
+        key.api_key, "ETH/USDT", "buy", "3000", "0.5", created_at=T0, wallet="margin"
+    )
+    cid = await link_exchange(rig, "binance", key)
+    tc_key, account = await map_threecommas(rig, tc, cid, "binance_margin")
+    order = {"side": "buy", "price": "3000", "amount": "0.5", "created_at": T0, "status": "active"}
+    tc.finish_deal(tc.add_deal(tc_key, account, pair="USDT_ETH", orders=[order]))
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "open orders:")
+    assert "2 open orders:" in listing.text and "🟠 1 orphan" in listing.text
+    assert "orphan" in line_of(listing, "BUY 0.5 ETH/USDT")
+    paths = [r.path for r in binance.requests]
+    assert paths.count("/sapi/v1/margin/openOrders") == 1 and paths.count("/api/v3/openOrders") == 1
+    rig.tg.user_presses(USER, listing, "❌ Cancel 1")
+    await showing(rig, listing.message_id, "Cancelled BUY 0.5 ETH/USDT")
+    assert orphan_id not in binance.orders and manual_id in binance.orders
+    assert [r.path for r in binance.requests if r.method == "DELETE"] == ["/sapi/v1/margin/order"]

@@ -230,6 +230,11 @@ class Market:
         return self.settle is not None
 
     @property
+    def is_inverse(self) -> bool:
+        """A coin-margined contract: settled in its base coin, sized in USD (``BTC/USD:BTC``)."""
+        return self.settle is not None and self.settle == self.base
+
+    @property
     def bid(self) -> Decimal:
         return self.price - self.tick
 
@@ -520,6 +525,8 @@ class LocalExchange(ABC):
     ban_after_strikes: ClassVar[int | None] = None
     ban_seconds: ClassVar[float] = 120.0
     market_overrides: ClassVar[Mapping[str, Mapping[str, str]]] = {}
+    own_markets: ClassVar[tuple[MarketSpec, ...]] = ()
+    """Markets only this exchange lists, besides :data:`MARKET_CATALOGUE` (Binance's COIN-M)."""
     first_order_id: ClassVar[int] = 1
 
     def __init__(
@@ -528,7 +535,9 @@ class LocalExchange(ABC):
         self._clock = clock or time.monotonic
         self._wall = wall or time.time
         self.keys: dict[str, LocalKey] = {}
-        self.markets: dict[str, Market] = {spec.symbol: self._build_market(spec) for spec in MARKET_CATALOGUE}
+        self.markets: dict[str, Market] = {
+            spec.symbol: self._build_market(spec) for spec in (*MARKET_CATALOGUE, *self.own_markets)
+        }
         self.orders: dict[str, LocalOrder] = {}
         # Orders no longer open, with how they ended ("filled" / "cancelled"), for order queries.
         self.finished: dict[str, tuple[LocalOrder, str]] = {}
@@ -794,8 +803,10 @@ class LocalExchange(ABC):
         *,
         created_at: datetime | None = None,
         client_order_id: str | None = None,
+        wallet: str | None = None,
     ) -> str:
-        """Rest a limit order for a key, locking its funds; returns the exchange order id."""
+        """Rest a limit order for a key, locking its funds; returns the exchange order id.
+        ``wallet``: another wallet than the market's own (Binance ``margin`` for a spot market)."""
         order = self.place_order(
             self.key(api_key),
             self.market(symbol),
@@ -804,6 +815,7 @@ class LocalExchange(ABC):
             to_decimal(amount),
             client_order_id=client_order_id,
             created_at=created_at,
+            wallet=wallet,
         )
         return order.order_id
 
@@ -817,6 +829,7 @@ class LocalExchange(ABC):
         *,
         client_order_id: str | None = None,
         created_at: datetime | None = None,
+        wallet: str | None = None,
     ) -> LocalOrder:
         """Lock funds and rest the order. A buy locks quote, a sell locks base; a contract order locks
         settle-currency margin of notional / leverage on either side."""
@@ -824,7 +837,9 @@ class LocalExchange(ABC):
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
         if price <= 0 or amount <= 0:
             raise ValueError("price and amount must be positive")
-        if market.is_contract:
+        if market.is_inverse:  # contracts of contract_size USD each: the notional in coin
+            asset, needed = market.base, amount * market.contract_size / price / CONTRACT_LEVERAGE
+        elif market.is_contract:
             asset, needed = (
                 market.settle or market.quote,
                 price * amount * market.contract_size / CONTRACT_LEVERAGE,
@@ -833,7 +848,7 @@ class LocalExchange(ABC):
             asset, needed = market.quote, price * amount
         else:
             asset, needed = market.base, amount
-        wallet = self.wallet_for(market)
+        wallet = wallet or self.wallet_for(market)
         holding = key.holding(wallet, asset)
         if holding.free < needed:
             raise InsufficientBalance(f"{asset}: need {needed}, free {holding.free}")

@@ -1,4 +1,5 @@
-"""Local Binance: spot ``/api/v3``, wallet ``/sapi/v1``, USDⓈ-M futures ``/fapi/v1|v2|v3``.
+"""Local Binance: spot ``/api/v3``, wallet ``/sapi/v1``, USDⓈ-M futures ``/fapi/v1|v2|v3``, COIN-M
+futures ``/dapi/v1`` (one inverse perpetual, ``BTC/USD:BTC``: exchangeInfo, openOrders, order).
 
 Signing (as ccxt's ``binance.sign``): ``X-MBX-APIKEY`` header; the query string (GET/DELETE) or form body
 (POST) carries ``timestamp``, ``recvWindow`` and, last, ``signature`` = lowercase hex HMAC-SHA256 of
@@ -7,8 +8,9 @@ everything before it. Binance signs query string + body concatenated, so either 
 Weights are Binance's documented IP weights, counted per IP per minute in separate buckets for ``/api``
 (``X-MBX-USED-WEIGHT-1M``, default limit 6000), ``/sapi`` (``X-SAPI-USED-IP-WEIGHT-1M``, 12000) and
 ``/fapi`` (``X-MBX-USED-WEIGHT-1M``, 2400). Going over answers 429 ``-1003`` with ``Retry-After``; more than
-``ban_after_strikes`` 429s within one window earn a 418 IP ban for ``ban_seconds``. ``/dapi`` serves only
-time and an empty exchangeInfo, because ccxt's default ``load_markets`` asks for coin-margined markets.
+``ban_after_strikes`` 429s within one window earn a 418 IP ban for ``ban_seconds``. ``/dapi`` has its own
+2400 bucket (COIN-M docs "General Info"); its weights are ccxt's (binance.py ``dapiPrivate``: openOrders
+1, 5 without a symbol; order 1), as Binance's COIN-M pages were not at hand.
 
 Key states: unknown/revoked, IP not whitelisted and missing permission all answer 401 ``-2015`` (Binance
 does not tell them apart). ``expired`` models the 30-day rule for keys without an IP whitelist: spot
@@ -80,13 +82,17 @@ class LocalBinance(LocalExchange):
     }
     primary_pool = "api"
     main_wallet = "spot"
+    # 100 USD per contract, as Binance's BTCUSD_PERP (ccxt binance.py parse_market reads contractSize).
+    own_markets = (MarketSpec("BTC/USD:BTC", "65005", "0.1", "1", "1", "100000", "0", "100"),)
     ban_after_strikes = 3
     first_order_id = 28_457_000
 
     # ---- identity ---------------------------------------------------------------------------------
 
     def market_id(self, spec: MarketSpec) -> str:
-        return spec.symbol.partition(":")[0].replace("/", "")
+        pair, _, settle = spec.symbol.partition(":")
+        plain = pair.replace("/", "")
+        return f"{plain}_PERP" if settle and pair.startswith(f"{settle}/") else plain
 
     def new_credentials(self) -> tuple[str, str, str | None]:
         return random_token(64), random_token(64), None
@@ -200,7 +206,7 @@ class LocalBinance(LocalExchange):
     # ---- routes -----------------------------------------------------------------------------------
 
     def routes(self) -> dict[tuple[str, str], Endpoint]:
-        spot, futures = False, True
+        spot, futures, coinm, margin = "api", "fapi", "dapi", "margin"
         return {
             ("GET", "/api/v3/ping"): Endpoint(lambda call: Reply(json={}), pool="api"),
             ("GET", "/api/v3/time"): Endpoint(self.server_time, pool="api"),
@@ -230,6 +236,17 @@ class LocalBinance(LocalExchange):
             ),
             ("GET", "/sapi/v1/account/apiRestrictions"): Endpoint(
                 self.api_restrictions, signed=True, pool="sapi"
+            ),
+            # Cross margin: IP weight 10 to list or query, 1 to cancel (ccxt binance.py describe()
+            # sapi costs 1 / 1 / 0.006667, at 0.1 per IP weight and 0.006667 per UID weight).
+            ("GET", "/sapi/v1/margin/openOrders"): Endpoint(
+                lambda call: self.list_orders(call, margin), signed=True, weight=10, pool="sapi"
+            ),
+            ("GET", "/sapi/v1/margin/order"): Endpoint(
+                lambda call: self.query_order(call, margin), signed=True, weight=10, pool="sapi"
+            ),
+            ("DELETE", "/sapi/v1/margin/order"): Endpoint(
+                lambda call: self.cancel_by_request(call, margin), signed=True, scope="trade", pool="sapi"
             ),
             ("GET", "/fapi/v1/ping"): Endpoint(lambda call: Reply(json={}), pool="fapi"),
             ("GET", "/fapi/v1/time"): Endpoint(self.server_time, pool="fapi"),
@@ -264,19 +281,23 @@ class LocalBinance(LocalExchange):
                 weight=0,
                 pool="fapi",
             ),
-            ("DELETE", "/fapi/v1/order"): Endpoint(
-                lambda call: self.cancel_by_request(call, futures),
-                signed=True,
-                scope="futures_trade",
-                pool="fapi",
-            ),
-            ("GET", "/fapi/v1/order"): Endpoint(
-                lambda call: self.query_order(call, futures), signed=True, weight=1, pool="fapi"
-            ),
-            # ccxt's default load_markets also asks for coin-margined markets; none are listed here.
+            **self.contract_order_routes(futures),
             ("GET", "/dapi/v1/time"): Endpoint(self.server_time, pool="dapi"),
-            ("GET", "/dapi/v1/exchangeInfo"): Endpoint(
-                lambda call: Reply(json=self.exchange_info_shell("dapi", [])), pool="dapi"
+            ("GET", "/dapi/v1/exchangeInfo"): Endpoint(self.coin_exchange_info, pool="dapi"),
+            ("GET", "/dapi/v1/openOrders"): Endpoint(
+                lambda call: self.list_orders(call, coinm), signed=True, weight=by_symbol(1, 5), pool="dapi"
+            ),
+            **self.contract_order_routes(coinm),
+        }
+
+    def contract_order_routes(self, pool: str) -> dict[tuple[str, str], Endpoint]:
+        """Cancel and query one order on a futures API (``fapi``/``dapi``), weight 1 each."""
+        return {
+            ("DELETE", f"/{pool}/v1/order"): Endpoint(
+                lambda call: self.cancel_by_request(call, pool), signed=True, scope="futures_trade", pool=pool
+            ),
+            ("GET", f"/{pool}/v1/order"): Endpoint(
+                lambda call: self.query_order(call, pool), signed=True, weight=1, pool=pool
             ),
         }
 
@@ -311,8 +332,20 @@ class LocalBinance(LocalExchange):
             "symbols": symbols,
         }
 
-    def contract_markets(self, contract: bool) -> list[Market]:
-        return [market for market in self.markets.values() if market.is_contract == contract]
+    @staticmethod
+    def api_of(market: Market) -> str:
+        """The API that lists a market: ``api`` spot, ``fapi`` USDⓈ-M, ``dapi`` COIN-M (inverse)."""
+        if not market.is_contract:
+            return "api"
+        return "dapi" if market.is_inverse else "fapi"
+
+    def venue_of_order(self, order: LocalOrder) -> str:
+        """Where an order is listed and cancelled: its market's API, or ``margin`` (``/sapi/v1/margin``)
+        for a spot-market order of the margin wallet."""
+        return "margin" if order.wallet == "margin" else self.api_of(order.market)
+
+    def venue_markets(self, pool: str) -> list[Market]:
+        return [market for market in self.markets.values() if self.api_of(market) == pool]
 
     def spot_exchange_info(self, call: Call) -> Reply:
         symbols = [
@@ -370,95 +403,112 @@ class LocalBinance(LocalExchange):
                 "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
                 "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
             }
-            for m in self.contract_markets(False)
+            for m in self.venue_markets("api")
         ]
         return Reply(json=self.exchange_info_shell("api", symbols))
 
+    def contract_symbol(self, m: Market) -> dict[str, Any]:
+        """One ``symbols`` entry of a futures exchangeInfo (USDⓈ-M shape; COIN-M adds to it)."""
+        return {
+            "symbol": m.id,
+            "pair": m.id,
+            "contractType": "PERPETUAL",
+            "deliveryDate": FAR_FUTURE_DELIVERY_MS,
+            "onboardDate": 1569398400000,
+            "status": "TRADING",
+            "maintMarginPercent": "2.5000",
+            "requiredMarginPercent": "5.0000",
+            "baseAsset": m.base,
+            "quoteAsset": m.quote,
+            "marginAsset": m.settle,
+            "pricePrecision": decimals(m.tick),
+            "quantityPrecision": decimals(m.step),
+            "baseAssetPrecision": 8,
+            "quotePrecision": 8,
+            "underlyingType": "COIN",
+            "underlyingSubType": [],
+            "triggerProtect": "0.0500",
+            "liquidationFee": "0.012500",
+            "marketTakeBound": "0.05",
+            "filters": [
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": str(m.tick),
+                    "maxPrice": "4529764",
+                    "tickSize": str(m.tick),
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": str(m.min_qty),
+                    "maxQty": str(m.max_qty),
+                    "stepSize": str(m.step),
+                },
+                {
+                    "filterType": "MARKET_LOT_SIZE",
+                    "minQty": str(m.min_qty),
+                    "maxQty": str(m.max_qty),
+                    "stepSize": str(m.step),
+                },
+                {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+                {"filterType": "MIN_NOTIONAL", "notional": str(m.min_notional)},
+                {
+                    "filterType": "PERCENT_PRICE",
+                    "multiplierUp": "1.0500",
+                    "multiplierDown": "0.9500",
+                    "multiplierDecimal": "4",
+                },
+            ],
+            "orderTypes": [
+                "LIMIT",
+                "MARKET",
+                "STOP",
+                "STOP_MARKET",
+                "TAKE_PROFIT",
+                "TAKE_PROFIT_MARKET",
+                "TRAILING_STOP_MARKET",
+            ],
+            "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+        }
+
     def futures_exchange_info(self, call: Call) -> Reply:
-        symbols = [
-            {
-                "symbol": m.id,
-                "pair": m.id,
-                "contractType": "PERPETUAL",
-                "deliveryDate": FAR_FUTURE_DELIVERY_MS,
-                "onboardDate": 1569398400000,
-                "status": "TRADING",
-                "maintMarginPercent": "2.5000",
-                "requiredMarginPercent": "5.0000",
-                "baseAsset": m.base,
-                "quoteAsset": m.quote,
-                "marginAsset": m.settle,
-                "pricePrecision": decimals(m.tick),
-                "quantityPrecision": decimals(m.step),
-                "baseAssetPrecision": 8,
-                "quotePrecision": 8,
-                "underlyingType": "COIN",
-                "underlyingSubType": [],
-                "triggerProtect": "0.0500",
-                "liquidationFee": "0.012500",
-                "marketTakeBound": "0.05",
-                "filters": [
-                    {
-                        "filterType": "PRICE_FILTER",
-                        "minPrice": str(m.tick),
-                        "maxPrice": "4529764",
-                        "tickSize": str(m.tick),
-                    },
-                    {
-                        "filterType": "LOT_SIZE",
-                        "minQty": str(m.min_qty),
-                        "maxQty": str(m.max_qty),
-                        "stepSize": str(m.step),
-                    },
-                    {
-                        "filterType": "MARKET_LOT_SIZE",
-                        "minQty": str(m.min_qty),
-                        "maxQty": str(m.max_qty),
-                        "stepSize": str(m.step),
-                    },
-                    {"filterType": "MAX_NUM_ORDERS", "limit": 200},
-                    {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
-                    {"filterType": "MIN_NOTIONAL", "notional": str(m.min_notional)},
-                    {
-                        "filterType": "PERCENT_PRICE",
-                        "multiplierUp": "1.0500",
-                        "multiplierDown": "0.9500",
-                        "multiplierDecimal": "4",
-                    },
-                ],
-                "orderTypes": [
-                    "LIMIT",
-                    "MARKET",
-                    "STOP",
-                    "STOP_MARKET",
-                    "TAKE_PROFIT",
-                    "TAKE_PROFIT_MARKET",
-                    "TRAILING_STOP_MARKET",
-                ],
-                "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
-            }
-            for m in self.contract_markets(True)
-        ]
+        symbols = [self.contract_symbol(m) for m in self.venue_markets("fapi")]
         shell = self.exchange_info_shell("fapi", symbols)
         shell["assets"] = [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}]
         return Reply(json=shell)
 
-    def selected_markets(self, call: Call, contract: bool) -> list[Market] | Market:
+    def coin_exchange_info(self, call: Call) -> Reply:
+        """COIN-M markets: the USDⓈ-M shape plus what the COIN-M API adds (``pair`` without the
+        ``_PERP`` suffix, ``contractStatus``, ``contractSize`` in USD, ``equalQtyPrecision``)."""
+        symbols = [
+            self.contract_symbol(m)
+            | {
+                "pair": m.id.removesuffix("_PERP"),
+                "contractStatus": "TRADING",
+                "contractSize": int(m.contract_size),
+                "equalQtyPrecision": 4,
+            }
+            for m in self.venue_markets("dapi")
+        ]
+        return Reply(json=self.exchange_info_shell("dapi", symbols))
+
+    def selected_markets(self, call: Call, pool: str) -> list[Market] | Market:
         """The market named by ``symbol``, the ones listed in ``symbols`` (a JSON array), or all."""
         if "symbol" in call.params:
-            return self.require_market(call.params["symbol"], contract)
+            return self.require_market(call.params["symbol"], pool)
         if "symbols" in call.params:
             ids = call.params["symbols"].strip("[]").replace('"', "").split(",")
-            return [self.require_market(market_id, contract) for market_id in ids]
-        return self.contract_markets(contract)
+            return [self.require_market(market_id, pool) for market_id in ids]
+        return self.venue_markets(pool)
 
-    def require_market(self, market_id: str, contract: bool) -> Market:
-        market = self.market_by_id(market_id, contract=contract)
-        if market is None:
+    def require_market(self, market_id: str, pool: str) -> Market:
+        markets_of = "api" if pool == "margin" else pool  # margin trades the spot markets
+        market = self.market_by_id(market_id, contract=markets_of != "api")
+        if market is None or self.api_of(market) != markets_of:
             raise Rejected(self.error(400, -1121, "Invalid symbol."))
         return market
 
-    def ticker(self, m: Market, contract: bool) -> dict[str, Any]:
+    def ticker(self, m: Market, pool: str) -> dict[str, Any]:
         now = self.now_ms()
         volume = Decimal(1000)
         ticker = {
@@ -479,7 +529,7 @@ class LocalBinance(LocalExchange):
             "lastId": 1000,
             "count": 1000,
         }
-        if not contract:
+        if pool == "api":
             ticker |= {
                 "prevClosePrice": fixed(m.open_price),
                 "bidPrice": fixed(m.bid),
@@ -489,17 +539,19 @@ class LocalBinance(LocalExchange):
             }
         return ticker
 
-    def tickers(self, call: Call, contract: bool) -> Reply:
-        selected = self.selected_markets(call, contract)
+    def tickers(self, call: Call, pool: str) -> Reply:
+        selected = self.selected_markets(call, pool)
         if isinstance(selected, Market):
-            return Reply(json=self.ticker(selected, contract))
-        return Reply(json=[self.ticker(m, contract) for m in selected])
+            return Reply(json=self.ticker(selected, pool))
+        return Reply(json=[self.ticker(m, pool) for m in selected])
 
-    def prices(self, call: Call, contract: bool) -> Reply:
+    def prices(self, call: Call, pool: str) -> Reply:
         def entry(m: Market) -> dict[str, Any]:
-            return {"symbol": m.id, "price": fixed(m.price)} | ({"time": self.now_ms()} if contract else {})
+            return {"symbol": m.id, "price": fixed(m.price)} | (
+                {"time": self.now_ms()} if pool != "api" else {}
+            )
 
-        selected = self.selected_markets(call, contract)
+        selected = self.selected_markets(call, pool)
         return Reply(json=entry(selected) if isinstance(selected, Market) else [entry(m) for m in selected])
 
     # ---- account ----------------------------------------------------------------------------------
@@ -664,6 +716,8 @@ class LocalBinance(LocalExchange):
             "side": order.side.upper(),
             "selfTradePreventionMode": "EXPIRE_MAKER",
         }
+        if order.market.is_inverse:  # COIN-M names the pair and counts cost in the coin
+            common |= {"pair": order.market.id.removesuffix("_PERP"), "cumBase": "0"}
         if order.market.is_contract:
             return common | {
                 "avgPrice": "0.00",
@@ -681,6 +735,8 @@ class LocalBinance(LocalExchange):
                 "time": created,
                 "updateTime": created,
             }
+        if order.wallet == "margin":  # margin orders: the spot shape plus isIsolated (cross margin here)
+            common |= {"isIsolated": False}
         return common | {
             "orderListId": -1,
             "cummulativeQuoteQty": "0.00000000",
@@ -693,10 +749,14 @@ class LocalBinance(LocalExchange):
             "origQuoteOrderQty": "0.00000000",
         }
 
-    def list_orders(self, call: Call, contract: bool) -> Reply:
+    def list_orders(self, call: Call, pool: str) -> Reply:
         key = call.signed_key
-        market = self.require_market(call.params["symbol"], contract) if call.params.get("symbol") else None
-        orders = [o for o in self.key_orders(key, contract=contract) if market is None or o.market is market]
+        market = self.require_market(call.params["symbol"], pool) if call.params.get("symbol") else None
+        orders = [
+            o
+            for o in self.key_orders(key)
+            if self.venue_of_order(o) == pool and (market is None or o.market is market)
+        ]
         return Reply(json=[self.order_json(order) for order in orders])
 
     def decimal_param(self, call: Call, name: str) -> Decimal:
@@ -710,11 +770,11 @@ class LocalBinance(LocalExchange):
                 self.error(400, -1100, f"Illegal characters found in parameter '{name}'.")
             ) from None
 
-    def create(self, call: Call, contract: bool) -> Reply:
+    def create(self, call: Call, pool: str) -> Reply:
         key = call.signed_key
         if not call.params.get("symbol"):
             return self.mandatory("symbol")
-        market = self.require_market(call.params["symbol"], contract)
+        market = self.require_market(call.params["symbol"], pool)
         side = parse_side(call.params.get("side"))
         if side is None:
             return self.mandatory("side")
@@ -726,15 +786,15 @@ class LocalBinance(LocalExchange):
                 key, market, side, price, amount, client_order_id=call.params.get("newClientOrderId")
             )
         except InsufficientBalance:
-            if contract:
+            if pool != "api":
                 return self.error(400, -2019, "Margin is insufficient.")
             return self.error(400, -2010, "Account has insufficient balance for requested action.")
         body = self.order_json(order)
-        if not contract:
+        if pool == "api":
             body |= {"transactTime": ms(order.created_at), "fills": []}
         return Reply(json=body)
 
-    def query_order(self, call: Call, contract: bool) -> Reply:
+    def query_order(self, call: Call, pool: str) -> Reply:
         """``GET /api/v3/order`` (weight 4) and ``GET /fapi/v1/order`` (weight 1): open, ``FILLED``
         or ``CANCELED`` orders of the key; an order it never had gets -2013 "Order does not exist."
         (Binance spot API "Query order"; USDⓈ-M docs, Trade, "Query Order"). A filled order reports
@@ -742,15 +802,16 @@ class LocalBinance(LocalExchange):
         key = call.signed_key
         if not call.params.get("symbol"):
             return self.mandatory("symbol")
-        market = self.require_market(call.params["symbol"], contract)
+        market = self.require_market(call.params["symbol"], pool)
         order_id, client_id = call.params.get("orderId"), call.params.get("origClientOrderId")
         order = self.find_order(key, market, order_id, client_id)
-        if order is not None:
+        if order is not None and self.venue_of_order(order) == pool:
             return Reply(json=self.order_json(order))
         for done, how in self.finished.values():
             if (
                 done.api_key == key.api_key
                 and done.market is market
+                and self.venue_of_order(done) == pool
                 and (
                     (order_id and done.order_id == order_id)
                     or (client_id and done.client_order_id == client_id)
@@ -762,21 +823,21 @@ class LocalBinance(LocalExchange):
                 return Reply(json=body)
         return answer("binance/2013_order_does_not_exist")
 
-    def cancel_by_request(self, call: Call, contract: bool) -> Reply:
+    def cancel_by_request(self, call: Call, pool: str) -> Reply:
         key = call.signed_key
         if not call.params.get("symbol"):
             return self.mandatory("symbol")
-        market = self.require_market(call.params["symbol"], contract)
+        market = self.require_market(call.params["symbol"], pool)
         order_id, client_id = call.params.get("orderId"), call.params.get("origClientOrderId")
         if not order_id and not client_id:
             return self.error(
                 400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
             )
         order = self.find_order(key, market, order_id, client_id)
-        if order is None:
+        if order is None or self.venue_of_order(order) != pool:
             return self.error(400, -2011, "Unknown order sent.")
         self.drop_order(order)
         body = self.order_json(order, status="CANCELED")
-        if not contract:
+        if pool in ("api", "margin"):
             body |= {"origClientOrderId": order.client_order_id, "transactTime": self.now_ms()}
         return Reply(json=body)

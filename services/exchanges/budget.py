@@ -18,6 +18,8 @@ Budgets (``limit`` weight per ``window_s``, per IP; each call costs the exchange
   (:func:`pool_of`), so the key checks (apiRestrictions) do not eat the balance calls' budget.
 * **binanceusdm** 2400 / 60 s. USDⓈ-M futures IP weight limit
   (https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info).
+* **binancecoinm** 2400 / 60 s. COIN-M futures, the same rule on their own API
+  (https://developers.binance.com/docs/derivatives/coin-margined-futures/general-info).
 * **bybit** 600 / 5 s. "600 requests within a 5-second window per IP"; breaking it gives
   "403, access too frequent" and a ban of at least 10 minutes
   (https://bybit-exchange.github.io/docs/v5/rate-limit). Per-UID limits (query-api 10/s,
@@ -101,6 +103,13 @@ DEFAULT_BUDGETS: dict[str, Budget] = {
         60,
         120,
         "https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info",
+        "x-mbx-used-weight-1m",
+    ),
+    "binancecoinm": Budget(
+        2400,
+        60,
+        120,
+        "https://developers.binance.com/docs/derivatives/coin-margined-futures/general-info",
         "x-mbx-used-weight-1m",
     ),
     "bybit": Budget(600, 5, 600, "https://bybit-exchange.github.io/docs/v5/rate-limit"),

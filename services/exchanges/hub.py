@@ -80,7 +80,7 @@ _MARKET_TYPES: dict[str, list[str]] = {
 # Weight of one markets load: Binance spot exchangeInfo weight 20 + fapi exchangeInfo weight 1
 # (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-endpoints); Bybit
 # and OKX one request per type; other exchanges usually one or two requests.
-_MARKETS_WEIGHT: dict[str, int] = {"binance": 21, "binanceusdm": 1, "bybit": 2, "okx": 2}
+_MARKETS_WEIGHT: dict[str, int] = {"binance": 21, "binanceusdm": 1, "binancecoinm": 1, "bybit": 2, "okx": 2}
 _DEFAULT_MARKETS_WEIGHT = 2
 
 _AUTH_TRAP = "hasAlreadyAuthenticatedSuccessfully"  # binance.py options ~1407, request() ~12688

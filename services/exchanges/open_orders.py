@@ -41,22 +41,37 @@ WEIGHTS: dict[str, Weights] = {
     # USDⓈ-M: GET /fapi/v1/openOrders 1 with a symbol, 40 without; GET /fapi/v3/account 5; GET/DELETE
     # /fapi/v1/order 1 (https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api).
     "binanceusdm": Weights(all_open_orders=40, symbol_open_orders=1, balance=5, order=1, cancel=1),
+    # COIN-M, ccxt binance.py describe()['api']['dapiPrivate']: GET openOrders 1 (noSymbol 5), account 5,
+    # GET/DELETE order 1 (ccxt's dapi costs are Binance weights, as its fapi ones are).
+    "binancecoinm": Weights(all_open_orders=5, symbol_open_orders=1, balance=5, order=1, cancel=1),
     # Bybit counts requests; ccxt's fetch_balance sends three (GET /v5/user/query-api and
     # /v5/account/info from is_unified_enabled, then /v5/account/wallet-balance; ccxt bybit.py).
     "bybit": Weights(balance=3),
 }
 
-# Binance keeps USDⓈ-M futures on their own API (fapi.binance.com, ccxt ``binanceusdm``) with their
-# own weights; one Binance key trades both. Bybit v5 and OKX list contracts through the same client.
+# Binance lists cross-margin orders apart from spot ones (GET /sapi/v1/margin/openOrders), on the
+# same markets; ccxt reaches them through the unified calls with ``{"type": "margin"}``. IP weight 10
+# to list or query, 1 (per UID) to cancel: ccxt binance.py describe() sapi costs 1 / 1 / 0.006667.
+MARGIN_PARAMS: dict[str, object] = {"type": "margin"}
+MARGIN_WEIGHTS = {"binance": Weights(all_open_orders=10, symbol_open_orders=10, order=10, cancel=1)}
+
+# Binance keeps USDⓈ-M futures (fapi.binance.com, ccxt ``binanceusdm``) and COIN-M futures
+# (dapi.binance.com, ``binancecoinm``) on their own APIs with their own weights; one Binance key
+# trades all three. Bybit v5 and OKX list contracts through the same client.
 FUTURES_VENUES = {"binance": "binanceusdm"}
+COIN_MARGINED_VENUES = {"binance": "binancecoinm"}
 _LINEAR_SETTLES = (":USDT", ":USDC")
 
 
 def venue_of(exchange_id: str, symbol: str) -> str:
     """The ccxt exchange whose API holds an order of ``symbol`` placed with a key of ``exchange_id``
-    (``BTC/USDT:USDT`` on a Binance key → ``binanceusdm``)."""
-    futures = FUTURES_VENUES.get(exchange_id)
-    return futures if futures is not None and symbol.endswith(_LINEAR_SETTLES) else exchange_id
+    (on a Binance key ``BTC/USDT:USDT`` → ``binanceusdm``, ``BTC/USD:BTC`` → ``binancecoinm``)."""
+    pair, _, settle = symbol.partition(":")
+    if symbol.endswith(_LINEAR_SETTLES):
+        return FUTURES_VENUES.get(exchange_id, exchange_id)
+    if settle and pair.startswith(f"{settle}/"):
+        return COIN_MARGINED_VENUES.get(exchange_id, exchange_id)
+    return exchange_id
 
 
 PAGE_LIMITS = {"bybit": 50, "okx": 100}

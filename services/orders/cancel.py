@@ -15,16 +15,16 @@ from services.core.verdicts import Verdict
 from services.exchanges.classifier import Classification, classify
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeClient
-from services.exchanges.open_orders import WEIGHTS, Weights, venue_of
+from services.exchanges.open_orders import MARGIN_PARAMS, MARGIN_WEIGHTS, WEIGHTS, Weights, venue_of
 from services.orders.attribution import (
     Attribution,
     OpenOrder,
 )
-from services.orders.listing import Deps, _row_order, row_lock, to_open_order
+from services.orders.listing import MARGIN_ORDERS, Deps, _row_order, row_lock, to_open_order
 from services.orders.locked_funds import Lock, freed_by
 from services.storage import audit, money_actions
 from services.storage.connections import owned_connection
-from services.storage.models import Connection, ListedOrder
+from services.storage.models import Connection, ListedOrder, OrderList
 from services.storage.money_actions import ActionState, Unverifiable
 from services.threecommas.client import ThreeCommasAccess
 from services.threecommas.entities import Deal, SmartTrade
@@ -90,17 +90,35 @@ async def _deal_still_finished(
     return None
 
 
-async def _still_open(client: ExchangeClient, row: ListedOrder, now: datetime) -> OpenOrder | CancelOutcome:
+@dataclass(frozen=True)
+class _Book:
+    """Which of the key's order books holds the order: ccxt params and the weights there."""
+
+    params: dict[str, object]
+    weights: Weights
+
+
+def _book(venue: str, margin: bool) -> _Book:
+    if margin:
+        return _Book(dict(MARGIN_PARAMS), MARGIN_WEIGHTS[venue])
+    return _Book({}, WEIGHTS.get(venue, Weights()))
+
+
+async def _still_open(
+    client: ExchangeClient, row: ListedOrder, now: datetime, book: _Book
+) -> OpenOrder | CancelOutcome:
     """The order as the exchange shows it now, or why it is no longer open.
 
     Looks in the symbol's open orders (Binance weight 6, supported everywhere) rather than
     fetching the single order; only when it is gone does one ``fetch_order`` tell filled from
     cancelled, and if the exchange cannot say, "no longer open" is the answer.
     """
-    weights = WEIGHTS.get(client.exchange_id, Weights())
+    weights = book.weights
     if client.exchange_id == "binance":
         client.instance.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
-    listed = await client.call("fetch_open_orders", row.symbol, weight=weights.symbol_open_orders)
+    listed = await client.call(
+        "fetch_open_orders", row.symbol, None, None, book.params, weight=weights.symbol_open_orders
+    )
     for raw in listed:
         if str(raw.get("id")) == row.exchange_order_id:
             return to_open_order(raw, now) or _row_order(row)
@@ -110,7 +128,7 @@ async def _still_open(client: ExchangeClient, row: ListedOrder, now: datetime) -
                 "fetch_order",
                 row.exchange_order_id,
                 row.symbol,
-                _fetch_order_params(client),
+                {**_fetch_order_params(client), **book.params},
                 weight=weights.order,
             )
         ).get("status")
@@ -150,11 +168,12 @@ async def _verify_and_cancel(
     client: ExchangeClient,
     accounts: Sequence[LinkedAccount],
     action: money_actions.Action,
+    book: _Book,
 ) -> CancelResult | None:
     """Re-verify, then cancel; None when the cancel was sent and its answer lost."""
     now = deps.clock.now()
     try:
-        seen = await _still_open(client, row, now)
+        seen = await _still_open(client, row, now, book)
     except (ccxt.BaseError, TimeoutError) as error:
         return _refused(client.exchange_id, error, row)
     if isinstance(seen, CancelOutcome):
@@ -165,10 +184,11 @@ async def _verify_and_cancel(
             return CancelResult(CancelOutcome.DEAL_UNVERIFIED, row)
         if not finished:
             return CancelResult(CancelOutcome.DEAL_ACTIVE_AGAIN, row)
-    weight = WEIGHTS.get(client.exchange_id, Weights()).cancel
     await money_actions.mark_sent(deps.sessions, action, now)
     try:
-        answer = await client.call("cancel_order", row.exchange_order_id, row.symbol, weight=weight)
+        answer = await client.call(
+            "cancel_order", row.exchange_order_id, row.symbol, book.params, weight=book.weights.cancel
+        )
     except (ccxt.BaseError, TimeoutError) as error:
         verdict = classify(client.exchange_id, error)
         if verdict.verdict is Verdict.OK:  # the exchange no longer has it open (-2011, 51400, 110001)
@@ -186,13 +206,13 @@ async def _verify_and_cancel(
 
 
 async def _reconcile(
-    deps: Deps, row: ListedOrder, client: ExchangeClient, action: money_actions.Action
+    deps: Deps, row: ListedOrder, client: ExchangeClient, action: money_actions.Action, book: _Book
 ) -> CancelResult:
     """A cancel without an answer: the order's state now says whether it happened."""
 
     async def ask() -> dict[str, str] | None:
         try:
-            seen = await _still_open(client, row, deps.clock.now())
+            seen = await _still_open(client, row, deps.clock.now(), book)
         except (ccxt.BaseError, TimeoutError) as error:
             raise Unverifiable(type(error).__name__) from None
         if not isinstance(seen, CancelOutcome):
@@ -237,6 +257,8 @@ async def cancel_order(deps: Deps, row_id: int, user_id: int, *, allow_unknown: 
         if row is None or row.user_id != user_id:
             return await _record(deps, user_id, row_id, None, CancelResult(CancelOutcome.LIST_GONE))
         connection = await owned_connection(session, user_id, row.connection_id)
+        listed = await session.get(OrderList, row.list_version)
+        margin = listed is not None and row.exchange_order_id in (listed.notes or {}).get(MARGIN_ORDERS, ())
         accounts = (
             []
             if connection is None
@@ -252,12 +274,18 @@ async def cancel_order(deps: Deps, row_id: int, user_id: int, *, allow_unknown: 
     elif row.attribution == Attribution.UNKNOWN and not allow_unknown:
         result = CancelResult(CancelOutcome.NEEDS_CONFIRMATION, row)
     else:
-        return await _record(deps, user_id, row_id, *await _attempt(deps, user_id, row, connection, accounts))
+        attempt = await _attempt(deps, user_id, row, connection, accounts, margin)
+        return await _record(deps, user_id, row_id, *attempt)
     return await _record(deps, user_id, row_id, None, result)
 
 
 async def _attempt(
-    deps: Deps, user_id: int, row: ListedOrder, connection: Connection, accounts: Sequence[LinkedAccount]
+    deps: Deps,
+    user_id: int,
+    row: ListedOrder,
+    connection: Connection,
+    accounts: Sequence[LinkedAccount],
+    margin: bool,
 ) -> tuple[money_actions.Action | None, CancelResult]:
     target = f"{connection.id}:{row.exchange_order_id}"
     # Opened before the claim: a VAULT_KEY that cannot open it (VaultError, the operator's error)
@@ -272,18 +300,19 @@ async def _attempt(
     if not claim.claimed and action.in_flight:
         return None, CancelResult(CancelOutcome.IN_PROGRESS, row)
     venue = venue_of(connection.exchange, row.symbol)  # a futures order is cancelled on its own API
+    book = _book(venue, margin)
     try:
         egress = deps.hub.egress_for(connection.user_id, whitelist_of(connection.key_info))
         client = await deps.hub.client(venue, credentials, egress=egress)
     except (ccxt.BaseError, TimeoutError) as error:
         return (action if claim.claimed else None), _refused(venue, error, row)
     if not claim.claimed:  # unknown: ask the exchange before anything is sent again
-        return None, await _reconcile(deps, row, client, action)
-    result = await _verify_and_cancel(deps, row, client, accounts, action)
+        return None, await _reconcile(deps, row, client, action, book)
+    result = await _verify_and_cancel(deps, row, client, accounts, action, book)
     if result is None:
         async with deps.sessions.begin() as session:
             action = await money_actions.settle(session, action, ActionState.UNKNOWN, deps.clock.now())
-        return None, await _reconcile(deps, row, client, action)
+        return None, await _reconcile(deps, row, client, action, book)
     return action, result
 
 

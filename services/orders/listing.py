@@ -44,8 +44,16 @@ from services.core.vault import Credentials, Vault
 from services.exchanges.budget import OverShare
 from services.exchanges.classifier import Classification, classify
 from services.exchanges.egress import Egress, whitelist_of
-from services.exchanges.hub import ExchangeHub
-from services.exchanges.open_orders import FUTURES_VENUES, WEIGHTS, Weights, fetch_all_open_orders
+from services.exchanges.hub import ExchangeClient, ExchangeHub
+from services.exchanges.open_orders import (
+    COIN_MARGINED_VENUES,
+    FUTURES_VENUES,
+    MARGIN_PARAMS,
+    MARGIN_WEIGHTS,
+    WEIGHTS,
+    Weights,
+    fetch_all_open_orders,
+)
 from services.orders.attribution import (
     AttributedOrder,
     Attribution,
@@ -387,17 +395,40 @@ def _balances(raw: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
     return result
 
 
-def futures_venue(exchange_id: str, accounts: Sequence[LinkedAccount]) -> str | None:
-    """The key's separate futures API (``binanceusdm``) when a mapped 3Commas account trades there.
+def futures_venues(exchange_id: str, accounts: Sequence[LinkedAccount]) -> list[str]:
+    """The key's separate futures APIs (``binanceusdm``, ``binancecoinm``) a mapped 3Commas account
+    trades on. Without such an account nothing there can be attributed, so it is not listed (40
+    weight saved on USDⓈ-M, 5 on COIN-M)."""
+    traded = {market.exchange for linked in accounts if (market := market_of(linked.market_code))}
+    venues = (FUTURES_VENUES.get(exchange_id), COIN_MARGINED_VENUES.get(exchange_id))
+    return [venue for venue in venues if venue is not None and venue in traded]
 
-    Without such an account nothing on it can be attributed, so it is not listed (40 weight saved).
-    """
-    venue = FUTURES_VENUES.get(exchange_id)
-    for linked in accounts:
-        market = market_of(linked.market_code)
-        if venue is not None and market is not None and market.exchange == venue:
-            return venue
-    return None
+
+MARGIN_ORDERS = "margin_order_ids"
+"""Listing note: ids of the orders listed from the margin account (cancelled there too)."""
+
+
+def trades_margin(exchange_id: str, accounts: Sequence[LinkedAccount]) -> bool:
+    """A mapped 3Commas account trades the key's margin account (``binance_margin``), whose orders
+    the exchange lists apart from spot ones."""
+    return exchange_id in MARGIN_WEIGHTS and any(
+        (market := market_of(linked.market_code)) is not None
+        and market.exchange == exchange_id
+        and market.market_type == "margin"
+        for linked in accounts
+    )
+
+
+async def _margin_orders(client: ExchangeClient, notes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Open orders of the margin account; a failure (e.g. no margin account) leaves the rest intact."""
+    weight = MARGIN_WEIGHTS[client.exchange_id].all_open_orders
+    try:
+        return list(await client.call("fetch_open_orders", None, None, None, MARGIN_PARAMS, weight=weight))
+    except (ccxt.BaseError, TimeoutError) as error:
+        verdict = classify(client.exchange_id, error)
+        log.info("listing margin orders failed: %s %s", verdict.verdict, verdict.code)
+        notes["margin_failed"] = True
+        return []
 
 
 async def _futures_orders(
@@ -431,7 +462,7 @@ async def list_orders(deps: Deps, user_id: int, connection_id: int) -> ListingRe
 
     Requests: the exchange's open-orders call(s) (see the module docstring), one balance call,
     markets from the hub's shared cache, the futures API's open orders when a mapped 3Commas
-    account trades futures there (:func:`futures_venue`), and for each mapped 3Commas account 4
+    account trades futures there (:func:`futures_venues`), and for each mapped 3Commas account 4
     calls plus one per deal on a symbol that has open orders (at most :data:`MAX_DEAL_ORDER_FETCHES`).
     """
     async with deps.sessions() as session:
@@ -470,13 +501,16 @@ async def list_orders(deps: Deps, user_id: int, connection_id: int) -> ListingRe
             return verdict
         return ListingError.EXCHANGE_FAILED
     futures_notes: dict[str, Any] = {}
-    venue = futures_venue(exchange_id, accounts)
-    if venue is not None:
+    for venue in futures_venues(exchange_id, accounts):
         futures_raw, futures_markets = await _futures_orders(
             deps, venue, credentials, egress, user_id, futures_notes
         )
         raw_orders = [*raw_orders, *futures_raw]
         markets = {**markets, **futures_markets}
+    if trades_margin(exchange_id, accounts):
+        margin_raw = await _margin_orders(client, futures_notes)
+        futures_notes[MARGIN_ORDERS] = [str(raw["id"]) for raw in margin_raw]
+        raw_orders = [*raw_orders, *margin_raw]
     orders = [order for raw in raw_orders if (order := to_open_order(raw, now)) is not None]
 
     symbols = {order.symbol for order in orders}
