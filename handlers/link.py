@@ -27,7 +27,15 @@ from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, ExchangeCb, ExchangePageCb, LinkStep, LinkStepCb, StartLinkCb
 from bot.commands import is_known_command
 from bot.settings import Settings
-from bot.texts import TRANSIENT, connection_title, egress_line, exchange_name, verdict_advice, verdict_reason
+from bot.texts import (
+    TRANSIENT,
+    connection_title,
+    egress_line,
+    exchange_name,
+    out_of_date,
+    verdict_advice,
+    verdict_reason,
+)
 from bot.views.balances import balance_summary
 from bot.views.html import code, html
 from bot.views.secrets import SecretPart, forget_secret_message, key_problem, take_secret_part
@@ -394,10 +402,10 @@ async def start_button(query: CallbackQuery, state: FSMContext) -> None:
 async def update_button(
     query: CallbackQuery, callback_data: ConnCb, state: FSMContext, sessions: Sessions, user: User
 ) -> None:
-    """Update API key: the key steps of the wizard, for one existing connection."""
+    """Update API key: the key steps of the wizard, for one existing exchange connection."""
     connection = await load_owned_connection(sessions, user.id, callback_data.cid)
     if connection is None or connection.kind != "exchange" or not isinstance(query.message, Message):
-        await query.answer(_("Connection not found."), show_alert=True)
+        await query.answer(out_of_date(ConnCb.RESEND), show_alert=True)
         return
     await query.answer()
     await state.clear()

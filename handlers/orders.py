@@ -2,7 +2,8 @@
 
 Handlers only parse the button, call :mod:`services.orders.listing` and render. A page holds at most
 :data:`PAGE_SIZE` orders so text (4096 characters) and keyboard stay inside Telegram's limits
-whatever the number of orders; every button names a stored row, never an order id.
+whatever the number of orders; every button names a stored row, never an order id, with its version
+token: ``bot.middlewares.ButtonCheck`` answers an out-of-date one before any handler here runs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
 from bot.texts import ago, button_title, connection_title, refusal_text
+from bot.views.confirm import confirmation
 from bot.views.editing import edit_in_place
 from bot.views.html import Html, bold, html
 from services.exchanges.classifier import Classification
@@ -35,6 +37,7 @@ from services.orders.listing import (
     row_lock,
 )
 from services.orders.locked_funds import Lock
+from services.storage.button_tokens import connection_token, listed_order_token
 from services.storage.models import ListedOrder, User
 from services.storage.users import user_connections
 
@@ -188,25 +191,20 @@ def counts_text(listing: Listing) -> str:
 
 
 def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: int) -> InlineKeyboardMarkup:
+    version = listing.version
+    cancels = {  # what a row's button says and does; active deals have none
+        Attribution.ORPHAN.value: ("❌ " + _("Cancel {n}"), OrdersAction.CANCEL),
+        Attribution.UNKNOWN.value: ("⚠️ " + _("Cancel {n}?"), OrdersAction.ASK_UNKNOWN),
+    }
     buttons: list[InlineKeyboardButton] = []
     for i, row in enumerate(rows):
-        number = page * PAGE_SIZE + i + 1
-        if row.outcome is not None:
+        if row.outcome is not None or row.attribution not in cancels:
             continue
-        if row.attribution == Attribution.ORPHAN:
-            buttons.append(
-                InlineKeyboardButton(
-                    text="❌ " + _("Cancel {n}").format(n=number),
-                    callback_data=OrdersCb(action=OrdersAction.CANCEL, id=row.id, page=page).pack(),
-                )
-            )
-        elif row.attribution == Attribution.UNKNOWN:
-            buttons.append(
-                InlineKeyboardButton(
-                    text="⚠️ " + _("Cancel {n}?").format(n=number),
-                    callback_data=OrdersCb(action=OrdersAction.ASK_UNKNOWN, id=row.id, page=page).pack(),
-                )
-            )
+        text, action = cancels[row.attribution]
+        data = OrdersCb(action=action, id=row.id, page=page, v=listed_order_token(row))
+        buttons.append(
+            InlineKeyboardButton(text=text.format(n=page * PAGE_SIZE + i + 1), callback_data=data.pack())
+        )
     keyboard: list[list[InlineKeyboardButton]] = [buttons[i : i + 4] for i in range(0, len(buttons), 4)]
     orphans = len(listing.orphan_rows)
     if orphans:
@@ -215,7 +213,9 @@ def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: i
                 InlineKeyboardButton(
                     text="🧹 "
                     + ngettext("Cancel the orphan", "Cancel all {n} orphans", orphans).format(n=orphans),
-                    callback_data=OrdersCb(action=OrdersAction.ASK_ALL, id=listing.list_id, page=page).pack(),
+                    callback_data=OrdersCb(
+                        action=OrdersAction.ASK_ALL, id=listing.list_id, page=page, v=version
+                    ).pack(),
                 )
             ]
         )
@@ -224,20 +224,24 @@ def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: i
         nav.append(
             InlineKeyboardButton(
                 text="‹",
-                callback_data=OrdersCb(action=OrdersAction.PAGE, id=listing.list_id, page=page - 1).pack(),
+                callback_data=OrdersCb(
+                    action=OrdersAction.PAGE, id=listing.list_id, page=page - 1, v=version
+                ).pack(),
             )
         )
     nav.append(
         InlineKeyboardButton(
             text="🔄 " + _("Refresh"),
-            callback_data=OrdersCb(action=OrdersAction.REFRESH, id=listing.list_id).pack(),
+            callback_data=OrdersCb(action=OrdersAction.REFRESH, id=listing.list_id, page=0, v=version).pack(),
         )
     )
     if page < pages - 1:
         nav.append(
             InlineKeyboardButton(
                 text="›",
-                callback_data=OrdersCb(action=OrdersAction.PAGE, id=listing.list_id, page=page + 1).pack(),
+                callback_data=OrdersCb(
+                    action=OrdersAction.PAGE, id=listing.list_id, page=page + 1, v=version
+                ).pack(),
             )
         )
     keyboard.append(nav)
@@ -350,7 +354,9 @@ async def orders_command(message: Message, order_deps: Deps, user: User, bot: Bo
         for connection in connections[:50]:
             keyboard.button(
                 text=button_title(connection.exchange, connection.label),
-                callback_data=ConnCb(action=ConnAction.ORDERS, cid=connection.id),
+                callback_data=ConnCb(
+                    action=ConnAction.ORDERS, cid=connection.id, v=connection_token(connection)
+                ),
             )
         keyboard.adjust(1)
         await message.answer(_("Whose open orders?"), reply_markup=keyboard.as_markup())
@@ -366,30 +372,18 @@ async def orders_button(
     await _send_listing(order_deps, user, bot, callback_data.cid, None)
 
 
-async def _pressed_listing(
-    query: CallbackQuery, order_deps: Deps, user: User, callback_data: OrdersCb
-) -> Listing | None:
-    """The user's listing the button names; an expired or someone else's list is answered here."""
-    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
-    if listing is None:
-        await query.answer(_("This list has expired. Send /orders."), show_alert=True)
-    return listing
-
-
 async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot) -> None:
-    if await _show_list(query, order_deps, user, bot, callback_data.id, callback_data.page):
-        await query.answer()
-    else:
-        await query.answer(_("This list has expired. Tap Refresh or send /orders."), show_alert=True)
+    await query.answer()
+    await _show_list(query, order_deps, user, bot, callback_data.id, callback_data.page)
 
 
 async def refresh(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    listing = await _pressed_listing(query, order_deps, user, callback_data)
-    if listing is None:
-        return
     await query.answer(_("Loading open orders…"))
+    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
+    if listing is None:  # pruned since the button was checked
+        return
     await _send_listing(
         order_deps,
         user,
@@ -428,23 +422,21 @@ def _amounts(by_currency: dict[str, Decimal]) -> Html:
     return Html(", ".join(parts) or "—")
 
 
-async def _ask(query: CallbackQuery, bot: Bot, text: str, yes_text: str, yes: OrdersCb, list_id: int) -> None:
+async def _ask(
+    query: CallbackQuery, bot: Bot, listing: Listing, text: str, yes_text: str, yes: OrdersCb
+) -> None:
     """Turn the message into a confirmation: ``yes`` does it, Back returns to the list's page."""
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(text=yes_text, callback_data=yes)
-    keyboard.button(
-        text="‹ " + _("Back"), callback_data=OrdersCb(action=OrdersAction.PAGE, id=list_id, page=yes.page)
-    )
-    await query.answer()
-    await edit_in_place(query, bot, text, keyboard.as_markup())
+    back = OrdersCb(action=OrdersAction.PAGE, id=listing.list_id, page=yes.page, v=listing.version)
+    await edit_in_place(query, bot, text, confirmation(yes_text, yes, "‹ " + _("Back"), back))
 
 
 async def confirm_unknown(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
+    await query.answer()
     row = await owned_row(order_deps.sessions, user.id, callback_data.id)
-    if row is None:
-        await query.answer(outcome_text(CancelResult(CancelOutcome.LIST_GONE)), show_alert=True)
+    listing = None if row is None else await load_listing(order_deps.sessions, user.id, row.list_version)
+    if row is None or listing is None:  # pruned since the button was checked
         return
     text = "⚠️ " + html(
         _(
@@ -456,15 +448,16 @@ async def confirm_unknown(
         symbol=row.symbol,
         price=num(Decimal(row.price)),
     )
-    yes = OrdersCb(action=OrdersAction.CANCEL_UNKNOWN, id=row.id, page=callback_data.page)
-    await _ask(query, bot, text, _("Yes, cancel this order"), yes, row.list_version)
+    yes = callback_data.model_copy(update={"action": OrdersAction.CANCEL_UNKNOWN})
+    await _ask(query, bot, listing, text, _("Yes, cancel this order"), yes)
 
 
 async def confirm_all(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    listing = await _pressed_listing(query, order_deps, user, callback_data)
-    if listing is None:
+    await query.answer()
+    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
+    if listing is None:  # pruned since the button was checked
         return
     orphans = listing.orphan_rows
     freed: dict[str, Decimal] = {}
@@ -477,19 +470,16 @@ async def confirm_all(
         "Cancel all {n} orphan orders? Each is checked again first; this frees about {freed}.",
         len(orphans),
     ).format(n=len(orphans), freed=_amounts(freed))
-    yes = OrdersCb(action=OrdersAction.CANCEL_ALL, id=listing.list_id, page=callback_data.page)
+    yes = callback_data.model_copy(update={"action": OrdersAction.CANCEL_ALL})
     yes_text = ngettext("Yes, cancel the order", "Yes, cancel {n} orders", len(orphans)).format(
         n=len(orphans)
     )
-    await _ask(query, bot, text, yes_text, yes, listing.list_id)
+    await _ask(query, bot, listing, text, yes_text, yes)
 
 
 async def cancel_all(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    listing = await _pressed_listing(query, order_deps, user, callback_data)
-    if listing is None:
-        return
     await query.answer(_("Cancelling…"))
     results = await cancel_all_orphans(order_deps, user.id, callback_data.id)
     done = [r for r in results if r.done]

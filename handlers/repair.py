@@ -52,18 +52,29 @@ async def _target(order_deps: Deps, user: User, cid: int, acc: int) -> RepairTar
 # ----------------------------------------------------------------------------- the wizard
 
 
+async def _pressed_target(
+    query: CallbackQuery, callback_data: TcRepairCb, order_deps: Deps, user: User, answer: str | None = None
+) -> tuple[RepairTarget, Message] | None:
+    """Answer the tap at once, then the account the button names (checked by ``ButtonCheck``;
+    None only if it went in between) and the message to reply under."""
+    await query.answer(answer)
+    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
+    if target is None or not isinstance(query.message, Message):
+        return None
+    return target, query.message
+
+
 async def start_repair(
     query: CallbackQuery, callback_data: TcRepairCb, state: FSMContext, order_deps: Deps, user: User
 ) -> None:
-    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
-    if target is None or not isinstance(query.message, Message):
-        await query.answer(_("That 3Commas account is no longer linked."), show_alert=True)
+    pressed = await _pressed_target(query, callback_data, order_deps, user)
+    if pressed is None:
         return
-    await query.answer()
+    target, message = pressed
     await state.clear()
     await state.set_state(TcRepair.key)
     await state.update_data(cid=target.tc_connection_id, acc=target.account_id)
-    await query.message.answer(views.wizard_intro(target.name, target.market_code))
+    await message.answer(views.wizard_intro(target.name, target.market_code))
 
 
 def _seal(vault: Vault, value: str) -> str:
@@ -137,7 +148,7 @@ async def _send_key(message: Message, state: FSMContext, order_deps: Deps, user:
     if result.outcome is RepairOutcome.NO_PERMISSION:
         await message.answer(
             views.manual_steps(target.name, target.market_code, acc, result.error),
-            reply_markup=views.keyboard_of(views.check_button(cid, acc)),
+            reply_markup=views.keyboard_of(views.check_button(cid, acc, target.version)),
         )
         return
     await message.answer(views.repair_result(result, target.name, target.market_code))
@@ -145,47 +156,40 @@ async def _send_key(message: Message, state: FSMContext, order_deps: Deps, user:
         await _open_checklist(message, order_deps, user, cid, acc)
     elif result.outcome in {RepairOutcome.STILL_BROKEN, RepairOutcome.UNAVAILABLE, RepairOutcome.REFUSED}:
         await message.answer(
-            _("Try again when ready:"), reply_markup=views.keyboard_of(views.repair_button(cid, acc))
+            _("Try again when ready:"),
+            reply_markup=views.keyboard_of(views.repair_button(cid, acc, target.version)),
         )
 
 
 async def check_manual_fix(
     query: CallbackQuery, callback_data: TcRepairCb, order_deps: Deps, user: User
 ) -> None:
-    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
-    if target is None or not isinstance(query.message, Message):
-        await query.answer(_("That 3Commas account is no longer linked."), show_alert=True)
+    pressed = await _pressed_target(query, callback_data, order_deps, user, _("Asking 3Commas…"))
+    if pressed is None:
         return
-    await query.answer(_("Asking 3Commas…"))
+    target, message = pressed
     try:
-        account = await account_now(order_deps.threecommas, target.tc_credentials, callback_data.acc)
+        account = await account_now(order_deps.threecommas, target.tc_credentials, target.account_id)
     except ThreeCommasError as error:
-        await query.message.answer(
-            views.repair_result(
-                RepairResult(RepairOutcome.UNAVAILABLE, error=error.error),
-                target.name,
-                target.market_code,
-            )
-        )
+        result = RepairResult(RepairOutcome.UNAVAILABLE, error=error.error)
+        await message.answer(views.repair_result(result, target.name, target.market_code))
         return
     if account is None or account.key_broken:
-        await query.message.answer(views.still_broken_after_manual(target.name, target.market_code))
+        await message.answer(views.still_broken_after_manual(target.name, target.market_code))
         return
-    await query.message.answer(
+    await message.answer(
         views.repair_result(RepairResult(RepairOutcome.FIXED, account), target.name, target.market_code)
     )
-    await _open_checklist(query.message, order_deps, user, callback_data.cid, callback_data.acc)
+    await _open_checklist(message, order_deps, user, target.tc_connection_id, target.account_id)
 
 
 async def show_checklist(
     query: CallbackQuery, callback_data: TcRepairCb, order_deps: Deps, user: User
 ) -> None:
-    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
-    if target is None or not isinstance(query.message, Message):
-        await query.answer(_("That 3Commas account is no longer linked."), show_alert=True)
-        return
-    await query.answer()
-    await _open_checklist(query.message, order_deps, user, callback_data.cid, callback_data.acc)
+    pressed = await _pressed_target(query, callback_data, order_deps, user)
+    if pressed is not None:
+        target, message = pressed
+        await _open_checklist(message, order_deps, user, target.tc_connection_id, target.account_id)
 
 
 # ----------------------------------------------------------------------------- the checklist
@@ -233,26 +237,20 @@ async def _redraw(
 async def checklist_step(
     query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
 ) -> None:
-    if callback_data.action is ChecklistAction.OLD_KEY_DELETED and not await recovery.tick_old_key(
-        order_deps, callback_data.id, user.id
-    ):
-        await query.answer(_("This checklist is no longer yours."), show_alert=True)
-        return
     await query.answer()
-    if await _redraw(query, order_deps, user, callback_data.id) is None and isinstance(
-        query.message, Message
-    ):
-        await query.message.answer(_("This checklist is no longer known."))
+    if callback_data.action is ChecklistAction.OLD_KEY_DELETED:
+        await recovery.tick_old_key(order_deps, callback_data.id, user.id)
+    await _redraw(query, order_deps, user, callback_data.id)
 
 
 async def checklist_ask(
     query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
 ) -> None:
-    state = await recovery.checklist_state(order_deps, callback_data.id, user.id)
-    if state is None or not isinstance(query.message, Message):
-        await query.answer(_("This checklist is no longer known."), show_alert=True)
-        return
+    """Answered at once: the state is read afresh from 3Commas and the exchange, which takes a while."""
     await query.answer()
+    state = await recovery.checklist_state(order_deps, callback_data.id, user.id)
+    if state is None or not isinstance(query.message, Message):  # gone since the button was checked
+        return
     if callback_data.action is ChecklistAction.ASK_RECREATE:
         if not state.pending:
             await query.message.answer(_("Nothing is left to recreate."))
@@ -293,9 +291,6 @@ async def checklist_recreate(
 async def checklist_cancel(
     query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
 ) -> None:
-    if not await recovery.owns_checklist(order_deps, callback_data.id, user.id):
-        await query.answer(_("This checklist is no longer yours."), show_alert=True)
-        return
     await query.answer(_("Cancelling…"))
     results = await recovery.cancel_orphans(order_deps, user.id, callback_data.list)
     cancelled = sum(1 for r in results if r.outcome is CancelOutcome.CANCELLED)

@@ -25,6 +25,8 @@ from bot.views.secrets import SecretPart, take_secret_part
 from bot.views.threecommas import plan_lines
 from services.core.clock import Clock
 from services.core.vault import Vault, mask
+from services.orders.listing import Deps
+from services.storage.button_tokens import failed_deal_token, mapping_token
 from services.storage.db import Sessions
 from services.storage.models import Connection, User
 from services.threecommas.client import ThreeCommasAccess
@@ -126,9 +128,13 @@ def mapping_prompt(
         mark = "⭐ " if connection is suggested else ""
         keyboard.button(
             text=mark + button_title(connection.exchange, connection.label),
-            callback_data=TcMapCb(link=link_id, cid=connection.id),
+            callback_data=TcMapCb(
+                link=link_id, cid=connection.id, v=mapping_token(link_id, account.id, connection)
+            ),
         )
-    keyboard.button(text=_("Skip"), callback_data=TcMapCb(link=link_id, cid=0))
+    keyboard.button(
+        text=_("Skip"), callback_data=TcMapCb(link=link_id, cid=0, v=mapping_token(link_id, account.id, None))
+    )
     keyboard.adjust(1)
     text = _("3Commas account <b>{name}</b> ({market}): which of your keysentry connections is it?").format(
         name=escape(account.name), market=escape(account.market_code or "?")
@@ -141,6 +147,7 @@ def mapping_prompt(
 async def mapped(
     query: CallbackQuery, callback_data: TcMapCb, sessions: Sessions, clock: Clock, user: User
 ) -> None:
+    await query.answer()
     outcome = await link_account(
         sessions,
         user_id=user.id,
@@ -148,8 +155,7 @@ async def mapped(
         connection_id=callback_data.cid or None,
         now=clock.now(),
     )
-    if outcome is None:
-        await query.answer(_("That choice is no longer valid."), show_alert=True)
+    if outcome is None or not isinstance(query.message, Message):  # gone since the button was checked
         return
     name, target = outcome.account_name, outcome.target
     title = connection_title(target.exchange, target.label) if target is not None else None
@@ -158,9 +164,7 @@ async def mapped(
         if title
         else _("3Commas account <b>{name}</b> skipped.").format(name=escape(name))
     )
-    await query.answer()
-    if isinstance(query.message, Message):
-        await query.message.edit_text(text)
+    await query.message.edit_text(text)
 
 
 # ----------------------------------------------------------------------------- recreate
@@ -169,9 +173,9 @@ async def mapped(
 async def recreate_show(
     query: CallbackQuery, callback_data: RecreateCb, sessions: Sessions, user: User
 ) -> None:
+    await query.answer()
     row = await load_failed_deal(sessions, callback_data.id, user.id)
-    if row is None:
-        await query.answer(_("This failed deal is no longer known."), show_alert=True)
+    if row is None or not isinstance(query.message, Message):  # gone since the button was checked
         return
     lines = [
         "♻️ <b>" + _("Recreate through 3Commas with exactly these parameters:") + "</b>",
@@ -179,21 +183,12 @@ async def recreate_show(
         *(f"⚠️ {escape(str(w))}" for w in row.params.get("warnings") or ()),
     ]
     keyboard = InlineKeyboardBuilder()
-    keyboard.button(text="✅ " + _("Recreate"), callback_data=RecreateCb(action=RecreateAction.GO, id=row.id))
-    await query.answer()
-    if isinstance(query.message, Message):
-        await query.message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
+    go = RecreateCb(action=RecreateAction.GO, id=row.id, v=failed_deal_token(row))
+    keyboard.button(text="✅ " + _("Recreate"), callback_data=go)
+    await query.message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
 
 
-async def recreate_go(
-    query: CallbackQuery,
-    callback_data: RecreateCb,
-    sessions: Sessions,
-    vault: Vault,
-    threecommas: ThreeCommasAccess,
-    clock: Clock,
-    user: User,
-) -> None:
+async def recreate_go(query: CallbackQuery, callback_data: RecreateCb, order_deps: Deps, user: User) -> None:
     await query.answer(_("Sending to 3Commas…"))
     shown = query.message.html_text if isinstance(query.message, Message) else ""
 
@@ -205,12 +200,12 @@ async def recreate_go(
         await say("⏳ " + _("3Commas did not answer in time; checking whether it was created…"))
 
     result = await recreate_failed_deal(
-        sessions,
-        vault,
-        threecommas,
+        order_deps.sessions,
+        order_deps.vault,
+        order_deps.threecommas,
         row_id=callback_data.id,
         user_id=user.id,
-        now=clock.now(),
+        now=order_deps.clock.now(),
         on_unknown=checking,
     )
     ref = escape(result.ref or "")

@@ -65,15 +65,15 @@ def account_key_alert(subject: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def repair_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
+def repair_button(tc_connection_id: int, account_id: int, version: str) -> tuple[str, TcRepairCb]:
     return "🔧 " + _("Update key in 3Commas"), TcRepairCb(
-        action=TcRepairAction.GO, cid=tc_connection_id, acc=account_id
+        action=TcRepairAction.GO, cid=tc_connection_id, acc=account_id, v=version
     )
 
 
-def checklist_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
+def checklist_button(tc_connection_id: int, account_id: int, version: str) -> tuple[str, TcRepairCb]:
     return "📋 " + _("What is left to do"), TcRepairCb(
-        action=TcRepairAction.LIST, cid=tc_connection_id, acc=account_id
+        action=TcRepairAction.LIST, cid=tc_connection_id, acc=account_id, v=version
     )
 
 
@@ -175,9 +175,9 @@ def manual_steps(name: str, market_code: str | None, account_id: int, reason: st
     return "\n".join(lines)
 
 
-def check_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
+def check_button(tc_connection_id: int, account_id: int, version: str) -> tuple[str, TcRepairCb]:
     return "✅ " + _("I updated it in 3Commas"), TcRepairCb(
-        action=TcRepairAction.CHECK, cid=tc_connection_id, acc=account_id
+        action=TcRepairAction.CHECK, cid=tc_connection_id, acc=account_id, v=version
     )
 
 
@@ -283,7 +283,7 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
         buttons.append(
             (
                 "🔄 " + _("Check the key again"),
-                ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id),
+                ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id, v=state.version),
             )
         )
     if state.pending:
@@ -296,7 +296,7 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
         buttons.append(
             (
                 "♻️ " + _("Recreate all ({n})…").format(n=len(state.pending)),
-                ChecklistCb(action=ChecklistAction.ASK_RECREATE, id=state.checklist_id),
+                ChecklistCb(action=ChecklistAction.ASK_RECREATE, id=state.checklist_id, v=state.version),
             )
         )
     elif state.recreated:
@@ -317,9 +317,7 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
         buttons.append(
             (
                 "🧹 " + _("Cancel orphans ({n})…").format(n=state.orphans),
-                ChecklistCb(
-                    action=ChecklistAction.ASK_CANCEL, id=state.checklist_id, list=state.list_id or 0
-                ),
+                ChecklistCb(action=ChecklistAction.ASK_CANCEL, id=state.checklist_id, v=state.version),
             )
         )
     else:
@@ -331,7 +329,7 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
         buttons.append(
             (
                 "☑️ " + _("Old key deleted"),
-                ChecklistCb(action=ChecklistAction.OLD_KEY_DELETED, id=state.checklist_id),
+                ChecklistCb(action=ChecklistAction.OLD_KEY_DELETED, id=state.checklist_id, v=state.version),
             )
         )
     if state.complete:
@@ -340,7 +338,10 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
         isinstance(data, ChecklistCb) and data.action is ChecklistAction.REFRESH for _text, data in buttons
     ):
         buttons.append(
-            ("🔄 " + _("Refresh"), ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id))
+            (
+                "🔄 " + _("Refresh"),
+                ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id, v=state.version),
+            )
         )
     return "\n".join(lines), keyboard_of(*buttons)
 
@@ -352,7 +353,7 @@ def recreate_confirmation(state: ChecklistState) -> tuple[str, InlineKeyboardMar
         lines += [f"⚠️ {escape(str(w))}" for w in row.params.get("warnings") or ()]
     button = (
         "✅ " + _("Recreate all {n}").format(n=len(state.pending)),
-        ChecklistCb(action=ChecklistAction.RECREATE, id=state.checklist_id),
+        ChecklistCb(action=ChecklistAction.RECREATE, id=state.checklist_id, v=state.deals_version),
     )
     return "\n".join(lines), keyboard_of(button)
 
@@ -364,7 +365,12 @@ def cancel_confirmation(state: ChecklistState) -> tuple[str, InlineKeyboardMarku
     ).format(n=state.orphans or 0, locked=_locked(state.locked))
     button = (
         "✅ " + _("Cancel {n} orphan(s)").format(n=state.orphans or 0),
-        ChecklistCb(action=ChecklistAction.CANCEL, id=state.checklist_id, list=state.list_id or 0),
+        ChecklistCb(
+            action=ChecklistAction.CANCEL,
+            id=state.checklist_id,
+            list=state.list_id or 0,
+            v=state.list_version,
+        ),
     )
     return text, keyboard_of(button)
 

@@ -96,6 +96,7 @@ class DealFailed:
     reason: str
     detail: str
     failed_deal_id: int | None = None
+    failed_deal_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,13 @@ Event = IncidentEvent | MuteSummary | DealFailed | ExpiryReminder
 
 @dataclass(frozen=True)
 class Target:
-    """The connection a notice is about, as the user named it."""
+    """The connection a notice is about, as the user named it; ``version`` is its token
+    (:func:`services.storage.button_tokens.connection_token`) for the message's buttons."""
 
     connection_id: int
     exchange: str
     label: str
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ class OutageNotice:
 
     exchange: str
     connection_ids: tuple[int, ...]
+    versions: tuple[str, ...] = ()
 
 
 # -- outbox payload ------------------------------------------------------------------------------------
@@ -155,6 +159,7 @@ def to_payload(notice: Notice) -> dict[str, Any]:
         "connection_id": target.connection_id,
         "exchange": target.exchange,
         "label": target.label,
+        "version": target.version,
         **_event_payload(notice.event),
     }
     if notice.check is not None:
@@ -168,7 +173,10 @@ def to_payload(notice: Notice) -> dict[str, Any]:
 
 def from_payload(payload: Mapping[str, Any]) -> Notice:
     target = Target(
-        int(payload.get("connection_id") or 0), payload.get("exchange", ""), payload.get("label", "")
+        int(payload.get("connection_id") or 0),
+        payload.get("exchange", ""),
+        payload.get("label", ""),
+        str(payload.get("version", "")),
     )
     check = None
     if payload.get("check"):
@@ -212,8 +220,14 @@ def _event_payload(event: Event) -> dict[str, Any]:
             return {"type": "flapping", "transitions": transitions, "window_s": window.total_seconds()}
         case MuteSummary(change):
             return {"type": "mute_summary", "change": _event_payload(change)}
-        case DealFailed(reason, detail, failed_deal_id):
-            return {"type": "event", "reason": reason, "detail": detail, "failed_deal_id": failed_deal_id}
+        case DealFailed(reason, detail, failed_deal_id, failed_deal_version):
+            return {
+                "type": "event",
+                "reason": reason,
+                "detail": detail,
+                "failed_deal_id": failed_deal_id,
+                "failed_deal_version": failed_deal_version,
+            }
         case ExpiryReminder(warning, due):
             return {"type": "expiry", "warning": warning, "due": due.isoformat()}
     raise TypeError(f"not an event: {event!r}")
@@ -242,7 +256,10 @@ def _parse_event(p: Mapping[str, Any]) -> Event:
     if kind == "event":
         deal = p.get("failed_deal_id")
         return DealFailed(
-            str(p.get("reason", "")), str(p.get("detail", "")), None if deal is None else int(deal)
+            str(p.get("reason", "")),
+            str(p.get("detail", "")),
+            None if deal is None else int(deal),
+            str(p.get("failed_deal_version", "")),
         )
     if kind == "expiry":
         return ExpiryReminder(str(p.get("warning", "")), _time(p["due"]))
