@@ -85,24 +85,27 @@ def _unseal(vault: Vault, sealed: str) -> str:
     return vault.open(base64.b64decode(sealed)).api_key
 
 
-async def got_key(message: Message, state: FSMContext, order_deps: Deps) -> None:
+async def _kept(message: Message, state: FSMContext, vault: Vault, part: str, again: str) -> bool:
+    """Delete the message and keep its ``part`` (key, secret, passphrase) sealed in the wizard state;
+    False, with ``again`` said, when it cannot be one."""
     await forget_secret_message(message)
-    problem = key_problem(message.text)
+    problem = key_problem(message.text, passphrase=part == "passphrase")
     if problem:
-        await message.answer(problem + " " + _("Send the API key again, or /cancel."))
-        return
-    await state.update_data(key=_seal(order_deps.vault, (message.text or "").strip()))
-    await state.set_state(TcRepair.secret)
-    await message.answer(views.ask_secret())
+        await message.answer(problem + " " + again)
+        return False
+    await state.update_data({part: _seal(vault, (message.text or "").strip())})
+    return True
+
+
+async def got_key(message: Message, state: FSMContext, order_deps: Deps) -> None:
+    if await _kept(message, state, order_deps.vault, "key", _("Send the API key again, or /cancel.")):
+        await state.set_state(TcRepair.secret)
+        await message.answer(views.ask_secret())
 
 
 async def got_secret(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
-    await forget_secret_message(message)
-    problem = key_problem(message.text)
-    if problem:
-        await message.answer(problem + " " + _("Send the secret again, or /cancel."))
+    if not await _kept(message, state, order_deps.vault, "secret", _("Send the secret again, or /cancel.")):
         return
-    await state.update_data(secret=_seal(order_deps.vault, (message.text or "").strip()))
     data = await state.get_data()
     target = await _target(order_deps, user, int(data.get("cid", 0)), int(data.get("acc", 0)))
     if target is not None and needs_passphrase(target.market_code):
@@ -113,13 +116,9 @@ async def got_secret(message: Message, state: FSMContext, order_deps: Deps, user
 
 
 async def got_passphrase(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
-    await forget_secret_message(message)
-    problem = key_problem(message.text, passphrase=True)
-    if problem:
-        await message.answer(problem + " " + _("Send the passphrase again, or /cancel."))
-        return
-    await state.update_data(passphrase=_seal(order_deps.vault, (message.text or "").strip()))
-    await _send_key(message, state, order_deps, user)
+    again = _("Send the passphrase again, or /cancel.")
+    if await _kept(message, state, order_deps.vault, "passphrase", again):
+        await _send_key(message, state, order_deps, user)
 
 
 async def _send_key(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
