@@ -423,8 +423,8 @@ async def update_button(
 
 
 async def cancel_button(query: CallbackQuery, state: FSMContext) -> None:
-    await state.clear()
     await query.answer()
+    await state.clear()
     if isinstance(query.message, Message):
         with suppress(TelegramBadRequest):
             await query.message.edit_text(_("Cancelled. Nothing was saved."))

@@ -44,8 +44,8 @@ async def forget(message: Message) -> None:
 
 
 async def forget_confirmed(query: CallbackQuery, sessions: Sessions, user: User, bot: Bot) -> None:
-    removed = await forget_user(sessions, user.id)
     await query.answer()
+    removed = await forget_user(sessions, user.id)
     await edit_in_place(
         query,
         bot,

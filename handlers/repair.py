@@ -22,12 +22,10 @@ from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepair
 from bot.views import threecommas as views
 from bot.views.secrets import forget_secret_message, key_problem
 from services.core.vault import Credentials, Vault
-from services.orders.cancel import CancelOutcome
 from services.orders.listing import Deps
 from services.storage.models import User
 from services.threecommas import checklist as recovery
 from services.threecommas.errors import ThreeCommasError
-from services.threecommas.recreate import RecreateOutcome
 from services.threecommas.repair import (
     RepairOutcome,
     RepairResult,
@@ -263,39 +261,21 @@ async def checklist_ask(
     await query.message.answer(text, reply_markup=markup)
 
 
-async def checklist_recreate(
+async def checklist_confirmed(
     query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
 ) -> None:
-    await query.answer(_("Sending to 3Commas…"))
-    results = await recovery.recreate_all(order_deps, callback_data.id, user.id)
-    created = sum(1 for r in results if r.outcome is RecreateOutcome.CREATED)
-    already = sum(1 for r in results if r.outcome is RecreateOutcome.ALREADY)
-    refused = [
-        r.error or r.outcome.value
-        for r in results
-        if r.outcome not in {RecreateOutcome.CREATED, RecreateOutcome.ALREADY}
-    ]
+    """Recreate all / Cancel orphans, confirmed: answered at once; the outcome goes under the
+    confirmation, whose button stays (a second tap is safe: each trade and order is claimed, and
+    reports what was done), then the checklist is redrawn."""
+    if callback_data.action is ChecklistAction.RECREATE:
+        await query.answer(_("Sending to 3Commas…"))
+        outcome = views.recreated(await recovery.recreate_all(order_deps, callback_data.id, user.id))
+    else:
+        await query.answer(_("Cancelling…"))
+        outcome = views.cancelled(await recovery.cancel_orphans(order_deps, user.id, callback_data.list))
     if isinstance(query.message, Message):
-        text = "✅ " + _("Recreated {n}; {m} had been recreated before and were not sent again.").format(
-            n=created, m=already
-        )
-        if refused:
-            text += "\n" + _("3Commas refused: {errors}").format(errors="; ".join(refused)[:500])
-        # The button stays: a second tap is safe (each row is claimed) and reports the same.
         base = query.message.html_text.split("\n\n✅ ", 1)[0]
-        await query.message.edit_text(base + "\n\n" + text, reply_markup=query.message.reply_markup)
-    await _redraw(query, order_deps, user, callback_data.id)
-
-
-async def checklist_cancel(
-    query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
-) -> None:
-    await query.answer(_("Cancelling…"))
-    results = await recovery.cancel_orphans(order_deps, user.id, callback_data.list)
-    cancelled = sum(1 for r in results if r.outcome is CancelOutcome.CANCELLED)
-    if isinstance(query.message, Message):
-        text = "✅ " + _("Cancelled {n} of {m} orphan order(s).").format(n=cancelled, m=len(results))
-        await query.message.edit_text(query.message.html_text + "\n\n" + text)
+        await query.message.edit_text(base + "\n\n" + outcome, reply_markup=query.message.reply_markup)
     await _redraw(query, order_deps, user, callback_data.id)
 
 
@@ -312,8 +292,6 @@ def build_router() -> Router:
     router.callback_query.register(checklist_step, ChecklistCb.filter(F.action.in_(steps)))
     asks = {ChecklistAction.ASK_RECREATE, ChecklistAction.ASK_CANCEL}
     router.callback_query.register(checklist_ask, ChecklistCb.filter(F.action.in_(asks)))
-    router.callback_query.register(
-        checklist_recreate, ChecklistCb.filter(F.action == ChecklistAction.RECREATE)
-    )
-    router.callback_query.register(checklist_cancel, ChecklistCb.filter(F.action == ChecklistAction.CANCEL))
+    confirmed = {ChecklistAction.RECREATE, ChecklistAction.CANCEL}
+    router.callback_query.register(checklist_confirmed, ChecklistCb.filter(F.action.in_(confirmed)))
     return router

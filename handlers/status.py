@@ -31,13 +31,12 @@ from bot.views.balances import balance_summary
 from bot.views.confirm import confirmation
 from bot.views.editing import edit_in_place
 from bot.views.html import html
-from services.core.clock import Clock
 from services.core.verdicts import Verdict
 from services.exchanges.probes import KeyInfo
 from services.monitoring.mutes import muted_everything_until
 from services.monitoring.refresh import Refreshes, remove_owned_connection
+from services.orders.listing import Deps
 from services.storage.button_tokens import connection_token
-from services.storage.db import Sessions
 from services.storage.models import Connection, User
 from services.storage.users import user_connections
 
@@ -228,8 +227,7 @@ def _keyboard(shown: list[tuple[int, Connection]], page: int, pages: int) -> Inl
 
 
 async def load_page(
-    sessions: Sessions,
-    clock: Clock,
+    deps: Deps,
     user: User,
     settings: Settings,
     *,
@@ -238,14 +236,16 @@ async def load_page(
     **kwargs: Any,
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     """The user's page ``page``, or the page holding connection ``around``."""
-    connections = await user_connections(sessions, user.id)
-    user_muted = await muted_everything_until(sessions, user.id, clock.now())  # may have changed meanwhile
+    connections = await user_connections(deps.sessions, user.id)
+    user_muted = await muted_everything_until(
+        deps.sessions, user.id, deps.clock.now()
+    )  # may have changed meanwhile
     if around is not None:
         page = page_of(connections, around)
     return render_page(
         connections,
         page,
-        clock.now(),
+        deps.clock.now(),
         user_muted=user_muted,
         egress_ips=settings.egress_ips,
         **kwargs,
@@ -255,45 +255,35 @@ async def load_page(
 # ----------------------------------------------------------------------------- handlers
 
 
-async def status_command(
-    message: Message, sessions: Sessions, clock: Clock, user: User, settings: Settings
-) -> None:
-    text, markup = await load_page(sessions, clock, user, settings)
+async def status_command(message: Message, order_deps: Deps, user: User, settings: Settings) -> None:
+    text, markup = await load_page(order_deps, user, settings)
     await message.answer(text, reply_markup=markup)
 
 
 async def _redraw(
-    query: CallbackQuery,
-    bot: Bot,
-    sessions: Sessions,
-    clock: Clock,
-    user: User,
-    settings: Settings,
-    **kwargs: Any,
+    query: CallbackQuery, bot: Bot, deps: Deps, user: User, settings: Settings, **kwargs: Any
 ) -> None:
     """Edit the pressed message (a /status page or an alert) into a fresh page (see :func:`load_page`)."""
-    await edit_in_place(query, bot, *await load_page(sessions, clock, user, settings, **kwargs))
+    await edit_in_place(query, bot, *await load_page(deps, user, settings, **kwargs))
 
 
 async def status_page(
     query: CallbackQuery,
     callback_data: StatusPageCb,
-    sessions: Sessions,
-    clock: Clock,
+    order_deps: Deps,
     user: User,
     settings: Settings,
     bot: Bot,
 ) -> None:
     await query.answer()
-    await _redraw(query, bot, sessions, clock, user, settings, page=callback_data.page)
+    await _redraw(query, bot, order_deps, user, settings, page=callback_data.page)
 
 
 async def refresh(
     query: CallbackQuery,
     callback_data: ConnCb,
     refreshes: Refreshes,
-    sessions: Sessions,
-    clock: Clock,
+    order_deps: Deps,
     user: User,
     settings: Settings,
     bot: Bot,
@@ -306,17 +296,17 @@ async def refresh(
     try:
         outcome = await asyncio.wait_for(asyncio.shield(task), CHECKING_AFTER_S)
     except TimeoutError:
-        await _redraw(query, bot, sessions, clock, user, settings, around=cid, checking=cid)
+        await _redraw(query, bot, order_deps, user, settings, around=cid, checking=cid)
         outcome = await task
     notice = "" if outcome.checked else "⏳ " + _("The next check runs within a minute.")
-    await _redraw(query, bot, sessions, clock, user, settings, around=cid, notice=notice)
+    await _redraw(query, bot, order_deps, user, settings, around=cid, notice=notice)
 
 
 async def remove_ask(
-    query: CallbackQuery, callback_data: ConnCb, sessions: Sessions, user: User, bot: Bot
+    query: CallbackQuery, callback_data: ConnCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
     await query.answer()
-    connections = await user_connections(sessions, user.id)
+    connections = await user_connections(order_deps.sessions, user.id)
     connection = next((c for c in connections if c.id == callback_data.cid), None)
     if connection is None:  # removed since the button was checked
         return
@@ -339,8 +329,7 @@ async def remove_ask(
 async def remove_confirmed(
     query: CallbackQuery,
     callback_data: ConnCb,
-    sessions: Sessions,
-    clock: Clock,
+    order_deps: Deps,
     user: User,
     settings: Settings,
     bot: Bot,
@@ -348,12 +337,14 @@ async def remove_confirmed(
     """Delete the connection the confirmation named; a second tap in flight at once removes
     nothing more and only redraws the page."""
     await query.answer(_("Removing…"))
-    outcome = await remove_owned_connection(sessions, user.id, callback_data.cid, clock.now())
+    outcome = await remove_owned_connection(
+        order_deps.sessions, user.id, callback_data.cid, order_deps.clock.now()
+    )
     notice = ""
     if outcome is not None and outcome.removed:
         title = connection_title(outcome.exchange, outcome.label)
         notice = "🗑 " + html(_("Removed <b>{title}</b>."), title=title)
-    await _redraw(query, bot, sessions, clock, user, settings, notice=notice)
+    await _redraw(query, bot, order_deps, user, settings, notice=notice)
 
 
 def _stale_or_forged(query: CallbackQuery) -> bool:

@@ -39,14 +39,7 @@ from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock
 from services.core.vault import Credentials
 from services.orders.listing import owned_listing
-from services.storage.button_tokens import (
-    checklist_token,
-    connection_token,
-    failed_deal_token,
-    failed_deals_token,
-    listed_order_token,
-    mapping_token,
-)
+from services.storage import button_tokens as tokens
 from services.storage.connections import replace_credentials
 from services.storage.models import Connection, FailedDeal, ListedOrder, RecoveryChecklist
 from services.threecommas.checklist import failed_since, open_checklist
@@ -318,16 +311,16 @@ async def versions(env: Env, world: World) -> dict[str, str]:
         checklist = await session.get(RecoveryChecklist, world.checklist_id)
         listing = await owned_listing(session, OWNER, world.list_id)
         return {
-            "conn": connection_token(conn),
-            "tc_conn": connection_token(tc_conn),
+            "conn": tokens.connection_token(conn),
+            "tc_conn": tokens.connection_token(tc_conn),
             "listing": listing.version,
-            "orphan": listed_order_token(await session.get(ListedOrder, world.orphan_row)),
-            "unknown": listed_order_token(await session.get(ListedOrder, world.unknown_row)),
-            "deal": failed_deal_token(await session.get(FailedDeal, world.deal_row)),
-            "map": mapping_token(world.link_id, world.account_id, conn),
-            "map-skip": mapping_token(world.link_id, world.account_id, None),
-            "checklist": checklist_token(checklist),
-            "checklist-deals": failed_deals_token(await failed_since(session, checklist)),
+            "orphan": tokens.listed_order_token(await session.get(ListedOrder, world.orphan_row)),
+            "unknown": tokens.listed_order_token(await session.get(ListedOrder, world.unknown_row)),
+            "deal": tokens.failed_deal_token(await session.get(FailedDeal, world.deal_row)),
+            "map": tokens.mapping_token(world.link_id, world.account_id, conn),
+            "map-skip": tokens.mapping_token(world.link_id, world.account_id, None),
+            "checklist": tokens.checklist_token(checklist),
+            "checklist-deals": tokens.failed_deals_token(await failed_since(session, checklist)),
         }
 
 
@@ -378,14 +371,8 @@ async def world(env: Env) -> World:
             error="Invalid API key",
             now=now,
         )
-        checklist = await open_checklist(
-            session,
-            user_id=OWNER,
-            tc_connection_id=tc_connection.id,
-            account_id=account_id,
-            since=T0,
-            now=now,
-        )
+        account = {"tc_connection_id": tc_connection.id, "account_id": account_id}
+        checklist = await open_checklist(session, user_id=OWNER, since=T0, now=now, **account)
         tc_cid, link_id, checklist_id = tc_connection.id, link.id, checklist.id
 
     listing = await env.rig.say(OWNER, "/orders")  # one exchange key: "Loading…", edited into the list

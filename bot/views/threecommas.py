@@ -5,6 +5,7 @@ Data in (services' results), text and buttons out; nothing here talks to 3Commas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from html import escape
 from typing import Any
@@ -15,10 +16,11 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
 from bot.texts import exchange_name as exchange_title
+from services.orders.cancel import CancelOutcome, CancelResult
 from services.storage.models import FailedDeal
 from services.threecommas.checklist import ChecklistState
 from services.threecommas.entities import market_of, tc_pair_to_symbol
-from services.threecommas.recreate import smart_trade_params
+from services.threecommas.recreate import RecreateOutcome, RecreateResult, smart_trade_params
 from services.threecommas.repair import RepairOutcome, RepairResult
 
 ACCOUNT_PAGE = "https://app.3commas.io/accounts/{id}"
@@ -379,3 +381,26 @@ def all_done(state: ChecklistState) -> str:
     return "🎉 " + _("{account} is fully recovered.").format(
         account=account_words(state.account_name, state.market_code)
     )
+
+
+def recreated(results: Sequence[RecreateResult]) -> str:
+    """What Recreate all did: created now, created before (not sent again), refused and why."""
+    created = sum(1 for r in results if r.outcome is RecreateOutcome.CREATED)
+    already = sum(1 for r in results if r.outcome is RecreateOutcome.ALREADY)
+    refused = [
+        r.error or r.outcome.value
+        for r in results
+        if r.outcome not in {RecreateOutcome.CREATED, RecreateOutcome.ALREADY}
+    ]
+    text = "✅ " + _("Recreated {n}; {m} had been recreated before and were not sent again.").format(
+        n=created, m=already
+    )
+    if refused:
+        text += "\n" + _("3Commas refused: {errors}").format(errors=escape("; ".join(refused)[:500]))
+    return text
+
+
+def cancelled(results: Sequence[CancelResult]) -> str:
+    """What Cancel orphans did."""
+    done = sum(1 for r in results if r.outcome is CancelOutcome.CANCELLED)
+    return "✅ " + _("Cancelled {n} of {m} orphan order(s).").format(n=done, m=len(results))

@@ -146,7 +146,8 @@ class OutageNotice:
 
     exchange: str
     connection_ids: tuple[int, ...]
-    versions: tuple[str, ...] = ()
+    versions: tuple[str, ...]
+    """Each connection's version token, for the Refresh button (see :class:`Target`)."""
 
 
 # -- outbox payload ------------------------------------------------------------------------------------

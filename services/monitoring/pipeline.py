@@ -208,7 +208,7 @@ def fold_outages(
             continue
         if exchange not in groups:
             groups[exchange] = ([], [])
-            folded.append((groups[exchange][0], OutageNotice(exchange, ())))
+            folded.append((groups[exchange][0], OutageNotice(exchange, (), ())))
         groups[exchange][0].append(key)
         groups[exchange][1].append(notice.target)
     return [
