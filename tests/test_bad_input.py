@@ -865,6 +865,22 @@ async def test_an_old_button_whose_object_changed_is_out_of_date_and_does_nothin
     assert_clean(env, caplog)
 
 
+SLOW_BUTTONS = ["conn-refresh", "conn-orders", "orders-rf", "orders-ally", "checklist-ra-3c"]
+
+
+@pytest.mark.attack("a slow exchange lets Telegram's callback query expire unanswered")
+@pytest.mark.parametrize("button", SLOW_BUTTONS)
+async def test_a_tap_is_answered_before_its_work_waits_for_the_exchange(env, world, caplog, button):
+    env.binance.inject("timeout")  # every private request hangs until released
+    update, query = env.tap(OWNER, world.listing.message_id, world.buttons()[button])
+    await env.tg.wait_for(lambda: env.tg.callback_answer(query))
+    assert update not in env.tracker.done  # answered while its work still waits for Binance
+    env.binance.clear_faults()
+    env.binance.release_hung()
+    await env.settle(update)
+    assert_clean(env, caplog)
+
+
 # ----------------------------------------------------------------------------- secrets never stay in chat
 
 SECRET_MESSAGES = {
