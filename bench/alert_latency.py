@@ -26,27 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
-import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    BenchWorker,
-    Child,
-    exchange_main,
-    new_keys,
-    probe_key_info,
-    seed,
-    stop_all,
-    telegram_main,
-    verdict,
-)
+from bench.common import BenchRun, new_keys, verdict
 
-EXCHANGE = "binance"
-SAPI_POOL = "binance_sapi"  # the key check's own IP pool (services/exchanges/budget.py pool_of)
 WEIGHT_LIMIT = 6_000_000  # per minute: the machine is measured, not Binance's budget
 CONFIRMATION_S = 10  # the key rule: a second failed probe at least 10 s after the first
 SLACK_S = 3
@@ -60,41 +45,26 @@ def _percentile(values: list[float], q: float) -> float:
 async def run(users: int, interval: int, spread: float, latency_ms: int, seed_value: int) -> dict[str, Any]:
     """One interval's measurement: per-user latencies, and how many users were never alerted."""
     from services.core.clock import utcnow
-    from services.core.vault import generate_key
 
-    tmp = Path(tempfile.mkdtemp(prefix="keysentry-latency-"))
-    children: list[Child] = []
-    worker: BenchWorker | None = None
     rng = random.Random(seed_value)
-    try:
+    async with BenchRun("keysentry-latency-") as bench:
         keys = new_keys(users)
         canary = new_keys(1)[0]
-        exchange = Child(exchange_main, EXCHANGE, [*keys, canary], latency_ms, WEIGHT_LIMIT, name="exchange")
-        children.append(exchange)
-        url = exchange.ready
-        key_info = await probe_key_info(EXCHANGE, url, keys[0])
-        database_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
-        vault_key = generate_key()
+        exchange = await bench.start_exchange([*keys, canary], WEIGHT_LIMIT, latency_ms=latency_ms)
+        database_url = bench.sqlite_url()
         now = utcnow()
 
         def spread_schedule(index: int, connection: Any) -> None:
             connection.next_poll_at = now + timedelta(seconds=interval * index / users)
 
-        user_ids = await seed(
-            database_url, vault_key, EXCHANGE, keys, now=now, key_info=key_info, prepare=spread_schedule
-        )
-        telegram = Child(telegram_main, user_ids, name="telegram")
-        children.append(telegram)
-        worker = await BenchWorker.start(
-            tmp,
-            name="worker",
-            telegram_url=telegram.ready,
-            database_url=database_url,
-            vault_key=vault_key,
-            exchange_urls={EXCHANGE: url},
-            weight_per_minute={EXCHANGE: WEIGHT_LIMIT, SAPI_POOL: WEIGHT_LIMIT},
+        user_ids = await bench.seed(database_url, keys, now=now, prepare=spread_schedule)
+        telegram = bench.start_telegram(user_ids)
+        await bench.start_worker(
+            database_url,
+            telegram.ready,
+            weight_limit=WEIGHT_LIMIT,
             poll_interval_seconds=interval,
-            canary_keys={EXCHANGE: {"api_key": canary[0], "secret": canary[1]}},
+            canary=canary,
         )
         await asyncio.sleep(interval)  # one interval of steady state: every connection checked once
 
@@ -127,11 +97,6 @@ async def run(users: int, interval: int, spread: float, latency_ms: int, seed_va
             "missing": users - len(alerted),
             "early": sum(1 for user in alerted if first[user] < revoked_at[user]),
         }
-    finally:
-        if worker is not None:
-            await worker.stop()
-        stop_all(children)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:

@@ -15,6 +15,9 @@ own: the exchange fake and the Telegram fake never count against it.
   ``/metrics``, CPU and memory from ``/proc``.
 * :func:`bare_main` — the same signed call through one bare ccxt instance, many in flight.
 * :func:`seed` — users and connections through the services (:func:`sandbox.processes.seed_users`).
+* :class:`BenchRun` — what every bench sets up the same way: the local Binance probed once, the
+  local Telegram, scratch databases, workers on the local Binance's budget; all of it stopped and
+  removed when the run ends.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import logging
 import multiprocessing
 import os
 import secrets
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -34,10 +39,21 @@ from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
 
-from sandbox.processes import WorkerProcess, cpu_seconds, metric_sum, seed_users, start_worker, worker_env
+from sandbox.processes import (
+    WorkerProcess,
+    cpu_seconds,
+    create_pg_database,
+    drop_pg_database,
+    metric_sum,
+    seed_users,
+    start_worker,
+    worker_env,
+)
 
 CTX = multiprocessing.get_context("spawn")
 TOKEN = "123456:BENCH-telegram-token"
+EXCHANGE = "binance"  # every bench runs against the local Binance (``new_keys`` makes its keys)
+SAPI_POOL = "binance_sapi"  # the key check's own IP pool (services/exchanges/budget.py pool_of)
 CHECK_CALL = {
     "binance": "sapiGetAccountApiRestrictions",
     "bybit": "privateGetV5UserQueryApi",
@@ -509,6 +525,116 @@ async def probe_key_info(exchange_id: str, url: str, key: tuple[str, str, str | 
     return result.key_info.to_json()
 
 
+# ------------------------------------------------------------------------------------------ one run
+
+
+Key = tuple[str, str, str | None]
+
+
+class BenchRun:
+    """One run of a bench: its scratch folder, the local Binance and Telegram in their own
+    processes, its databases and its workers, all configured alike. Leaving ``async with``
+    stops every process it started, drops its PostgreSQL database and removes the folder."""
+
+    def __init__(self, prefix: str) -> None:
+        from services.core.vault import generate_key
+
+        self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
+        self.vault_key = generate_key()
+        self.children: list[Child] = []
+        self.workers: list[BenchWorker] = []
+        self.pg_url: str | None = None
+        self._exchange: Child | None = None
+        self._key_info: dict[str, Any] | None = None
+
+    async def __aenter__(self) -> BenchRun:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop_workers()
+        stop_all(self.children)
+        if self.pg_url:
+            await drop_pg_database(self.pg_url)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @property
+    def exchange(self) -> Child:
+        assert self._exchange is not None, "start_exchange first"
+        return self._exchange
+
+    async def start_exchange(
+        self, keys: list[Key], weight_limit: int, *, latency_ms: int = 0, watch_ips: tuple[str, ...] = ()
+    ) -> Child:
+        """The local Binance with ``keys`` (see :func:`exchange_main`); the first key is probed
+        once, as the link wizard does, for the key info :meth:`seed` stores."""
+        self._exchange = Child(
+            exchange_main, EXCHANGE, keys, latency_ms, weight_limit, watch_ips, name="exchange"
+        )
+        self.children.append(self._exchange)
+        self._key_info = await probe_key_info(EXCHANGE, self._exchange.ready, keys[0])
+        return self._exchange
+
+    def start_telegram(self, user_ids: list[int], latency_ms: int = 0) -> Child:
+        """The local Telegram (see :func:`telegram_main`) knowing ``user_ids``."""
+        telegram = Child(telegram_main, user_ids, latency_ms, name="telegram")
+        self.children.append(telegram)
+        return telegram
+
+    def sqlite_url(self, name: str = "bench") -> str:
+        return f"sqlite+aiosqlite:///{self.tmp / f'{name}.db'}"
+
+    async def postgres_url(self) -> str:
+        """A fresh database on the test server, dropped when the run ends."""
+        self.pg_url = await create_pg_database()
+        return self.pg_url
+
+    async def seed(
+        self,
+        database_url: str,
+        keys: list[Key],
+        *,
+        now: datetime,
+        prepare: Callable[[int, Any], None] | None = None,
+    ) -> list[int]:
+        """:func:`seed` with the key info of the probe and this run's vault key."""
+        assert self._key_info is not None, "start_exchange first"
+        return await seed(
+            database_url, self.vault_key, EXCHANGE, keys, now=now, key_info=self._key_info, prepare=prepare
+        )
+
+    async def start_worker(
+        self,
+        database_url: str,
+        telegram_url: str,
+        *,
+        weight_limit: float,
+        name: str = "worker",
+        canary: Key | None = None,
+        **settings: Any,
+    ) -> BenchWorker:
+        """A worker on the local Binance, ``weight_limit`` per minute in its general pool and in
+        the key check's own one; ``canary`` becomes the operator's CANARY_KEYS for Binance."""
+        if canary is not None:
+            settings["canary_keys"] = {EXCHANGE: {"api_key": canary[0], "secret": canary[1]}}
+        worker = await BenchWorker.start(
+            self.tmp,
+            name=name,
+            telegram_url=telegram_url,
+            database_url=database_url,
+            vault_key=self.vault_key,
+            exchange_urls={EXCHANGE: self.exchange.ready},
+            weight_per_minute={EXCHANGE: weight_limit, SAPI_POOL: weight_limit},
+            **settings,
+        )
+        self.workers.append(worker)
+        return worker
+
+    async def stop_workers(self) -> None:
+        for worker in self.workers:
+            await worker.stop()
+        self.workers.clear()
+
+
 # ------------------------------------------------------------------------------------------ sampling
 
 
@@ -566,6 +692,8 @@ def utc(ts: float) -> datetime:
 
 __all__ = [
     "CORES",
+    "EXCHANGE",
+    "BenchRun",
     "BenchWorker",
     "Child",
     "Sampler",

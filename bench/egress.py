@@ -29,27 +29,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    BenchWorker,
-    Child,
-    exchange_main,
-    new_keys,
-    probe_key_info,
-    seed,
-    stop_all,
-    telegram_main,
-    verdict,
-)
+from bench.common import BenchRun, new_keys, verdict
 from sandbox.proxy import LocalProxy
 
-EXCHANGE = "binance"
-SAPI_POOL = "binance_sapi"  # the key check's own IP pool (services/exchanges/budget.py pool_of)
 DIRECT_IP = "127.0.0.1"
 
 
@@ -58,45 +43,32 @@ def proxy_ip(k: int) -> str:
 
 
 async def measure(
-    routes: int,
-    args: argparse.Namespace,
-    far_ends: tuple[Child, Child],
-    keys: list[Any],
-    key_info: dict[str, Any],
-    tmp: Path,
+    routes: int, args: argparse.Namespace, bench: BenchRun, keys: list[Any], telegram_url: str
 ) -> dict[str, Any]:
     from services.core.clock import utcnow
-    from services.core.vault import generate_key
 
-    exchange, telegram = far_ends
     proxies = [LocalProxy(proxy_ip(k)) for k in range(1, routes)]
-    worker: BenchWorker | None = None
-    database_url = f"sqlite+aiosqlite:///{tmp / f'egress-{routes}.db'}"
+    database_url = bench.sqlite_url(f"egress-{routes}")
     try:
         specs = {f"p{k}": {"url": await p.start(), "ip": p.source_ip} for k, p in enumerate(proxies, start=1)}
-        vault_key = generate_key()
-        await seed(database_url, vault_key, EXCHANGE, keys, now=utcnow(), key_info=key_info)
-        worker = await BenchWorker.start(
-            tmp,
+        await bench.seed(database_url, keys, now=utcnow())
+        worker = await bench.start_worker(
+            database_url,
+            telegram_url,  # no alerts here: every key stays valid
+            weight_limit=args.limit,
             name=f"worker-{routes}",
-            telegram_url=telegram.ready,  # no alerts here: every key stays valid
-            database_url=database_url,
-            vault_key=vault_key,
-            exchange_urls={EXCHANGE: exchange.ready},
-            weight_per_minute={EXCHANGE: args.limit, SAPI_POOL: args.limit},
             poll_interval_seconds=10,
             egress_ips=",".join([DIRECT_IP, *(p.source_ip for p in proxies)]),
             egress_proxies=json.dumps(specs),
         )
         await asyncio.sleep(args.warmup)
-        exchange.call("reset_peaks")
+        bench.exchange.call("reset_peaks")
         a = await worker.stats()
         await asyncio.sleep(args.window)
         b = await worker.stats()
-        peaks = exchange.call("stats")["peaks"]
+        peaks = bench.exchange.call("stats")["peaks"]
     finally:
-        if worker is not None:
-            await worker.stop()
+        await bench.stop_workers()
         for proxy in proxies:
             await proxy.close()
     per_min = (b["checked"] - a["checked"]) / (b["t"] - a["t"]) * 60
@@ -112,22 +84,17 @@ async def measure(
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     counts = [int(n) for n in args.routes.split(",")]
-    tmp = Path(tempfile.mkdtemp(prefix="keysentry-egress-"))
     ips = (DIRECT_IP, *(proxy_ip(k) for k in range(1, max(counts))))
     keys = new_keys(args.users)
-    exchange = Child(exchange_main, EXCHANGE, keys, 0, args.limit, ips, name="exchange")
-    telegram = Child(telegram_main, [], name="telegram")
-    try:
-        key_info = await probe_key_info(EXCHANGE, exchange.ready, keys[0])
+    async with BenchRun("keysentry-egress-") as bench:
+        await bench.start_exchange(keys, args.limit, watch_ips=ips)
+        telegram = bench.start_telegram([])
         results = []
         for routes in counts:
-            r = await measure(routes, args, (exchange, telegram), keys, key_info, tmp)
+            r = await measure(routes, args, bench, keys, telegram.ready)
             print(f"  {routes} route(s): {r['per_min']:.0f} checks/min, peak weight per IP {r['peaks']}")
             results.append(r)
         return results
-    finally:
-        stop_all([exchange, telegram])
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:

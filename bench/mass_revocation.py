@@ -47,31 +47,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.common import (
     CORES,
-    BenchWorker,
-    Child,
+    EXCHANGE,
+    BenchRun,
     Sampler,
     bare_ccxt,
-    exchange_main,
     machine_busy,
     new_keys,
-    probe_key_info,
-    seed,
-    stop_all,
-    telegram_main,
     utc,
     verdict,
 )
 
-EXCHANGE = "binance"
-SAPI_POOL = "binance_sapi"  # the key check's own IP pool (services/exchanges/budget.py pool_of)
 WEIGHT_LIMIT = 6_000_000  # per minute, every pool of the local Binance and our budget for it
 SEND_RATE_PER_SECOND = 25  # Settings.send_rate_per_second default
 RISKY_EVERY = 10  # every tenth user has funds locked by open orders
@@ -131,122 +121,103 @@ def _since(moment: Any, origin: float) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from sandbox.processes import create_pg_database, drop_pg_database
-    from services.core.clock import utcnow
-    from services.core.vault import generate_key
-
     began = time.perf_counter()
     users = args.users
-    tmp = Path(tempfile.mkdtemp(prefix="keysentry-bench-"))
-    children: list[Child] = []
-    worker: BenchWorker | None = None
-    pg_url = None
     out: dict[str, Any] = {"args": args, "users": users}
     try:
-        keys = new_keys(users)
-        # The operator's canary key (CANARY_KEYS), never revoked: it tells the IP-block guard that
-        # a wave of revoked keys is a mass reset, not our IP being blocked.
-        canary = new_keys(1)[0]
-        exchange = Child(
-            exchange_main, EXCHANGE, [*keys, canary], args.latency_ms, WEIGHT_LIMIT, name="exchange"
-        )
-        children.append(exchange)
-        url = exchange.ready
-        key_info = await probe_key_info(EXCHANGE, url, keys[0])
-        if args.db == "postgres":
-            pg_url = database_url = await create_pg_database()
-        else:
-            database_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
-        vault_key = generate_key()
-        t0 = time.perf_counter()
-        user_ids = await seed(
-            database_url, vault_key, EXCHANGE, keys, now=utcnow(), key_info=key_info, prepare=_locks_funds
-        )
-        out["risky"] = [u for i, u in enumerate(user_ids) if i % RISKY_EVERY == RISKY_EVERY - 1]
-        out["seed_s"] = time.perf_counter() - t0
-        telegram = Child(telegram_main, user_ids, args.telegram_latency_ms, name="telegram")
-        children.append(telegram)
-
-        # --- the bare ccxt limit, before the worker exists
-        out["bare"] = {
-            "rate": float("nan"),
-            "cpu_ms": float("nan"),
-            "rounds": [],
-            "watched": [0.0],
-            "other": 0.0,
-        }
-        if args.bare_seconds > 0:
-            out["bare"] = bare_ccxt(
-                EXCHANGE, url, keys[0], args.bare_in_flight, args.bare_seconds, others=[exchange, telegram]
-            )
-
-        # --- one worker, configured only through its environment
-        worker = await BenchWorker.start(
-            tmp,
-            name="worker",
-            telegram_url=telegram.ready,
-            database_url=database_url,
-            vault_key=vault_key,
-            exchange_urls={EXCHANGE: url},
-            weight_per_minute={EXCHANGE: WEIGHT_LIMIT, SAPI_POOL: WEIGHT_LIMIT},
-            poll_interval_seconds=args.interval,
-            send_rate_per_second=SEND_RATE_PER_SECOND,
-            canary_keys={EXCHANGE: {"api_key": canary[0], "secret": canary[1]}},
-        )
-        sampler = Sampler()
-
-        async def sample() -> dict[str, Any]:
-            assert worker is not None
-            s = await worker.stats()
-            s["exchange_cpu"] = exchange.cpu()
-            s["telegram_cpu"] = telegram.cpu()
-            s["self_cpu"] = time.process_time()
-            s["busy"], s["jiffies"] = machine_busy()
-            sampler.add(s)
-            return s
-
-        out["rss_ready"] = (await sample())["rss"]
-        round_started = time.time()
-        while (await sample())["checked"] < users:
-            if time.time() - round_started > 600:
-                raise SystemExit("round 1 did not finish within 10 minutes")
-            await asyncio.sleep(0.25)
-        out["round_s"] = time.time() - round_started
-        out["window"] = sampler.window(0.1 * users, 0.9 * users)
-        await asyncio.sleep(3)  # every connection checked, none due for a while: loaded and idle
-        out["rss_idle"] = (await worker.stats())["rss"]
-        if args.throughput_only:
-            return out
-
-        # --- revoke everything at once
-        revoked_at = exchange.call("revoke", [key[0] for key in keys])
-        deadline = revoked_at + 180 + users / SEND_RATE_PER_SECOND * 1.5
-        tg: dict[str, Any] = {}
-        while time.time() < deadline:
-            tg = telegram.call("stats")
-            await sample()
-            if tg["users_alerted"] >= users:
-                break
-            await asyncio.sleep(1)
-        out["complete"] = tg.get("users_alerted", 0) >= users
-        await asyncio.sleep(15)  # a duplicate would arrive now
-        out["tg"] = telegram.call("stats")
-        out["risky_last"] = telegram.call("last_among", out["risky"])
-        out["final"] = await sample()
-        out["first_sample"] = sampler.samples[0]
-        out["exchange"] = exchange.call("stats")
-        out["revoked_at"] = revoked_at
-        await worker.stop()
-        worker = None
-        out["timeline"] = await _timeline(database_url, revoked_at)
+        async with BenchRun("keysentry-bench-") as bench:
+            return await _measure(bench, args, out)
     finally:
-        if worker is not None:
-            await worker.stop()
-        stop_all(children)
-        if pg_url:
-            await drop_pg_database(pg_url)
-        shutil.rmtree(tmp, ignore_errors=True)
         out["took_s"] = time.perf_counter() - began
+
+
+async def _measure(bench: BenchRun, args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
+    from services.core.clock import utcnow
+
+    users = args.users
+    keys = new_keys(users)
+    # The operator's canary key (CANARY_KEYS), never revoked: it tells the IP-block guard that
+    # a wave of revoked keys is a mass reset, not our IP being blocked.
+    canary = new_keys(1)[0]
+    exchange = await bench.start_exchange([*keys, canary], WEIGHT_LIMIT, latency_ms=args.latency_ms)
+    database_url = await bench.postgres_url() if args.db == "postgres" else bench.sqlite_url()
+    t0 = time.perf_counter()
+    user_ids = await bench.seed(database_url, keys, now=utcnow(), prepare=_locks_funds)
+    out["risky"] = [u for i, u in enumerate(user_ids) if i % RISKY_EVERY == RISKY_EVERY - 1]
+    out["seed_s"] = time.perf_counter() - t0
+    telegram = bench.start_telegram(user_ids, args.telegram_latency_ms)
+
+    # --- the bare ccxt limit, before the worker exists
+    out["bare"] = {
+        "rate": float("nan"),
+        "cpu_ms": float("nan"),
+        "rounds": [],
+        "watched": [0.0],
+        "other": 0.0,
+    }
+    if args.bare_seconds > 0:
+        out["bare"] = bare_ccxt(
+            EXCHANGE,
+            exchange.ready,
+            keys[0],
+            args.bare_in_flight,
+            args.bare_seconds,
+            others=[exchange, telegram],
+        )
+
+    # --- one worker, configured only through its environment
+    worker = await bench.start_worker(
+        database_url,
+        telegram.ready,
+        weight_limit=WEIGHT_LIMIT,
+        poll_interval_seconds=args.interval,
+        send_rate_per_second=SEND_RATE_PER_SECOND,
+        canary=canary,
+    )
+    sampler = Sampler()
+
+    async def sample() -> dict[str, Any]:
+        s = await worker.stats()
+        s["exchange_cpu"] = exchange.cpu()
+        s["telegram_cpu"] = telegram.cpu()
+        s["self_cpu"] = time.process_time()
+        s["busy"], s["jiffies"] = machine_busy()
+        sampler.add(s)
+        return s
+
+    out["rss_ready"] = (await sample())["rss"]
+    round_started = time.time()
+    while (await sample())["checked"] < users:
+        if time.time() - round_started > 600:
+            raise SystemExit("round 1 did not finish within 10 minutes")
+        await asyncio.sleep(0.25)
+    out["round_s"] = time.time() - round_started
+    out["window"] = sampler.window(0.1 * users, 0.9 * users)
+    await asyncio.sleep(3)  # every connection checked, none due for a while: loaded and idle
+    out["rss_idle"] = (await worker.stats())["rss"]
+    if args.throughput_only:
+        return out
+
+    # --- revoke everything at once
+    revoked_at = exchange.call("revoke", [key[0] for key in keys])
+    deadline = revoked_at + 180 + users / SEND_RATE_PER_SECOND * 1.5
+    tg: dict[str, Any] = {}
+    while time.time() < deadline:
+        tg = telegram.call("stats")
+        await sample()
+        if tg["users_alerted"] >= users:
+            break
+        await asyncio.sleep(1)
+    out["complete"] = tg.get("users_alerted", 0) >= users
+    await asyncio.sleep(15)  # a duplicate would arrive now
+    out["tg"] = telegram.call("stats")
+    out["risky_last"] = telegram.call("last_among", out["risky"])
+    out["final"] = await sample()
+    out["first_sample"] = sampler.samples[0]
+    out["exchange"] = exchange.call("stats")
+    out["revoked_at"] = revoked_at
+    await bench.stop_workers()
+    out["timeline"] = await _timeline(database_url, revoked_at)
     return out
 
 

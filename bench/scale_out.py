@@ -24,29 +24,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from bench.common import (
-    CORES,
-    BenchWorker,
-    Child,
-    cpu_seconds,
-    exchange_main,
-    machine_busy,
-    new_keys,
-    probe_key_info,
-    seed,
-    stop_all,
-)
+from bench.common import CORES, BenchRun, BenchWorker, Child, cpu_seconds, machine_busy, new_keys
 
-EXCHANGE = "binance"
-SAPI_POOL = "binance_sapi"  # the key check's own IP pool (services/exchanges/budget.py pool_of)
 WEIGHT_LIMIT = 60_000_000  # per minute, every pool of the local Binance and our budget for it
+NO_TELEGRAM = "http://127.0.0.1:9"  # no alerts here: the sender never calls it
 
 
 def postgres_cpu(database: str) -> dict[int, float]:
@@ -110,21 +96,26 @@ async def snapshot(workers: list[BenchWorker], exchange: Child, database: str) -
 
 
 async def measure(
-    count: int, config: dict[str, Any], exchange: Child, warmup: float, window: float
+    count: int, bench: BenchRun, database_url: str, warmup: float, window: float
 ) -> dict[str, Any]:
-    await _reset(config["database_url"])
-    workers: list[BenchWorker] = []
+    await _reset(database_url)
     try:
-        for _ in range(count):
-            workers.append(await BenchWorker.start(name=f"worker-{len(workers) + 1}", **config))
-        database = make_url(config["database_url"]).database or ""
+        for n in range(1, count + 1):
+            await bench.start_worker(
+                database_url,
+                NO_TELEGRAM,
+                weight_limit=WEIGHT_LIMIT,
+                name=f"worker-{n}",
+                poll_interval_seconds=10,
+                log_level="INFO",
+            )
+        database = make_url(database_url).database or ""
         await asyncio.sleep(warmup)
-        a = await snapshot(workers, exchange, database)
+        a = await snapshot(bench.workers, bench.exchange, database)
         await asyncio.sleep(window)
-        b = await snapshot(workers, exchange, database)
+        b = await snapshot(bench.workers, bench.exchange, database)
     finally:
-        for w in workers:
-            await w.stop()
+        await bench.stop_workers()
     span = b["t"] - a["t"]
     checks = [cb - ca for ca, cb in zip(a["checked"], b["checked"], strict=True)]
     worker_cpu = [cb - ca for ca, cb in zip(a["worker_cpu"], b["worker_cpu"], strict=True)]
@@ -249,46 +240,24 @@ def explain(results: list[dict[str, Any]]) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from sandbox.processes import create_pg_database, drop_pg_database
     from services.core.clock import utcnow
-    from services.core.vault import generate_key
 
     began = time.perf_counter()
     counts = [int(c) for c in args.workers.split(",")]
-    children: list[Child] = []
-    pg_url = None
-    tmp = Path(tempfile.mkdtemp(prefix="keysentry-scale-out-"))
-    try:
+    async with BenchRun("keysentry-scale-out-") as bench:
         keys = new_keys(args.connections)
-        exchange = Child(exchange_main, EXCHANGE, keys, args.latency_ms, WEIGHT_LIMIT, name="exchange")
-        children.append(exchange)
-        key_info = await probe_key_info(EXCHANGE, exchange.ready, keys[0])
-        pg_url = await create_pg_database()
-        vault_key = generate_key()
+        exchange = await bench.start_exchange(keys, WEIGHT_LIMIT, latency_ms=args.latency_ms)
+        database_url = await bench.postgres_url()
         t0 = time.perf_counter()
-        await seed(pg_url, vault_key, EXCHANGE, keys, now=utcnow(), key_info=key_info)
+        await bench.seed(database_url, keys, now=utcnow())
         seeded = time.perf_counter() - t0
         print(f"seeded {args.connections} users + connections (through the services) in {seeded:.1f} s")
-        config = {
-            "tmp": tmp,
-            "telegram_url": "http://127.0.0.1:9",  # no alerts here: the sender never calls it
-            "database_url": pg_url,
-            "vault_key": vault_key,
-            "exchange_urls": {EXCHANGE: exchange.ready},
-            "weight_per_minute": {EXCHANGE: WEIGHT_LIMIT, SAPI_POOL: WEIGHT_LIMIT},
-            "poll_interval_seconds": 10,
-            "log_level": "INFO",
-        }
         results = []
         for count in counts:
-            r = await measure(count, config, exchange, args.warmup, args.window)
+            r = await measure(count, bench, database_url, args.warmup, args.window)
             print(f"  {count} worker(s): {r['per_min']:.0f} checks/min over {r['span']:.1f} s")
             results.append(r)
         statuses = exchange.call("stats")["statuses"]
-    finally:
-        stop_all(children)
-        if pg_url:
-            await drop_pg_database(pg_url)
     report(results, args.connections)
     print(f"\nexchange answers: {statuses}")
     print(f"bench took {time.perf_counter() - began:.0f} s")

@@ -17,6 +17,7 @@ from bot.context import AppContext
 from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
 from bot.middlewares import ButtonCheck, GateMiddleware
+from bot.operator import VaultAlarm
 from bot.settings import Settings
 from bot.views.secrets import SecretGuardMiddleware
 from handlers import (
@@ -142,7 +143,9 @@ def feature_routers() -> list[Router]:
 def build_dispatcher(app: AppContext, *extra: Router) -> Dispatcher:
     """The Dispatcher with every service as workflow data and the feature routers, then ``extra``
     (the sandbox's commands, a test's router), then the fallback for messages nobody took."""
-    dp = Dispatcher(storage=DatabaseStorage(app.sessions, app.clock), **app.workflow_data())
+    dp = Dispatcher(
+        storage=DatabaseStorage(app.sessions, app.clock), vault_alarm=VaultAlarm(app), **app.workflow_data()
+    )
     dp.update.outer_middleware(
         GateMiddleware(app.sessions, app.clock, app.i18n, app.settings.allowed_user_ids)
     )

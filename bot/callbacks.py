@@ -85,6 +85,8 @@ class ExchangePageCb(CallbackData, prefix="lxp"):
 class LinkStep(StrEnum):
     SKIP = "skip"  # the label
     CANCEL = "cancel"  # the wizard
+    REPLACE = "replace"  # the new key goes into the user's failing connection of that exchange
+    SEPARATE = "new"  # the new key becomes a connection of its own
 
 
 class LinkStepCb(CallbackData, prefix="lxs"):
@@ -211,6 +213,12 @@ class MuteCb(CallbackData, prefix="m"):
     def pressed(self) -> Pressed | None:
         """Muting everything names no object; one connection is checked like any of its buttons."""
         return Pressed(Kind.CONNECTION, self.cid, self.v) if self.cid else None
+
+
+class HistoryPageCb(CallbackData, prefix="hp"):
+    """A page of /history (0 = newest)."""
+
+    page: int
 
 
 class ForgetCb(CallbackData, prefix="forget"):

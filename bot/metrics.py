@@ -49,6 +49,12 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        self.vault_failures = Counter(
+            "keysentry_vault_failures",
+            "Stored credentials the configured VAULT_KEY could not open at run time",
+            ["where"],
+            registry=r,
+        )
 
 
 METRICS = Metrics()

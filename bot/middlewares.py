@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from aiogram import BaseMiddleware
+from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery, Chat, TelegramObject, Update
 from aiogram.types import User as TgUser
@@ -19,7 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from bot.callbacks import NamesObject
 from bot.i18n import pick_language
 from bot.texts import out_of_date
+from bot.views.secrets import expose_group_secret
 from services.core.clock import Clock
+from services.core.vault import carries_secret
 from services.pressed import still_as_shown
 from services.storage.db import Sessions
 from services.storage.users import claim_chat_notice, get_or_create_user
@@ -47,7 +49,9 @@ def _actor(update: Update) -> tuple[TgUser | None, Chat | None]:
 class GateMiddleware(BaseMiddleware):
     """Outer middleware on every update.
 
-    Anything involving keys happens in private chats only; groups get one notice each.
+    Anything involving keys happens in private chats only; groups get one notice each, and a group
+    message (or edit) that looks like it carries a key is deleted where the bot may and its sender
+    told to revoke the key (:func:`bot.views.secrets.expose_group_secret`).
     Users outside ``ALLOWED_USER_IDS`` get a polite refusal. Everyone else gets a user row
     and the handler runs in their language.
     """
@@ -71,7 +75,7 @@ class GateMiddleware(BaseMiddleware):
         language = pick_language(tg_user.language_code if tg_user else None)
         with self.i18n.context(), self.i18n.use_locale(language):
             if chat is not None and chat.type != "private":
-                await self._notice_group(event, chat)
+                await self._notice_group(event, chat, data["bot"])
                 return None
             if tg_user is None or tg_user.is_bot:
                 return None
@@ -89,16 +93,21 @@ class GateMiddleware(BaseMiddleware):
         with self.i18n.context(), self.i18n.use_locale(user.language):
             return await handler(event, data)
 
-    async def _notice_group(self, event: Update, chat: Chat) -> None:
+    async def _notice_group(self, event: Update, chat: Chat, bot: Bot) -> None:
+        message = event.message or event.edited_message
+        if message is not None:
+            text = message.text or message.caption or ""
+            if carries_secret(text):  # a key in a group: deleted if we may, its sender told to revoke it
+                await expose_group_secret(message, bot)
+            elif text.lower().startswith("/link"):  # a key command without a key: removed quietly
+                with contextlib.suppress(TelegramAPIError):
+                    await message.delete()
         if event.message is None:
             if event.callback_query:
                 await event.callback_query.answer(_("keysentry works in private chats only."))
-            # Channel posts get nothing: a channel has no one to redirect, and a reply there is public.
+            # Channel posts and edits get nothing: a channel has no one to redirect, an edit was
+            # answered (if at all) when it was sent.
             return
-        if (event.message.text or "").startswith("/link"):
-            # Someone pasted a key into a group: remove it if we are allowed to (group admin).
-            with contextlib.suppress(TelegramAPIError):
-                await event.message.delete()
         try:
             async with self.sessions.begin() as session:
                 first_time = await claim_chat_notice(session, chat.id, self.clock.now())

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from html import escape
 
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
@@ -22,6 +21,7 @@ from bot.callbacks import ConnAction, ConnCb
 from bot.keyboards import recreate_button
 from bot.texts import connection_title, duration, exchange_name, verdict_advice, verdict_reason
 from bot.views import threecommas as tc_views
+from bot.views.html import TELEGRAM_LIMIT, Html, html, italic, join, split, visible_length
 from services.core.verdicts import Verdict
 from services.monitoring.events import (
     Alert,
@@ -42,14 +42,13 @@ from services.monitoring.events import (
 from services.monitoring.pipeline import fold_outages
 from services.storage.models import OutboxMessage
 
-TELEGRAM_TEXT_LIMIT = 4096
 MAX_BUTTON_ROWS = 30
 SETTLED = Summary.FLAPPING_SETTLED
 
 
 @dataclass(frozen=True)
 class Rendered:
-    text: str
+    text: Html
     markup: InlineKeyboardMarkup | None
     ids: list[int]
 
@@ -58,32 +57,38 @@ def _when(moment: datetime) -> str:
     return formatting.moment(moment)
 
 
-def _title(target: Target) -> str:
-    return connection_title(target.exchange, target.label)
+def _title(target: Target) -> Html:
+    return connection_title(target.exchange, target.label, target.key_hint)
 
 
-def _alert(target: Target, verdict: str, detail: str, since: datetime, egress_ips: Sequence[str]) -> str:
+def _alert(target: Target, verdict: str, detail: str, since: datetime, egress_ips: Sequence[str]) -> Html:
     lines = [
-        f"🔴 <b>{_title(target)}</b>: {verdict_reason(verdict)}",
-        _("Since {when}.").format(when=_when(since)),
+        html("🔴 <b>{title}</b>: {reason}", title=_title(target), reason=verdict_reason(verdict)),
+        html(_("Since {when}."), when=_when(since)),
         verdict_advice(verdict, detail, egress_ips=egress_ips),
     ]
-    return "\n".join(lines)
+    return join("\n", lines)
 
 
-def _symptom_subject(check: Check) -> str:
+def _symptom_subject(check: Check) -> Html:
     """What a 3Commas symptom is about: an account, a deal or a SmartTrade, in a few words."""
     subject = check.subject
-    name = escape(str(subject.get("name") or subject.get("account_name") or ""))
-    pair = escape(str(subject.get("pair") or ""))
+    name = str(subject.get("name") or subject.get("account_name") or "")
+    # The exchange's spelling (ETH/USDT), as /orders and the recreate preview show it; 3Commas'
+    # own (USDT_ETH) only when it could not be read as a market.
+    pair = str(subject.get("symbol") or subject.get("pair") or "")
     ref = check.kind.rpartition(":")[2]
     if check.kind.startswith(("tc_account:", "tc_balances:")):
-        return _("3Commas account {name}").format(name=name or ref)
+        return html(_("3Commas account {name}"), name=name or ref)
     if check.kind.startswith("bot_disabled:"):
-        return _("bot {name}").format(name=escape(str(subject.get("bot_name") or ref)))
+        return html(_("bot {name}"), name=str(subject.get("bot_name") or ref))
     if check.kind.startswith(("smart_trade_error:", "smart_trade_failed:", "smart_trade_upnl:")):
-        return _("SmartTrade #{id} {pair}").format(id=ref, pair=pair)
-    return _("deal #{id} {pair}").format(id=ref, pair=pair)
+        return Html(html(_("SmartTrade #{id} {pair}"), id=ref, pair=pair).rstrip())
+    return Html(html(_("deal #{id} {pair}"), id=ref, pair=pair).rstrip())
+
+
+def _head(target: Target, check: Check) -> Html:
+    return html("<b>{title}</b> · {subject}", title=_title(target), subject=_symptom_subject(check))
 
 
 def _symptom_reason(reason: str) -> str:
@@ -98,22 +103,41 @@ def _symptom_reason(reason: str) -> str:
         "stale_upnl": _("its UPNL stopped updating while the market moved"),
         "deal_failed": _("it failed"),
         "deal_cancelled": _("it was cancelled"),
+        "cannot_cancel": _("3Commas cannot cancel it"),
+        "cannot_close": _("3Commas cannot close it at market price"),
     }
     return texts.get(reason) or verdict_reason(reason)
 
 
-def _symptom(target: Target, check: Check, detail: str) -> str:
-    head = f"<b>{_title(target)}</b> · {_symptom_subject(check)}"
-    lines = [f"🔴 {head}: {_symptom_reason(check.reason)}"]
-    if detail:
-        lines.append(f"<i>{escape(detail[:200])}</i>")
+_STUCK = frozenset({"cannot_cancel", "cannot_close"})
+
+
+def _symptom(target: Target, check: Check, detail: str) -> Html:
+    lines: list[str] = [
+        html("🔴 {head}: {reason}", head=_head(target, check), reason=_symptom_reason(check.reason))
+    ]
+    # A deal or SmartTrade: 3Commas' own words, the headline says the rest; a cancel or close that
+    # hangs says which pending status it is stuck in, for how long, and 3Commas' words after it.
+    if check.reason in _STUCK or ("error" not in check.subject and detail):
+        lines.append(italic(detail[:200]))
+    elif check.subject.get("error"):
+        lines.append(html(_("3Commas says: {error}"), error=italic(str(check.subject["error"])[:200])))
     if check.reason in {"deal_failed", "deal_cancelled"}:
         lines.append(
             _("Its orders may still lock funds: see /orders. You can recreate it with the button below.")
         )
     elif check.reason == "stale_upnl":
         lines.append(_("Usually the exchange key behind the account stopped working; check /status."))
-    return "\n".join(lines)
+    elif check.reason in {"cannot_cancel", "cannot_close"}:
+        lines.append(
+            _(
+                "Until it is done, the position stays open and its orders may lock funds on the "
+                "exchange (see /orders). Usually the exchange key behind the account stopped "
+                "working: check /status, update the key in 3Commas, then cancel or close it again "
+                "in 3Commas."
+            )
+        )
+    return join("\n", lines)
 
 
 def _tc_account_id(check: Check) -> int | None:
@@ -126,22 +150,24 @@ def _account_key_broken(check: Check, verdict: Verdict) -> bool:
     return _tc_account_id(check) is not None and verdict in {Verdict.KEY_INVALID, Verdict.KEY_EXPIRED}
 
 
-def render(item: Notice | OutageNotice, egress_ips: Sequence[str] = ()) -> str:
+def render(item: Notice | OutageNotice, egress_ips: Sequence[str] = ()) -> Html:
     """The text of one notice (or folded outage) in the current locale; ``egress_ips`` (EGRESS_IPS)
     are the addresses an IP-whitelist alert asks to add."""
     match item:
         case OutageNotice(exchange, connection_ids):
             return _outage(exchange, len(connection_ids))
         case Notice(event=MuteSummary(change)):
-            return (
-                "🔔 "
-                + _("Mute ended. This changed while you were muted:")
-                + "\n"
-                + render(replace(item, event=change), egress_ips)
+            return html(
+                "🔔 {said}\n{change}",
+                said=_("Mute ended. This changed while you were muted:"),
+                change=render(replace(item, event=change), egress_ips),
             )
         case Notice(target, Recovery(duration=span), Check() as check):
-            head = f"<b>{_title(target)}</b> · {_symptom_subject(check)}"
-            return "🟢 " + _("{what}: resolved after {duration}.").format(what=head, duration=duration(span))
+            return html(
+                "🟢 " + _("{what}: resolved after {duration}."),
+                what=_head(target, check),
+                duration=duration(span),
+            )
         case Notice(_, Alert(verdict) | Reminder(verdict), Check() as check) if _account_key_broken(
             check, verdict
         ):
@@ -156,33 +182,46 @@ def render(item: Notice | OutageNotice, egress_ips: Sequence[str] = ()) -> str:
             target,
             Alert(summary=Summary.FLAPPING_SETTLED) | Recovery(summary=Summary.FLAPPING_SETTLED) as event,
         ):
-            settled = "🟠 " + _(
-                "<b>{title}</b> has stopped failing and recovering. Where it settled:"
-            ).format(title=_title(target))
-            return settled + "\n" + render(replace(item, event=replace(event, summary=None)), egress_ips)
+            settled = html(
+                "🟠 " + _("<b>{title}</b> has stopped failing and recovering. Where it settled:"),
+                title=_title(target),
+            )
+            return join(
+                "\n", [settled, render(replace(item, event=replace(event, summary=None)), egress_ips)]
+            )
         case Notice(target, Alert(verdict, detail, since) | VerdictChanged(_, verdict, detail, since)):
             return _alert(target, verdict, detail, since, egress_ips)
         case Notice(target, Reminder(verdict, detail, since, number)):
-            return (
-                _("Reminder #{n}:").format(n=number)
-                + " "
-                + _alert(target, verdict, detail, since, egress_ips)
+            return html(
+                "{reminder} {alert}",
+                reminder=html(_("Reminder #{n}:"), n=number),
+                alert=_alert(target, verdict, detail, since, egress_ips),
             )
         case Notice(target, Recovery(duration=span)):
-            return "🟢 " + _("<b>{title}</b> works again. It was failing for {duration}.").format(
-                title=_title(target), duration=duration(span)
+            return html(
+                "🟢 " + _("<b>{title}</b> works again. It was failing for {duration}."),
+                title=_title(target),
+                duration=duration(span),
             )
         case Notice(target, FlappingNotice(transitions)):
-            return "🟠 " + ngettext(
-                "<b>{title}</b> keeps failing and recovering ({n} time in the last hour). "
-                "I will stay quiet until it settles and then tell you how it ended.",
-                "<b>{title}</b> keeps failing and recovering ({n} times in the last hour). "
-                "I will stay quiet until it settles and then tell you how it ended.",
-                transitions,
-            ).format(title=_title(target), n=transitions)
+            return html(
+                "🟠 "
+                + ngettext(
+                    "<b>{title}</b> keeps failing and recovering ({n} time in the last hour). "
+                    "I will stay quiet until it settles and then tell you how it ended.",
+                    "<b>{title}</b> keeps failing and recovering ({n} times in the last hour). "
+                    "I will stay quiet until it settles and then tell you how it ended.",
+                    transitions,
+                ),
+                title=_title(target),
+                n=transitions,
+            )
         case Notice(target, ExpiryReminder(warning, due)):
-            return "⏰ " + _("<b>{title}</b>: {what} on {when}. Create a new key before then.").format(
-                title=_title(target), what=_expiry_what(warning), when=_when(due)
+            return html(
+                "⏰ " + _("<b>{title}</b>: {what} on {when}. Create a new key before then."),
+                title=_title(target),
+                what=_expiry_what(warning),
+                when=_when(due),
             )
         case Notice(target, DealFailed(reason, detail)):
             return _symptom(target, Check("", reason), detail)
@@ -195,15 +234,20 @@ def _expiry_what(code: str) -> str:
     return _("the key expires")
 
 
-def _outage(exchange: str, count: int) -> str:
+def _outage(exchange: str, count: int) -> Html:
     name = exchange_name(exchange)
-    return "🟠 " + ngettext(
-        "<b>{exchange} looks down</b> or unreachable from keysentry ({n} of your connections affected). "
-        "Your keys are not the problem; we keep checking and will tell you when it is back.",
-        "<b>{exchange} looks down</b> or unreachable from keysentry ({n} of your connections affected). "
-        "Your keys are not the problem; we keep checking and will tell you when it is back.",
-        count,
-    ).format(exchange=name, n=count)
+    return html(
+        "🟠 "
+        + ngettext(
+            "<b>{exchange} looks down</b> or unreachable from keysentry ({n} of your connections affected). "
+            "Your keys are not the problem; we keep checking and will tell you when it is back.",
+            "<b>{exchange} looks down</b> or unreachable from keysentry ({n} of your connections affected). "
+            "Your keys are not the problem; we keep checking and will tell you when it is back.",
+            count,
+        ),
+        exchange=name,
+        n=count,
+    )
 
 
 def _buttons(keyboard: InlineKeyboardBuilder, item: Notice | OutageNotice) -> None:
@@ -247,17 +291,22 @@ def _buttons(keyboard: InlineKeyboardBuilder, item: Notice | OutageNotice) -> No
 
 
 def render_batch(rows: list[OutboxMessage], egress_ips: Sequence[str] = ()) -> list[Rendered]:
-    """One or more messages (each under Telegram's limit) covering every row."""
+    """One or more messages, each within Telegram's limit (:mod:`bot.views.html`), covering every row.
+
+    Notices are gathered into one message while they fit. Every notice is short (details are cut
+    to 200 characters), so one too long on its own cannot happen; were it to, it would be cut at a
+    line break rather than refused by Telegram.
+    """
     if not rows:
         return []
     notices = [(row.id, from_payload(row.payload)) for row in rows]
     folded = fold_outages(rows[0].user_id, notices)
     blocks = [(render(item, egress_ips), ids, item) for ids, item in folded]
     messages: list[Rendered] = []
-    text, ids, items = "", list[int](), list[Notice | OutageNotice]()
+    text, ids, items = Html(), list[int](), list[Notice | OutageNotice]()
     for block_text, block_ids, item in blocks:
-        candidate = f"{text}\n\n{block_text}" if text else block_text
-        if text and len(candidate) > TELEGRAM_TEXT_LIMIT - 100:
+        candidate = join("\n\n", [text, block_text]) if text else block_text
+        if text and visible_length(candidate) > TELEGRAM_LIMIT:
             messages.append(_finish(text, ids, items))
             text, ids, items = block_text, list(block_ids), [item]
         else:
@@ -267,14 +316,15 @@ def render_batch(rows: list[OutboxMessage], egress_ips: Sequence[str] = ()) -> l
     return messages
 
 
-def _finish(text: str, ids: list[int], items: list[Notice | OutageNotice]) -> Rendered:
+def _finish(text: Html, ids: list[int], items: list[Notice | OutageNotice]) -> Rendered:
+    text = split(text)[0]
     keyboard = InlineKeyboardBuilder()
     per_row = []
     for item in items[:MAX_BUTTON_ROWS]:
-        before = len(list(keyboard.buttons))
+        count = len(list(keyboard.buttons))
         _buttons(keyboard, item)
-        per_row.append(len(list(keyboard.buttons)) - before)
+        per_row.append(len(list(keyboard.buttons)) - count)
     if not any(per_row):
-        return Rendered(text[:TELEGRAM_TEXT_LIMIT], None, ids)
+        return Rendered(text, None, ids)
     keyboard.adjust(*[n for n in per_row if n])
-    return Rendered(text[:TELEGRAM_TEXT_LIMIT], keyboard.as_markup(), ids)
+    return Rendered(text, keyboard.as_markup(), ids)

@@ -1,27 +1,35 @@
-"""What the operator hears when a service seems to block our IP (services/monitoring/guard.py).
+"""What the operator hears: a service seems to block our IP (services/monitoring/guard.py), or a
+stored credential will not open with the configured VAULT_KEY (:class:`VaultAlarm`).
 
 One wave → one ERROR log line, one metric increment, one message to each ``ADMIN_CHAT_IDS``
-chat, and, where the operator configured one in ``CANARY_KEYS``, a probe of the canary key: if it
-still works our IP is fine, the wave is released and the keys are judged one by one again. The
-poller itself spaces the service's checks while the wave lasts (``BlockGuard.backing_off``).
+chat, and, where the operator configured one in ``CANARY_KEYS``, a probe of the canary key from
+the wave's egress route: if it still works our IP is fine, the wave is released and the keys are
+judged one by one again. Only one worker announces a wave (``BlockGuard.claim_new_waves``); every
+worker spaces the service's checks on that route while the wave lasts (``BlockGuard.backing_off``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass
-from html import escape
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
 from aiogram.utils.i18n import gettext as _
 
 from bot.context import AppContext
 from bot.metrics import METRICS
 from bot.texts import exchange_name
+from bot.views.html import html, join
 from services.core.vault import Credentials
 from services.core.verdicts import Verdict
 from services.exchanges.probes import probe
 from services.monitoring.guard import BlockGuard, Wave
+from services.threecommas.errors import ThreeCommasError
+from services.threecommas.links import THREECOMMAS
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +45,97 @@ class OperatorAlerts:
         log.error(
             "%d keys on %s (egress %s) turned to %s within minutes: treating it as %s blocking our IP; "
             "user alerts for it are held",
-            len(wave.keys), service, wave.egress, wave.verdict, service,
+            wave.keys, service, wave.egress, wave.verdict, service,
         )  # fmt: skip
         METRICS.block_waves.labels(service).inc()
         canary = await self._canary(wave)
         name = exchange_name(service)
         with self.app.i18n.context(), self.app.i18n.use_locale("en"):
-            text = "⚠️ " + _(
-                "{count} keys on {service} turned to “{verdict}” within minutes. This usually means "
-                "{service} is blocking our server's IP, not that the keys died: user alerts for it "
-                "are held and its checks are spaced out."
-            ).format(count=len(wave.keys), service=escape(name), verdict=wave.verdict)
+            if wave.banned:
+                text = html(
+                    "⚠️ "
+                    + _(
+                        "{service} banned our server's IP: its checks are paused and spaced out, and "
+                        "user alerts say their keys are not the problem."
+                    ),
+                    service=name,
+                )
+            else:
+                text = html(
+                    "⚠️ "
+                    + _(
+                        "{count} keys on {service} turned to “{verdict}” within minutes. This usually means "
+                        "{service} is blocking our server's IP, not that the keys died: user alerts for it "
+                        "are held and its checks are spaced out."
+                    ),
+                    count=wave.keys,
+                    service=name,
+                    verdict=wave.verdict,
+                )
             if canary is not None:
-                text += "\n" + _("Canary key: {verdict}.").format(verdict=canary)
+                text = join("\n", [text, _("Canary key: {verdict}.").format(verdict=canary)])
         for chat_id in sorted(self.app.settings.admin_chat_ids):
             await self.bot.send_message(chat_id, text)
 
     async def _canary(self, wave: Wave) -> Verdict | None:
-        """Probe the operator's canary key for the wave's service; an OK releases the wave."""
+        """Probe the operator's canary key for the wave's service, from the wave's route; an OK
+        releases the wave."""
         entry = self.app.settings.canary_keys.get(wave.service)
-        hub = self.app.hub
-        if entry is None or hub is None:
+        if entry is None:
             return None
         credentials = Credentials(entry["api_key"], entry["secret"], entry.get("passphrase") or None)
-        result = await probe(await hub.client(wave.service, credentials), clock=self.app.clock)
-        log.error("canary key on %s answered %s", wave.service, result.verdict)
-        self.guard.canary_result(wave.service, result.verdict, wave.egress)
-        return result.verdict
+        if wave.service == THREECOMMAS:
+            verdict = await self._threecommas_canary(credentials)
+        else:
+            hub = self.app.hub
+            route = next((r for r in hub.routes if r.name == wave.egress), None)
+            client = await hub.client(wave.service, credentials, egress=route)
+            verdict = (await probe(client, clock=self.app.clock)).verdict
+        log.error("canary key on %s (egress %s) answered %s", wave.service, wave.egress, verdict)
+        await self.guard.canary_result(wave.service, wave.egress, verdict, self.app.clock.now())
+        return verdict
+
+    async def _threecommas_canary(self, credentials: Credentials) -> Verdict:
+        try:
+            async with self.app.threecommas.open(credentials) as client:
+                await client.validate()
+        except ThreeCommasError as error:
+            return error.verdict
+        return Verdict.OK
+
+
+@dataclass
+class VaultAlarm:
+    """A stored credential the configured VAULT_KEY cannot open at run time (the key was changed
+    without ``rotate-vault`` after start-up): the operator's error, never the user's key.
+
+    Each occurrence is one ERROR line and a metric increment; the admins (``ADMIN_CHAT_IDS``) are
+    told at most once per ``every``, since every check of every such connection fails alike.
+    """
+
+    app: AppContext
+    every: timedelta = timedelta(hours=1)
+    _told_at: datetime | None = field(default=None, init=False)
+
+    async def raised(self, bot: Bot, where: str, connection_ids: Sequence[int] = ()) -> None:
+        """``where``: ``check`` (the poller) or ``request`` (a user's command or button)."""
+        ids = ", ".join(map(str, connection_ids)) or "?"
+        log.error(
+            "VAULT_KEY cannot open the stored credentials of connection(s) %s (%s): restore the old key "
+            "or run rotate-vault with both keys; no user was alerted",
+            ids, where,
+        )  # fmt: skip
+        METRICS.vault_failures.labels(where).inc(max(1, len(connection_ids)))
+        now = self.app.clock.now()
+        if self._told_at is not None and now - self._told_at < self.every:
+            return
+        self._told_at = now
+        with self.app.i18n.context(), self.app.i18n.use_locale("en"):
+            text = "⚠️ " + _(
+                "VAULT_KEY cannot open some stored credentials: their checks are skipped and their users "
+                "get “temporarily unavailable”. Restore the previous key, or run rotate-vault with both "
+                "keys set."
+            )
+        for chat_id in sorted(self.app.settings.admin_chat_ids):
+            with contextlib.suppress(TelegramAPIError):  # one admin who blocked the bot stops nobody
+                await bot.send_message(chat_id, text)

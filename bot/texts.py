@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from html import escape
 
 from aiogram.utils.i18n import gettext as _
 
-from bot.views.html import Html, code, html
+from bot.views.html import Html, code, html, join, plain
 from services.core.verdicts import Verdict
 from services.exchanges.hub import display_name
 from services.threecommas.links import THREECOMMAS
@@ -41,7 +40,7 @@ def verdict_reason(verdict: str) -> str:
 
 def ip_list(ips: Sequence[str]) -> Html:
     """Addresses to whitelist, each in <code> so a tap copies it."""
-    return Html(", ".join(code(ip) for ip in ips))
+    return join(", ", [code(ip) for ip in ips])
 
 
 def egress_line(ips: Sequence[str]) -> Html:
@@ -60,7 +59,7 @@ def verdict_advice(
     key” button to press; the way on is sending /link again. ``egress_ips`` (EGRESS_IPS) are the
     addresses to whitelist; without them, the address the exchange reported seeing, if any.
     """
-    return Html(_advice(verdict, detail, at_link, egress_ips))
+    return plain(_advice(verdict, detail, at_link, egress_ips))  # plain words escaped, templates kept
 
 
 def _advice(verdict: str, detail: str, at_link: bool, egress_ips: Sequence[str]) -> str:
@@ -126,10 +125,13 @@ def _advice(verdict: str, detail: str, at_link: bool, egress_ips: Sequence[str])
     return html(_("The exchange said: {detail}"), detail=code(detail[:200]))
 
 
-def refusal_text(verdict: str, detail: str = "") -> str:
+def refusal_text(verdict: str, detail: str = "") -> Html:
     """An exchange refusing the key, in the same words for /orders and Cancel: reason, then fix."""
-    reason = _("The exchange refused the key: {reason}.").format(reason=verdict_reason(verdict))
-    return f"❌ {reason}\n{verdict_advice(verdict, detail)}"
+    return html(
+        "❌ " + _("The exchange refused the key: {reason}.") + "\n{advice}",
+        reason=verdict_reason(verdict),
+        advice=verdict_advice(verdict, detail),
+    )
 
 
 def ago(moment: datetime | None, now: datetime) -> str:
@@ -149,15 +151,27 @@ def duration(span: timedelta) -> str:
     return _("{d} d {h} h").format(d=seconds // 86400, h=seconds % 86400 // 3600)
 
 
-def connection_title(exchange: str, label: str) -> Html:
+def connection_title(exchange: str, label: str, hint: str = "") -> Html:
     """'Binance · Main', HTML-escaped: labels are user text."""
-    return Html(escape(button_title(exchange, label)))
+    return plain(button_title(exchange, label, hint))
 
 
-def button_title(exchange: str, label: str) -> str:
-    """'Binance · Main' for a button: button texts are plain text, never parsed as HTML."""
+def button_title(exchange: str, label: str, hint: str = "") -> str:
+    """'Binance · Main' for a button: button texts are plain text, never parsed as HTML.
+
+    Without a label, the key hint (``Ab12…yz90``) tells two connections of one exchange apart.
+    """
     name = exchange_name(exchange)
-    return f"{name} · {label}" if label else name
+    tail = label or hint.strip("…")  # a bare "…" (a very short key) tells nothing apart
+    return f"{name} · {tail if label else hint}" if tail else name
+
+
+def deal_words(ref: object) -> str:
+    """A stored deal reference in words: ``deal:123`` → "deal #123", ``smart_trade:7`` → "SmartTrade #7"."""
+    kind, _sep, number = str(ref or "").partition(":")
+    if kind == "smart_trade":
+        return _("SmartTrade #{id}").format(id=number)
+    return _("deal #{id}").format(id=number or "?")
 
 
 def exchange_name(exchange_id: str) -> str:

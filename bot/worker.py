@@ -12,22 +12,24 @@ import gc
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aiogram import Bot
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.checklists import ChecklistRefresher
 from bot.context import AppContext
 from bot.fsm_storage import prune_abandoned
 from bot.metrics import METRICS, observe_check
-from bot.operator import OperatorAlerts
+from bot.operator import OperatorAlerts, VaultAlarm
 from bot.sender import Sender
 from services.monitoring import outbox
 from services.monitoring.checkers import ExchangeChecker, ThreeCommasChecker
 from services.monitoring.expiry import enqueue_expiry_reminders
 from services.monitoring.guard import BlockGuard
-from services.monitoring.polling import Poller, PollerConfig
+from services.monitoring.polling import Claimed, Poller, PollerConfig
 from services.threecommas.links import THREECOMMAS
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,9 @@ class Worker:
     ident: str = field(default_factory=worker_id)
     poller: Poller = field(init=False)
     sender: Sender = field(init=False)
+    checklists: ChecklistRefresher = field(init=False)
     scheduler: AsyncIOScheduler = field(init=False)
+    vault_alarm: VaultAlarm = field(init=False)
     _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     _sending: asyncio.Lock = field(default_factory=asyncio.Lock)
     _stopping: bool = False
@@ -73,11 +77,13 @@ class Worker:
             ),
             stretch=self.stretch,
             observe=observe_check,
-            guard=BlockGuard(),
+            guard=BlockGuard(app.sessions),
             allowed_users=app.settings.allowed_user_ids,
         )
         assert self.poller.guard is not None
         self.poller.on_wave = OperatorAlerts(app, self.bot, self.poller.guard).on_wave
+        self.vault_alarm = VaultAlarm(app)
+        self.poller.on_vault_failure = self.credentials_unopened
         self.sender = Sender(
             self.app,
             self.bot,
@@ -86,7 +92,13 @@ class Worker:
             paid_per_second=app.settings.paid_per_second,
             lease=timedelta(seconds=app.settings.lease_seconds),
         )
+        self.checklists = ChecklistRefresher(
+            app, self.bot, every=timedelta(seconds=app.settings.poll_interval_seconds)
+        )
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+
+    async def credentials_unopened(self, claimed: Sequence[Claimed]) -> None:
+        await self.vault_alarm.raised(self.bot, "check", [c.id for c in claimed])
 
     def stretch(self, exchange: str, interval: timedelta, connections: int) -> timedelta:
         """The interval the exchange's IP budget allows; logged and exported when it is longer."""
@@ -110,6 +122,8 @@ class Worker:
             results = await asyncio.gather(
                 *(self._drain() for _ in range(self.lanes)), return_exceptions=True
             )
+            if not self._stopping:
+                await self.checklists.run_once()  # what the polls changed, on the checklists
         for result in results:
             if isinstance(result, BaseException):
                 raise result

@@ -44,9 +44,11 @@ from services.core.verdicts import Verdict
 from services.exchanges.hub import PREFERRED, needs_passphrase, supported_exchanges
 from services.exchanges.probes import KeyInfo, ProbeResult, key_warnings
 from services.monitoring.refresh import KeyStore
+from services.storage.button_tokens import connection_token
 from services.storage.connections import load_owned_connection
 from services.storage.db import Sessions
-from services.storage.models import User
+from services.storage.models import Connection, User
+from services.storage.sealed import SEALED_FIELD
 
 EXCHANGES_PER_PAGE = 24
 LABEL_MAX = 64
@@ -64,6 +66,7 @@ class LinkFlow(StatesGroup):
     api_key = State()
     secret = State()
     passphrase = State()
+    replace = State()  # a verified-to-be-new key waits while the user says where it goes
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -125,26 +128,52 @@ def _cancel_button() -> InlineKeyboardMarkup:
     return _buttons((_("Cancel"), LinkStep.CANCEL))
 
 
+def key_how_to(exchange: str) -> str:
+    """Where the key is made and which permissions to tick, in the exchange's own words."""
+    if exchange == "binance":
+        return _(
+            "Create it by hand in Binance's API Management (“System generated”). Do not use “Fast "
+            "Connect” (one-tap OAuth linking) for a sub-account, or if you live in a country where "
+            "futures trading is not allowed: it links the wrong account or fails. “Enable Reading” "
+            "is enough for monitoring; one-tap order cancellation needs “Enable Spot & Margin "
+            "Trading”. Never enable withdrawals."
+        )
+    if exchange == "bybit":
+        return _(
+            "Create it in Bybit under API → Create New Key → “System-generated API Keys”. "
+            "“Read-Only” is enough for monitoring; one-tap order cancellation needs “Read-Write” "
+            "with Orders. Never tick Withdrawal."
+        )
+    if exchange == "okx":
+        return _(
+            "Create it in OKX under API keys → Create API key, and note the passphrase you choose. "
+            "“Read” is enough for monitoring; one-tap order cancellation needs “Trade”. Never tick Withdraw."
+        )
+    return _(
+        "Create it in the exchange's API management. A read-only key is enough for monitoring; "
+        "one-tap order cancellation needs the trading permission. Never enable withdrawals."
+    )
+
+
 def key_prompt(exchange: str) -> str:
     return "\n\n".join(
         [
             html(
                 _("Now send the <b>API key</b> of your {exchange} account."), exchange=exchange_name(exchange)
             ),
-            _(
-                "Create it by hand in the exchange's API management. Do not use “Fast Connect” "
-                "(one-tap OAuth linking) for a sub-account, or if you live in a country where "
-                "futures trading is not allowed: it links the wrong account or fails. "
-                "A read-only key is enough for monitoring; one-tap order cancellation needs "
-                "the “Trade” permission. Never enable withdrawals."
-            ),
+            key_how_to(exchange),
             _("I delete every message with a key or secret the moment it arrives."),
         ]
     )
 
 
 def permissions_line(info: KeyInfo) -> str:
-    names = list(info.permissions) or [_("read")]
+    """What the key may do, in the three words that matter, whatever the exchange calls them."""
+    names = [_("read")]
+    if info.can_trade:
+        names.append(_("trade"))
+    if info.can_withdraw:
+        names.append(_("withdraw"))
     return html(_("Permissions: {list}"), list=", ".join(names))
 
 
@@ -194,7 +223,7 @@ def verified_text(
     updated: bool,
     egress_ips: Sequence[str] = (),
 ) -> str:
-    title = connection_title(exchange, label)
+    title = connection_title(exchange, label, key_hint)
     head = html(
         _("✅ New key saved for <b>{title}</b>. Same connection, history kept.")
         if updated
@@ -218,7 +247,7 @@ def rejected_text(
         head = _("{exchange} could not check the key: {reason}.")
     else:
         head = _("{exchange} did not accept the key: {reason}.")
-    lines = [
+    lines: list[str] = [
         "❌ " + html(head, exchange=exchange_name(exchange), reason=verdict_reason(result.verdict)),
         verdict_advice(result.verdict, result.detail, at_link=not updated, egress_ips=egress_ips),
     ]
@@ -229,6 +258,41 @@ def rejected_text(
     else:
         lines.append(_("Nothing was saved."))
     return "\n".join(lines)
+
+
+def already_linked(twin: Connection) -> tuple[str, InlineKeyboardMarkup]:
+    """The same key sent again: name the connection that holds it and offer its Update API key."""
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(
+        text="🔑 " + _("Update API key"),
+        callback_data=ConnCb(action=ConnAction.UPDATE, cid=twin.id, v=connection_token(twin)),
+    )
+    text = html(
+        _(
+            "This key is already linked as <b>{title}</b>. To give that connection a new key, "
+            "use “Update API key” there. Nothing was saved."
+        ),
+        title=connection_title(twin.exchange, twin.label, twin.key_hint),
+    )
+    return text, keyboard.as_markup()
+
+
+def replace_question(failing: Connection) -> tuple[str, InlineKeyboardMarkup]:
+    """A new key while a connection of that exchange is refused: replace it, or link both?"""
+    text = html(
+        _(
+            "Your <b>{title}</b> is failing: {reason}. Replace the failing one? It keeps its history, "
+            "mutes and 3Commas mapping, with this key instead of the old one."
+        ),
+        title=connection_title(failing.exchange, failing.label, failing.key_hint),
+        reason=verdict_reason(failing.verdict),
+    )
+    markup = _buttons(
+        ("♻️ " + _("Replace the failing one"), LinkStep.REPLACE),
+        ("➕ " + _("Link as a new connection"), LinkStep.SEPARATE),
+        (_("Cancel"), LinkStep.CANCEL),
+    )
+    return text, markup
 
 
 # ----------------------------------------------------------------------------- flow helpers
@@ -283,6 +347,7 @@ async def finish(
     await state.clear()
     await verify_and_save(
         message,
+        state,
         store,
         user,
         bot,
@@ -296,6 +361,7 @@ async def finish(
 
 async def verify_and_save(
     message: Message,
+    state: FSMContext,
     store: KeyStore,
     user: User,
     bot: Bot,
@@ -305,7 +371,29 @@ async def verify_and_save(
     settings: Settings,
     *,
     cid: int | None = None,
+    placed: bool = False,
 ) -> None:
+    """Refuse a key linked already; offer a failing connection's place to a new key (unless
+    ``placed``: the user chose already); else verify it with the exchange and save it."""
+    twin = await store.linked_as(user_id=user.id, exchange=exchange, api_key=credentials.api_key)
+    if twin is not None and twin.id != cid:
+        text, markup = already_linked(twin)
+        await message.answer(text, reply_markup=markup)
+        return
+    failing = None if cid is not None or placed else await store.failing(user_id=user.id, exchange=exchange)
+    if failing is not None:
+        await state.set_state(LinkFlow.replace)
+        await state.set_data(
+            {
+                "exchange": exchange,
+                "label": label,
+                "failing": failing.id,
+                SEALED_FIELD: store.vault.seal(credentials).decode(),
+            }
+        )
+        text, markup = replace_question(failing)
+        await message.answer(text, reply_markup=markup)
+        return
     with suppress(TelegramAPIError):  # only a courtesy while the exchange answers
         await bot.send_chat_action(message.chat.id, "typing")
     outcome = await store.verify_and_store(
@@ -390,7 +478,7 @@ async def link_command(
         return
     await state.clear()
     credentials = Credentials(args[1], args[2], args[3] if wanted == 4 else None)
-    await verify_and_save(message, key_store, user, bot, exchange, "", credentials, settings)
+    await verify_and_save(message, state, key_store, user, bot, exchange, "", credentials, settings)
 
 
 async def start_button(query: CallbackQuery, state: FSMContext) -> None:
@@ -412,7 +500,10 @@ async def update_button(
     await state.update_data(cid=connection.id, exchange=connection.exchange, label=connection.label)
     await state.set_state(LinkFlow.api_key)
     await query.message.answer(
-        html(_("New key for <b>{title}</b>."), title=connection_title(connection.exchange, connection.label))
+        html(
+            _("New key for <b>{title}</b>."),
+            title=connection_title(connection.exchange, connection.label, connection.key_hint),
+        )
         + "\n\n"
         + key_prompt(connection.exchange),
         reply_markup=_cancel_button(),
@@ -520,6 +611,40 @@ async def passphrase_received(
     await finish(message, state, key_store, user, bot, credentials, settings)
 
 
+async def place_chosen(
+    query: CallbackQuery,
+    callback_data: LinkStepCb,
+    state: FSMContext,
+    key_store: KeyStore,
+    settings: Settings,
+    user: User,
+    bot: Bot,
+) -> None:
+    """Replace the failing connection's key in place (its id, history, mutes and 3Commas mapping
+    stay as they are), or link the key as a connection of its own."""
+    data = await state.get_data()
+    await state.clear()
+    await query.answer()
+    if not isinstance(query.message, Message):
+        return
+    with suppress(TelegramBadRequest):
+        await query.message.edit_reply_markup(reply_markup=None)
+    credentials = key_store.vault.open(data[SEALED_FIELD].encode())
+    await verify_and_save(
+        query.message,
+        state,
+        key_store,
+        user,
+        bot,
+        data["exchange"],
+        data.get("label", ""),
+        credentials,
+        settings,
+        cid=data["failing"] if callback_data.step is LinkStep.REPLACE else None,
+        placed=True,
+    )
+
+
 _OUR_PREFIXES = frozenset(
     {ExchangeCb.__prefix__, ExchangePageCb.__prefix__, LinkStepCb.__prefix__, StartLinkCb.__prefix__}
 )
@@ -551,5 +676,10 @@ def build_router() -> Router:
     router.message.register(key_received, StateFilter(LinkFlow.api_key), _NOT_OUR_COMMAND)
     router.message.register(secret_received, StateFilter(LinkFlow.secret), _NOT_OUR_COMMAND)
     router.message.register(passphrase_received, StateFilter(LinkFlow.passphrase), _NOT_OUR_COMMAND)
+    router.callback_query.register(
+        place_chosen,
+        StateFilter(LinkFlow.replace),
+        LinkStepCb.filter(F.step.in_({LinkStep.REPLACE, LinkStep.SEPARATE})),
+    )
     router.callback_query.register(stale_step, F.data.func(_ours))
     return router

@@ -14,6 +14,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, MuteCb
 from bot.texts import button_title, connection_title
+from bot.views.html import html
 from services.core.clock import Clock
 from services.monitoring.mutes import muted_everything_until, set_mute
 from services.storage.button_tokens import connection_token
@@ -41,15 +42,16 @@ async def mute_menu(message: Message, sessions: Sessions, clock: Clock, user: Us
         lines.append("🔕 " + _("All alerts until {time}").format(time=formatting.until(everything, now)))
     for c, ends in muted:
         lines.append(
-            "🔕 "
-            + _("{title} until {time}").format(
-                title=connection_title(c.exchange, c.label), time=formatting.until(ends, now)
+            html(
+                "🔕 " + _("{title} until {time}"),
+                title=connection_title(c.exchange, c.label, c.key_hint),
+                time=formatting.until(ends, now),
             )
         )
     keyboard = InlineKeyboardBuilder()
     for c, _ends in muted[:20]:
         keyboard.button(
-            text="🔔 " + _("Unmute {title}").format(title=button_title(c.exchange, c.label)),
+            text="🔔 " + _("Unmute {title}").format(title=button_title(c.exchange, c.label, c.key_hint)),
             callback_data=MuteCb(cid=c.id, hours=0, v=connection_token(c)),
         )
     for hours in CHOICES:
@@ -58,8 +60,9 @@ async def mute_menu(message: Message, sessions: Sessions, clock: Clock, user: Us
             callback_data=MuteCb(cid=0, hours=hours),
         )
     for connection in connections[:20]:
+        title = button_title(connection.exchange, connection.label, connection.key_hint)
         keyboard.button(
-            text=f"🔕 {button_title(connection.exchange, connection.label)}, {_duration_label(24)}",
+            text=f"🔕 {title}, {_duration_label(24)}",
             callback_data=MuteCb(cid=connection.id, hours=24, v=connection_token(connection)),
         )
     keyboard.button(text="🔔 " + _("Unmute everything"), callback_data=MuteCb(cid=0, hours=0))

@@ -1,14 +1,17 @@
 """/orders and the Orders button: open orders, what they lock, and cancelling orphans.
 
 Handlers only parse the button, call :mod:`services.orders.listing` and render. A page holds at most
-:data:`PAGE_SIZE` orders so text (4096 characters) and keyboard stay inside Telegram's limits
-whatever the number of orders; every button names a stored row, never an order id, with its version
-token: ``bot.middlewares.ButtonCheck`` answers an out-of-date one before any handler here runs.
+:data:`PAGE_SIZE` orders, fewer when their lines are long, so text (4096 UTF-16 units, measured by
+bot/views/html.py) and keyboard stay inside Telegram's limits whatever the orders; every button
+names a stored row, never an order id, with its version token: ``bot.middlewares.ButtonCheck``
+answers an out-of-date one before any handler here runs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from aiogram import Bot, F, Router
@@ -20,10 +23,10 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
-from bot.texts import ago, button_title, connection_title, refusal_text
+from bot.texts import ago, button_title, connection_title, deal_words, refusal_text
 from bot.views.confirm import confirmation
-from bot.views.editing import edit_in_place
-from bot.views.html import Html, bold, html
+from bot.views.editing import edit_in_place, edit_or_send
+from bot.views.html import TELEGRAM_LIMIT, Html, bold, html, join, pages, plain, split, visible_length
 from services.exchanges.classifier import Classification
 from services.orders.attribution import Attribution
 from services.orders.cancel import CancelOutcome, CancelResult, cancel_all_orphans, cancel_order, total_freed
@@ -31,18 +34,19 @@ from services.orders.listing import (
     Deps,
     Listing,
     ListingError,
-    list_orders,
+    ListingResult,
+    TryLater,
     load_listing,
     owned_row,
     row_lock,
 )
+from services.orders.listing_gate import Ticket, Turn, listing_ticket
 from services.orders.locked_funds import Lock
 from services.storage.button_tokens import connection_token, listed_order_token
 from services.storage.models import ListedOrder, User
 from services.storage.users import user_connections
 
 PAGE_SIZE = 15
-MAX_TEXT = 4096
 MAX_FUND_LINES = 10
 
 
@@ -67,13 +71,18 @@ def order_text(side: str, amount: str, symbol: str) -> Html:
     return html("{side} {amount} {symbol}", side=side.upper(), amount=num(Decimal(amount)), symbol=symbol)
 
 
-def _row_line(number: int, row: ListedOrder) -> str:
+def _row_line(number: int, row: ListedOrder) -> Html:
     marks = {
         Attribution.ACTIVE.value: "🟢 " + _("active deal"),
-        Attribution.ORPHAN.value: "🟠 " + _("orphan (finished deal)"),
+        Attribution.ORPHAN.value: "🟠 " + _("orphan"),
         Attribution.UNKNOWN.value: "⚪ " + _("unknown"),
     }
     mark = marks[row.attribution]
+    deal = ""
+    if row.deal_ref:
+        deal = " · " + deal_words(row.deal_ref)
+        if row.attribution == Attribution.ORPHAN.value:
+            deal += " " + _ended(row.deal_ended)
     lock = lock_text(row_lock(row))
     if row.outcome == CancelOutcome.CANCELLED:
         mark, funds = "✅ " + _("cancelled"), html(_("freed {what}"), what=lock)
@@ -85,17 +94,23 @@ def _row_line(number: int, row: ListedOrder) -> str:
         "{number}. {mark}{deal}\n    {order} @ {price} · {locks}",
         number=number,
         mark=mark,
-        deal=f" · {row.deal_ref}" if row.deal_ref else "",
+        deal=deal,  # escaped: 3Commas words
         order=order_text(row.side, row.amount, row.symbol),
         price=num(Decimal(row.price)),
         locks=funds,
     )
 
 
+def _ended(how: str | None) -> str:
+    """How an orphan's deal ended: the user asks "did I cancel it, or did it fail?"."""
+    words = {"completed": _("(completed)"), "cancelled": _("(cancelled)"), "failed": _("(failed)")}
+    return words.get(how or "", _("(finished)"))
+
+
 def _funds_lines(listing: Listing) -> list[str]:
     lines: list[str] = []
     for funds in listing.funds.currencies[:MAX_FUND_LINES]:
-        line: str = html(
+        line = html(
             _("{currency}: {locked} locked by orders (orphans {orphans}) · free {free} of {total}"),
             currency=bold(funds.currency),
             locked=num(funds.locked_by_orders),
@@ -104,9 +119,10 @@ def _funds_lines(listing: Listing) -> list[str]:
             total=num(funds.total),
         )
         if funds.locked_by_orphans and funds.free_after_cancelling_orphans is not None:
-            line += " → " + _("free {after} after cancelling orphans").format(
+            after = _("free {after} after cancelling orphans").format(
                 after=num(funds.free_after_cancelling_orphans)
             )
+            line = join(" → ", [line, after])
         lines.append(line)
     hidden = len(listing.funds.currencies) - MAX_FUND_LINES
     if hidden > 0:
@@ -148,30 +164,59 @@ def _notes(listing: Listing) -> list[str]:
     return []
 
 
-def page_count(listing: Listing) -> int:
-    return max(1, -(-len(listing.rows) // PAGE_SIZE))
+@dataclass(frozen=True)
+class _Layout:
+    """A listing's blocks, and its orders packed into pages that each fit one message."""
+
+    head: Html
+    funds: Html
+    entries: list[Html]
+    runs: list[range]
 
 
-def render(listing: Listing, page: int, now_text: str, banner: str = "") -> tuple[str, InlineKeyboardMarkup]:
-    """One page of a listing: header, funds, the page's orders, and its buttons."""
-    pages = page_count(listing)
-    page = min(max(page, 0), pages - 1)
-    rows = listing.rows[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
-    title = connection_title(listing.connection.exchange, listing.connection.label)
-    head = [
-        *([banner, ""] if banner else []),
-        html("📋 <b>{title}</b> — ", title=title) + counts_text(listing),
-        *_notes(listing),
-    ]
-    funds = _funds_lines(listing)
-    body = [_row_line(page * PAGE_SIZE + i + 1, row) for i, row in enumerate(rows)]
-    foot = [_("Page {page}/{pages} · listed {when}").format(page=page + 1, pages=pages, when=now_text)]
+def _foot(page: int, pages_total: int, now_text: str) -> str:
+    return _("Page {page}/{pages} · listed {when}").format(page=page + 1, pages=pages_total, when=now_text)
+
+
+def _layout(listing: Listing, now_text: str, banner: Html) -> _Layout:
+    """Header, funds and a page's orders within Telegram's limit as Telegram measures it
+    (bot/views/html.py): pages hold at most :data:`PAGE_SIZE` orders, fewer when lines are long."""
+    title = connection_title(
+        listing.connection.exchange, listing.connection.label, listing.connection.key_hint
+    )
+    head = join(
+        "\n",
+        [
+            *([banner, ""] if banner else []),
+            html("📋 <b>{title}</b> — {counts}", title=title, counts=counts_text(listing)),
+            *_notes(listing),
+        ],
+    )
+    funds = join("\n", _funds_lines(listing))
+    entries = [_row_line(number, row) for number, row in enumerate(listing.rows, 1)]
+    widest = len(entries) + 1
+    frame = join("\n\n", [head, funds, _foot(widest, widest, now_text)])
+    room = TELEGRAM_LIMIT - visible_length(frame) - 4  # the blank lines around the orders
+    return _Layout(head, funds, entries, pages(entries, room=room, most=PAGE_SIZE, gap="\n"))
+
+
+def render(
+    listing: Listing, page: int, now_text: str, banner: Html = Html(), *, around: int | None = None
+) -> tuple[Html, InlineKeyboardMarkup]:
+    """One page of a listing (the page holding row ``around`` if given): header, funds, the page's
+    orders, and its buttons."""
+    laid = _layout(listing, now_text, banner)
+    if around is not None:
+        position = next((i for i, row in enumerate(listing.rows) if row.id == around), 0)
+        page = next(n for n, run in enumerate(laid.runs) if position in run or not run)
+    pages_total = len(laid.runs)
+    page = min(max(page, 0), pages_total - 1)
+    run = laid.runs[page]
+    body = join("\n", [laid.entries[i] for i in run])
     # Blocks are separated by one empty line; an empty block (no funds, no orders) leaves none.
-    blocks = [block for block in (head, funds, body, foot) if block]
-    text = "\n\n".join("\n".join(block) for block in blocks)
-    if len(text) > MAX_TEXT:  # many long symbols: drop the funds block first, it is on every page
-        text = "\n\n".join("\n".join(block) for block in (head, body, foot) if block)[:MAX_TEXT]
-    return text, _keyboard(listing, rows, page, pages)
+    blocks = [block for block in (laid.head, laid.funds, body, _foot(page, pages_total, now_text)) if block]
+    rows = [listing.rows[i] for i in run]
+    return split(join("\n\n", blocks))[0], _keyboard(listing, rows, run.start, page, pages_total)
 
 
 def counts_text(listing: Listing) -> str:
@@ -190,7 +235,9 @@ def counts_text(listing: Listing) -> str:
     return parts[0] + ": " + " · ".join(shown)
 
 
-def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: int) -> InlineKeyboardMarkup:
+def _keyboard(
+    listing: Listing, rows: Sequence[ListedOrder], first: int, page: int, pages: int
+) -> InlineKeyboardMarkup:
     version = listing.version
     cancels = {  # what a row's button says and does; active deals have none
         Attribution.ORPHAN.value: ("❌ " + _("Cancel {n}"), OrdersAction.CANCEL),
@@ -202,9 +249,7 @@ def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: i
             continue
         text, action = cancels[row.attribution]
         data = OrdersCb(action=action, id=row.id, page=page, v=listed_order_token(row))
-        buttons.append(
-            InlineKeyboardButton(text=text.format(n=page * PAGE_SIZE + i + 1), callback_data=data.pack())
-        )
+        buttons.append(InlineKeyboardButton(text=text.format(n=first + i + 1), callback_data=data.pack()))
     keyboard: list[list[InlineKeyboardButton]] = [buttons[i : i + 4] for i in range(0, len(buttons), 4)]
     orphans = len(listing.orphan_rows)
     if orphans:
@@ -248,97 +293,120 @@ def _keyboard(listing: Listing, rows: Sequence[ListedOrder], page: int, pages: i
     return InlineKeyboardMarkup(inline_keyboard=keyboard)
 
 
-def outcome_text(result: CancelResult) -> str:
+def outcome_text(result: CancelResult) -> Html:
     """One line on what a tap did, freed funds included."""
     order = Html()
     if result.row is not None:
         order = order_text(result.row.side, result.row.amount, result.row.symbol)
+    freed = lock_text(result.freed) if result.freed else "?"
     if result.repeat and result.outcome is CancelOutcome.CANCELLED:
-        return _("{order} was already cancelled from this list.").format(order=order)
-    texts = {
-        CancelOutcome.CANCELLED: "✅ "
-        + _("Cancelled {order}: freed {freed}.").format(
-            order=order, freed=lock_text(result.freed) if result.freed else "?"
-        ),
-        CancelOutcome.ALREADY_FILLED: _("{order} was already filled; nothing to cancel.").format(order=order),
-        CancelOutcome.ALREADY_CANCELLED: _("{order} was already cancelled.").format(order=order),
-        CancelOutcome.NOT_FOUND: _("{order} is no longer open on the exchange.").format(order=order),
+        return html(_("{order} was already cancelled from this list."), order=order)
+    if result.outcome is CancelOutcome.KEY_PROBLEM and result.verdict is not None:
+        verdict = result.verdict
+        return join("\n", [refusal_text(verdict.verdict, verdict.detail), _("Nothing was cancelled.")])
+    if result.reconciled and result.outcome is CancelOutcome.CANCELLED:
+        return html(
+            "✅ " + _("The exchange answered late, but {order} is cancelled: freed {freed}."),
+            order=order,
+            freed=freed,
+        )
+    if result.reconciled and result.outcome is CancelOutcome.EXCHANGE_FAILED:
+        return html(
+            _("The exchange did not answer, and {order} is still open: nothing was cancelled. Try again."),
+            order=order,
+        )
+    templates = {
+        CancelOutcome.CANCELLED: "✅ " + _("Cancelled {order}: freed {freed}."),
+        CancelOutcome.ALREADY_FILLED: _("{order} was already filled; nothing to cancel."),
+        CancelOutcome.ALREADY_CANCELLED: _("{order} was already cancelled."),
+        CancelOutcome.NOT_FOUND: _("{order} is no longer open on the exchange."),
         CancelOutcome.LIST_GONE: _("This list changed: that order is no longer in it. Send /orders again."),
         CancelOutcome.CONNECTION_GONE: _("That connection is no longer linked."),
         CancelOutcome.ACTIVE_DEAL: _(
             "That order belongs to an active deal; it is never cancelled from here."
         ),
         CancelOutcome.NEEDS_CONFIRMATION: _("That order needs an explicit confirmation."),
-        CancelOutcome.DEAL_ACTIVE_AGAIN: _(
-            "Its deal is active again on 3Commas, so {order} was left alone."
-        ).format(order=order),
+        CancelOutcome.DEAL_ACTIVE_AGAIN: _("Its deal is active again on 3Commas, so {order} was left alone."),
         CancelOutcome.DEAL_UNVERIFIED: _(
             "3Commas could not confirm the deal is finished, so {order} was left alone. Try again later."
-        ).format(order=order),
+        ),
         CancelOutcome.NO_TRADE_PERMISSION: _(
             "The exchange refused: this API key has no trading permission. Cancel {order} on the exchange, "
             "or enable “Trade” on the key."
-        ).format(order=order),
+        ),
         CancelOutcome.EXCHANGE_FAILED: _("The exchange did not answer; nothing was cancelled. Try again."),
-        CancelOutcome.IN_PROGRESS: "⏳ "
-        + _("{order} is being cancelled already; nothing was sent again.").format(order=order),
+        CancelOutcome.IN_PROGRESS: "⏳ " + _("{order} is being cancelled already; nothing was sent again."),
         CancelOutcome.UNVERIFIED: _(
             "The exchange did not answer the cancel of {order} and cannot be asked yet whether it happened. "
             "Nothing more was sent; tap Cancel again in a minute: keysentry checks first."
-        ).format(order=order),
+        ),
     }
-    if result.outcome is CancelOutcome.KEY_PROBLEM and result.verdict is not None:
-        verdict = result.verdict
-        return refusal_text(verdict.verdict, verdict.detail) + "\n" + _("Nothing was cancelled.")
-    if result.reconciled and result.outcome is CancelOutcome.CANCELLED:
-        return "✅ " + _("The exchange answered late, but {order} is cancelled: freed {freed}.").format(
-            order=order, freed=lock_text(result.freed) if result.freed else "?"
-        )
-    if result.reconciled and result.outcome is CancelOutcome.EXCHANGE_FAILED:
-        return _(
-            "The exchange did not answer, and {order} is still open: nothing was cancelled. Try again."
-        ).format(order=order)
-    return texts[result.outcome]
+    # Templates without a placeholder ignore the values (str.format does).
+    return html(templates[result.outcome], order=order, freed=freed)
 
 
 async def _show_list(
-    query: CallbackQuery, order_deps: Deps, user: User, bot: Bot, list_id: int, page: int, banner: str = ""
+    query: CallbackQuery,
+    order_deps: Deps,
+    user: User,
+    bot: Bot,
+    list_id: int,
+    page: int,
+    banner: Html = Html(),
+    *,
+    around: int | None = None,
 ) -> bool:
-    """Re-render a stored listing in place; False when it no longer exists."""
+    """Re-render a stored listing in place (the page holding row ``around`` if given); False when
+    it no longer exists."""
     listing = await load_listing(order_deps.sessions, user.id, list_id)
     if listing is None:
         return False
-    await edit_in_place(
-        query, bot, *render(listing, page, ago(listing.listed_at, order_deps.clock.now()), banner)
-    )
+    now_text = ago(listing.listed_at, order_deps.clock.now())
+    await edit_in_place(query, bot, *render(listing, page, now_text, banner, around=around))
     return True
 
 
-def _page_of(listing: Listing, row_id: int) -> int:
-    position = next((i for i, row in enumerate(listing.rows) if row.id == row_id), 0)
-    return position // PAGE_SIZE
+def _result_view(result: ListingResult, now_text: str) -> tuple[Html, InlineKeyboardMarkup | None]:
+    """A listing's first page, or why there is none."""
+    if isinstance(result, Listing):
+        return render(result, 0, now_text)
+    if isinstance(result, Classification):
+        return refusal_text(result.verdict, result.detail), None
+    if isinstance(result, TryLater):
+        seconds = math.ceil(result.seconds)
+        return plain("⏳ ") + ngettext(
+            "You have asked for many listings just now. Try again in {n} second.",
+            "You have asked for many listings just now. Try again in {n} seconds.",
+            seconds,
+        ).format(n=seconds), None
+    errors = {
+        ListingError.NOT_FOUND: _("Connection not found."),
+        ListingError.NOT_AN_EXCHANGE: _("Orders are listed for exchange keys; this is a 3Commas key."),
+        ListingError.EXCHANGE_FAILED: _("The exchange did not answer; try again in a minute."),
+    }
+    return plain(errors[result]), None
 
 
-async def _send_listing(
-    order_deps: Deps, user: User, bot: Bot, connection_id: int, target: Message | None
+async def _deliver(
+    order_deps: Deps, user: User, bot: Bot, result: ListingResult, target: Message | None
 ) -> None:
-    """List now and put the result into ``target`` (edited) or a new message."""
-    listing = await list_orders(order_deps, user.id, connection_id)
-    if isinstance(listing, Classification):
-        text, markup = refusal_text(listing.verdict, listing.detail), None
-    elif isinstance(listing, ListingError):
-        errors = {
-            ListingError.NOT_FOUND: _("Connection not found."),
-            ListingError.NOT_AN_EXCHANGE: _("Orders are listed for exchange keys; this is a 3Commas key."),
-            ListingError.EXCHANGE_FAILED: _("The exchange did not answer; try again in a minute."),
-        }
-        text, markup = errors[listing], None
-    else:
-        text, markup = render(listing, 0, ago(listing.listed_at, order_deps.clock.now()))
-    if target is not None:
-        await target.edit_text(text, reply_markup=markup)
-    else:
-        await bot.send_message(user.id, text, reply_markup=markup)
+    """Put a listing result into ``target`` (edited) or a new message."""
+    listed_at = result.listed_at if isinstance(result, Listing) else order_deps.clock.now()
+    await edit_or_send(bot, user.id, target, *_result_view(result, ago(listed_at, order_deps.clock.now())))
+
+
+def _tap_answer(ticket: Ticket) -> str:
+    """What a tap on Orders / Refresh is told at once: loading, already loading, or listed moments ago."""
+    if ticket.turn is Turn.STARTED:
+        return _("Loading open orders…")
+    if ticket.turn is Turn.JOINED:
+        return "⏳ " + _("Already loading these orders; the list shows in a moment.")
+    seconds = math.ceil(ticket.wait_s)
+    return ngettext(
+        "These orders were listed moments ago. A new listing is possible in {n} second.",
+        "These orders were listed moments ago. A new listing is possible in {n} seconds.",
+        seconds,
+    ).format(n=seconds)
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -353,7 +421,7 @@ async def orders_command(message: Message, order_deps: Deps, user: User, bot: Bo
         keyboard = InlineKeyboardBuilder()
         for connection in connections[:50]:
             keyboard.button(
-                text=button_title(connection.exchange, connection.label),
+                text=button_title(connection.exchange, connection.label, connection.key_hint),
                 callback_data=ConnCb(
                     action=ConnAction.ORDERS, cid=connection.id, v=connection_token(connection)
                 ),
@@ -362,14 +430,19 @@ async def orders_command(message: Message, order_deps: Deps, user: User, bot: Bo
         await message.answer(_("Whose open orders?"), reply_markup=keyboard.as_markup())
         return
     waiting = await message.answer("⏳ " + _("Loading open orders…"))
-    await _send_listing(order_deps, user, bot, connections[0].id, waiting)
+    ticket = await listing_ticket(order_deps, user.id, connections[0].id)
+    await _deliver(order_deps, user, bot, await ticket.result(), waiting)
 
 
 async def orders_button(
     query: CallbackQuery, callback_data: ConnCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    await query.answer(_("Loading open orders…"))
-    await _send_listing(order_deps, user, bot, callback_data.cid, None)
+    """Only the tap that starts a listing sends it: the others are told it is coming or just came
+    (it sits above in the chat), so a flood of taps is not a flood of messages."""
+    ticket = await listing_ticket(order_deps, user.id, callback_data.cid)
+    await query.answer(_tap_answer(ticket))
+    if ticket.turn is Turn.STARTED:
+        await _deliver(order_deps, user, bot, await ticket.result(), None)
 
 
 async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot) -> None:
@@ -380,16 +453,25 @@ async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, 
 async def refresh(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    await query.answer(_("Loading open orders…"))
+    """Redraws the pressed list with a new listing; within the cooldown with the recent one (if
+    the message shows an older list), while one runs not at all: that listing redraws it. A
+    user over their share keeps the list they had, with when to try again on top."""
     listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
     if listing is None:  # pruned since the button was checked
+        await query.answer()
         return
-    await _send_listing(
-        order_deps,
-        user,
-        bot,
-        listing.connection.id,
-        query.message if isinstance(query.message, Message) else None,
+    ticket = await listing_ticket(order_deps, user.id, listing.connection.id)
+    await query.answer(_tap_answer(ticket))
+    if ticket.turn is Turn.JOINED or (ticket.recent is not None and ticket.recent.list_id == listing.list_id):
+        return
+    result = await ticket.result()
+    if isinstance(result, TryLater):
+        await _show_list(
+            query, order_deps, user, bot, listing.list_id, callback_data.page, _result_view(result, "")[0]
+        )
+        return
+    await _deliver(
+        order_deps, user, bot, result, query.message if isinstance(query.message, Message) else None
     )
 
 
@@ -406,20 +488,17 @@ async def cancel_one(
         allow_unknown=callback_data.action == OrdersAction.CANCEL_UNKNOWN,
     )
     banner = outcome_text(result)
-    if result.row is not None:
-        listing = await load_listing(order_deps.sessions, user.id, result.row.list_version)
-        if listing is not None:
-            await _show_list(
-                query, order_deps, user, bot, listing.list_id, _page_of(listing, result.row.id), banner
-            )
-            return
+    row = result.row
+    if row is not None and await _show_list(
+        query, order_deps, user, bot, row.list_version, 0, banner, around=row.id
+    ):
+        return
     await bot.send_message(user.id, banner)
 
 
 def _amounts(by_currency: dict[str, Decimal]) -> Html:
     """``0.01 BTC, 120 USDT``; a dash when nothing is freed."""
-    parts = [html("{amount} {currency}", amount=num(v), currency=k) for k, v in sorted(by_currency.items())]
-    return Html(", ".join(parts) or "—")
+    return join(", ", [f"{num(v)} {k}" for k, v in sorted(by_currency.items())] or ["—"])
 
 
 async def _ask(
@@ -465,11 +544,15 @@ async def confirm_all(
         lock = row_lock(row)
         if lock.amount is not None:
             freed[lock.currency] = freed.get(lock.currency, Decimal(0)) + lock.amount
-    text = ngettext(
-        "Cancel the orphan order? It is checked again first; this frees about {freed}.",
-        "Cancel all {n} orphan orders? Each is checked again first; this frees about {freed}.",
-        len(orphans),
-    ).format(n=len(orphans), freed=_amounts(freed))
+    text = html(
+        ngettext(
+            "Cancel the orphan order? It is checked again first; this frees about {freed}.",
+            "Cancel all {n} orphan orders? Each is checked again first; this frees about {freed}.",
+            len(orphans),
+        ),
+        n=len(orphans),
+        freed=_amounts(freed),
+    )
     yes = callback_data.model_copy(update={"action": OrdersAction.CANCEL_ALL})
     yes_text = ngettext("Yes, cancel the order", "Yes, cancel {n} orders", len(orphans)).format(
         n=len(orphans)
@@ -484,13 +567,19 @@ async def cancel_all(
     results = await cancel_all_orphans(order_deps, user.id, callback_data.id)
     done = [r for r in results if r.done]
     freed = _amounts(total_freed(results))
-    banner = "✅ " + ngettext(
-        "Cancelled {done} of {n} orphan; freed {freed}.",
-        "Cancelled {done} of {n} orphans; freed {freed}.",
-        len(results),
-    ).format(done=len(done), n=len(results), freed=freed)
+    summary = html(
+        "✅ "
+        + ngettext(
+            "Cancelled {done} of {n} orphan; freed {freed}.",
+            "Cancelled {done} of {n} orphans; freed {freed}.",
+            len(results),
+        ),
+        done=len(done),
+        n=len(results),
+        freed=freed,
+    )
     skipped = [outcome_text(r) for r in results if not r.done][:5]
-    banner = "\n".join([banner, *skipped])
+    banner = join("\n", [summary, *skipped])
     if not await _show_list(query, order_deps, user, bot, callback_data.id, callback_data.page, banner):
         await edit_in_place(query, bot, banner, None)
 

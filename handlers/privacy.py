@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from html import escape
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command
@@ -12,9 +11,10 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import ForgetCb
+from bot.callbacks import ForgetCb, HistoryPageCb
 from bot.views.editing import edit_in_place
-from services.storage import audit
+from bot.views.history import history_text
+from services.monitoring.history import history_page
 from services.storage.db import Sessions
 from services.storage.models import User
 from services.storage.user_data import export_user_data, forget_user
@@ -63,21 +63,18 @@ async def forget_cancelled(query: CallbackQuery, bot: Bot) -> None:
 
 
 async def history(message: Message, sessions: Sessions, user: User) -> None:
-    entries = await audit.history(sessions, user.id, limit=20)
-    if not entries:
-        await message.answer(_("No actions were taken on your behalf yet."))
-        return
-    lines = [
-        f"{e.created_at:%Y-%m-%d %H:%M} · {escape(e.action)}"
-        + (f" · #{e.connection_id}" if e.connection_id else "")
-        + (f" · {escape(_detail(e.detail))}" if e.detail else "")
-        for e in entries
-    ]
-    await message.answer(_("<b>Last actions taken for you</b>") + "\n" + "\n".join(lines))
+    text, markup = history_text(await history_page(sessions, user.id, 0))
+    await message.answer(text, reply_markup=markup)
 
 
-def _detail(detail: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in detail.items())[:120]
+async def history_turned(
+    query: CallbackQuery, callback_data: HistoryPageCb, sessions: Sessions, user: User, bot: Bot
+) -> None:
+    """Prev/Next: the page is read again for whoever pressed (the buttons carry a page number of the
+    presser's own history, so they name no object and ``ButtonCheck`` lets them through)."""
+    await query.answer()
+    text, markup = history_text(await history_page(sessions, user.id, callback_data.page))
+    await edit_in_place(query, bot, text, markup)
 
 
 def build_router() -> Router:
@@ -87,4 +84,5 @@ def build_router() -> Router:
     router.callback_query.register(forget_confirmed, ForgetCb.filter(F.confirm))
     router.callback_query.register(forget_cancelled, ForgetCb.filter(~F.confirm))
     router.message.register(history, Command("history"))
+    router.callback_query.register(history_turned, HistoryPageCb.filter())
     return router

@@ -9,17 +9,17 @@ hands it to 3Commas, :mod:`services.threecommas.checklist` says what is left, an
 from __future__ import annotations
 
 import base64
-import contextlib
 
 from aiogram import F, Router
-from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 
 from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
+from bot.checklists import redraw, say_done_once
 from bot.views import threecommas as views
+from bot.views.html import Html, join
 from bot.views.secrets import forget_secret_message, key_problem
 from services.core.vault import Credentials, Vault
 from services.orders.listing import Deps
@@ -145,7 +145,9 @@ async def _send_key(message: Message, state: FSMContext, order_deps: Deps, user:
     if result.outcome is RepairOutcome.NO_PERMISSION:
         await message.answer(
             views.manual_steps(target.name, target.market_code, acc, result.error),
-            reply_markup=views.keyboard_of(views.check_button(cid, acc, target.version)),
+            reply_markup=views.keyboard_of(
+                views.check_button(cid, acc, target.version), views.checklist_button(cid, acc, target.version)
+            ),
         )
         return
     await message.answer(views.repair_result(result, target.name, target.market_code))
@@ -202,33 +204,17 @@ async def _open_checklist(message: Message, order_deps: Deps, user: User, cid: i
     text, markup = views.checklist(state)
     sent = await message.answer(text, reply_markup=markup)
     await recovery.remember_message(order_deps, checklist_id, sent.chat.id, sent.message_id)
-    await _say_done_once(message, order_deps, state)
-
-
-async def _say_done_once(message: Message, order_deps: Deps, state: recovery.ChecklistState) -> None:
-    if state.complete and await recovery.claim_done(order_deps, state.checklist_id, order_deps.clock.now()):
-        await message.answer(views.all_done(state))
+    if message.bot is not None:
+        await say_done_once(message.bot, order_deps, state, sent.chat.id)
 
 
 async def _redraw(
     query: CallbackQuery, order_deps: Deps, user: User, checklist_id: int
 ) -> recovery.ChecklistState | None:
     """Edit the checklist message in place with what is true now."""
-    where = await recovery.checklist_message(order_deps, checklist_id, user.id)
-    state = await recovery.checklist_state(order_deps, checklist_id, user.id)
-    if state is None:
+    if query.bot is None:
         return None
-    text, markup = views.checklist(state)
-    if where is not None and query.bot is not None:
-        chat_id, message_id = where
-        # Unchanged text, or the message was deleted: the state itself is what counts.
-        with contextlib.suppress(TelegramAPIError):
-            await query.bot.edit_message_text(
-                text, chat_id=chat_id, message_id=message_id, reply_markup=markup
-            )
-    if isinstance(query.message, Message):
-        await _say_done_once(query.message, order_deps, state)
-    return state
+    return await redraw(query.bot, order_deps, checklist_id, user.id)
 
 
 async def checklist_step(
@@ -274,8 +260,9 @@ async def checklist_confirmed(
         await query.answer(_("Cancelling…"))
         outcome = views.cancelled(await recovery.cancel_orphans(order_deps, user.id, callback_data.list))
     if isinstance(query.message, Message):
-        base = query.message.html_text.split("\n\n✅ ", 1)[0]
-        await query.message.edit_text(base + "\n\n" + outcome, reply_markup=query.message.reply_markup)
+        # The button stays: a second tap is safe (each row is claimed) and reports the same.
+        base = Html(query.message.html_text.split("\n\n✅ ", 1)[0])
+        await query.message.edit_text(join("\n\n", [base, outcome]), reply_markup=query.message.reply_markup)
     await _redraw(query, order_deps, user, callback_data.id)
 
 

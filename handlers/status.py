@@ -10,10 +10,9 @@ router, Update API key by the link router.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from html import escape
 from typing import Any
 
 from aiogram import Bot, F, Router
@@ -30,9 +29,10 @@ from bot.views import threecommas as tc_views
 from bot.views.balances import balance_summary
 from bot.views.confirm import confirmation
 from bot.views.editing import edit_in_place
-from bot.views.html import html
+from bot.views.html import TELEGRAM_LIMIT, Html, html, join, pages, split, visible_length
 from services.core.verdicts import Verdict
 from services.exchanges.probes import KeyInfo
+from services.monitoring.checkers import FUTURES_BALANCES
 from services.monitoring.mutes import muted_everything_until
 from services.monitoring.refresh import Refreshes, remove_owned_connection
 from services.orders.listing import Deps
@@ -41,7 +41,6 @@ from services.storage.models import Connection, User
 from services.storage.users import user_connections
 
 PAGE_SIZE = 8
-TELEGRAM_TEXT_LIMIT = 4096
 CHECKING_AFTER_S = 1.0  # a refresh slower than this first shows "checking…"
 
 
@@ -99,20 +98,22 @@ def connection_line(
     now: datetime,
     *,
     checking: bool,
-    advice: bool,
     user_muted: datetime | None = None,
     egress_ips: Sequence[str] = (),
-) -> str:
-    """Two or three lines about one connection; ``advice`` adds what to do about a failure."""
+) -> Html:
+    """Two or three lines about one connection, with what to do about a failure."""
     lines: list[str] = [
         html(
             "{mark} {number}. <b>{title}</b> — {balance}",
             mark=status_mark(c),
             number=number,
-            title=connection_title(c.exchange, c.label),
+            title=connection_title(c.exchange, c.label, c.key_hint),
             balance=balance_summary(c.balances),
         )
     ]
+    futures = (c.check_state or {}).get(FUTURES_BALANCES) if c.kind == "exchange" else None
+    if futures is not None:
+        lines.append("    " + _("futures wallet: {balance}").format(balance=balance_summary(futures)))
     if checking:
         details = ["⏳ " + _("checking…")]
     elif c.last_check_at is None:
@@ -127,24 +128,62 @@ def connection_line(
     silent = muted_until(c, user_muted, now)
     if silent is not None:
         details.append("🔕 " + _("until {time}").format(time=formatting.until(silent, now)))
-    lines.append("    " + " · ".join(details))
+    lines.append(html("    {details}", details=join(" · ", details)))
     verdict = verdict_of(c)
     if c.last_check_at is not None and verdict is not Verdict.OK and not checking:
-        reason = "    ⚠️ " + escape(verdict_reason(verdict))
-        if advice:
-            reason += ". " + verdict_advice(verdict, c.verdict_detail, egress_ips=egress_ips)
-        lines.append(reason)
+        advice = verdict_advice(verdict, c.verdict_detail, egress_ips=egress_ips)
+        lines.append(html("    ⚠️ {reason}. {advice}", reason=verdict_reason(verdict), advice=advice))
     lines += tc_views.account_lines(c.check_state) if c.kind == "threecommas" else []
-    return "\n".join(lines)
+    return join("\n", lines)
 
 
-def page_count(total: int) -> int:
-    return max(1, math.ceil(total / PAGE_SIZE))
+@dataclass(frozen=True)
+class Portfolio:
+    """Every connection's entry, and how they fall into pages that each fit one message."""
+
+    connections: Sequence[Connection]
+    entries: list[Html]
+    runs: list[range]
+
+    def page_of(self, connection_id: int) -> int:
+        ids = [c.id for c in self.connections]
+        if connection_id not in ids:
+            return 0
+        position = ids.index(connection_id)
+        return next(page for page, run in enumerate(self.runs) if position in run)
 
 
-def page_of(connections: Sequence[Connection], connection_id: int) -> int:
-    ids = [c.id for c in connections]
-    return ids.index(connection_id) // PAGE_SIZE if connection_id in ids else 0
+def _header(total: int, page: int, pages: int, user_muted: datetime | None, now: datetime) -> Html:
+    header = html(_("<b>Your connections</b>: {n}"), n=total)
+    if pages > 1:
+        header = join(" · ", [header, _("page {page} of {pages}").format(page=page + 1, pages=pages)])
+    if user_muted is not None and user_muted > now:
+        muted = "🔕 " + _("All alerts muted until {time}.").format(time=formatting.until(user_muted, now))
+        header = join("\n", [header, muted])
+    return header
+
+
+def portfolio(
+    connections: Sequence[Connection],
+    now: datetime,
+    *,
+    checking: int | None = None,
+    notice: Html = Html(),
+    user_muted: datetime | None = None,
+    egress_ips: Sequence[str] = (),
+) -> Portfolio:
+    """Entries packed into pages of at most :data:`PAGE_SIZE` that fit Telegram's limit, measured
+    as Telegram measures it (bot/views/html.py), with room for the longest header and the notice."""
+    entries = [
+        connection_line(n, c, now, checking=c.id == checking, user_muted=user_muted, egress_ips=egress_ips)
+        for n, c in enumerate(connections, 1)
+    ]
+    widest = len(connections) or 1
+    frame = join(
+        "\n\n", [notice, _header(widest, widest, widest + 1, user_muted, now), egress_line(egress_ips)]
+    )
+    room = TELEGRAM_LIMIT - visible_length(frame) - 4  # the blank lines around the entries
+    return Portfolio(connections, entries, pages(entries, room=room, most=PAGE_SIZE))
 
 
 def render_page(
@@ -153,42 +192,30 @@ def render_page(
     now: datetime,
     *,
     checking: int | None = None,
-    notice: str = "",
+    notice: Html = Html(),
     user_muted: datetime | None = None,
     egress_ips: Sequence[str] = (),
-) -> tuple[str, InlineKeyboardMarkup | None]:
-    """One page of the portfolio: under 4096 characters and 100 buttons whatever the data."""
-    pages = page_count(len(connections))
-    page = min(max(page, 0), pages - 1)
-    start = page * PAGE_SIZE
-    shown = list(enumerate(connections[start : start + PAGE_SIZE], start + 1))
-    header = _("<b>Your connections</b>: {n}").format(n=len(connections))
-    if pages > 1:
-        header += " · " + _("page {page} of {pages}").format(page=page + 1, pages=pages)
-    if user_muted is not None and user_muted > now:
-        header += "\n🔕 " + _("All alerts muted until {time}.").format(time=formatting.until(user_muted, now))
-    head = [notice, header] if notice else [header]
+    around: int | None = None,
+) -> tuple[Html, InlineKeyboardMarkup | None]:
+    """One page of the portfolio (the page holding ``around`` if given): within Telegram's length
+    and 100 buttons whatever the data."""
+    laid = portfolio(
+        connections, now, checking=checking, notice=notice, user_muted=user_muted, egress_ips=egress_ips
+    )
+    if around is not None:
+        page = laid.page_of(around)
+    pages_total = len(laid.runs)
+    page = min(max(page, 0), pages_total - 1)
+    head = [notice] if notice else []
+    head.append(_header(len(connections), page, pages_total, user_muted, now))
     if not connections:
-        return "\n\n".join([*head, _("Nothing linked yet. Link an exchange key with /link.")]), None
+        return join("\n\n", [*head, _("Nothing linked yet. Link an exchange key with /link.")]), None
+    run = laid.runs[page]
     foot = [egress_line(egress_ips)] if egress_ips else []
-    text = ""
-    for advice in (True, False):  # advice is the first thing to go if a page would be too long
-        blocks = [
-            connection_line(
-                n,
-                c,
-                now,
-                checking=c.id == checking,
-                advice=advice,
-                user_muted=user_muted,
-                egress_ips=egress_ips,
-            )
-            for n, c in shown
-        ]
-        text = "\n\n".join([*head, *blocks, *foot])
-        if len(text) <= TELEGRAM_TEXT_LIMIT:
-            break
-    return text[:TELEGRAM_TEXT_LIMIT], _keyboard(shown, page, pages)
+    text = join("\n\n", [*head, *(laid.entries[i] for i in run), *foot])
+    shown = [(i + 1, connections[i]) for i in run]
+    # One entry longer than a whole message (hundreds of 3Commas accounts) is cut at a line.
+    return split(text)[0], _keyboard(shown, page, pages_total)
 
 
 def _conn(c: Connection, action: ConnAction) -> ConnCb:
@@ -233,22 +260,22 @@ async def load_page(
     *,
     page: int = 0,
     around: int | None = None,
-    **kwargs: Any,
-) -> tuple[str, InlineKeyboardMarkup | None]:
+    checking: int | None = None,
+    notice: Html = Html(),
+) -> tuple[Html, InlineKeyboardMarkup | None]:
     """The user's page ``page``, or the page holding connection ``around``."""
     connections = await user_connections(deps.sessions, user.id)
-    user_muted = await muted_everything_until(
-        deps.sessions, user.id, deps.clock.now()
-    )  # may have changed meanwhile
-    if around is not None:
-        page = page_of(connections, around)
+    # may have changed meanwhile
+    user_muted = await muted_everything_until(deps.sessions, user.id, deps.clock.now())
     return render_page(
         connections,
         page,
         deps.clock.now(),
         user_muted=user_muted,
         egress_ips=settings.egress_ips,
-        **kwargs,
+        around=around,
+        checking=checking,
+        notice=notice,
     )
 
 
@@ -298,30 +325,31 @@ async def refresh(
     except TimeoutError:
         await _redraw(query, bot, order_deps, user, settings, around=cid, checking=cid)
         outcome = await task
-    notice = "" if outcome.checked else "⏳ " + _("The next check runs within a minute.")
+    notice = Html() if outcome.checked else html("⏳ " + _("The next check runs within a minute."))
     await _redraw(query, bot, order_deps, user, settings, around=cid, notice=notice)
 
 
 async def remove_ask(
-    query: CallbackQuery, callback_data: ConnCb, order_deps: Deps, user: User, bot: Bot
+    query: CallbackQuery, callback_data: ConnCb, order_deps: Deps, user: User, settings: Settings, bot: Bot
 ) -> None:
     await query.answer()
     connections = await user_connections(order_deps.sessions, user.id)
     connection = next((c for c in connections if c.id == callback_data.cid), None)
     if connection is None:  # removed since the button was checked
         return
+    laid = portfolio(connections, order_deps.clock.now(), egress_ips=settings.egress_ips)
     keyboard = confirmation(
         "🗑 " + _("Yes, remove"),
         callback_data.model_copy(update={"action": ConnAction.REMOVE_CONFIRMED}),
         "‹ " + _("Keep it"),
-        StatusPageCb(page=page_of(connections, connection.id)),
+        StatusPageCb(page=laid.page_of(connection.id)),
     )
     text = html(
         _(
             "Remove <b>{title}</b>? keysentry stops watching it and deletes its encrypted key. "
             "The key itself keeps working on the exchange: delete it there too if you no longer use it."
         ),
-        title=connection_title(connection.exchange, connection.label),
+        title=connection_title(connection.exchange, connection.label, connection.key_hint),
     )
     await edit_in_place(query, bot, text, keyboard)
 
@@ -340,10 +368,10 @@ async def remove_confirmed(
     outcome = await remove_owned_connection(
         order_deps.sessions, user.id, callback_data.cid, order_deps.clock.now()
     )
-    notice = ""
+    notice = Html()
     if outcome is not None and outcome.removed:
-        title = connection_title(outcome.exchange, outcome.label)
-        notice = "🗑 " + html(_("Removed <b>{title}</b>."), title=title)
+        title = connection_title(outcome.exchange, outcome.label, outcome.key_hint)
+        notice = html("🗑 " + _("Removed <b>{title}</b>."), title=title)
     await _redraw(query, bot, order_deps, user, settings, notice=notice)
 
 

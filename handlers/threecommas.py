@@ -7,8 +7,6 @@ deal's order from a live one, so it follows linking directly; each account can b
 
 from __future__ import annotations
 
-from html import escape
-
 from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
@@ -21,6 +19,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import RecreateAction, RecreateCb, TcMapCb
 from bot.commands import is_known_command
 from bot.texts import button_title, connection_title
+from bot.views.html import Html, bold, code, html, join
 from bot.views.secrets import SecretPart, take_secret_part
 from bot.views.threecommas import plan_lines
 from services.core.clock import Clock
@@ -53,7 +52,7 @@ async def link3c(message: Message, state: FSMContext) -> None:
     await state.set_state(TcLink.key)
     await message.answer(
         _(
-            "Send the <b>API key</b> of your 3Commas key (3Commas → API keys). Read permission is "
+            "Send the <b>API key</b> you created in 3Commas (3Commas → API keys). Read permission is "
             "enough to watch; “Recreate” needs write permission for bots and SmartTrades. "
             "I delete your message at once."
         )
@@ -97,8 +96,9 @@ async def got_secret(
         return
     except ThreeCommasError as error:
         await message.answer(
-            _("3Commas could not be asked right now ({error}). Try /link3c again later.").format(
-                error=escape(error.error)
+            html(
+                _("3Commas could not be asked right now ({error}). Try /link3c again later."),
+                error=error.error,
             )
         )
         return
@@ -106,11 +106,15 @@ async def got_secret(
         sessions, vault, user_id=user.id, credentials=credentials, accounts=accounts, now=clock.now()
     )
     await message.answer(
-        ngettext(
-            "✅ 3Commas key {hint} linked. It has {n} exchange account.",
-            "✅ 3Commas key {hint} linked. It has {n} exchange accounts.",
-            len(accounts),
-        ).format(hint=f"<code>{escape(mask(credentials.api_key))}</code>", n=len(accounts))
+        html(
+            ngettext(
+                "✅ 3Commas key {hint} linked. It has {n} exchange account.",
+                "✅ 3Commas key {hint} linked. It has {n} exchange accounts.",
+                len(accounts),
+            ),
+            hint=code(mask(credentials.api_key)),
+            n=len(accounts),
+        )
     )
     for account, link_id in zip(accounts, linked.link_ids, strict=True):
         text, markup = mapping_prompt(account, link_id, linked.candidates)
@@ -119,7 +123,7 @@ async def got_secret(
 
 def mapping_prompt(
     account: Account, link_id: int, candidates: list[Connection]
-) -> tuple[str, InlineKeyboardMarkup]:
+) -> tuple[Html, InlineKeyboardMarkup]:
     """Which keysentry connection is this 3Commas account? The likely one first, marked."""
     suggested = suggest_connection(account, candidates)
     keyboard = InlineKeyboardBuilder()
@@ -127,7 +131,7 @@ def mapping_prompt(
     for connection in ordered[:8]:
         mark = "⭐ " if connection is suggested else ""
         keyboard.button(
-            text=mark + button_title(connection.exchange, connection.label),
+            text=mark + button_title(connection.exchange, connection.label, connection.key_hint),
             callback_data=TcMapCb(
                 link=link_id, cid=connection.id, v=mapping_token(link_id, account.id, connection)
             ),
@@ -136,11 +140,15 @@ def mapping_prompt(
         text=_("Skip"), callback_data=TcMapCb(link=link_id, cid=0, v=mapping_token(link_id, account.id, None))
     )
     keyboard.adjust(1)
-    text = _("3Commas account <b>{name}</b> ({market}): which of your keysentry connections is it?").format(
-        name=escape(account.name), market=escape(account.market_code or "?")
+    text = html(
+        _("3Commas account <b>{name}</b> ({market}): which of your keysentry connections is it?"),
+        name=account.name,
+        market=account.market_code or "?",
     )
     if not candidates:
-        text += "\n" + _("You have no exchange key linked yet: add one with /link, then /link3c again.")
+        text = join(
+            "\n", [text, _("You have no exchange key linked yet: add one with /link, then /link3c again.")]
+        )
     return text, keyboard.as_markup()
 
 
@@ -158,11 +166,11 @@ async def mapped(
     if outcome is None or not isinstance(query.message, Message):  # gone since the button was checked
         return
     name, target = outcome.account_name, outcome.target
-    title = connection_title(target.exchange, target.label) if target is not None else None
+    title = connection_title(target.exchange, target.label, target.key_hint) if target is not None else None
     text = (
-        _("3Commas account <b>{name}</b> → {title}.").format(name=escape(name), title=title)
+        html(_("3Commas account <b>{name}</b> → {title}."), name=name, title=title)
         if title
-        else _("3Commas account <b>{name}</b> skipped.").format(name=escape(name))
+        else html(_("3Commas account <b>{name}</b> skipped."), name=name)
     )
     await query.message.edit_text(text)
 
@@ -177,24 +185,21 @@ async def recreate_show(
     row = await load_failed_deal(sessions, callback_data.id, user.id)
     if row is None or not isinstance(query.message, Message):  # gone since the button was checked
         return
-    lines = [
-        "♻️ <b>" + _("Recreate through 3Commas with exactly these parameters:") + "</b>",
-        *plan_lines(row),
-        *(f"⚠️ {escape(str(w))}" for w in row.params.get("warnings") or ()),
-    ]
+    lines = ["♻️ " + bold(_("Recreate through 3Commas with exactly these parameters:")), *plan_lines(row)]
     keyboard = InlineKeyboardBuilder()
     go = RecreateCb(action=RecreateAction.GO, id=row.id, v=failed_deal_token(row))
     keyboard.button(text="✅ " + _("Recreate"), callback_data=go)
-    await query.message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
+    await query.message.answer(join("\n", lines), reply_markup=keyboard.as_markup())
 
 
 async def recreate_go(query: CallbackQuery, callback_data: RecreateCb, order_deps: Deps, user: User) -> None:
     await query.answer(_("Sending to 3Commas…"))
-    shown = query.message.html_text if isinstance(query.message, Message) else ""
+    # What the message shows, as Telegram gives it back: the entities rebuilt as HTML, the text escaped.
+    shown = Html(query.message.html_text) if isinstance(query.message, Message) else Html()
 
     async def say(line: str) -> None:
         if isinstance(query.message, Message):
-            await query.message.edit_text(shown + "\n\n" + line)
+            await query.message.edit_text(join("\n\n", [shown, line]))
 
     async def checking() -> None:
         await say("⏳ " + _("3Commas did not answer in time; checking whether it was created…"))
@@ -208,12 +213,12 @@ async def recreate_go(query: CallbackQuery, callback_data: RecreateCb, order_dep
         now=order_deps.clock.now(),
         on_unknown=checking,
     )
-    ref = escape(result.ref or "")
-    texts = {
-        RecreateOutcome.CREATED: _("✅ 3Commas created {ref} (status: {status}).").format(
-            ref=ref, status=escape(result.status or "?")
+    ref = result.ref or ""
+    texts: dict[RecreateOutcome, str] = {
+        RecreateOutcome.CREATED: html(
+            _("✅ 3Commas created {ref} (status: {status})."), ref=ref, status=result.status or "?"
         ),
-        RecreateOutcome.ALREADY: _("Already recreated as {ref}; nothing was sent again.").format(ref=ref),
+        RecreateOutcome.ALREADY: html(_("Already recreated as {ref}; nothing was sent again."), ref=ref),
         RecreateOutcome.IN_PROGRESS: "⏳ "
         + _("This recreate is already on its way to 3Commas; nothing was sent again."),
         RecreateOutcome.NOT_CREATED: _(
@@ -228,13 +233,18 @@ async def recreate_go(query: CallbackQuery, callback_data: RecreateCb, order_dep
             "3Commas refused: this key needs write permission (bots / SmartTrades). "
             "Enable it on 3Commas or link a key that has it with /link3c."
         ),
-        RecreateOutcome.REFUSED: _("3Commas refused: {error}").format(error=escape(result.error or "")),
+        RecreateOutcome.REFUSED: html(_("3Commas refused: {error}"), error=result.error or ""),
     }
     line = texts[result.outcome]
     if result.reconciled and result.outcome is RecreateOutcome.CREATED:
-        line = _(
-            "✅ 3Commas did create {ref} (status: {status}); it just answered late. Nothing was sent again."
-        ).format(ref=ref, status=escape(result.status or "?"))
+        line = html(
+            _(
+                "✅ 3Commas did create {ref} (status: {status}); it just answered late. "
+                "Nothing was sent again."
+            ),
+            ref=ref,
+            status=result.status or "?",
+        )
     await say(line)
 
 

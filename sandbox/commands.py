@@ -33,11 +33,17 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
     def pick(command: CommandObject) -> LocalExchange | None:
         return exchanges.get((command.args or "binance").strip().lower())
 
-    @router.message(Command("sandbox_key"))
-    async def make_key(message: Message, command: CommandObject) -> None:
+    async def named_exchange(message: Message, command: CommandObject) -> LocalExchange | None:
+        """The exchange the command names; a name that is not here gets the list of those that are."""
         exchange = pick(command)
         if exchange is None:
             await message.answer(_("Exchanges here: {names}").format(names=", ".join(exchanges)))
+        return exchange
+
+    @router.message(Command("sandbox_key"))
+    async def make_key(message: Message, command: CommandObject) -> None:
+        exchange = await named_exchange(message, command)
+        if exchange is None:
             return
         key = exchange.add_key(balances={"USDT": 2500.0, "BTC": 0.05, "ETH": 1.2})
         issued.setdefault(exchange.exchange_id, []).append(key.api_key)
@@ -71,9 +77,8 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
 
     @router.message(Command("sandbox_outage"))
     async def outage(message: Message, command: CommandObject) -> None:
-        exchange = pick(command)
+        exchange = await named_exchange(message, command)
         if exchange is None:
-            await message.answer(_("Exchanges here: {names}").format(names=", ".join(exchanges)))
             return
         exchange.inject("status_5xx", times=50)
         await message.answer(

@@ -63,34 +63,30 @@ def rss_bytes(pid: int | None = None) -> int:
 # ------------------------------------------------------------------------------------------ databases
 
 
-async def create_pg_database() -> str:
-    """A fresh, empty PostgreSQL database on the test server; returns its URL."""
+async def _run_on_admin_database(statement: str) -> None:
+    """Run one statement on the test server's admin database: CREATE and DROP DATABASE cannot
+    run inside the database they name."""
     import asyncpg
 
     admin = make_url(PG_ADMIN_URL)
-    name = f"ks_test_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(
         host=admin.host, port=admin.port, user=admin.username, database=admin.database
     )
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(statement)
     finally:
         await conn.close()
-    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+async def create_pg_database() -> str:
+    """A fresh, empty PostgreSQL database on the test server; returns its URL."""
+    name = f"ks_test_{uuid.uuid4().hex[:12]}"
+    await _run_on_admin_database(f'CREATE DATABASE "{name}"')
+    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
 async def drop_pg_database(url: str) -> None:
-    import asyncpg
-
-    admin = make_url(PG_ADMIN_URL)
-    name = make_url(url).database
-    conn = await asyncpg.connect(
-        host=admin.host, port=admin.port, user=admin.username, database=admin.database
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _run_on_admin_database(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 @dataclass(frozen=True)

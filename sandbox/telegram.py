@@ -25,7 +25,12 @@ Decisions worth knowing:
   mistakes "not validated" for "valid".
 * Sending to a chat the server has never seen gives ``chat not found``: a user must have
   written to the bot first (:meth:`LocalTelegram.user_sends`) or be registered with
-  :meth:`LocalTelegram.add_user`.
+  :meth:`LocalTelegram.add_user`. A user the server knows only from a group (never wrote to the
+  bot privately) gets Telegram's 403 ``bot can't initiate conversation with a user``.
+* In a group, the bot deletes someone else's message only as an administrator with
+  ``can_delete_messages`` (Bot API ``deleteMessage``: "If the bot is an administrator of a group,
+  it can delete any message there"); otherwise ``message can't be deleted``, as on Telegram.
+  :meth:`LocalTelegram.make_bot_admin` grants it.
 * ``set_down(True)`` answers everything with an nginx-style HTML 502, like Telegram's front end
   during an outage; aiogram cannot decode that and raises ``ClientDecodeError``, which is *not*
   a ``TelegramAPIError``.
@@ -222,6 +227,7 @@ class _Chat:
     type: ChatType
     title: str | None = None
     user_id: int | None = None  # the other party of a private chat
+    bot_can_delete: bool = False  # a group where the bot is an administrator with can_delete_messages
     messages: list[ChatMessage] = field(default_factory=list)
     next_message_id: int = 1
     last_activity: int = 0  # position in the server's activity order, for the transcript
@@ -459,6 +465,10 @@ class LocalTelegram:
         if limits is True:
             limits = RateLimits()
         self._flood = _FloodControl(limits) if limits else None
+
+    def make_bot_admin(self, chat_id: int) -> None:
+        """The group's owner makes the bot an administrator that may delete messages."""
+        self._chats[chat_id].bot_can_delete = True
 
     def block_user(self, user_id: int) -> None:
         """The user blocks the bot: sends to them fail with 403 and a my_chat_member update arrives."""
@@ -851,6 +861,8 @@ class LocalTelegram:
     async def _delete_message(self, p: _Params) -> Any:
         chat = self._chat(p)
         message = self._find(chat, p.integer("message_id"), "message to delete")
+        if chat.type in ("group", "supergroup") and not message.from_bot and not chat.bot_can_delete:
+            raise _bad_request("message can't be deleted")
         message.deleted = True
         self._emit(ChatEvent("deleted", chat.id, message))
         return True
@@ -937,7 +949,10 @@ class LocalTelegram:
         trimmed = trim_formatted(formatted)
         if trimmed is None:
             raise _bad_request("text must be non-empty")
-        if len(trimmed.text) > limit:
+        # Measured in UTF-16 code units, the unit of every Bot API offset and length (MessageEntity):
+        # an emoji outside the BMP counts 2. Of the two ways to count, this is the stricter one, so
+        # a message the sandbox accepts is never "too long" on Telegram.
+        if utf16_length(trimmed.text) > limit:
             raise _bad_request(too_long)
         return trimmed
 
@@ -945,7 +960,10 @@ class LocalTelegram:
         raw = p.text("chat_id")
         if not raw:
             raise _bad_request("chat_id is empty")
-        chat = self._chats.get(p.integer("chat_id"))  # no @username chats here
+        chat_id = p.integer("chat_id")
+        chat = self._chats.get(chat_id)  # no @username chats here
+        if chat is None and chat_id in self._users:  # seen in a group, never wrote to the bot
+            raise _ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         if chat is None:
             raise _bad_request("chat not found")
         return chat

@@ -316,6 +316,17 @@ def _parse_attributes(data: bytes, i: int, tag: str, begin: int) -> tuple[int, s
     return i, argument, date
 
 
+def _nested_partner(
+    entities: list[dict[str, Any]], kind: str, offset: int, length: int
+) -> dict[str, Any] | None:
+    """The entity closed just before, when it is a ``kind`` over exactly the same text: a
+    ``<pre>`` and a ``<code>`` nested either way round make one pre entity with a language."""
+    last = entities[-1] if entities else None
+    if last and last["type"] == kind and (last["offset"], last["length"]) == (offset, length):
+        return last
+    return None
+
+
 def _close_entity(entities: list[dict[str, Any]], tag: _OpenTag, end_utf16: int, inner: bytes) -> None:
     """Turn a closed tag into a MessageEntity dict (or nothing, e.g. a link Telegram drops)."""
     offset, length = tag.utf16_offset, end_utf16 - tag.utf16_offset
@@ -339,24 +350,14 @@ def _close_entity(entities: list[dict[str, Any]], tag: _OpenTag, end_utf16: int,
         if url is not None:
             entities.append({"type": "text_link", "offset": offset, "length": length, "url": url})
     elif tag.name == "pre":
-        last = entities[-1] if entities else None
-        if (
-            last
-            and last["type"] == "code"
-            and (last["offset"], last["length"]) == (offset, length)
-            and last.get("language")
-        ):
+        last = _nested_partner(entities, "code", offset, length)
+        if last and last.get("language"):
             last["type"] = "pre"  # <pre><code class="language-x"> is one pre entity with a language
         else:
             entities.append({"type": "pre", "offset": offset, "length": length})
     elif tag.name == "code":
-        last = entities[-1] if entities else None
-        if (
-            last
-            and last["type"] == "pre"
-            and (last["offset"], last["length"]) == (offset, length)
-            and tag.argument
-        ):
+        last = _nested_partner(entities, "pre", offset, length)
+        if last and tag.argument:
             last["language"] = tag.argument
         else:
             entity = {"type": "code", "offset": offset, "length": length}

@@ -10,7 +10,9 @@ What it reproduces, because the client depends on it:
   (docs ``quick-start/5_…`` and ``6_…``); 3Commas' 401 bodies when a key is unknown, revoked,
   signed with the wrong secret, or used from an IP outside the key's whitelist (docs
   ``quick-start/8_errors``: one 401 for all of these; no separate IP body is documented, so the
-  documented invalid-key body is sent);
+  IP refusal answers tests/corpus ``threecommas/401_ip_not_whitelisted``, the invalid-key body);
+  :meth:`LocalThreeCommas.whitelist_elsewhere` moves every key's whitelist away from our address
+  at once, as when keysentry's server changes IP;
 * JSON shaped like 3Commas' (decimals as strings, ISO times with milliseconds and ``Z``,
   ``QUOTE_BASE`` pairs, ``finished?`` style keys, and SmartTrades whose ``data.finished`` stays
   false when they fail or are cancelled, as in the docs' own examples);
@@ -24,6 +26,12 @@ What it reproduces, because the client depends on it:
   header is answered in the mode the user last chose in the app (old docs README, "API modes");
 * ``POST /ver1/accounts/update`` and ``load_balances``, and ``reset_exchange_keys``, the mass
   reset keysentry exists for: every exchange key 3Commas holds stops working at once.
+* the trader's Cancel / Close at market price from 3Commas' app (:meth:`LocalThreeCommas.
+  request_deal_action`, ``request_smart_trade_action``): the documented pending statuses
+  (``cancel_pending``, ``cancellation_pending``, ``panic_sell_pending``; corpus
+  ``threecommas/*_pending_docs``) and, while the account's exchange key is broken, the error
+  fields the entity docs name (``error_message``, ``status.error``, ``market_close.status.error``;
+  the shape of a failed cancel is not documented: corpus ``*_failed_docs_silent``).
 
 Scenarios are set up through the Python methods of :class:`LocalThreeCommas` or, for other
 processes, the same methods over HTTP: ``POST /__control/<method>`` with the keyword arguments
@@ -53,35 +61,37 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from sandbox.corpus import case
 from services.core.clock import Clock, SystemClock
 
 API_PREFIX = "/public/api"
 CONTROL_PREFIX = "/__control"
 
-_INVALID_KEY = {
-    "error": "api_key_invalid_or_expired",
-    "error_description": "Unauthorized. Invalid or expired api key.",
-}
-_BAD_SIGNATURE = {"error": "signature_invalid", "error_description": "Provided signature is invalid"}
-_NO_PERMISSION = {"error": "access_denied", "error_description": "Api key doesn't have enough permissions"}
 _NOT_FOUND = {"error": "not_found", "error_description": "Not Found"}
-# 3Commas' real 429 and 418 bodies were never captured (docs give only the status); the
-# client must decide on the status alone, so these bodies are deliberately uninformative.
-_RATE_LIMITED = {"error": "rate_limit_exceeded"}
-_BANNED = {"error": "ip_banned"}
+
+
+def _recorded(case_id: str) -> Any:
+    """The body of a recorded answer (tests/corpus/threecommas), as this fake sends it."""
+    return json.loads(case(case_id).render())
+
+
+# Error bodies come from the corpus, each case naming its source.
+_INVALID_KEY = _recorded("threecommas/401_invalid_key")
+_BAD_SIGNATURE = _recorded("threecommas/401_signature_invalid")
+_NO_PERMISSION = _recorded("threecommas/403_access_denied")
+# docs quick-start/8_errors: 401 for "a request from a non-whitelisted IP address".
+_IP_REFUSED = _recorded("threecommas/401_ip_not_whitelisted")
+# docs quick-start/9_limits give only the status of a 429 and a 418; the recorded 429 has no body
+# and no Retry-After, so the client must decide on the status alone.
+_RATE_LIMITED = _recorded("threecommas/429_rate_limited_deals")
+_BANNED = _recorded("threecommas/418_ip_banned")
 # docs account/9_load_balances_for_specified_exchange: the exchange key 3Commas holds is bad.
-_EXCHANGE_KEY_INVALID = {
-    "error": "invalid_api_key",
-    "error_description": "API keys are no longer valid or incorrect.",
-}
+_EXCHANGE_KEY_INVALID = _recorded("threecommas/load_balances_invalid_api_key_docs")
 # What an exchange answers 3Commas after the reset (the text deals fail with on 3Commas).
 RESET_ERROR = "Invalid API key"
 # docs quick-start/9_limits: (requests, per seconds, block seconds after a 429).
 _ROUTE_LIMITS = {"default": (100, 60.0, 300.0), "deals": (120, 60.0, 60.0), "smart_trades": (40, 10.0, 10.0)}
-_PLAN_RESTRICTED = {
-    "error": "The request type 'read' is not available with your current subscription plan. "
-    "Please upgrade your plan to use this type of request."
-}
+_PLAN_RESTRICTED = _recorded("threecommas/429_plan_restricted")
 
 _TERMINAL_DEAL = frozenset({"completed", "cancelled", "failed", "panic_sold", "stop_loss_finished"})
 _TERMINAL_SMART_TRADE = frozenset({"finished", "cancelled", "failed"})
@@ -92,9 +102,27 @@ _SMART_TRADE_TITLES = {
     "finished": "Finished",
     "cancelled": "Cancelled",
     "failed": "Failed",
+    # docs smart-trade/10_cancel_smart_trade and 8_close_smart_trade_at_market_price (example responses)
+    "cancellation_pending": "Cancelling",
+    "panic_sell_pending": "Closing at Market Price",
 }
 _DEAL_ORDERS = frozenset({"created_at", "updated_at", "closed_at"})
-_DEAL_TITLES = {"completed": "Completed", "cancelled": "Cancelled", "failed": "Failed"}
+_DEAL_TITLES = {
+    "completed": "Completed",
+    "cancelled": "Cancelled",
+    "failed": "Failed",
+    "panic_sold": "Closed at Market Price",
+    # docs dca-bot/deals/6_cancel_deal and 4_close_deal_at_market_price (example responses)
+    "cancel_pending": "Cancel pending",
+    "panic_sell_pending": "Closing at Market Price",
+}
+# The trader's Cancel / Close at market price: (pending status, status once done), per entity.
+_DEAL_ACTIONS = {"cancel": ("cancel_pending", "cancelled"), "close": ("panic_sell_pending", "panic_sold")}
+_SMART_TRADE_ACTIONS = {
+    "cancel": ("cancellation_pending", "cancelled"),
+    "close": ("panic_sell_pending", "finished"),
+}
+_PENDING = frozenset(status for status, _ in (*_DEAL_ACTIONS.values(), *_SMART_TRADE_ACTIONS.values()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +344,7 @@ class _SmartTrade:
     error: str | None = None
     frozen: bool = False
     profit: Decimal | None = None
+    market_close_error: str | None = None
 
 
 class _Rejected(ValueError):
@@ -323,7 +352,7 @@ class _Rejected(ValueError):
     (another user's account, an invalid SmartTrade) raise it as a plain ValueError."""
 
     def __init__(
-        self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+        self, status: int, body: Mapping[str, Any] | None, headers: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(body)
         self.status = status
@@ -375,6 +404,7 @@ class LocalThreeCommas:
             "set_rate_limit",
             "set_app_mode",
             "set_whitelist",
+            "whitelist_elsewhere",
             "reset_exchange_keys",
             "lose_answers",
         }
@@ -498,6 +528,12 @@ class LocalThreeCommas:
     def set_whitelist(self, api_key: str, ips: Sequence[str] = ()) -> None:
         """Restrict the key to these caller IPs (empty: any); others get the 401."""
         self._owner(api_key).whitelist = frozenset(ips)
+
+    def whitelist_elsewhere(self, ips: Sequence[str] = ("203.0.113.7",)) -> None:
+        """Every key's whitelist names only ``ips`` (by default a documentation address, never
+        ours): keysentry's server changed IP, and every key answers the non-whitelisted 401."""
+        for key in self._keys.values():
+            key.whitelist = frozenset(ips)
 
     def reset_exchange_keys(
         self, api_key: str | None = None, error_message: str = RESET_ERROR
@@ -799,6 +835,42 @@ class LocalThreeCommas:
         trade.status = status
         trade.updated_at = self.clock.now()
 
+    def request_deal_action(self, deal_id: int, action: str = "cancel", *, hang: bool = False) -> None:
+        """The trader presses Cancel (``action="cancel"``) or Close at market price (``"close"``)
+        in 3Commas' app. With the account's exchange key working the deal ends (``cancelled`` /
+        ``panic_sold``); while it is broken the deal stays ``cancel_pending`` /
+        ``panic_sell_pending`` carrying the exchange's complaint in ``error_message``; ``hang``
+        leaves it pending without an error (corpus threecommas/deal_cancel_failed_docs_silent)."""
+        deal = self._deals[deal_id]
+        pending, done = _DEAL_ACTIONS[action]
+        broken = self._accounts[deal.account_id].api_key_invalid
+        deal.updated_at = self.clock.now()
+        if broken or hang:
+            deal.status = pending
+            deal.deal_has_error, deal.error_message = broken, RESET_ERROR if broken else None
+            return
+        deal.deal_has_error, deal.error_message = False, None
+        self.finish_deal(deal_id, done)
+
+    def request_smart_trade_action(
+        self, smart_trade_id: int, action: str = "cancel", *, hang: bool = False
+    ) -> None:
+        """As :meth:`request_deal_action` for a SmartTrade: ``cancellation_pending`` with
+        ``status.error``, or ``panic_sell_pending`` with ``market_close.status.error``."""
+        trade = self._smart_trades[smart_trade_id]
+        pending, done = _SMART_TRADE_ACTIONS[action]
+        broken = self._accounts[trade.account_id].api_key_invalid
+        trade.updated_at = self.clock.now()
+        trade.error = trade.market_close_error = None
+        if broken or hang:
+            trade.status = pending
+            if broken and action == "cancel":
+                trade.error = RESET_ERROR
+            elif broken:
+                trade.market_close_error = RESET_ERROR
+            return
+        self.finish_smart_trade(smart_trade_id, done)
+
     def throttle(self, api_key: str, seconds: float, route: str = "default") -> None:
         """Block the key on a route group as after a 429: its calls there get 429 for ``seconds``."""
         self._windows.setdefault((api_key, route), _Window()).blocked_until = self._monotonic() + seconds
@@ -920,7 +992,7 @@ class LocalThreeCommas:
         for _group, window in windows:
             window.sent.append(now)
 
-    def _limited(self, status: int, body: Mapping[str, Any], seconds: float) -> _Rejected:
+    def _limited(self, status: int, body: Mapping[str, Any] | None, seconds: float) -> _Rejected:
         headers = {"Retry-After": str(int(seconds + 0.999))} if self.send_retry_after else {}
         return _Rejected(status, body, headers)
 
@@ -943,7 +1015,7 @@ class LocalThreeCommas:
         if key is None or key.revoked:
             raise _Rejected(401, _INVALID_KEY)
         if key.whitelist and (request.remote or "") not in key.whitelist:
-            raise _Rejected(401, _INVALID_KEY)
+            raise _Rejected(401, _IP_REFUSED)
         path = request.rel_url.raw_path
         query = request.rel_url.raw_query_string
         body = raw_body.decode(errors="replace")
@@ -1067,8 +1139,8 @@ class LocalThreeCommas:
             "updated_at": _iso(deal.updated_at),
             "closed_at": _iso(deal.closed_at),
             "finished?": deal.finished,
-            "cancellable?": not deal.finished,
-            "panic_sellable?": not deal.finished,
+            "cancellable?": not deal.finished and deal.status not in _PENDING,
+            "panic_sellable?": not deal.finished and deal.status not in _PENDING,
             "deal_has_error": deal.deal_has_error,
             "error_message": deal.error_message,
             "failed_message": deal.failed_message,
@@ -1145,6 +1217,15 @@ class LocalThreeCommas:
         ]
         profit = trade.profit if trade.frozen else self._smart_trade_profit(trade)
         entered = trade.status not in {"created", "waiting_position"}
+        actionable = trade.status not in _TERMINAL_SMART_TRADE and trade.status not in _PENDING
+        # docs smart-trade/0_smart_trade_entity documents market_close.status {basic_type, title,
+        # error}; the value of a failed close is not documented (corpus
+        # threecommas/smart_trade_close_failed_docs_silent).
+        market_close = (
+            {"status": {"basic_type": "failed", "title": "Failed", "error": trade.market_close_error}}
+            if trade.market_close_error
+            else {}
+        )
         current = _s(trade.current_price)
         return {
             "id": trade.id,
@@ -1181,12 +1262,15 @@ class LocalThreeCommas:
                 "steps": steps,
             },
             "stop_loss": body.get("stop_loss") or {"enabled": False},
+            "market_close": market_close,
             "profit": {"volume": None, "usd": _s(profit), "percent": "0.0", "roe": None},
             "data": {
                 "current_price": {"bid": current, "ask": current, "last": current},
                 "average_enter_price": _s(trade.average_enter_price),
                 "entered_amount": _s(trade.entered_amount),
                 "closed_amount": "0.0",
+                "cancel_available": actionable,
+                "panic_sell_available": actionable and entered,
                 # As in the docs' examples: a failed or cancelled trade still says finished false.
                 "finished": trade.status == "finished",
                 "created_at": _iso(trade.created_at),

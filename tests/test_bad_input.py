@@ -594,10 +594,13 @@ async def test_a_double_tap_acts_once(env, world, caplog, button):
 
 
 async def test_groups_get_one_notice_each_and_channels_nothing(env, caplog):
-    tg, key = env.tg, env.binance.add_key()
+    tg = env.tg
     sent = []
     for chat_id, kind in ((-100, "group"), (-200, "supergroup")):
-        for message in ("/start", f"/link binance {key.api_key} {key.secret}", "/status", "/link", "hello"):
+        sent.append(env.send(OTHER, "hello", chat_type=kind, chat_id=chat_id))
+        tg.make_bot_admin(chat_id)  # /link messages are removed: only an administrator may
+        # A key pasted in a group is its own case (below): its sender is told to revoke it.
+        for message in ("/start", "/status", "/link", "/link binance", "hello"):
             sent.append(env.send(OWNER, message, chat_type=kind, chat_id=chat_id))
             sent.append(env.send(OTHER, message, chat_type=kind, chat_id=chat_id))
     await env.settle(*sent)
@@ -618,9 +621,45 @@ async def test_groups_get_one_notice_each_and_channels_nothing(env, caplog):
     await env.rig.say(OWNER, "/help")
     await env.rig.dp.feed_raw_update(env.rig.bot, post)
     assert tg.bot_messages(-300) == []
-    assert len(env.binance.requests) == 0  # the key posted in the groups was never tried
+    assert len(env.binance.requests) == 0
+    assert [m for m in tg.chat(-100) if m.text.startswith("/link") and not m.deleted] == []
     assert (await snapshot(env))["connections"] == []
     assert_clean(env, caplog)
+
+
+@pytest.mark.attack("a key pasted in a group stays there and its owner is never told to revoke it")
+@pytest.mark.parametrize("admin", [True, False], ids=["delete-allowed", "delete-refused"])
+@pytest.mark.parametrize("reachable", [True, False], ids=["told-privately", "told-in-group"])
+@pytest.mark.parametrize("how", ["message", "edit"])
+async def test_a_key_pasted_in_a_group_is_deleted_if_allowed_and_its_owner_told_to_revoke_it(
+    env, caplog, admin, reachable, how
+):
+    tg, key, group = env.tg, env.binance.add_key(), -700
+    if reachable:
+        tg.add_user(OWNER)  # started the bot privately before
+    name = "a&b<i> <B"  # shown as typed in the group, never parsed
+    await env.settle(env.send(OWNER, "hello all", chat_type="supergroup", chat_id=group, first_name=name))
+    if admin:
+        tg.make_bot_admin(group)
+    carrying = f"my binance key {key.api_key} and secret {key.secret}"
+    if how == "edit":
+        hello = tg.user_messages(group)[-1]
+        await env.settle(int(tg.user_edits(OWNER, hello.message_id, carrying, chat_id=group)["update_id"]))
+    else:
+        await env.settle(env.send(OWNER, carrying, chat_type="supergroup", chat_id=group))
+    [pasted] = [m for m in tg.chat(group) if key.api_key in m.text]
+    assert pasted.deleted is admin
+    [warning] = [m for m in tg.bot_messages(OWNER if reachable else group) if "exposed" in m.text]
+    assert "delete it on the exchange" in warning.text and ("I deleted it" in warning.text) is admin
+    assert (name in warning.text) is not reachable
+    assert ("Supergroup -700" in warning.text) is reachable
+    shown = [r.params.get("text", "") for r in tg.requests]
+    assert not [s for s in shown if key.api_key[:12] in s or key.secret[:12] in s]
+    assert len(env.binance.requests) == 0
+    expected = {"Bad Request: message can't be deleted"} if not admin else set()
+    expected |= set() if reachable else {"Forbidden: bot can't initiate conversation with a user"}
+    assert {r.description for r in tg.errors} == expected, tg.transcript(group)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_an_edited_message_is_never_taken_as_a_wizard_answer(env, caplog):

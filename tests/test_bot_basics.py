@@ -58,6 +58,7 @@ async def test_group_is_told_once_to_use_a_private_chat(sqlite_url):
     async with running_bot(sqlite_url) as rig:
         reply = await rig.say(10, "/status", chat_type="group", chat_id=-500)
         assert "private" in reply.text
+        rig.tg.make_bot_admin(-500)  # only an administrator may delete others' messages in a group
         rig.tg.user_sends(10, "/link binance k s", chat_type="group", chat_id=-500)
         rig.tg.user_sends(10, "/start")  # a private message after it proves the group one was processed
         await rig.tg.wait_for_bot_message(10)

@@ -633,3 +633,47 @@ def test_a_bot_switched_off_is_reported_once() -> None:
     assert (event.check_kind, event.verdict_or_reason) == ("bot_disabled:11", "bot_disabled")
     third = run_checks(TcState([account()], [], [], [bot(False)]), second.snapshot, prices={}, now=T0)
     assert not [o for o in third.observations if o.is_event]
+
+
+# -- cannot be cancelled / closed ------------------------------------------------------------------
+
+
+def test_a_cancel_pending_with_an_error_fails_at_once_and_names_the_trade() -> None:
+    """corpus threecommas/deal_cancel_failed_docs_silent: cancel_pending plus error_message."""
+    stuck = deal(status="cancel_pending", deal_has_error=True, error_message="Invalid API key")
+    result = run_checks(state(deals=[stuck]), None, prices={}, now=T0)
+    [problem] = failing(result.observations)
+    assert (problem.check_kind, problem.verdict_or_reason) == ("deal_error:456", "cannot_cancel")
+    assert problem.detail == (
+        "deal 456 on USDT_BTC: asked to cancel it, still cancel_pending after 0 min: Invalid API key"
+    )
+
+
+def test_a_close_that_hangs_without_an_error_fails_after_stuck_after() -> None:
+    """corpus threecommas/smart_trade_panic_sell_pending_docs: pending is normal for a while."""
+    closing = trade(status={"type": "panic_sell_pending", "title": "Closing at Market Price"})
+    kind = "smart_trade_error:321"
+    first = run_checks(state(trades=[closing]), None, prices={}, now=T0)
+    assert failing(first.observations) == [] and first.snapshot.pending == {kind: T0}
+    early = run_checks(state(trades=[closing]), first.snapshot, prices={}, now=T0 + timedelta(minutes=14))
+    assert failing(early.observations) == []
+    late = run_checks(state(trades=[closing]), early.snapshot, prices={}, now=T0 + timedelta(minutes=15))
+    [problem] = failing(late.observations)
+    assert (problem.check_kind, problem.verdict_or_reason) == (kind, "cannot_close")
+    assert "still panic_sell_pending after 15 min" in problem.detail
+    # The close went through: the trade is gone from the active list; its recovery still names it.
+    stored = Snapshot.from_dict(json.loads(json.dumps(late.snapshot.to_dict())))
+    done = run_checks(state(), stored, prices={}, now=T0 + timedelta(minutes=16))
+    [gone] = [o for o in done.observations if o.check_kind == kind]
+    assert gone.ok and gone.subject == {"pair": "USDT_ETH", "symbol": "ETH/USDT"}
+    assert done.snapshot.pending == {} and done.snapshot.named == {}
+
+
+def test_a_failed_market_close_is_read_from_market_close_status() -> None:
+    """corpus threecommas/smart_trade_close_failed_docs_silent."""
+    closing = trade(
+        status={"type": "panic_sell_pending"},
+        market_close={"status": {"basic_type": "failed", "error": "Invalid API key"}},
+    )
+    [problem] = failing(run_checks(state(trades=[closing]), None, prices={}, now=T0).observations)
+    assert problem.verdict_or_reason == "cannot_close" and problem.detail.endswith("Invalid API key")

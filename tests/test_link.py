@@ -30,7 +30,8 @@ async def wizard(rig: BotRig, exchange: str, key: LocalKey, *, secret: str | Non
     prompt = await rig.say(USER, "/link")
     tg.user_presses(USER, prompt, ExchangeCb(exchange=exchange).pack())
     await tg.wait_for(lambda: "label" in tg.message(USER, prompt.message_id).text)
-    assert "Fast Connect" in (await rig.say(USER, "Main & <b>")).text
+    prompt = (await rig.say(USER, "Main & <b>")).text
+    assert "Now send the API key" in prompt and ("Fast Connect" in prompt) == (exchange == "binance")
     await rig.say(USER, key.api_key)
     reply = await rig.say(USER, secret or key.secret)
     if key.passphrase:

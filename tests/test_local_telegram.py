@@ -152,7 +152,12 @@ async def test_text_limit_counts_visible_characters_after_parsing(tg: LocalTeleg
         await bot.send_message(USER, "a" * 4097)
     with pytest.raises(TelegramBadRequest, match="message is too long"):
         await bot.send_message(USER, "<b>" + "a" * 4097 + "</b>")
-    assert len(tg.bot_messages(USER)) == 4
+    # UTF-16 code units: an emoji outside the BMP counts two, one in it (☀) counts one.
+    await bot.send_message(USER, "🚀" * 2048)
+    await bot.send_message(USER, "☀" * 4096)
+    with pytest.raises(TelegramBadRequest, match="message is too long"):
+        await bot.send_message(USER, "🚀" * 2048 + "a")
+    assert len(tg.bot_messages(USER)) == 6
 
 
 async def test_empty_text_is_refused(tg: LocalTelegram, bot: Bot) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from bot.worker import Worker
 from sandbox.exchanges import LOCAL_EXCHANGES, LocalExchange
+from sandbox.exchanges.base import random_token
 from sandbox.telegram import ChatMessage
 from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock, utcnow
@@ -321,29 +322,151 @@ async def test_recreate_from_the_alert_sends_the_deal_to_threecommas(tmp_path):
 ADMIN = 9000
 
 
+def assert_untouched(m: Monitor, users: range) -> None:
+    assert all(m.messages(user) == [] for user in users), [m.rig.tg.transcript(u) for u in users]
+
+
+async def hold_then_tell_without_blame(m: Monitor, users: range, service: str) -> None:
+    """A wave of key errors on ``service`` is under way for ``users``: for ten minutes nobody hears
+    (short rules do not apply) and the operator gets one notice; past the long (rate-limit) rule
+    every user hears once, in words that never tell them to delete or replace a key."""
+    await m.run_for(600)
+    assert_untouched(m, users)
+    [notice] = m.messages(ADMIN)
+    assert re.search(rf"\d+ keys on {service}", notice.text) and "blocking our server's IP" in notice.text
+    await m.run_for(1800)
+    for user in users:
+        [alert] = m.messages(user)
+        text = alert.text.lower()
+        assert "your key is not the problem" in text, text
+        assert "delete" not in text and "revoked" not in text and "create a new" not in text
+    assert len(m.messages(ADMIN)) == 1
+
+
+def canary_keys() -> dict[str, dict[str, str]]:
+    """CANARY_KEYS with one Binance key, shaped like Binance's (the local Binance learns it later)."""
+    return {"binance": {"api_key": random_token(64), "secret": random_token(64)}}
+
+
+async def twenty_binance_users(m: Monitor, canary: dict[str, dict[str, str]]) -> range:
+    """Twenty users with a key each, plus the operator's canary key, all checked once and fine."""
+    m.rig.tg.add_user(ADMIN)
+    m.exchanges["binance"].add_key(canary["binance"]["api_key"], canary["binance"]["secret"])
+    users = range(1, 21)
+    for user in users:
+        await m.link(user, "binance")
+    await m.tick(0)
+    assert_untouched(m, users)
+    return users
+
+
 async def test_a_2015_wave_across_twenty_keys_is_our_ip_not_their_keys(tmp_path):
     """Binance answers -2015 to valid keys while it bans our IP (tests/corpus
-    binance/2015_during_ip_ban). Twenty users' keys turning to it at once: nobody is told to
-    delete a key, the operator hears once, users only after the long rate-limit rule."""
-    async with monitor(tmp_path, "binance", admin_chat_ids=frozenset({ADMIN})) as m:
-        m.rig.tg.add_user(ADMIN)
-        users = range(1, 21)
-        for user in users:
-            await m.link(user, "binance")
-        await m.tick(0)  # every key passes once
-        assert all(m.messages(user) == [] for user in users)
-        m.exchanges["binance"].inject("key_ban")  # -2015 for every valid key
-        await m.run_for(600)
-        assert all(m.messages(user) == [] for user in users)  # held: short rules do not apply
-        [notice] = m.messages(ADMIN)
-        assert re.search(r"\d+ keys on Binance", notice.text) and "blocking our server's IP" in notice.text
-        await m.run_for(1800)  # past the long (rate-limit) rule: users hear, without blame
+    binance/2015_during_ip_ban). Twenty users' keys turning to it at once, and the operator's
+    canary key with them: nobody is told to delete a key, the operator hears once, users only
+    after the long rate-limit rule."""
+    canary = canary_keys()
+    async with monitor(tmp_path, "binance", admin_chat_ids=frozenset({ADMIN}), canary_keys=canary) as m:
+        users = await twenty_binance_users(m, canary)
+        m.exchanges["binance"].inject("key_ban")  # -2015 for every valid key, the canary's too
+        await hold_then_tell_without_blame(m, users, "Binance")
+        assert "Canary key: key_invalid" in m.messages(ADMIN)[0].text
+        assert "rate-limiting" in m.messages(1)[0].text
+
+
+async def test_a_wave_the_canary_key_survives_is_real_revocation_and_users_hear_at_once(tmp_path):
+    """Twenty keys revoked at once (an exchange-wide reset) look like a ban at first; the canary
+    key still works from the same IP, so it is not our IP: the wave is released and every user
+    is told promptly, by the key rule, that the key was revoked. The good canary is believed for
+    a while, so the keys that go on failing start no second wave and no second notice."""
+    canary = canary_keys()
+    async with monitor(tmp_path, "binance", admin_chat_ids=frozenset({ADMIN}), canary_keys=canary) as m:
+        users = await twenty_binance_users(m, canary)
+        binance = m.exchanges["binance"]
+        for key in list(binance.keys):
+            if key != canary["binance"]["api_key"]:
+                binance.set_key_state(key, "revoked")
+        await m.run_for(120)  # one poll interval, then the key rule's two probes in 10 s
         for user in users:
             [alert] = m.messages(user)
-            text = alert.text.lower()
-            assert "rate-limiting" in text and "your key is not the problem" in text
-            assert "delete" not in text and "revoked" not in text and "create a new" not in text
+            assert "revoked" in alert.text and "Update API key" in alert.text
+        [notice] = m.messages(ADMIN)
+        assert "Canary key: ok" in notice.text
+        await m.run_for(600)
         assert len(m.messages(ADMIN)) == 1
+
+
+async def test_a_threecommas_401_wave_is_our_ip_off_their_whitelists_not_their_keys(tmp_path):
+    """3Commas answers 401 to a key used from an IP its whitelist does not hold (docs
+    quick-start/8_errors; tests/corpus threecommas/401_ip_not_whitelisted), in the same words as
+    for a dead key. Twenty users' 3Commas keys all refusing our new address at once is our IP;
+    the operator's 3Commas canary key refuses it too."""
+    canary = {"api_key": random_token(64), "secret": random_token(64)}
+    settings = {"admin_chat_ids": frozenset({ADMIN}), "canary_keys": {"threecommas": canary}}
+    async with monitor(tmp_path, threecommas=True, **settings) as m:
+        assert m.tc is not None
+        m.rig.tg.add_user(ADMIN)
+        m.tc.add_key(canary["api_key"], canary["secret"])
+        users = range(1, 21)
+        for user in users:
+            _, api_key = await m.link_threecommas(user, m.tc)
+            m.tc.add_account(api_key, exchange="binance", name="Main")
+        await m.tick(0)  # every key passes once
+        assert_untouched(m, users)
+        m.tc.whitelist_elsewhere()  # our server's IP changed: no key's whitelist holds it
+        await hold_then_tell_without_blame(m, users, "3Commas")
+        assert "Canary key: key_invalid" in m.messages(ADMIN)[0].text
+        refused = {r.api_key for r in m.tc.requests if r.status == 401}
+        assert len(refused) == 21 and canary["api_key"] in refused
+
+
+async def test_a_threecommas_ip_ban_pauses_every_key_and_tells_the_operator_once(tmp_path):
+    """A 418 is 3Commas banning our IP (docs quick-start/9_limits; tests/corpus
+    threecommas/418_ip_banned): one answer is enough to tell the operator and space the checks;
+    users hear only after the long rule, that their keys are not the problem."""
+    async with monitor(tmp_path, threecommas=True, admin_chat_ids=frozenset({ADMIN})) as m:
+        assert m.tc is not None
+        m.rig.tg.add_user(ADMIN)
+        users = range(1, 6)
+        for user in users:
+            await m.link_threecommas(user, m.tc)
+        await m.tick(0)
+        m.tc.ban(3600)
+        await m.run_for(600)
+        assert_untouched(m, users)
+        [notice] = m.messages(ADMIN)
+        assert "3Commas banned our server's IP" in notice.text
+        sent = len(m.tc.requests)
+        await m.run_for(600)
+        # The shared IP gate holds every key for its ten minutes (a 418 names no length); then
+        # one request finds the ban still on and closes it again.
+        assert len(m.tc.requests) - sent <= 1
+        await m.run_for(1200)
+        for user in users:
+            [alert] = m.messages(user)
+            assert "your key is not the problem" in alert.text.lower()
+        assert len(m.messages(ADMIN)) == 1
+
+
+async def test_a_threecommas_app_in_paper_mode_still_has_its_real_accounts_watched(tmp_path):
+    """Without ``Forced-Mode`` 3Commas answers in the mode the user last chose in its app (old docs
+    README, "API modes"). keysentry sends ``Forced-Mode: real``, so a user who switches the app
+    to paper trading keeps being watched: no "account gone", and a real account that breaks
+    later is still alerted."""
+    async with monitor(tmp_path, threecommas=True) as m:
+        assert m.tc is not None
+        _, api_key = await m.link_threecommas(1, m.tc)
+        m.tc.add_account(api_key, exchange="binance", name="Main")
+        m.tc.add_account(api_key, exchange="binance", name="Practice", paper=True)
+        await m.tick(0)
+        m.tc.set_app_mode(api_key, "paper")
+        await m.run_for(300, step=30)
+        assert m.messages(1) == [], m.rig.tg.transcript(1)
+        m.tc.reset_exchange_keys(api_key)
+        await m.run_for(300, step=30)
+        [alert] = m.messages(1)
+        assert "3Commas account «Main»" in alert.text and "Practice" not in alert.text
+        assert "can no longer use the API key" in alert.text
 
 
 @pytest.mark.attack("a user removed from ALLOWED_USER_IDS keeps getting checks and alerts")

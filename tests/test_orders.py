@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
+from bot.worker import Worker
 from sandbox.exchanges.base import LocalKey
 from sandbox.telegram import ChatMessage
 from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock
 from services.core.vault import Credentials
+from services.orders.listing_gate import COOLDOWN
 from services.storage.connections import new_connection
-from services.storage.models import AuditEntry
+from services.storage.models import AuditEntry, Connection
 from services.threecommas.entities import Account
 from services.threecommas.links import add_threecommas_connection, save_account_link
 from tests.conftest import T0
@@ -97,6 +101,19 @@ def line_of(message: ChatMessage, needle: str) -> str:
     return lines[index - 1] + " " + lines[index]
 
 
+def finished_eth_deal(tc: LocalThreeCommas, tc_key: str, account: int, ended: str = "completed") -> int:
+    """A deal that ended (``ended``) with its ETH/USDT take profit still resting on the exchange."""
+    deal = tc.add_deal(
+        tc_key,
+        account,
+        pair="USDT_ETH",
+        status="bought",
+        orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
+    )
+    tc.finish_deal(deal, status=ended)
+    return deal
+
+
 @pytest.fixture
 async def scenario(rig, exchanges, tc):
     """Binance key with an active-deal order, an orphan of a finished deal, and a manual order."""
@@ -114,14 +131,7 @@ async def scenario(rig, exchanges, tc):
         status="bought",
         orders=[{"side": "buy", "price": "60000", "amount": "0.01", "created_at": T0}],
     )
-    finished = tc.add_deal(
-        tc_key,
-        account,
-        pair="USDT_ETH",
-        status="bought",
-        orders=[{"side": "sell", "price": "3700", "amount": "0.5", "created_at": T0, "status": "active"}],
-    )
-    tc.finish_deal(finished)
+    finished = finished_eth_deal(tc, tc_key, account)
     return {
         "key": key,
         "active": active_id,
@@ -281,6 +291,7 @@ async def test_orders_and_cancel_on_a_revoked_key_show_the_key_verdict_and_its_f
     assert "did not answer" not in edited.text
     assert scenario["orphan"] in binance.orders
 
+    rig.clock.advance(COOLDOWN.total_seconds())  # the next /orders lists again instead of showing the last
     reply = await rig.say(USER, "/orders")
     reply = await showing(rig, reply.message_id, "refused the key")
     assert "API key revoked, deleted or never existed" in reply.text and "create a new one" in reply.text
@@ -366,3 +377,89 @@ async def test_empty_list_is_tight_and_an_unmapped_3commas_key_asks_for_the_mapp
     listing = await showing(rig, listing.message_id, "no open orders")
     assert "\n\n\n" not in listing.text and not listing.text.endswith("\n")
     assert "Map the account" in listing.text and "Link 3Commas" not in listing.text
+
+
+@pytest.mark.parametrize("ended", ["completed", "cancelled", "failed"])
+async def test_an_orphan_says_how_its_deal_ended(rig, exchanges, tc, ended):
+    """Issue 15 §10: "finished deal" for a deal the user cancelled was wrong; say which ending."""
+    binance = exchanges["binance"]
+    key = binance.add_key(balances={"USDT": 1_000, "ETH": 1})
+    binance.add_order(key.api_key, "ETH/USDT", "sell", "3700", "0.5", created_at=T0)
+    cid = await link_exchange(rig, "binance", key)
+    tc_key, account = await map_threecommas(rig, tc, cid, "binance")
+    deal = finished_eth_deal(tc, tc_key, account, ended)
+    listing = await showing(rig, (await rig.say(USER, "/orders")).message_id, "1 open order:")
+    assert f"🟠 orphan · deal #{deal} ({ended})" in listing.text, listing.text
+    assert "finished deal" not in listing.text and "deal:" not in listing.text
+
+
+@pytest.mark.attack("flooding Orders taps starves others")
+async def test_a_flood_of_orders_taps_lists_once_and_another_users_check_runs_on_time(rig, exchanges):
+    """40 taps on Refresh and Orders while a listing hangs at the exchange: one listing runs, every
+    tap is answered at once, and another user's scheduled check goes through meanwhile."""
+    binance = exchanges["binance"]
+    key = binance.add_key(balances={"USDT": 10_000})
+    binance.add_order(key.api_key, "SOL/USDT", "buy", "100", "2", created_at=T0)
+    cid = await link_exchange(rig, "binance", key)
+    other_key = binance.add_key(balances={"USDT": 5})
+    other = await link_exchange(rig, "binance", other_key, user_id=OTHER)
+    listing = await rig.say(USER, "/orders")
+    listing = await showing(rig, listing.message_id, "1 open order")
+
+    def listings_of(api_key: str) -> int:
+        return sum(1 for r in binance.requests if r.path == "/api/v3/openOrders" and r.api_key == api_key)
+
+    binance.add_order(key.api_key, "XRP/USDT", "buy", "0.5", "20", created_at=T0)
+    rig.clock.advance(COOLDOWN.total_seconds())  # the last listing is old enough: one more may run
+    binance.inject("timeout", times=1)  # ...and it hangs at the exchange while the taps keep coming
+    refresh = next(b.callback_data for b in listing.buttons if "Refresh" in b.text)
+    orders = await rig.connection_button("orders", cid)
+    sent_before = len(rig.tg.bot_messages(USER))
+    first = rig.tg.user_sends_callback(USER, listing.message_id, refresh)
+    assert (await rig.tg.wait_for(lambda: rig.tg.callback_answer(first))).text == "Loading open orders…"
+    taps = [rig.tg.user_sends_callback(USER, listing.message_id, (refresh, orders)[i % 2]) for i in range(39)]
+    answers = {(await rig.tg.wait_for(lambda q=q: rig.tg.callback_answer(q))).text for q in taps}
+    assert answers == {"⏳ Already loading these orders; the list shows in a moment."}
+    async with asyncio.timeout(5):
+        while binance.faults:  # noqa: ASYNC110 - the local exchange offers no event for it
+            await asyncio.sleep(0.01)
+
+    # The other user's check is due now; the scheduler's poll runs it at once, not after the flood.
+    worker = Worker(rig.app, rig.bot)
+    async with asyncio.timeout(5):
+        await worker.poll()
+    async with rig.app.sessions() as session:
+        checked = await session.get(Connection, other)
+    assert checked.last_check_at == rig.clock.now() and checked.verdict == "ok"
+
+    binance.release_hung()
+    shown = await showing(rig, listing.message_id, "2 open orders")  # the first tap's Refresh
+    refresh = next(b.callback_data for b in shown.buttons if "Refresh" in b.text)
+    more = [rig.tg.user_sends_callback(USER, listing.message_id, (refresh, orders)[i % 2]) for i in range(10)]
+    later = [(await rig.tg.wait_for(lambda q=q: rig.tg.callback_answer(q))).text for q in more]
+    assert all(text.startswith("These orders were listed moments ago.") for text in later), later
+    assert listings_of(key.api_key) == 2  # the /orders before the flood, and one for 50 taps
+    assert len(rig.tg.bot_messages(USER)) == sent_before  # the list was redrawn; taps are toasts
+    assert not rig.tg.errors
+
+
+async def test_a_user_over_their_share_is_told_when_to_try_again(tmp_path, net, exchanges):
+    """A share so small that one listing outgrows it: nothing past the budget is sent, and the
+    user reads when to come back instead of a hang or "the exchange did not answer"."""
+    binance = exchanges["binance"]
+    async with running_bot(
+        f"sqlite+aiosqlite:///{tmp_path / 'share.db'}",
+        clock=FakeClock(T0 + timedelta(minutes=30)),
+        transport=net.transport,
+        exchange_weight_per_minute={"binance": 400},  # our share 200, a user's 40 a minute
+    ) as rig:
+        key = binance.add_key(balances={"USDT": 100})
+        binance.add_order(key.api_key, "SOL/USDT", "buy", "10", "2", created_at=T0)
+        await link_exchange(rig, "binance", key)
+        reply = await rig.say(USER, "/orders")
+        reply = await showing(rig, reply.message_id, "Try again in")
+        assert re.fullmatch(
+            r"⏳ You have asked for many listings just now\. Try again in \d+ seconds\.", reply.text
+        )
+        signed = [r.path for r in binance.requests if r.api_key == key.api_key]
+        assert signed == ["/api/v3/openOrders"]  # the balance call did not fit the share: not sent

@@ -7,12 +7,18 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select, update
 
 from bot.i18n import build_i18n
 from bot.notifications import render
+from sandbox.telegram import ChatMessage
+from services.core.vault import Credentials, mask, redact, remember
 from services.core.verdicts import Verdict
 from services.monitoring.events import Alert, Notice, Target
+from services.storage import audit
+from services.storage.models import Connection
 from tests.harness import BotRig, running_bot
+from tests.test_monitoring import monitor
 
 USER = 701
 EGRESS = ("203.0.113.7", "2001:db8::7")
@@ -88,7 +94,7 @@ async def test_status_marks_muted_connections_and_mute_lists_them_with_unmute(ri
     await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
     menu = await rig.say(USER, "/mute")
     assert "Muted now" not in menu.text
-    await rig.press(USER, menu, "Binance, 24 h")
+    await rig.press(USER, menu, "🔕 Binance ·")
     status = await rig.say(USER, "/status")
     assert "🔕 until" in status.text and "UTC" in status.text, status.text
     menu = await rig.say(USER, "/mute")
@@ -118,3 +124,217 @@ async def test_russian_user_sees_russian_number_format_and_plural_forms(rig, exc
     assert "0,05 BTC" in text
     menu = await rig.say(USER + 1, "/mute")
     assert any("7 дней" in b.text for b in menu.buttons), [b.text for b in menu.buttons]
+
+
+# ----------------------------------------------------------------------------- §1: one key, one connection
+
+
+async def test_the_same_key_twice_is_refused_and_names_the_connection_that_holds_it(rig, exchanges):
+    key = exchanges["binance"].add_key()
+    hint = f"{key.api_key[:4]}…{key.api_key[-4:]}"
+    first = await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
+    assert f"Binance · {hint}" in first.text and "linked" in first.text, first.text
+    again = await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
+    assert f"already linked as Binance · {hint}" in again.text, again.text
+    assert "Update API key" in again.text and "Nothing was saved" in again.text
+    assert [b.text for b in again.buttons] == ["🔑 Update API key"]
+    status = await rig.say(USER, "/status")
+    assert "Your connections</b>: 1" in status.html and f"1. Binance · {hint}" in status.text
+    # the button opens that connection's key steps
+    await rig.press(USER, again, "Update API key")
+    assert f"New key for Binance · {hint}" in (await rig.tg.wait_for_bot_message(USER)).text
+
+
+async def test_connections_without_label_are_told_apart_by_key_hint_everywhere(rig, exchanges):
+    keys = [exchanges["binance"].add_key() for _ in range(2)]
+    hints = [f"{k.api_key[:4]}…{k.api_key[-4:]}" for k in keys]
+    for k in keys:
+        await rig.say(USER, f"/link binance {k.api_key} {k.secret}")
+    status = await rig.say(USER, "/status")
+    assert f"1. Binance · {hints[0]}" in status.text and f"2. Binance · {hints[1]}" in status.text
+    picker = await rig.say(USER, "/orders")
+    assert [b.text for b in picker.buttons][:2] == [f"Binance · {h}" for h in hints], picker.buttons
+    menu = await rig.say(USER, "/mute")
+    assert any(f"Binance · {hints[1]}, 24 h" in b.text for b in menu.buttons), menu.buttons
+    for k in keys:  # the hint never shows more than 8 characters of the key
+        assert all(k.api_key[:5] not in b.text and k.api_key[-5:] not in b.text for b in menu.buttons)
+
+
+def test_a_key_hint_survives_redaction_and_shows_at_most_eight_characters():
+    key = "AbCd1234EfGh5678IjKl9012MnOp"
+    remember(Credentials(key, "s3cr3t-s3cr3t-s3cr3t-s3cr3t"))
+    hint = mask(key)
+    assert hint == "AbCd…MnOp" and sum(c != "…" for c in hint) == 8
+    assert redact(f"Binance · {hint}") == f"Binance · {hint}"
+    assert redact(f"key {key}") == "key [redacted]"
+    assert len(mask("shortkey123")) - 1 <= 8 and mask("12345678") == "…"
+
+
+async def test_a_new_key_for_a_failing_connection_replaces_it_keeping_mutes(rig, exchanges):
+    old = exchanges["binance"].add_key()
+    await rig.say(USER, f"/link binance {old.api_key} {old.secret}")
+    await rig.press(USER, await rig.say(USER, "/mute"), "🔕 Binance ·")  # the old connection's mute
+    exchanges["binance"].set_key_state(old.api_key, "revoked")
+    status = await rig.say(USER, "/status")
+    await rig.press(USER, status, "Refresh")
+    new = exchanges["binance"].add_key()
+    question = await rig.say(USER, f"/link binance {new.api_key} {new.secret}")
+    old_hint, new_hint = (f"{k.api_key[:4]}…{k.api_key[-4:]}" for k in (old, new))
+    assert f"Your Binance · {old_hint} is failing" in question.text, question.text
+    assert "Replace the failing one?" in question.text
+    await rig.press(USER, question, "Replace the failing one")
+    saved = await rig.tg.wait_for_bot_message(USER)
+    assert f"New key saved for Binance · {new_hint}" in saved.text, saved.text
+    status = await rig.say(USER, "/status")
+    assert "Your connections</b>: 1" in status.html and new_hint in status.text and "🔕 until" in status.text
+    assert old_hint not in status.text
+    async with rig.app.sessions() as session:  # the same row: what names it by id (incidents, the
+        [row] = (await session.scalars(select(Connection))).all()  # 3Commas mapping, history) stays
+    assert row.id == 1 and row.key_fingerprint == rig.app.vault.fingerprint(new.api_key)
+    # a second new key while nothing fails is linked without a question
+    other = exchanges["binance"].add_key()
+    assert "linked" in (await rig.say(USER, f"/link binance {other.api_key} {other.secret}")).text
+
+
+async def test_a_new_key_may_still_be_linked_beside_the_failing_one(rig, exchanges):
+    old = exchanges["binance"].add_key()
+    await rig.say(USER, f"/link binance {old.api_key} {old.secret}")
+    exchanges["binance"].set_key_state(old.api_key, "revoked")
+    await rig.press(USER, await rig.say(USER, "/status"), "Refresh")
+    new = exchanges["binance"].add_key()
+    question = await rig.say(USER, f"/link binance {new.api_key} {new.secret}")
+    await rig.press(USER, question, "Link as a new connection")
+    assert "linked" in (await rig.tg.wait_for_bot_message(USER)).text
+    assert "Your connections</b>: 2" in (await rig.say(USER, "/status")).html
+
+
+# ----------------------------------------------------------------------------- §5: /history in sentences
+
+
+async def test_history_tells_links_alerts_recoveries_and_actions_in_sentences_a_page_at_a_time(tmp_path):
+    async with monitor(tmp_path, "binance") as m:
+        rig, binance = m.rig, m.exchanges["binance"]
+        rig.tg.add_user(1)
+        key = binance.add_key()
+        assert "linked" in (await rig.say(1, f"/link binance {key.api_key} {key.secret}")).text
+        title = f"Binance · {key.api_key[:4]}…{key.api_key[-4:]}"
+        await m.tick(0)
+        binance.set_key_state(key.api_key, "revoked")
+        await m.until_failing_seen(1)
+        await m.run_for(120)
+        binance.set_key_state(key.api_key, "valid")
+        await m.run_for(120)
+        async with rig.app.sessions.begin() as session:  # what recreate and cancel record
+            audit.record(
+                session, 1, "deal_recreate", rig.clock.now(), connection_id=1,
+                source="deal:2300000001", outcome="created", ref="deal:2300000003", error=None,
+                reconciled=False,
+            )  # fmt: skip
+            audit.record(
+                session, 1, "order_cancel", rig.clock.now(), connection_id=1, row_id=3,
+                outcome="cancelled", order_id="77", symbol="BTC/USDT", attribution="orphan",
+                deal_ref="deal:2300000002", freed=["BTC", "0.01"], reconciled=None,
+            )  # fmt: skip
+            for _ in range(6):
+                audit.record(session, 1, "connection_removed", rig.clock.now(), connection_id=99,
+                             exchange="okx", key_hint="Zz12…9876")  # fmt: skip
+        rig.tg.user_sends(1, "/history")
+        first = await rig.tg.wait_for_bot_message(1, contains="Your history")
+        text = first.text
+        assert f"keysentry recreated the failed deal #2300000001 on {title} as deal #2300000003." in text
+        assert f"keysentry cancelled the BTC/USDT order on {title}. 0.01 BTC is free again." in text
+        assert "You removed OKX · Zz12…9876." in text
+        for internal in ("deal_recreate", "source=", "outcome=", "error=None", "freed=", "['B"):
+            assert internal not in text, text
+        assert [b.text for b in first.buttons] == ["Next ›"]
+        await rig.press(1, first, "Next")  # answered at once, then the message is edited
+
+        def turned(needle: str) -> ChatMessage | None:
+            message = rig.tg.message(1, first.message_id)
+            return message if needle in message.text else None
+
+        second = await rig.tg.wait_for(lambda: turned("works again"))
+        assert f"🟢 {title} works again" in second.text, second.text
+        assert f"🔴 {title} stopped working: API key revoked" in second.text
+        assert f"🔗 You linked {title}." in second.text
+        assert [b.text for b in second.buttons] == ["‹ Previous"]
+        await rig.press(1, second, "Previous")
+        assert await rig.tg.wait_for(lambda: turned("recreated the failed deal"))
+
+
+async def test_history_in_russian_is_russian(rig, exchanges):
+    rig.tg.add_user(USER + 2, language_code="ru")
+    key = exchanges["binance"].add_key()
+    await rig.say(USER + 2, f"/link binance {key.api_key} {key.secret}")
+    text = (await rig.say(USER + 2, "/history")).text
+    assert "Вы подключили" in text and "You linked" not in text, text
+
+
+# ----------------------------------------------------------------------------- §10: wording
+
+
+async def test_key_prompts_are_the_exchanges_own_and_permissions_read_trade_withdraw(rig, exchanges):
+    prompts = {}
+    for exchange in ("binance", "bybit"):
+        await rig.say(USER, f"/link {exchange}")
+        await rig.press(USER, rig.tg.last_bot_message(USER), "Skip")
+        prompts[exchange] = (await rig.tg.wait_for_bot_message(USER, contains="API key")).text
+        await rig.say(USER, "/cancel")
+    assert "Bybit" in prompts["bybit"] and "Fast Connect" not in prompts["bybit"], prompts["bybit"]
+    assert prompts["bybit"].split("\n\n")[1] != prompts["binance"].split("\n\n")[1]
+    key = exchanges["bybit"].add_key()
+    reply = await rig.say(USER, f"/link bybit {key.api_key} {key.secret}")
+    [line] = [x for x in reply.text.splitlines() if x.startswith("Permissions:")]
+    assert set(line.removeprefix("Permissions: ").split(", ")) <= {"read", "trade", "withdraw"}, line
+
+
+async def test_link3c_asks_for_the_key_in_plain_words(rig):
+    text = (await rig.say(USER, "/link3c")).text
+    assert "Send the API key you created in 3Commas" in text and "of your 3Commas key" not in text
+
+
+async def test_deal_alert_and_recreate_preview_speak_the_exchanges_pair_and_currency(tmp_path):
+    async with monitor(tmp_path, "binance", threecommas=True) as m:
+        tc = m.tc
+        _, api_key = await m.link_threecommas(1, tc)
+        account = tc.add_account(api_key, exchange="binance", name="Main")
+        deal = tc.add_deal(
+            api_key,
+            account,
+            pair="USDT_ETH",
+            current_price="3000",
+            bought_amount="0.5",
+            base_order_volume="10",
+        )
+        await m.tick(0)
+        tc.fail_deal(deal, error_message="Invalid API key")
+        await m.run_for(120, step=30)
+        [alert] = [x for x in m.messages(1) if "it failed" in x.text]
+        assert f"deal #{deal} ETH/USDT" in alert.text and "USDT_ETH" not in alert.text, alert.text
+        await m.rig.press(1, alert, "Recreate")
+        shown = await m.rig.tg.wait_for_bot_message(1, contains="exactly these parameters")
+        assert "/ver1/" not in shown.text and "start_new_deal" not in shown.text, shown.text
+        assert "start a new deal" in shown.text and "base order 10 USDT" in shown.text
+
+
+async def test_an_empty_orders_list_has_no_blank_run(rig, exchanges):
+    key = exchanges["binance"].add_key()
+    await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
+    listing = await rig.say(USER, "/orders")
+    listing = await rig.tg.wait_for(
+        lambda: (m := rig.tg.message(USER, listing.message_id)) and "no open orders" in m.text and m
+    )
+    assert "\n\n\n" not in listing.text and not listing.text.endswith("\n"), repr(listing.text)
+
+
+async def test_a_key_linked_before_fingerprints_existed_is_still_recognised(rig, exchanges):
+    key = exchanges["binance"].add_key()
+    await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
+    async with rig.app.sessions.begin() as session:  # as migration 0010 leaves an older row
+        await session.execute(update(Connection).values(key_fingerprint=None, key_hint=key.api_key[:4] + "…"))
+    again = await rig.say(USER, f"/link binance {key.api_key} {key.secret}")
+    assert "already linked as" in again.text, again.text
+    async with rig.app.sessions() as session:
+        [row] = (await session.scalars(select(Connection))).all()
+    assert row.key_fingerprint == rig.app.vault.fingerprint(key.api_key)
+    assert key.api_key not in row.key_fingerprint and row.key_hint == f"{key.api_key[:4]}…{key.api_key[-4:]}"

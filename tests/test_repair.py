@@ -223,3 +223,67 @@ async def test_link3c_accepts_a_self_generated_rsa_key(tmp_path) -> None:
         assert "1 exchange account" in linked.text
         assert [r.status for r in tc.requests] == [200, 200]  # validate and accounts, both RSA-signed
         assert all(x.deleted for x in tg.chat(1) if not x.from_bot and x.text.startswith("-----BEGIN"))
+
+
+async def test_the_checklist_follows_what_the_poller_sees_without_a_tap(tmp_path) -> None:
+    """The trader fixes the key in 3Commas' web app, recreates the failed deal from its own alert and
+    cancels the orphans on the exchange: the one checklist message edits itself each time."""
+    async with monitor(tmp_path, "binance", threecommas=True) as m:
+        tc, binance, tg = m.tc, m.exchanges["binance"], m.rig.tg
+        assert tc is not None
+        story = await reset_story(m, can_write_accounts=False)
+        [alert] = [x for x in m.messages(1) if "can no longer use the API key" in x.text]
+        await m.rig.press(1, alert, "Update key in 3Commas")
+        await tg.wait_for_bot_message(1, contains="New exchange key")
+        await m.rig.say(1, NEW_KEY)
+        tg.user_sends(1, NEW_SECRET)
+        steps = await tg.wait_for_bot_message(1, contains="ACCOUNTS_WRITE")
+        await m.rig.press(1, steps, "What is left to do")
+        checklist = await tg.wait_for_bot_message(1, contains="Recovery:")
+        assert "⏳ Key: 3Commas still cannot use it" in checklist.text
+
+        def shown() -> str:
+            return tg.message(1, checklist.message_id).text
+
+        tc.set_account(story["account"], api_key_invalid=False, api_keys_state="ok")
+        await m.run_for(2 * 60, step=30)
+        assert "✅ Key updated in 3Commas" in shown()
+        assert "1 deal(s) and 1 SmartTrade(s) failed" in shown()
+
+        [failed] = [
+            x for x in m.messages(1) if "it failed" in x.text and f"deal #{story['active']}" in x.text
+        ]
+        await m.rig.press(1, failed, "Recreate")
+        confirm = await tg.wait_for_bot_message(1, contains="exactly these parameters")
+        await m.rig.press(1, confirm, "Recreate")
+        await tg.wait_for(lambda: any(r.path.endswith("/start_new_deal") for r in tc.requests))
+        await m.run_for(2 * 60, step=30)
+        assert "0 deal(s) and 1 SmartTrade(s) failed" in shown()
+
+        assert "2 orphan order(s)" in shown()
+        for order in binance.open_orders(story["binance_key"]):
+            assert binance.cancel_order(story["binance_key"], order["id"])
+        # The exchange's orders are listed again at most every 15 minutes (a listing weighs ~100).
+        before = len(binance.requests)
+        await m.run_for(5 * 60, step=30)
+        assert not any(r.path == "/api/v3/openOrders" for r in binance.requests[before:])
+        await m.run_for(15 * 60, step=30)
+        assert "✅ No orphan orders lock funds" in shown()
+        assert sum("Recovery:" in x.text for x in m.messages(1)) == 1  # one message, edited in place
+        assert "fully recovered" not in " ".join(x.text for x in m.messages(1))  # the old key is not ticked
+
+        # The last steps by tap and from the SmartTrade's own alert: done is said once, by whoever
+        # sees it first, and the refresher does not say it again.
+        await m.rig.press(1, tg.message(1, checklist.message_id), "Old key deleted")
+        # The reset's failures came as one message; its second Recreate is the SmartTrade's.
+        assert f"SmartTrade #{story['trade']}" in failed.text
+        query = tg.user_presses(1, failed, failed.buttons[1].callback_data)
+        await tg.wait_for(lambda: tg.callback_answer(query))
+        confirm = await tg.wait_for_bot_message(1, contains="exactly these parameters")
+        await m.rig.press(1, confirm, "Recreate")
+        await tg.wait_for(
+            lambda: any(r.method == "POST" and r.path.endswith("/v2/smart_trades") for r in tc.requests)
+        )
+        await m.run_for(5 * 60, step=30)
+        assert "🎉 Everything is done." in shown()
+        assert sum("fully recovered" in x.text for x in m.messages(1)) == 1

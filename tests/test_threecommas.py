@@ -592,8 +592,8 @@ async def test_limiter_keeps_a_burst_under_100_per_minute(session, local_tc, key
     class CountingLimiter(KeyLimiter):
         acquired = 0
 
-        async def acquire(self, route: str = "default") -> None:
-            await super().acquire(route)
+        async def acquire(self, route: str = "default", *, interactive: bool = False) -> None:
+            await super().acquire(route, interactive=interactive)
             self.acquired += 1
 
     async def sleep_after_in_flight_calls_land(seconds: float) -> None:

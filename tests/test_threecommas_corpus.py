@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from services.threecommas.client import ThreeCommasClient
-from services.threecommas.entities import Deal
+from services.threecommas.entities import Deal, SmartTrade
 from services.threecommas.errors import KeyInvalid, RateLimited, ThreeCommasError
 from services.threecommas.limiter import KeyLimiter
 
@@ -61,12 +61,16 @@ async def call(client: ThreeCommasClient, request: dict[str, str]) -> Any:
     method, path = request["method"], request["path"]
     if path == "/v2/smart_trades":
         return await client.smart_trades(status="all", limit=10)
+    if method != "GET" and path.startswith("/v2/smart_trades/"):  # cancel, close_by_market
+        return SmartTrade.from_json(await client._request(method, path))
     if path.startswith("/v2/smart_trades/"):
         return await client.smart_trade(int(path.rsplit("/", 1)[1]))
     if path == "/ver1/accounts":
         return await client.accounts()
     if path.endswith("/market_orders"):
         return await client.market_orders_of_deal(Deal.from_json({"id": 1, "pair": "USDT_DOGE"}))
+    if path.startswith("/ver1/deals/"):  # show, cancel, panic_sell
+        return Deal.from_json(await client._request(method, path))
     if path == "/ver1/accounts/update":
         return await client.update_account_keys(1, "new-api-key", "new-secret")
     if path.endswith("/load_balances"):
@@ -116,6 +120,9 @@ def check_answer(answer: Any, expect: dict[str, Any]) -> None:
     if "statuses" in expect:
         assert sorted({o.status.capitalize() for o in answer}) == expect["statuses"]
         assert [o.status for o in answer if o.may_still_lock] == ["active"]  # Inactive was never placed
+    if "deal" in expect or "smart_trade_pending" in expect:
+        item = {"status": answer.status, "pending_action": answer.pending_action, "error": answer.error_text}
+        assert item == expect.get("deal", expect.get("smart_trade_pending"))
     if "key_broken" in expect:
         assert [a.key_broken for a in answer] == expect["key_broken"]
     if "account" in expect:

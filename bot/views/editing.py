@@ -15,8 +15,18 @@ async def edit_in_place(
     Pressing a button whose page already shows the same content is not an error.
     """
     message = query.message
-    if not isinstance(message, Message):
-        await bot.send_message(query.from_user.id, text, reply_markup=markup)
+    await edit_or_send(
+        bot, query.from_user.id, message if isinstance(message, Message) else None, text, markup
+    )
+
+
+async def edit_or_send(
+    bot: Bot, chat_id: int, message: Message | None, text: str, markup: InlineKeyboardMarkup | None = None
+) -> None:
+    """Edit ``message`` to show ``text``, or send it to ``chat_id`` when there is none to edit.
+    Showing what the message already shows is not an error."""
+    if message is None:
+        await bot.send_message(chat_id, text, reply_markup=markup)
         return
     try:
         await message.edit_text(text, reply_markup=markup)

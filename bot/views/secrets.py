@@ -7,19 +7,21 @@ wizard data only as one vault-sealed blob.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any
 
-from aiogram import BaseMiddleware
+from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.context import FSMContext
 from aiogram.types import Message, TelegramObject
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext
 
+from bot.views.html import Html, html
 from services.core.vault import Credentials, Vault, carries_secret
 from services.storage.sealed import SEALED_FIELD
 from services.threecommas.client import is_rsa_secret, load_rsa_key
@@ -87,6 +89,42 @@ class SecretGuardMiddleware(BaseMiddleware):
             return result
         finally:
             _forgotten.reset(token)
+
+
+async def expose_group_secret(message: Message, bot: Bot) -> None:
+    """A group message that may carry a credential: delete it if the bot may (an administrator),
+    and tell its sender the key is exposed and must be revoked on the exchange: privately, or in
+    the group when the bot cannot write to them (they never started it). Never quotes the message."""
+    try:
+        await message.delete()
+        deleted = True
+    except TelegramAPIError:  # not an administrator there: Telegram refuses
+        deleted = False
+    sender = message.from_user
+    if sender is None:
+        return
+    try:
+        said = _("You posted what looks like an API key or secret in the group «{group}».")
+        await bot.send_message(sender.id, _exposed(html(said, group=message.chat.title or "?"), deleted))
+        return
+    except TelegramAPIError:  # never wrote to the bot privately (403), or blocked it
+        pass
+    said = _("{name}, your message looked like it carried an API key or secret.")
+    with contextlib.suppress(TelegramAPIError):  # the bot may not write in the group either
+        await message.answer(_exposed(html(said, name=sender.full_name), deleted))
+
+
+def _exposed(said: Html, deleted: bool) -> Html:
+    removal = (
+        _("I deleted it, but others in the group may have seen it.")
+        if deleted
+        else _("I could not delete it (I am not an administrator there): delete it yourself now.")
+    )
+    revoke = _(
+        "Treat the key as exposed: delete it on the exchange (or 3Commas) now and create a new one. "
+        "Send keys only to me, in a private chat."
+    )
+    return html("⚠️ {said} {removal}\n\n{revoke}", said=said, removal=removal, revoke=revoke)
 
 
 class SecretPart(StrEnum):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from html import escape
 from typing import Any
 
 from aiogram.types import InlineKeyboardMarkup
@@ -16,6 +15,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
 from bot.texts import exchange_name as exchange_title
+from bot.views.html import Html, bold, html, italic, join, plain
 from services.orders.cancel import CancelOutcome, CancelResult
 from services.storage.models import FailedDeal
 from services.threecommas.checklist import ChecklistState
@@ -29,32 +29,33 @@ docs smart-trade/0_smart_trade_entity)."""
 
 
 def _num(value: object) -> str:
+    """A number as 3Commas wrote it (plain text: interpolate it with :func:`html`)."""
     if isinstance(value, Decimal):
-        return escape(format(value.normalize(), "f"))
-    return escape(str(value))
+        return format(value.normalize(), "f")
+    return str(value)
 
 
 def exchange_name(market_code: str | None) -> str:
     market = market_of(market_code)
     if market is None:
-        return escape(market_code or "?")
-    return escape(exchange_title(market.exchange))
+        return market_code or "?"
+    return exchange_title(market.exchange)
 
 
-def account_words(name: str, market_code: str | None) -> str:
+def account_words(name: str, market_code: str | None) -> Html:
     """«Main» (Binance): how every 3Commas message names an account."""
-    return _("3Commas account «{name}» ({exchange})").format(
-        name=escape(name or "?"), exchange=exchange_name(market_code)
+    return html(
+        _("3Commas account «{name}» ({exchange})"), name=name or "?", exchange=exchange_name(market_code)
     )
 
 
 # -- the alert ------------------------------------------------------------------------------------
 
 
-def account_key_alert(subject: dict[str, Any]) -> str:
+def account_key_alert(subject: dict[str, Any]) -> Html:
     """A 3Commas account whose exchange key 3Commas can no longer use: what it means, plainly."""
-    lines = [
-        "🔴 <b>" + account_words(str(subject.get("name") or ""), subject.get("market_code")) + "</b>",
+    lines: list[str] = [
+        "🔴 " + bold(account_words(str(subject.get("name") or ""), subject.get("market_code"))),
         _(
             "3Commas can no longer use the API key of this exchange account. Until it gets a new one, "
             "its bots and SmartTrades cannot open, close or cancel anything, their profit stops "
@@ -64,7 +65,7 @@ def account_key_alert(subject: dict[str, Any]) -> str:
     if subject.get("last_good_usd"):
         lines.append(_("Last good balance: {usd} USD.").format(usd=_num(subject["last_good_usd"])))
     lines.append(_("Fix it here: create a new key on the exchange and I pass it to 3Commas."))
-    return "\n".join(lines)
+    return join("\n", lines)
 
 
 def repair_button(tc_connection_id: int, account_id: int, version: str) -> tuple[str, TcRepairCb]:
@@ -88,7 +89,7 @@ def _key_state_words(state: str | None) -> tuple[str, str]:
     }.get(state or "", ("⚪", _("key state unknown")))
 
 
-def account_lines(check_state: dict[str, Any] | None) -> list[str]:
+def account_lines(check_state: dict[str, Any] | None) -> list[Html]:
     """/status: each 3Commas account under its 3Commas connection, with its key state and last good
     balance (from the last check's snapshot, services.threecommas.checks.Snapshot)."""
     state = check_state or {}
@@ -96,14 +97,15 @@ def account_lines(check_state: dict[str, Any] | None) -> list[str]:
     lines = []
     for account_id, facts in sorted((state.get("accounts") or {}).items()):
         mark, words = _key_state_words(facts.get("key_state"))
-        line = (
-            f"    {mark} "
-            + account_words(str(facts.get("name") or ""), facts.get("market_code"))
-            + f": {words}"
+        line = html(
+            "    {mark} {account}: {words}",
+            mark=mark,
+            account=account_words(str(facts.get("name") or ""), facts.get("market_code")),
+            words=words,
         )
         usd = (balances.get(account_id) or {}).get("usd")
         if usd is not None:
-            line += " · " + _("last good balance {usd} USD").format(usd=_num(usd))
+            line = join(" · ", [line, _("last good balance {usd} USD").format(usd=_num(usd))])
         lines.append(line)
     return lines
 
@@ -118,17 +120,19 @@ def broken_accounts(check_state: dict[str, Any] | None) -> list[int]:
 # -- the wizard -------------------------------------------------------------------------------------
 
 
-def wizard_intro(name: str, market_code: str | None) -> str:
+def wizard_intro(name: str, market_code: str | None) -> Html:
     exchange = exchange_name(market_code)
-    return "\n".join(
+    return join(
+        "\n",
         [
-            "🔧 <b>"
-            + _("New exchange key for {account}").format(account=account_words(name, market_code))
-            + "</b>",
-            _(
-                "1. On {exchange}, delete the old API key and create a new one with the same permissions "
-                "(reading and trading; never withdrawals)."
-            ).format(exchange=exchange),
+            "🔧 " + bold(html(_("New exchange key for {account}"), account=account_words(name, market_code))),
+            html(
+                _(
+                    "1. On {exchange}, delete the old API key and create a new one with the same "
+                    "permissions (reading and trading; never withdrawals)."
+                ),
+                exchange=exchange,
+            ),
             _(
                 "2. Restrict it to 3Commas' IP addresses, as 3Commas' guide lists them. keysentry "
                 "does not need to reach this key."
@@ -137,44 +141,48 @@ def wizard_intro(name: str, market_code: str | None) -> str:
                 "3. Or use Fast Connect in 3Commas instead, except for a sub-account or where futures "
                 "trading is not allowed in your country."
             ),
-            _(
-                "Then send me the new <b>API key</b>. I delete your message at once and give the key "
-                "only to 3Commas; /cancel stops."
+            html(
+                _(
+                    "Then send me the new <b>API key</b>. I delete your message at once and give the key "
+                    "only to 3Commas; /cancel stops."
+                )
             ),
-        ]
+        ],
     )
 
 
-def ask_secret() -> str:
-    return _("Now send the <b>secret</b> of that exchange key.")
+def ask_secret() -> Html:
+    return html(_("Now send the <b>secret</b> of that exchange key."))
 
 
-def ask_passphrase() -> str:
-    return _("Now send the key's <b>passphrase</b>.")
+def ask_passphrase() -> Html:
+    return html(_("Now send the key's <b>passphrase</b>."))
 
 
-def sending() -> str:
-    return "⏳ " + _("Giving the new key to 3Commas and asking it to reload balances…")
+def sending() -> Html:
+    return html("⏳ " + _("Giving the new key to 3Commas and asking it to reload balances…"))
 
 
-def manual_steps(name: str, market_code: str | None, account_id: int, reason: str | None) -> str:
+def manual_steps(name: str, market_code: str | None, account_id: int, reason: str | None) -> Html:
     url = ACCOUNT_PAGE.format(id=int(account_id))
-    lines = [
+    lines: list[str] = [
         _(
             "Your 3Commas API key may not change exchange accounts (it lacks ACCOUNTS_WRITE), so please "
             "do it in 3Commas:"
         )
     ]
     if reason:
-        lines.append(f"<i>{escape(reason)}</i>")
+        lines.append(italic(reason))
     lines += [
-        _('1. Open <a href="{url}">{account}</a> in 3Commas.').format(
-            url=url, account=account_words(name, market_code)
+        html(
+            _('1. Open <a href="{url}">{account}</a> in 3Commas.'),
+            url=url,
+            account=account_words(name, market_code),
         ),
         _("2. Press “Update API Key” and paste the new key and secret (and passphrase)."),
         _("3. Save, then press the button below: I check and confirm. I also keep watching it."),
     ]
-    return "\n".join(lines)
+    return join("\n", lines)
 
 
 def check_button(tc_connection_id: int, account_id: int, version: str) -> tuple[str, TcRepairCb]:
@@ -183,32 +191,44 @@ def check_button(tc_connection_id: int, account_id: int, version: str) -> tuple[
     )
 
 
-def repair_result(result: RepairResult, name: str, market_code: str | None) -> str:
+def repair_result(result: RepairResult, name: str, market_code: str | None) -> Html:
     account = account_words(name, market_code)
     match result.outcome:
         case RepairOutcome.FIXED:
-            return "✅ " + _("3Commas accepted the new key (…{hint}): {account} works again.").format(
-                hint=escape(result.key_hint.rpartition("…")[2]), account=account
+            return html(
+                "✅ " + _("3Commas accepted the new key (…{hint}): {account} works again."),
+                hint=result.key_hint.rpartition("…")[2],
+                account=account,
             )
         case RepairOutcome.STILL_BROKEN:
-            return "🟠 " + _(
-                "3Commas took the new key but still cannot use it for {account}. Check the key's "
-                "permissions and that its IP whitelist holds 3Commas' addresses, then try again."
-            ).format(account=account)
+            return html(
+                "🟠 "
+                + _(
+                    "3Commas took the new key but still cannot use it for {account}. Check the key's "
+                    "permissions and that its IP whitelist holds 3Commas' addresses, then try again."
+                ),
+                account=account,
+            )
         case RepairOutcome.GONE:
-            return _("3Commas no longer has {account}.").format(account=account)
+            return html(_("3Commas no longer has {account}."), account=account)
         case RepairOutcome.UNAVAILABLE:
-            return "🟠 " + _(
-                "3Commas did not answer ({error}). Nothing was changed; try again in a minute."
-            ).format(error=escape(result.error or "?"))
+            return html(
+                "🟠 " + _("3Commas did not answer ({error}). Nothing was changed; try again in a minute."),
+                error=result.error or "?",
+            )
         case _:
-            return "❌ " + _("3Commas refused the new key: {error}").format(error=escape(result.error or "?"))
+            return html("❌ " + _("3Commas refused the new key: {error}"), error=result.error or "?")
 
 
-def still_broken_after_manual(name: str, market_code: str | None) -> str:
-    return "⏳ " + _(
-        "3Commas still shows the key of {account} as unusable. I keep watching and tell you when it works."
-    ).format(account=account_words(name, market_code))
+def still_broken_after_manual(name: str, market_code: str | None) -> Html:
+    return html(
+        "⏳ "
+        + _(
+            "3Commas still shows the key of {account} as unusable. I keep watching and tell you "
+            "when it works."
+        ),
+        account=account_words(name, market_code),
+    )
 
 
 def keyboard_of(*buttons: tuple[str, Any]) -> InlineKeyboardMarkup:
@@ -222,84 +242,87 @@ def keyboard_of(*buttons: tuple[str, Any]) -> InlineKeyboardMarkup:
 # -- recreate plans ---------------------------------------------------------------------------------
 
 
-def plan_lines(row: FailedDeal) -> list[str]:
-    """Exactly the parameters the recreate request carries, one per line."""
+def plan_lines(row: FailedDeal) -> list[Html]:
+    """Exactly the parameters the recreate request carries, one per line, then its warnings."""
     params = row.params
+    warnings = [html("⚠️ {warning}", warning=w) for w in params.get("warnings") or ()]
     if row.kind != "smart_trade":
         body = params.get("body") or {}
         pair = body.get("pair")
+        bot = params.get("bot_name") or (f"#{params['bot_id']}" if params.get("bot_id") else "")
+        start = (
+            html(_("DCA bot {bot}: start a new deal"), bot=bot)
+            if bot
+            else plain(_("DCA bot: start a new deal"))
+        )
         return [
-            _("DCA bot: start a new deal ({path})").format(path=escape(str(params.get("path")))),
-            _("Pair: {pair}").format(pair=escape(tc_pair_to_symbol(pair) if pair else _("the bot's pair"))),
+            start,
+            html(_("Pair: {pair}"), pair=tc_pair_to_symbol(pair) if pair else _("the bot's pair")),
+            *warnings,
         ]
     trade = smart_trade_params(params["body"])
     price = (
         _("at market") if trade.order_type == "market" else _("limit {price}").format(price=_num(trade.price))
     )
     lines = [
-        _("SmartTrade on account {account}").format(account=trade.account_id),
-        _("Pair: {pair}").format(
-            pair=escape(tc_pair_to_symbol(trade.pair, futures=trade.leverage_value is not None))
-        ),
-        _("Side: {side}").format(side=escape(trade.side)),
-        _("Amount: {units} ({price})").format(units=_num(trade.units), price=price),
+        html(_("SmartTrade on account {account}"), account=trade.account_id),
+        html(_("Pair: {pair}"), pair=tc_pair_to_symbol(trade.pair, futures=trade.leverage_value is not None)),
+        html(_("Side: {side}"), side=trade.side),
+        html(_("Amount: {units} ({price})"), units=_num(trade.units), price=price),
     ]
     if trade.take_profit:
         steps = ", ".join(f"{_num(step.price)} × {_num(step.volume)}%" for step in trade.take_profit)
-        lines.append(_("Take profit: {steps}").format(steps=steps))
+        lines.append(html(_("Take profit: {steps}"), steps=steps))
     else:
-        lines.append(_("Take profit: none"))
+        lines.append(html(_("Take profit: none")))
     lines.append(
-        _("Stop loss: {price}").format(price=_num(trade.stop_loss.price))
+        html(_("Stop loss: {price}"), price=_num(trade.stop_loss.price))
         if trade.stop_loss
-        else _("Stop loss: none")
+        else html(_("Stop loss: none"))
     )
     if trade.skip_enter_step:
-        lines.append(_("Entry skipped: only take profit and stop loss are placed."))
-    return lines
+        lines.append(html(_("Entry skipped: only take profit and stop loss are placed.")))
+    return lines + warnings
 
 
 # -- the checklist ----------------------------------------------------------------------------------
 
 
 def _locked(locked: dict[str, Decimal]) -> str:
-    return (
-        ", ".join(f"{_num(amount)} {escape(currency)}" for currency, amount in sorted(locked.items())) or "?"
-    )
+    return ", ".join(f"{_num(amount)} {currency}" for currency, amount in sorted(locked.items())) or "?"
 
 
-def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
+def checklist(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
     """The self-editing message: one line per step of 3Commas' recovery guide, and its buttons."""
-    lines = [
-        "📋 <b>"
-        + _("Recovery: {account}").format(account=account_words(state.account_name, state.market_code))
-        + "</b>"
+    lines: list[str] = [
+        "📋 "
+        + bold(html(_("Recovery: {account}"), account=account_words(state.account_name, state.market_code)))
     ]
     buttons: list[tuple[str, Any]] = []
+
+    def step_to_do(line: str, button: str, action: ChecklistAction) -> None:
+        """A step still open: its line, and the button that does it (or checks it again)."""
+        lines.append(line)
+        buttons.append((button, ChecklistCb(action=action, id=state.checklist_id, v=state.version)))
+
     if state.key_ok:
         lines.append("✅ " + _("Key updated in 3Commas"))
     elif state.key_ok is None:
         lines.append("❔ " + _("Key: 3Commas did not answer just now"))
     else:
-        lines.append("⏳ " + _("Key: 3Commas still cannot use it"))
-        buttons.append(
-            (
-                "🔄 " + _("Check the key again"),
-                ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id, v=state.version),
-            )
+        step_to_do(
+            "⏳ " + _("Key: 3Commas still cannot use it"),
+            "🔄 " + _("Check the key again"),
+            ChecklistAction.REFRESH,
         )
     if state.pending:
-        lines.append(
+        step_to_do(
             "⏳ "
             + _("{deals} deal(s) and {trades} SmartTrade(s) failed since the incident").format(
                 deals=state.pending_deals, trades=state.pending_smart_trades
-            )
-        )
-        buttons.append(
-            (
-                "♻️ " + _("Recreate all ({n})…").format(n=len(state.pending)),
-                ChecklistCb(action=ChecklistAction.ASK_RECREATE, id=state.checklist_id, v=state.version),
-            )
+            ),
+            "♻️ " + _("Recreate all ({n})…").format(n=len(state.pending)),
+            ChecklistAction.ASK_RECREATE,
         )
     elif state.recreated:
         lines.append("✅ " + _("Failed deals and SmartTrades recreated ({n})").format(n=state.recreated))
@@ -310,29 +333,24 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
             "❔ " + _("Orders: I cannot see them; map this account to your exchange connection with /link3c")
         )
     elif state.orphans:
-        lines.append(
-            "⏳ "
-            + _("{n} orphan order(s) of finished deals lock {locked}").format(
-                n=state.orphans, locked=_locked(state.locked)
-            )
-        )
-        buttons.append(
-            (
-                "🧹 " + _("Cancel orphans ({n})…").format(n=state.orphans),
-                ChecklistCb(action=ChecklistAction.ASK_CANCEL, id=state.checklist_id, v=state.version),
-            )
+        step_to_do(
+            html(
+                "⏳ " + _("{n} orphan order(s) of finished deals lock {locked}"),
+                n=state.orphans,
+                locked=_locked(state.locked),
+            ),
+            "🧹 " + _("Cancel orphans ({n})…").format(n=state.orphans),
+            ChecklistAction.ASK_CANCEL,
         )
     else:
         lines.append("✅ " + _("No orphan orders lock funds"))
     if state.old_key_deleted:
         lines.append("✅ " + _("Old key deleted on the exchange"))
     else:
-        lines.append("☐ " + _("Delete the old key on the exchange (I cannot see that: tick it when done)"))
-        buttons.append(
-            (
-                "☑️ " + _("Old key deleted"),
-                ChecklistCb(action=ChecklistAction.OLD_KEY_DELETED, id=state.checklist_id, v=state.version),
-            )
+        step_to_do(
+            "☐ " + _("Delete the old key on the exchange (I cannot see that: tick it when done)"),
+            "☑️ " + _("Old key deleted"),
+            ChecklistAction.OLD_KEY_DELETED,
         )
     if state.complete:
         lines.append("\n🎉 " + _("Everything is done."))
@@ -345,26 +363,30 @@ def checklist(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
                 ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id, v=state.version),
             )
         )
-    return "\n".join(lines), keyboard_of(*buttons)
+    return join("\n", lines), keyboard_of(*buttons)
 
 
-def recreate_confirmation(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
-    lines = ["♻️ <b>" + _("Recreate through 3Commas, each exactly as below:") + "</b>"]
+def recreate_confirmation(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
+    lines = ["♻️ " + bold(_("Recreate through 3Commas, each exactly as below:"))]
     for number, row in enumerate(state.pending, start=1):
-        lines.append(f"\n<b>{number}.</b> " + "\n".join(plan_lines(row)))
-        lines += [f"⚠️ {escape(str(w))}" for w in row.params.get("warnings") or ()]
+        lines.append(html("\n<b>{number}.</b> {plan}", number=number, plan=join("\n", plan_lines(row))))
     button = (
         "✅ " + _("Recreate all {n}").format(n=len(state.pending)),
         ChecklistCb(action=ChecklistAction.RECREATE, id=state.checklist_id, v=state.deals_version),
     )
-    return "\n".join(lines), keyboard_of(button)
+    return join("\n", lines), keyboard_of(button)
 
 
-def cancel_confirmation(state: ChecklistState) -> tuple[str, InlineKeyboardMarkup]:
-    text = "🧹 " + _(
-        "Cancel {n} orphan order(s) locking {locked}? Each is checked again against the exchange and "
-        "3Commas right before it is cancelled; orders of live deals are never touched."
-    ).format(n=state.orphans or 0, locked=_locked(state.locked))
+def cancel_confirmation(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
+    text = html(
+        "🧹 "
+        + _(
+            "Cancel {n} orphan order(s) locking {locked}? Each is checked again against the exchange and "
+            "3Commas right before it is cancelled; orders of live deals are never touched."
+        ),
+        n=state.orphans or 0,
+        locked=_locked(state.locked),
+    )
     button = (
         "✅ " + _("Cancel {n} orphan(s)").format(n=state.orphans or 0),
         ChecklistCb(
@@ -377,13 +399,14 @@ def cancel_confirmation(state: ChecklistState) -> tuple[str, InlineKeyboardMarku
     return text, keyboard_of(button)
 
 
-def all_done(state: ChecklistState) -> str:
-    return "🎉 " + _("{account} is fully recovered.").format(
-        account=account_words(state.account_name, state.market_code)
+def all_done(state: ChecklistState) -> Html:
+    return html(
+        "🎉 " + _("{account} is fully recovered."),
+        account=account_words(state.account_name, state.market_code),
     )
 
 
-def recreated(results: Sequence[RecreateResult]) -> str:
+def recreated(results: Sequence[RecreateResult]) -> Html:
     """What Recreate all did: created now, created before (not sent again), refused and why."""
     created = sum(1 for r in results if r.outcome is RecreateOutcome.CREATED)
     already = sum(1 for r in results if r.outcome is RecreateOutcome.ALREADY)
@@ -392,15 +415,19 @@ def recreated(results: Sequence[RecreateResult]) -> str:
         for r in results
         if r.outcome not in {RecreateOutcome.CREATED, RecreateOutcome.ALREADY}
     ]
-    text = "✅ " + _("Recreated {n}; {m} had been recreated before and were not sent again.").format(
-        n=created, m=already
-    )
-    if refused:
-        text += "\n" + _("3Commas refused: {errors}").format(errors=escape("; ".join(refused)[:500]))
-    return text
+    lines = [
+        html(
+            "✅ " + _("Recreated {n}; {m} had been recreated before and were not sent again."),
+            n=created,
+            m=already,
+        )
+    ]
+    if refused:  # 3Commas' own words: escaped
+        lines.append(html(_("3Commas refused: {errors}"), errors="; ".join(refused)[:500]))
+    return join("\n", lines)
 
 
-def cancelled(results: Sequence[CancelResult]) -> str:
+def cancelled(results: Sequence[CancelResult]) -> Html:
     """What Cancel orphans did."""
     done = sum(1 for r in results if r.outcome is CancelOutcome.CANCELLED)
-    return "✅ " + _("Cancelled {n} of {m} orphan order(s).").format(n=done, m=len(results))
+    return html("✅ " + _("Cancelled {n} of {m} orphan order(s)."), n=done, m=len(results))

@@ -469,6 +469,10 @@ class LocalBybit(LocalExchange):
             "smpType": "None",
             "createdTime": created,
             "updatedTime": created,
+            # Contract orders only ("Spot does not have this field",
+            # https://bybit-exchange.github.io/docs/v5/order/open-order); ccxt's bybit.parse_order tells
+            # a linear order from a spot one of the same id ("BTCUSDT") by this key alone.
+            **({"tpslMode": ""} if order.market.is_contract else {}),
         }
 
     def list_orders(self, call: Call) -> Reply:

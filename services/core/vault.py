@@ -7,6 +7,9 @@ still open, new ones are sealed with the newest key, and :func:`rotate` re-seals
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -32,11 +35,22 @@ class Credentials:
     __str__ = __repr__
 
 
+HINT_MAX_REVEALED = 8
+"""A key hint shows at most this many characters of the key (first 4 and last 4)."""
+
+
 def mask(value: str) -> str:
-    """Short, non-secret hint of a key so a user can tell keys apart: ``Ab12…yz9``."""
-    if len(value) <= 8:
+    """Short, non-secret hint of a key so a user can tell keys apart: ``Ab12…yz90``.
+
+    First and last 4 characters of a key of 16 or more (API keys are 18 to 64 long), 2 and 2 of a
+    shorter one, nothing of 8 or fewer: never more than :data:`HINT_MAX_REVEALED` characters, and
+    never half the key. Each shown part is shorter than :data:`MIN_KNOWN_LENGTH`, so redaction by
+    value never masks a hint.
+    """
+    if len(value) <= HINT_MAX_REVEALED:
         return "…"
-    return f"{value[:4]}…{value[-3:]}"
+    shown = HINT_MAX_REVEALED // 2 if len(value) >= 2 * HINT_MAX_REVEALED else HINT_MAX_REVEALED // 4
+    return f"{value[:shown]}…{value[-shown:]}"
 
 
 def generate_key() -> str:
@@ -55,6 +69,11 @@ class Vault:
         if not keys:
             raise VaultError("no vault key configured")
         self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+        # Derived, never the Fernet key itself: a fingerprint leaks nothing about the vault key.
+        self._hash_keys = [
+            hashlib.sha256(b"keysentry key fingerprint\x00" + base64.urlsafe_b64decode(k)).digest()
+            for k in keys
+        ]
 
     def seal(self, credentials: Credentials) -> bytes:
         remember(credentials)
@@ -71,6 +90,16 @@ class Vault:
         credentials = Credentials(payload["k"], payload["s"], payload.get("p"))
         remember(credentials)
         return credentials
+
+    def fingerprint(self, api_key: str) -> str:
+        """A keyed hash of an API key under the newest vault key: tells whether a key is linked
+        already without storing it in the clear (a plain hash of a key could be looked up)."""
+        return self.fingerprints(api_key)[0]
+
+    def fingerprints(self, api_key: str) -> list[str]:
+        """:meth:`fingerprint` under every configured vault key, newest first: a fingerprint taken
+        before a rotation still matches until ``rotate-vault`` renews it."""
+        return [hmac.new(secret, api_key.encode(), hashlib.sha256).hexdigest() for secret in self._hash_keys]
 
     def reseal(self, token: bytes) -> bytes:
         """Re-encrypt under the newest key (MultiFernet.rotate)."""

@@ -34,6 +34,25 @@ Budgets (``limit`` weight per ``window_s``, per IP; each call costs the exchange
 The limiter is a sliding-window log rather than a token bucket: a bucket of capacity C refilled at
 C per window lets 2·C through in a window that starts with a full bucket, and the exchanges count
 windows, not buckets.
+
+**Fair shares.** Calls made for a user's tap (an ``/orders`` listing: Binance weight 80 + 20) are
+*interactive*; everything else — the scheduled checks above all — is *background*. One user
+tapping Orders 40 times once spent 2,981 of our 3,000 Binance weight and another user's check
+waited over 20 s behind them. So:
+
+* background and interactive calls queue separately (one lock each), so a scheduled check never
+  waits behind a sleeping interactive call;
+* interactive calls together never spend more than ``1 - reserved`` of our share in a window
+  (and all calls together never more than the share): the ``reserved`` part (default half) is
+  always there for background calls;
+* each user's interactive calls draw on a token bucket per pool (``per_user`` of our share per
+  window, refilled evenly), so one user cannot take the whole interactive part;
+* an interactive call never waits longer than ``interactive_wait_s``: it raises
+  :class:`OverShare` (nothing was sent) and the user is told when to try again.
+
+The fractions hold across processes too: a ``serve`` process's interactive weight reaches the
+workers as the exchange's used-weight header (:meth:`BudgetRegistry.observe_used_weight`), and it
+never exceeds ``1 - reserved`` of a share.
 """
 
 from __future__ import annotations
@@ -43,6 +62,17 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+
+
+class OverShare(Exception):
+    """An interactive call would have to wait longer than it may (its user's share of the pool, or
+    the interactive part of the window, is used up). Nothing was sent; ``retry_after_s`` says when
+    the share allows it again."""
+
+    def __init__(self, pool: str, retry_after_s: float) -> None:
+        super().__init__(f"{pool}: interactive share used up, retry in {retry_after_s:.0f} s")
+        self.pool = pool
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,46 +164,105 @@ GENERIC_PROBE_WEIGHT = 2.0
 
 
 @dataclass(slots=True)
-class _Window:
-    budget: Budget
-    cap: float
+class _Log:
+    """Weight spent in a sliding window of ``span`` seconds: (stamp, weight) entries and their sum."""
+
+    span: float
     entries: deque[tuple[float, float]] = field(default_factory=deque)
     used: float = 0.0
-    external: float = 0.0
-    external_until: float = 0.0
-    paused_until: float = 0.0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def prune(self, now: float) -> None:
-        horizon = now - self.budget.window_s
+        horizon = now - self.span
         entries = self.entries
         while entries and entries[0][0] <= horizon:
             self.used -= entries.popleft()[1]
         if not entries:
             self.used = 0.0  # no float drift accumulates across idle periods
 
-    def wait_for(self, now: float, weight: float) -> float:
-        """Seconds until ``weight`` fits; 0 when it fits now."""
-        if now < self.paused_until:
-            return self.paused_until - now
+    def wait_for(self, now: float, weight: float, room: float) -> float | None:
+        """Seconds until ``weight`` fits into ``room``; 0 when it fits now, None when what this log
+        holds cannot make enough room by itself."""
         self.prune(now)
-        external = self.external if now < self.external_until else 0.0
-        excess = self.used + external + weight - self.cap
+        excess = self.used + weight - room
         if excess <= 0:
             return 0.0
         freed = 0.0
         for stamp, spent in self.entries:
             freed += spent
             if freed >= excess:
-                return stamp + self.budget.window_s - now
-        # What we spent cannot make room by itself: the rest is other processes' weight.
-        return max(self.external_until - now, 0.0)
+                return stamp + self.span - now
+        return None
+
+    def spend(self, now: float, weight: float) -> None:
+        self.entries.append((now, weight))
+        self.used += weight
+
+
+@dataclass(slots=True)
+class _Window:
+    """Our share of one pool: everything we spent (``log``), what taps spent (``taps``), other
+    processes' weight as the exchange reported it, and a pause after a 429 or a ban."""
+
+    budget: Budget
+    cap: float
+    log: _Log
+    taps: _Log
+    external: float = 0.0
+    external_until: float = 0.0
+    paused_until: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Background calls queue here, FIFO."""
+    interactive_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Interactive calls queue here, so they never hold up a background call while they wait."""
+
+    def wait_for(self, now: float, weight: float, taps_cap: float | None = None) -> float:
+        """Seconds until ``weight`` fits under the cap (and, for a tap, what taps spent under
+        ``taps_cap``); 0 when it fits now."""
+        if now < self.paused_until:
+            return self.paused_until - now
+        external = self.external if now < self.external_until else 0.0
+        wait = self.log.wait_for(now, weight, self.cap - external)
+        if wait is None:  # what we spent cannot make room by itself: the rest is other processes'
+            wait = max(self.external_until - now, 0.0)
+        if taps_cap is not None:
+            wait = max(wait, self.taps.wait_for(now, weight, taps_cap) or 0.0)
+        return wait
+
+    def spend(self, now: float, weight: float, *, tap: bool = False) -> None:
+        self.log.spend(now, weight)
+        if tap:
+            self.taps.spend(now, weight)
+
+    def in_use(self, now: float) -> float:
+        self.log.prune(now)
+        return self.log.used + (self.external if now < self.external_until else 0.0)
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """One user's interactive share of one pool: ``capacity`` weight, refilled at ``rate`` per second."""
+
+    capacity: float
+    rate: float
+    tokens: float
+    stamp: float
+
+    def wait_for(self, now: float, weight: float) -> float:
+        """Seconds until the bucket holds ``weight``; 0 when it does now."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return max(weight - self.tokens, 0.0) / self.rate
+
+
+MAX_IDLE_BUCKETS = 10_000
+"""Past this many user buckets, full ones (indistinguishable from new ones) are dropped."""
 
 
 class BudgetRegistry:
     """Per-exchange limiter shared by every connection of this process.
 
     ``overrides`` maps exchange id → allowed weight **per minute** (the bench raises them);
+    ``reserved``, ``per_user`` and ``interactive_wait_s`` set the fair shares (module docstring);
     ``monotonic`` and ``sleep`` are injectable so tests drive time without waiting.
     """
 
@@ -182,22 +271,39 @@ class BudgetRegistry:
         overrides: dict[str, float] | None = None,
         share: float = 0.5,
         *,
+        reserved: float = 0.5,
+        per_user: float = 0.2,
+        interactive_wait_s: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
+        if not 0 <= reserved < 1 or not 0 < per_user <= 1:
+            raise ValueError("reserved must be in [0, 1) and per_user in (0, 1]")
         self.share = share
+        self.reserved = reserved
+        self.per_user = per_user
+        self.interactive_wait_s = interactive_wait_s
         self._overrides = dict(overrides or {})
         self._budgets = dict(DEFAULT_BUDGETS)
         self._monotonic = monotonic
         self._sleep = sleep
         self._windows: dict[str, _Window] = {}
+        self._buckets: dict[tuple[str, int], _Bucket] = {}
 
     def fresh(self) -> BudgetRegistry:
-        """A registry with the same budgets, overrides and share and nothing spent: another
+        """A registry with the same budgets, overrides and shares and nothing spent: another
         egress IP's (services/exchanges/egress.py)."""
-        twin = BudgetRegistry(self._overrides, self.share, monotonic=self._monotonic, sleep=self._sleep)
+        twin = BudgetRegistry(
+            self._overrides,
+            self.share,
+            reserved=self.reserved,
+            per_user=self.per_user,
+            interactive_wait_s=self.interactive_wait_s,
+            monotonic=self._monotonic,
+            sleep=self._sleep,
+        )
         twin._budgets = dict(self._budgets)
         return twin
 
@@ -225,26 +331,76 @@ class BudgetRegistry:
         window = self._windows.get(exchange_id)
         if window is None:
             budget = self.budget(exchange_id)
-            window = self._windows[exchange_id] = _Window(budget, budget.limit * self.share)
+            window = self._windows[exchange_id] = _Window(
+                budget, budget.limit * self.share, _Log(budget.window_s), _Log(budget.window_s)
+            )
         return window
 
-    async def acquire(self, exchange_id: str, weight: float) -> None:
+    async def acquire(self, exchange_id: str, weight: float, *, user: int | None = None) -> None:
         """Wait until ``weight`` fits into our share of the exchange's window, then spend it.
 
+        ``user`` marks an interactive call made for that user's tap (:meth:`_acquire_interactive`);
+        without it the call is background (a scheduled check) and may use the whole share.
         Callers queue FIFO on a per-exchange lock, so a heavy call is not starved by light ones.
         A call heavier than our whole share is clamped to it: it waits for an empty window.
         """
         window = self._window(exchange_id)
+        if user is not None:
+            await self._acquire_interactive(exchange_id, window, float(weight), user)
+            return
         weight = min(float(weight), window.cap)
         async with window.lock:
             while True:
                 now = self._monotonic()
                 delay = window.wait_for(now, weight)
                 if delay <= 0:
-                    window.entries.append((now, weight))
-                    window.used += weight
+                    window.spend(now, weight)
                     return
                 await self._sleep(delay)
+
+    async def _acquire_interactive(self, pool: str, window: _Window, weight: float, user: int) -> None:
+        """Spend from ``user``'s bucket, then from the interactive part of the window; raise
+        :class:`OverShare` instead of waiting past ``interactive_wait_s``."""
+        cap = window.cap * (1 - self.reserved)
+        bucket = self._bucket(pool, user, window)
+        weight = min(weight, cap, bucket.capacity)
+        deadline = self._monotonic() + self.interactive_wait_s
+        while (delay := bucket.wait_for(self._monotonic(), weight)) > 0:
+            self._give_up_past(deadline, delay, pool)
+            await self._sleep(delay)
+        bucket.tokens -= weight
+        try:
+            async with window.interactive_lock:
+                while True:
+                    now = self._monotonic()
+                    delay = window.wait_for(now, weight, cap)
+                    if delay <= 0:
+                        window.spend(now, weight, tap=True)
+                        return
+                    self._give_up_past(deadline, delay, pool)
+                    await self._sleep(delay)
+        except OverShare:
+            bucket.tokens += weight  # nothing was spent
+            raise
+
+    def _give_up_past(self, deadline: float, delay: float, pool: str) -> None:
+        now = self._monotonic()
+        if now + delay > deadline:
+            raise OverShare(pool, delay)
+
+    def _bucket(self, pool: str, user: int, window: _Window) -> _Bucket:
+        bucket = self._buckets.get((pool, user))
+        if bucket is None:
+            now = self._monotonic()
+            if len(self._buckets) >= MAX_IDLE_BUCKETS:
+                for key, old in list(self._buckets.items()):
+                    if old.wait_for(now, old.capacity) <= 0:
+                        del self._buckets[key]
+            capacity = window.cap * self.per_user
+            bucket = self._buckets[pool, user] = _Bucket(
+                capacity, capacity / window.budget.window_s, capacity, now
+            )
+        return bucket
 
     def observe_used_weight(self, exchange_id: str, used: float) -> None:
         """The exchange reported ``used`` weight for this IP; count what we did not spend ourselves.
@@ -254,8 +410,8 @@ class BudgetRegistry:
         """
         window = self._window(exchange_id)
         now = self._monotonic()
-        window.prune(now)
-        surplus = used - window.used
+        window.log.prune(now)
+        surplus = used - window.log.used
         if surplus > 0:
             window.external = surplus
             window.external_until = now + window.budget.window_s
@@ -275,10 +431,7 @@ class BudgetRegistry:
 
     def in_use(self, exchange_id: str) -> float:
         """Weight counted in the current window: ours plus what the exchange says others spent."""
-        window = self._window(exchange_id)
-        now = self._monotonic()
-        window.prune(now)
-        return window.used + (window.external if now < window.external_until else 0.0)
+        return self._window(exchange_id).in_use(self._monotonic())
 
     def paused_for(self, exchange_id: str) -> float:
         """Seconds the exchange stays paused (0 when calls may go)."""

@@ -189,16 +189,29 @@ def _is_implicit(cls: type[Any], method: str) -> bool:
 
 
 class ExchangeClient:
-    """One connection's ccxt instance behind its route's budget, deadline and header bookkeeping."""
+    """One connection's ccxt instance behind its route's budget, deadline and header bookkeeping.
 
-    __slots__ = ("_budgets", "_ex", "_hub", "egress", "exchange_id")
+    ``interactive_for`` is the user whose tap the calls serve: they then draw on that user's fair
+    share and may raise :class:`~services.exchanges.budget.OverShare` before sending anything.
+    None for background work (scheduled checks).
+    """
 
-    def __init__(self, hub: ExchangeHub, exchange_id: str, instance: Any, egress: Egress) -> None:
+    __slots__ = ("_budgets", "_ex", "_hub", "egress", "exchange_id", "interactive_for")
+
+    def __init__(
+        self,
+        hub: ExchangeHub,
+        exchange_id: str,
+        instance: Any,
+        egress: Egress,
+        interactive_for: int | None = None,
+    ) -> None:
         self._hub = hub
         self.exchange_id = exchange_id
         self._ex = instance
         self.egress = egress
         self._budgets = hub.budgets_for(egress)
+        self.interactive_for = interactive_for
 
     @property
     def instance(self) -> Any:
@@ -216,10 +229,12 @@ class ExchangeClient:
             await hub.markets(self.exchange_id)
             ex.set_markets_from_exchange(hub._template(self.exchange_id))
         pool, per_user = pool_of(TABLE_OF.get(self.exchange_id, self.exchange_id), method, str(ex.apiKey))
+        user = self.interactive_for
         if per_user is not None:
             self._budgets.register(pool, per_user)
             weight = 1  # per-user limits count requests
-        await self._budgets.acquire(pool or self.exchange_id, weight)
+            user = None  # a per-key pool is this user's alone: no one else to be fair to
+        await self._budgets.acquire(pool or self.exchange_id, weight, user=user)
         options = ex.options
         if _AUTH_TRAP in options:
             # ccxt would turn a later -2015 into DDoSProtection on this instance (binance.py ~12641).
@@ -279,10 +294,16 @@ class ExchangeHub:
         return registry
 
     async def client(
-        self, exchange_id: str, credentials: Credentials, *, egress: Egress | None = None
+        self,
+        exchange_id: str,
+        credentials: Credentials,
+        *,
+        egress: Egress | None = None,
+        interactive_for: int | None = None,
     ) -> ExchangeClient:
         """A per-connection client: a shallow copy of the exchange's template for ``egress`` (the
-        first route when None: single-route deployments) with these keys."""
+        first route when None: single-route deployments) with these keys; ``interactive_for``
+        names the user whose tap it serves (:class:`ExchangeClient`)."""
         route = egress or self.routes[0]
         instance = copy.copy(self._template(exchange_id, route))
         instance.options = dict(instance.options)
@@ -291,7 +312,7 @@ class ExchangeHub:
         instance.password = credentials.passphrase or ""
         instance.last_response_headers = None
         instance.last_request_headers = instance.last_request_body = instance.last_request_url = None
-        return ExchangeClient(self, exchange_id, instance, route)
+        return ExchangeClient(self, exchange_id, instance, route, interactive_for)
 
     async def markets(self, exchange_id: str) -> dict[str, Any]:
         """The exchange's markets, loaded once from public endpoints and shared by every client."""

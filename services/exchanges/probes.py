@@ -21,6 +21,7 @@ classified :class:`ProbeResult`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,8 @@ _PERMISSION_DOCS = {
 }
 _LIFETIME_POLICIES = {"binance": BINANCE_TRADING_POLICY, "bybit": BYBIT_EXPIRY_POLICY, "okx": OKX_IDLE_POLICY}
 EXPIRY_WARNING = timedelta(days=7)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,19 @@ class _Recipe:
     balance_call: Callable[[Any], tuple[str, dict[str, str]]]
     balance_weight: float
     balances: Callable[[Any], dict[str, dict[str, float]]]
+
+
+async def wallet_balances(client: ExchangeClient) -> dict[str, dict[str, float]] | None:
+    """The balance call alone, on a client of another wallet of a checked key (a Binance key's
+    USDⓈ-M futures wallet on ``binanceusdm``: ``GET /fapi/v3/account``, weight 5). None when it
+    failed: the key was judged by its own probe, this only adds what the other wallet holds."""
+    recipe = _RECIPES[client.exchange_id]
+    method, params = recipe.balance_call({})
+    try:
+        return recipe.balances(await client.call(method, params, weight=recipe.balance_weight))
+    except Exception as exc:
+        log.info("%s wallet balance unavailable: %s", client.exchange_id, type(exc).__name__)
+        return None
 
 
 def probe_weight(exchange_id: str, *, with_key_info: bool = False, with_balances: bool = False) -> float:

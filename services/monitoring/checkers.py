@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.clock import Clock
-from services.core.vault import Credentials, Vault, VaultError
-from services.core.verdicts import Verdict
+from services.core.vault import Credentials, Vault
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
-from services.exchanges.probes import KeyInfo, ProbeResult, probe
+from services.exchanges.open_orders import FUTURES_VENUES
+from services.exchanges.probes import KeyInfo, ProbeResult, probe, wallet_balances
 from services.monitoring.incidents import Observation
 from services.monitoring.polling import CheckResult, Claimed
 from services.threecommas.checks import (
@@ -24,7 +24,7 @@ from services.threecommas.checks import (
     run_checks,
 )
 from services.threecommas.client import ThreeCommasAccess
-from services.threecommas.errors import ThreeCommasError
+from services.threecommas.errors import Banned, ThreeCommasError
 from services.threecommas.recreate import store_failed_deal
 
 
@@ -36,8 +36,32 @@ async def verify_key(
     return await probe(client, clock=clock, with_key_info=True, with_balances=True)
 
 
+class _SealedKeyChecker:
+    """Opens the stored credentials before a check. A ``VaultError`` propagates: credentials the
+    vault cannot open are the operator's error (a lost or rotated ``VAULT_KEY``), which the poller
+    reports to the operator without a verdict, an incident or a user alert."""
+
+    vault: Vault
+
+    async def __call__(self, claimed: Claimed) -> CheckResult:
+        return await self.check(claimed, self.vault.open(claimed.credentials))
+
+    async def check(self, claimed: Claimed, credentials: Credentials) -> CheckResult:
+        raise NotImplementedError
+
+
+def _balances_due(checked_at: datetime | None, now: datetime, every: timedelta) -> bool:
+    """Balances cost more weight (3Commas even asks the exchange for them): load them every ``every``."""
+    return checked_at is None or now - checked_at >= every
+
+
+FUTURES_BALANCES = "futures_balances"
+"""``check_state`` entry of an exchange connection: its key's futures wallet (``balances`` shape),
+loaded with the spot balances when the key may trade futures on a separate API."""
+
+
 @dataclass
-class ExchangeChecker:
+class ExchangeChecker(_SealedKeyChecker):
     """Probes an exchange key; balances load only every ``balances_every`` (they cost more weight)."""
 
     hub: ExchangeHub
@@ -45,13 +69,8 @@ class ExchangeChecker:
     clock: Clock
     balances_every: timedelta = timedelta(minutes=30)
 
-    async def __call__(self, claimed: Claimed) -> CheckResult:
-        try:
-            credentials = self.vault.open(claimed.credentials)
-        except VaultError as error:
-            return CheckResult(Verdict.UNKNOWN, str(error))
-        now = self.clock.now()
-        with_balances = claimed.balances_at is None or now - claimed.balances_at >= self.balances_every
+    async def check(self, claimed: Claimed, credentials: Credentials) -> CheckResult:
+        with_balances = _balances_due(claimed.balances_at, self.clock.now(), self.balances_every)
         egress = self.hub.egress_for(claimed.user_id, whitelist_of(claimed.key_info))
         client = await self.hub.client(claimed.exchange, credentials, egress=egress)
         # What we knew about the key lets the probe tell "expired by policy" from "revoked".
@@ -59,7 +78,17 @@ class ExchangeChecker:
         result = await probe(
             client, clock=self.clock, with_key_info=True, with_balances=with_balances, known=known
         )
-        return CheckResult.from_probe(result)
+        checked = CheckResult.from_probe(result, egress.name)
+        venue = FUTURES_VENUES.get(claimed.exchange)
+        allowed = result.key_info.permissions if result.key_info is not None else ()
+        if venue is None or result.balances is None or "futures" not in allowed:
+            return checked
+        # The key may trade futures (Binance ``enableFutures``): /status shows that wallet too,
+        # refreshed with the spot balances. Its separate API costs its own weight.
+        futures = await wallet_balances(await self.hub.client(venue, credentials, egress=egress))
+        if futures is None:
+            return checked
+        return replace(checked, check_state={**claimed.check_state, FUTURES_BALANCES: futures})
 
 
 # Public ticker weight on the heaviest supported exchange (Binance GET /api/v3/ticker/price, one symbol).
@@ -68,7 +97,7 @@ MAX_TICKERS_PER_POLL = 20
 
 
 @dataclass
-class ThreeCommasChecker:
+class ThreeCommasChecker(_SealedKeyChecker):
     """Checks a 3Commas key and what it shows: accounts, deals, SmartTrades, frozen UPNL, failures.
 
     Live prices for the stale-UPNL check come from public tickers through the shared exchange
@@ -82,15 +111,10 @@ class ThreeCommasChecker:
     thresholds: Thresholds = field(default_factory=Thresholds)
     balances_every: timedelta = timedelta(minutes=30)
 
-    async def __call__(self, claimed: Claimed) -> CheckResult:
-        try:
-            credentials = self.vault.open(claimed.credentials)
-        except VaultError as error:
-            return CheckResult(Verdict.UNKNOWN, str(error))
+    async def check(self, claimed: Claimed, credentials: Credentials) -> CheckResult:
         previous = Snapshot.from_dict(claimed.check_state) if claimed.check_state else None
         checked = previous.balances_checked_at if previous else None
-        # load_balances makes 3Commas call the exchange: ask only every ``balances_every``.
-        reload = checked is None or self.clock.now() - checked >= self.balances_every
+        reload = _balances_due(checked, self.clock.now(), self.balances_every)
         state, key_error = None, None
         async with self.access.open(credentials) as client:
             try:
@@ -112,6 +136,8 @@ class ThreeCommasChecker:
             detail=key.detail,
             symptoms=tuple(o for o in outcome.observations if o.check_kind != "tc_key"),
             check_state=outcome.snapshot.to_dict(),
+            # 3Commas is called from this host's own IP (ThreeCommasAccess.ip): the direct route.
+            blocks_our_ip=isinstance(key_error, Banned),
         )
 
     async def _prices(self, state: TcState) -> dict[str, float]:

@@ -118,6 +118,7 @@ class Target:
     connection_id: int
     exchange: str
     label: str
+    key_hint: str = ""  # names the connection when it has no label (rows before it was added: "")
     version: str = ""
 
 
@@ -160,6 +161,7 @@ def to_payload(notice: Notice) -> dict[str, Any]:
         "connection_id": target.connection_id,
         "exchange": target.exchange,
         "label": target.label,
+        "key_hint": target.key_hint,
         "version": target.version,
         **_event_payload(notice.event),
     }
@@ -177,6 +179,7 @@ def from_payload(payload: Mapping[str, Any]) -> Notice:
         int(payload.get("connection_id") or 0),
         payload.get("exchange", ""),
         payload.get("label", ""),
+        payload.get("key_hint", ""),
         str(payload.get("version", "")),
     )
     check = None

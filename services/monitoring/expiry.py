@@ -28,6 +28,7 @@ async def enqueue_expiry_reminders(sessions: async_sessionmaker[AsyncSession], n
                     Connection.user_id,
                     Connection.exchange,
                     Connection.label,
+                    Connection.key_hint,
                     Connection.credentials,
                     Connection.key_info,
                 )
@@ -37,10 +38,10 @@ async def enqueue_expiry_reminders(sessions: async_sessionmaker[AsyncSession], n
         ).all()
     queued = 0
     for row in rows:
-        connection_id, user_id, exchange, label, _sealed, info = row
+        connection_id, user_id, exchange, label, hint, _sealed, info = row
         if not info:
             continue
-        target = Target(connection_id, exchange, label, connection_token(row))
+        target = Target(connection_id, exchange, label, hint, connection_token(row))
         for warning in key_warnings(exchange, KeyInfo.from_json(info), now):
             if warning.code not in DATED_WARNINGS or warning.due is None or warning.due <= now:
                 continue

@@ -25,7 +25,9 @@ from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
+from services.core.vault import VaultError
 from services.core.verdicts import Verdict, clip_detail
+from services.exchanges.egress import DIRECT
 from services.exchanges.probes import ProbeResult
 from services.monitoring import outbox
 from services.monitoring.events import Check, DealFailed, Notice, Target, to_payload
@@ -41,7 +43,7 @@ from services.monitoring.incidents import (
     confirm_after,
     key_check,
 )
-from services.monitoring.pipeline import STAGES, Situation, decide
+from services.monitoring.pipeline import STAGES, Situation, Stage, decide
 from services.storage.button_tokens import connection_token, failed_deal_token
 from services.storage.models import Connection, FailedDeal, Incident, User
 
@@ -60,11 +62,14 @@ class Claimed:
     kind: str
     exchange: str
     label: str
+    key_hint: str
     credentials: bytes
     interval: timedelta
     balances_at: datetime | None
     key_info: dict[str, Any]
     check_state: dict[str, Any]
+    # When the key last passed: the guard's evidence that a key failing now was fine minutes ago.
+    last_ok_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -79,15 +84,23 @@ class CheckResult:
     weight: float = 1
     symptoms: tuple[Observation, ...] = ()
     check_state: dict[str, Any] | None = None
+    vault_failed: bool = False
+    """The stored credentials could not be opened (VAULT_KEY changed without rotating): the
+    operator's error, not the key's. Nothing about the key was learnt, so nothing is decided."""
+    # The egress route the check left from (services/exchanges/egress.py): the guard's waves are per route.
+    egress: str = DIRECT
+    # The answer itself says the service blocks our IP (a 3Commas 418), whatever the key.
+    blocks_our_ip: bool = False
 
     @classmethod
-    def from_probe(cls, result: ProbeResult) -> CheckResult:
+    def from_probe(cls, result: ProbeResult, egress: str = DIRECT) -> CheckResult:
         return cls(
             verdict=result.verdict,
             detail=result.detail,
             key_info=result.key_info.to_json() if result.key_info is not None else None,
             balances=result.balances,
             weight=result.weight,
+            egress=egress,
         )
 
 
@@ -149,6 +162,8 @@ class Poller:
     guard: BlockGuard | None = None
     # Told once per wave the guard starts (the worker tells the operator and backs off).
     on_wave: Callable[[Wave], Awaitable[None]] | None = None
+    # Told of a batch's connections whose stored credentials would not open (the operator's error).
+    on_vault_failure: Callable[[Sequence[Claimed]], Awaitable[None]] | None = None
     random: random.Random = field(default_factory=random.Random)
     # ALLOWED_USER_IDS: connections of anyone else are not polled (empty: everyone is allowed).
     allowed_users: frozenset[int] = frozenset()
@@ -201,10 +216,12 @@ class Poller:
                         Connection.kind,
                         Connection.exchange,
                         Connection.label,
+                        Connection.key_hint,
                         Connection.credentials,
                         Connection.balances_at,
                         Connection.key_info,
                         Connection.check_state,
+                        Connection.last_ok_at,
                         User.poll_interval_seconds,
                     )
                     .join(User, User.id == Connection.user_id)
@@ -219,11 +236,13 @@ class Poller:
                 kind=c.kind,
                 exchange=c.exchange,
                 label=c.label,
+                key_hint=c.key_hint,
                 credentials=c.credentials,
                 interval=timedelta(seconds=c.poll_interval_seconds) if c.poll_interval_seconds else default,
                 balances_at=c.balances_at,
                 key_info=dict(c.key_info or {}),
                 check_state=dict(c.check_state or {}),
+                last_ok_at=c.last_ok_at,
             )
             for c in rows
         ]
@@ -236,6 +255,8 @@ class Poller:
             started = time.perf_counter()
             try:
                 result = await checker(claimed)
+            except VaultError as error:  # every kind opens its credentials the same way: one place
+                result = CheckResult(Verdict.UNKNOWN, str(error), vault_failed=True)
             except Exception as error:  # a checker bug must not stall the whole batch
                 log.exception("checker failed for connection %s", claimed.id)
                 result = CheckResult(Verdict.UNKNOWN, type(error).__name__)
@@ -283,16 +304,19 @@ class Poller:
         bookkeeping cost more CPU than the checks (bench/mass_revocation.py, CPU per check).
         """
         now = self.clock.now()
+        unopened = [c for c, r in outcomes if r.vault_failed]
+        if unopened and self.on_vault_failure is not None:
+            await self.on_vault_failure(unopened)
         claimed = {c.id: (c, r) for c, r in outcomes}
         if self.guard is not None:
-            self.guard.observe_batch(
-                (KeyOutcome(service_of(c.kind, c.exchange), c.id, r.verdict) for c, r in outcomes), now
+            await self.guard.observe_batch(
+                (_key_outcome(c, r) for c, r in outcomes if not r.vault_failed), now
             )
             # A wave is announced (and the operator's canary probed) before this batch is decided:
             # a canary that works releases it at once, so a real mass revocation is alerted on
             # the leading edge instead of being held and spaced out by the back-off first.
             if self.on_wave is not None:
-                for wave in self.guard.waves_started():
+                for wave in await self.guard.claim_new_waves(now):
                     await self.on_wave(wave)
         async with self.sessions.begin() as session:
             rows = (
@@ -327,16 +351,27 @@ class Poller:
             # A connection missing from ``held`` lost its lease to another worker, or was removed.
             for connection_id, row in held.items():
                 check, result = claimed[connection_id]
+                if result.vault_failed:  # no verdict, no incident, no notice: only the next check
+                    next_poll = self._next_poll(check, IncidentState(), now, result.egress)
+                    writes.connection(check.id, {"next_poll_at": next_poll})
+                    continue
                 muted = any(
                     until is not None and until > now for until in (row.muted_until, row.user_muted_until)
                 )
                 key = key_check(result.verdict is Verdict.OK, result.verdict, result.detail)
-                key_state = self._decide(check, incidents, key, Situation(muted), now, writes)
+                stages = self._stages(check, result)
+                key_state = self._decide(check, incidents, key, Situation(muted), now, writes, stages)
                 writes.connection(check.id, self._connection_columns(check, row, result, key_state, now))
                 for observation in result.symptoms:
                     situation = Situation(muted, key_state.status)
-                    self._decide(check, incidents, observation, situation, now, writes)
+                    self._decide(check, incidents, observation, situation, now, writes, stages)
             await self._flush(session, writes, now)
+
+    def _stages(self, check: Claimed, result: CheckResult) -> Sequence[tuple[str, Stage]]:
+        """The pipeline for one connection: with the guard stage for its service and route."""
+        if self.guard is None:
+            return STAGES
+        return with_guard(STAGES, self.guard, service_of(check.kind, check.exchange), result.egress)
 
     def _decide(
         self,
@@ -346,17 +381,15 @@ class Poller:
         situation: Situation,
         now: datetime,
         writes: _Writes,
+        stages: Sequence[tuple[str, Stage]],
     ) -> IncidentState:
         """Runs one observation through the pipeline; notes its incident's change and its notices."""
         known = None if observation.is_event else incidents.get((check.id, observation.check_kind))
         before = IncidentState() if known is None else known[1]
-        stages = STAGES
-        if self.guard is not None:
-            stages = with_guard(STAGES, self.guard, service_of(check.kind, check.exchange))
         state, events = decide(before, observation, self.policy, now, situation, stages=stages)
         if not observation.is_event and state != before:
             writes.incident(check.id, observation.check_kind, None if known is None else known[0], state)
-        target = Target(check.id, check.exchange, check.label, connection_token(check))
+        target = Target(check.id, check.exchange, check.label, check.key_hint, connection_token(check))
         ref = None
         if observation.check_kind != KEY_CHECK:
             ref = Check(observation.check_kind, observation.verdict_or_reason, observation.subject)
@@ -379,7 +412,7 @@ class Poller:
                 del columns[name]
         if key.status.value != row.state:
             columns["state"] = key.status.value
-        columns["next_poll_at"] = self._next_poll(check, key, now)
+        columns["next_poll_at"] = self._next_poll(check, key, now, result.egress)
         return columns
 
     async def _flush(self, session: AsyncSession, writes: _Writes, now: datetime) -> None:
@@ -438,14 +471,15 @@ class Poller:
         plan_id = None if store is None else await store(session, check.user_id, check.id, observation, now)
         return None if plan_id is None else await session.get(FailedDeal, plan_id)
 
-    def _next_poll(self, claimed: Claimed, state: IncidentState, now: datetime) -> datetime:
+    def _next_poll(self, claimed: Claimed, state: IncidentState, now: datetime, egress: str) -> datetime:
         interval = claimed.interval
         if self.stretch is not None:
             interval = self.stretch(claimed.exchange, interval, self.population.get(claimed.exchange, 1))
         pending = state.status is IncidentStatus.PENDING
         if pending:
             interval = min(interval, confirm_after(state.verdict, self.policy))
-        if self.guard is not None and self.guard.backing_off(service_of(claimed.kind, claimed.exchange)):
+        service = service_of(claimed.kind, claimed.exchange)
+        if self.guard is not None and self.guard.backing_off(service, egress):
             interval = max(interval, self.guard.config.backoff)
         spread = interval.total_seconds() * self.config.jitter
         # Jitter spreads the load, each way in the direction that costs no alert time. A regular
@@ -463,6 +497,13 @@ class Poller:
                 .where(Connection.lease_owner == self.worker_id)
                 .values(lease_owner=None, lease_until=None)
             )
+
+
+def _key_outcome(check: Claimed, result: CheckResult) -> KeyOutcome:
+    service = service_of(check.kind, check.exchange)
+    return KeyOutcome(
+        service, check.id, result.verdict, result.egress, check.last_ok_at, proof=result.blocks_our_ip
+    )
 
 
 @dataclass

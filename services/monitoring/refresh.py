@@ -18,8 +18,9 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
-from services.core.vault import Credentials, Vault, VaultError
-from services.core.verdicts import Verdict, clip_detail
+from services.core.single_flight import SingleFlight
+from services.core.vault import Credentials, Vault
+from services.core.verdicts import Verdict
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
@@ -27,6 +28,8 @@ from services.monitoring.checkers import verify_key
 from services.monitoring.polling import CheckResult, check_columns
 from services.storage import audit
 from services.storage.connections import (
+    failing_connection,
+    linked_with_key,
     new_connection,
     owned_connection,
     remove_connection,
@@ -52,6 +55,7 @@ class RemoveOutcome:
     removed: bool
     exchange: str = ""
     label: str = ""
+    key_hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,10 +101,7 @@ async def refresh_connection(
         exchange, sealed = connection.exchange, connection.credentials
         known = KeyInfo.from_json(connection.key_info) if connection.key_info else None
         egress = hub.egress_for(user_id, whitelist_of(connection.key_info))
-    try:
-        credentials = vault.open(sealed)
-    except VaultError as error:
-        return await _record_failure(sessions, connection_id, user_id, str(error), clock.now())
+    credentials = vault.open(sealed)  # VaultError: the operator's error, told as such by the bot
     client = await hub.client(exchange, credentials, egress=egress)
     result = await probe(client, clock=clock, with_key_info=True, with_balances=True, known=known)
     async with sessions.begin() as session:
@@ -120,21 +121,6 @@ async def _poll_soon(
             return RefreshOutcome(found=False)
         connection.next_poll_at = now
         return RefreshOutcome(found=True, verdict=Verdict(connection.verdict), checked=False)
-
-
-async def _record_failure(
-    sessions: async_sessionmaker[AsyncSession], connection_id: int, user_id: int, detail: str, now: datetime
-) -> RefreshOutcome:
-    """A blob the vault cannot open is the operator's problem, not the key's: recorded as unknown."""
-    async with sessions.begin() as session:
-        connection = await owned_connection(session, user_id, connection_id)
-        if connection is None:
-            return RefreshOutcome(found=False)
-        connection.verdict = Verdict.UNKNOWN.value
-        connection.verdict_detail = clip_detail(detail)
-        connection.last_check_at = now
-        connection.updated_at = now
-    return RefreshOutcome(found=True, verdict=Verdict.UNKNOWN, detail=detail)
 
 
 async def _save_new_connection(
@@ -256,7 +242,9 @@ async def remove_owned_connection(
             gone = await session.get(Connection, connection_id) is None
             return RemoveOutcome(removed=False) if gone else None
         details = {"exchange": connection.exchange, "key_hint": connection.key_hint}
-        outcome = RemoveOutcome(removed=True, exchange=connection.exchange, label=connection.label)
+        outcome = RemoveOutcome(
+            removed=True, exchange=connection.exchange, label=connection.label, key_hint=connection.key_hint
+        )
         if not await remove_connection(session, connection):
             return RemoveOutcome(removed=False)  # a concurrent confirmation removed it first
         audit.record(session, user_id, "connection_removed", now, connection_id=connection_id, **details)
@@ -288,6 +276,16 @@ class KeyStore:
             connection_id=connection_id,
         )
 
+    async def linked_as(self, *, user_id: int, exchange: str, api_key: str) -> Connection | None:
+        """The user's connection that holds this key already (a key is linked once)."""
+        async with self.sessions.begin() as session:  # may fill fingerprints of older rows
+            return await linked_with_key(session, self.vault, user_id, exchange, api_key)
+
+    async def failing(self, *, user_id: int, exchange: str) -> Connection | None:
+        """The user's connection of ``exchange`` whose key is refused: a new key may replace it."""
+        async with self.sessions() as session:
+            return await failing_connection(session, user_id, exchange)
+
 
 @dataclass
 class Refreshes:
@@ -301,16 +299,14 @@ class Refreshes:
     vault: Vault
     hub: ExchangeHub
     clock: Clock
-    _running: dict[tuple[int, int], asyncio.Task[RefreshOutcome]] = field(default_factory=dict)
+    _flights: SingleFlight[tuple[int, int], RefreshOutcome] = field(default_factory=SingleFlight)
 
     def start(self, connection_id: int, user_id: int) -> asyncio.Task[RefreshOutcome]:
         """The refresh of this connection for this user: the one running, or a new one."""
-        key = (connection_id, user_id)
-        task = self._running.get(key)
-        if task is None:
-            task = asyncio.create_task(
-                refresh_connection(self.sessions, self.vault, self.hub, self.clock, connection_id, user_id)
-            )
-            self._running[key] = task
-            task.add_done_callback(lambda _: self._running.pop(key, None))
+        task, _ = self._flights.start(
+            (connection_id, user_id),
+            lambda: refresh_connection(
+                self.sessions, self.vault, self.hub, self.clock, connection_id, user_id
+            ),
+        )
         return task

@@ -119,6 +119,7 @@ class DealOrder:
     amount: Decimal
     created_at: datetime | None
     label: str
+    ended: str = ""  # a finished deal's ending (threecommas.entities.ending), "" while active
 
     def __post_init__(self) -> None:
         if self.side not in _SIDES:

@@ -260,6 +260,9 @@ async def _attempt(
     deps: Deps, user_id: int, row: ListedOrder, connection: Connection, accounts: Sequence[LinkedAccount]
 ) -> tuple[money_actions.Action | None, CancelResult]:
     target = f"{connection.id}:{row.exchange_order_id}"
+    # Opened before the claim: a VAULT_KEY that cannot open it (VaultError, the operator's error)
+    # must not leave an action row that looks in flight.
+    credentials = deps.vault.open(connection.credentials)
     claim = await money_actions.claim(
         deps.sessions, user_id=user_id, kind=ACTION, target=target, now=deps.clock.now()
     )
@@ -271,7 +274,6 @@ async def _attempt(
     venue = venue_of(connection.exchange, row.symbol)  # a futures order is cancelled on its own API
     try:
         egress = deps.hub.egress_for(connection.user_id, whitelist_of(connection.key_info))
-        credentials = deps.vault.open(connection.credentials)
         client = await deps.hub.client(venue, credentials, egress=egress)
     except (ccxt.BaseError, TimeoutError) as error:
         return (action if claim.claimed else None), _refused(venue, error, row)

@@ -14,6 +14,11 @@ Why it looks the way it does:
   connection may be gone, the order filled, the deal restarted. :func:`cancel_order` re-reads
   ownership, the order and the deal before cancelling, and each outcome (including refusals) is
   written to the audit log in the same transaction as the row's new state.
+* **A tap's share, not the IP's.** A listing is interactive: its exchange calls draw on the user's
+  fair share of the exchange budget and its 3Commas calls on the key's interactive share
+  (:mod:`services.exchanges.budget`, :mod:`services.threecommas.limiter`), so a listing never
+  delays anyone's scheduled checks; when the share is used up the answer is :class:`TryLater`.
+  Repeated taps are merged before they get here (:mod:`services.orders.listing_gate`).
 * **Err towards not cancelling.** If 3Commas could not be read completely (an error, or more
   active deals than we may fetch), nothing is offered as an orphan: a missed active deal would
   otherwise make one of its live orders look orphaned.
@@ -34,7 +39,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.clock import Clock
+from services.core.single_flight import SingleFlight
 from services.core.vault import Credentials, Vault
+from services.exchanges.budget import OverShare
 from services.exchanges.classifier import Classification, classify
 from services.exchanges.egress import Egress, whitelist_of
 from services.exchanges.hub import ExchangeHub
@@ -54,7 +61,7 @@ from services.storage.connections import owned_connection
 from services.storage.db import Sessions
 from services.storage.models import Connection, ListedOrder, OrderList
 from services.threecommas.client import ThreeCommasAccess, ThreeCommasClient
-from services.threecommas.entities import Deal, SmartTrade, market_of
+from services.threecommas.entities import Deal, SmartTrade, ending, market_of
 from services.threecommas.errors import ThreeCommasError
 from services.threecommas.links import THREECOMMAS, LinkedAccount, accounts_for_connection
 
@@ -140,16 +147,17 @@ def deal_orders_of_smart_trade(trade: SmartTrade) -> list[DealOrder]:
         return []
     status = "finished" if trade.finished else "active"
     ref, label = f"smart_trade:{trade.id}", f"SmartTrade {trade.id}"
+    end = ending(trade.status) if trade.finished else ""
     orders = []
     if trade.order_type == "limit" and trade.price is not None and not trade.skip_enter_step:
         orders.append(
-            DealOrder(ref, status, symbol, trade.side, trade.price, trade.units, trade.created_at, label)  # type: ignore[arg-type]
+            DealOrder(ref, status, symbol, trade.side, trade.price, trade.units, trade.created_at, label, end)  # type: ignore[arg-type]
         )
     exit_side = "sell" if trade.side == "buy" else "buy"
     for step in trade.take_profit:
         if step.price is not None and step.order_type == "limit":
             amount = trade.units * step.volume / 100
-            orders.append(DealOrder(ref, status, symbol, exit_side, step.price, amount, None, label))  # type: ignore[arg-type]
+            orders.append(DealOrder(ref, status, symbol, exit_side, step.price, amount, None, label, end))  # type: ignore[arg-type]
     return orders
 
 
@@ -175,6 +183,7 @@ async def _deal_orders_of_deal(client: ThreeCommasClient, deal: Deal) -> list[De
                 order.amount,
                 order.created_at,
                 f"deal {deal.id}",
+                ending(deal.status) if finished else "",
             )
         )
     return result
@@ -183,7 +192,7 @@ async def _deal_orders_of_deal(client: ThreeCommasClient, deal: Deal) -> list[De
 async def _read_account(
     access: ThreeCommasAccess, linked: LinkedAccount, symbols: set[str], source: DealSource
 ) -> None:
-    async with access.open(linked.credentials) as client:
+    async with access.open(linked.credentials, interactive=True) as client:
         account = linked.account_id
         active = await client.deals(scope="active", account_id=account, limit=1000)
         finished = await client.deals(
@@ -199,7 +208,7 @@ async def _read_account(
         for deal in (relevant_active + relevant_finished)[:budget]:
             source.deal_orders += await _deal_orders_of_deal(client, deal)
             source.requests += 1
-        async with access.open(linked.credentials, max_pages=1) as recent_only:
+        async with access.open(linked.credentials, max_pages=1, interactive=True) as recent_only:
             trades = await client.smart_trades(status="active", account_id=account)
             trades += await recent_only.smart_trades(
                 status="finished", account_id=account, order_by="closed_at"
@@ -230,19 +239,28 @@ async def read_deals(
 
 @dataclass(frozen=True)
 class Deps:
-    """The services a listing or a cancel needs (the app context, minus Telegram)."""
+    """The services a listing or a cancel needs (the app context, minus Telegram), and the
+    listings running in this process (:mod:`services.orders.listing_gate`)."""
 
     sessions: async_sessionmaker[AsyncSession]
     vault: Vault
     hub: ExchangeHub
     clock: Clock
     threecommas: ThreeCommasAccess
+    listings: SingleFlight[tuple[int, int], ListingResult] = field(default_factory=SingleFlight)
 
 
 class ListingError(StrEnum):
     NOT_FOUND = "not_found"
     NOT_AN_EXCHANGE = "not_an_exchange"
     EXCHANGE_FAILED = "exchange_failed"
+
+
+@dataclass(frozen=True)
+class TryLater:
+    """The user's share of the exchange budget is used up for now; nothing was sent."""
+
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -319,6 +337,24 @@ async def load_listing(sessions: Sessions, user_id: int, list_id: int) -> Listin
         return await owned_listing(session, user_id, list_id)
 
 
+async def newest_listing(
+    sessions: Sessions, user_id: int, connection_id: int, since: datetime
+) -> Listing | None:
+    """The connection's newest stored listing made after ``since``, if any."""
+    async with sessions() as session:
+        list_id = await session.scalar(
+            select(OrderList.id)
+            .where(
+                OrderList.connection_id == connection_id,
+                OrderList.user_id == user_id,
+                OrderList.listed_at > since,
+            )
+            .order_by(OrderList.id.desc())
+            .limit(1)
+        )
+        return None if list_id is None else await owned_listing(session, user_id, list_id)
+
+
 async def owned_listing(session: AsyncSession, user_id: int, list_id: int) -> Listing | None:
     """:func:`load_listing` inside the caller's read."""
     order_list = await session.get(OrderList, list_id)
@@ -372,28 +408,33 @@ def futures_venue(exchange_id: str, accounts: Sequence[LinkedAccount]) -> str | 
 
 
 async def _futures_orders(
-    deps: Deps, venue: str, credentials: Credentials, egress: Egress, notes: dict[str, Any]
+    deps: Deps, venue: str, credentials: Credentials, egress: Egress, user_id: int, notes: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Open orders and markets of the futures API; a failure there (e.g. a key without futures
-    rights) leaves the spot listing intact and is noted, its orders then simply not shown."""
+    rights, or the user's share used up) leaves the spot listing intact and is noted, its orders
+    then simply not shown."""
     try:
-        client = await deps.hub.client(venue, credentials, egress=egress)
+        client = await deps.hub.client(venue, credentials, egress=egress, interactive_for=user_id)
         orders = await fetch_all_open_orders(client)
         return orders, await deps.hub.markets(venue)
+    except OverShare:
+        log.info("listing %s orders skipped: the user's share is used up", venue)
     except (ccxt.BaseError, TimeoutError) as error:
         verdict = classify(venue, error)
         log.info("listing %s orders failed: %s %s", venue, verdict.verdict, verdict.code)
-        notes["futures_failed"] = venue
-        return [], {}
+    notes["futures_failed"] = venue
+    return [], {}
 
 
-async def list_orders(
-    deps: Deps, user_id: int, connection_id: int
-) -> Listing | ListingError | Classification:
+ListingResult = Listing | ListingError | Classification | TryLater
+
+
+async def list_orders(deps: Deps, user_id: int, connection_id: int) -> ListingResult:
     """Fetch, attribute, store and return the connection's open orders.
 
     A key the exchange refused comes back as the classifier's verdict (the user must see that
-    reason and its fix, not "try again"); other failures as EXCHANGE_FAILED.
+    reason and its fix, not "try again"); the user's budget share used up as :class:`TryLater`;
+    other failures as EXCHANGE_FAILED.
 
     Requests: the exchange's open-orders call(s) (see the module docstring), one balance call,
     markets from the hub's shared cache, the futures API's open orders when a mapped 3Commas
@@ -421,10 +462,12 @@ async def list_orders(
     now = deps.clock.now()
     weights = WEIGHTS.get(exchange_id, Weights())
     try:
-        client = await deps.hub.client(exchange_id, credentials, egress=egress)
+        client = await deps.hub.client(exchange_id, credentials, egress=egress, interactive_for=user_id)
         raw_orders = await fetch_all_open_orders(client)
         balances = _balances(await client.call("fetch_balance", weight=weights.balance))
         markets = await deps.hub.markets(exchange_id)
+    except OverShare as over:
+        return TryLater(over.retry_after_s)
     except (ccxt.BaseError, TimeoutError) as error:
         verdict = classify(exchange_id, error)
         log.info(
@@ -436,7 +479,9 @@ async def list_orders(
     futures_notes: dict[str, Any] = {}
     venue = futures_venue(exchange_id, accounts)
     if venue is not None:
-        futures_raw, futures_markets = await _futures_orders(deps, venue, credentials, egress, futures_notes)
+        futures_raw, futures_markets = await _futures_orders(
+            deps, venue, credentials, egress, user_id, futures_notes
+        )
         raw_orders = [*raw_orders, *futures_raw]
         markets = {**markets, **futures_markets}
     orders = [order for raw in raw_orders if (order := to_open_order(raw, now)) is not None]
@@ -463,6 +508,7 @@ async def list_orders(
         **futures_notes,
     }
 
+    ended = {deal_order.deal_ref: deal_order.ended for deal_order in source.deal_orders}
     async with deps.sessions.begin() as session:
         await session.execute(
             delete(OrderList).where(
@@ -490,6 +536,7 @@ async def list_orders(
                 attribution=item.attribution.value,
                 reason=item.reason.value,
                 deal_ref=item.deal_ref,
+                deal_ended=ended.get(item.deal_ref or "") or None,
                 listed_at=now,
             )
             for position, item in enumerate(attributed)

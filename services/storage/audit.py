@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.storage.db import Sessions
 from services.storage.models import AuditEntry
 
 
@@ -27,13 +26,8 @@ def record(
     )
 
 
-async def history(sessions: Sessions, user_id: int, limit: int = 20) -> list[AuditEntry]:
-    """The user's latest audit entries (/history), newest first."""
-    async with sessions() as session:
-        return await recent(session, user_id, limit)
-
-
 async def recent(session: AsyncSession, user_id: int, limit: int = 20) -> list[AuditEntry]:
+    """The user's latest audit entries, newest first (/history merges them with delivered alerts)."""
     rows = await session.scalars(
         select(AuditEntry)
         .where(AuditEntry.user_id == user_id)

@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.core.vault import Credentials, Vault, mask
+from services.core.vault import Credentials, Vault, VaultError, mask
+from services.core.verdicts import Verdict
 from services.storage.db import Sessions
 from services.storage.models import Connection, Incident
 
@@ -41,6 +42,7 @@ def new_connection(
         label=label,
         credentials=vault.seal(credentials),
         key_hint=mask(credentials.api_key),
+        key_fingerprint=vault.fingerprint(credentials.api_key),
         state="unknown",
         verdict="unknown",
         key_info={},
@@ -57,10 +59,53 @@ async def replace_credentials(
     """Swap in a new key, keeping the connection's id, history and settings; the old blob is overwritten."""
     connection.credentials = vault.seal(credentials)
     connection.key_hint = mask(credentials.api_key)
+    connection.key_fingerprint = vault.fingerprint(credentials.api_key)
     connection.updated_at = now
     connection.next_poll_at = now
     connection.lease_owner = None
     connection.lease_until = None
+
+
+async def _exchange_connections(session: AsyncSession, user_id: int, exchange: str) -> list[Connection]:
+    rows = await session.scalars(
+        select(Connection)
+        .where(Connection.user_id == user_id, Connection.kind == "exchange", Connection.exchange == exchange)
+        .order_by(Connection.id)
+    )
+    return list(rows)
+
+
+def _fill_fingerprint(vault: Vault, connection: Connection) -> None:
+    """Rows linked before migration 0010: fingerprint (and the hint, in today's form) from the key."""
+    try:
+        api_key = vault.open(connection.credentials).api_key
+    except VaultError:
+        return  # the operator's problem (start-up checks the vault): such a row matches no key
+    connection.key_fingerprint = vault.fingerprint(api_key)
+    connection.key_hint = mask(api_key)
+
+
+async def linked_with_key(
+    session: AsyncSession, vault: Vault, user_id: int, exchange: str, api_key: str
+) -> Connection | None:
+    """The user's connection of ``exchange`` that holds ``api_key`` already, compared by
+    fingerprint; rows without one yet get it now (the caller's transaction stores it)."""
+    wanted = set(vault.fingerprints(api_key))
+    for connection in await _exchange_connections(session, user_id, exchange):
+        if connection.key_fingerprint is None:
+            _fill_fingerprint(vault, connection)
+        if connection.key_fingerprint in wanted:
+            return connection
+    return None
+
+
+async def failing_connection(session: AsyncSession, user_id: int, exchange: str) -> Connection | None:
+    """The user's connection of ``exchange`` whose key the exchange refuses (a new key would fix it);
+    an outage is no reason to replace a key."""
+    for connection in await _exchange_connections(session, user_id, exchange):
+        if connection.verdict in Verdict._value2member_map_ and Verdict(connection.verdict).is_key_problem:
+            return connection
+    return None
 
 
 async def remove_connection(session: AsyncSession, connection: Connection) -> bool:

@@ -80,6 +80,9 @@ class Connection(Base):
     label: Mapped[str] = mapped_column(String(64), default="")
     credentials: Mapped[bytes] = mapped_column(LargeBinary)
     key_hint: Mapped[str] = mapped_column(String(16), default="")
+    # Vault.fingerprint of the API key (a keyed hash, never the key): the same key is not linked
+    # twice. None on rows linked before migration 0010 until connections.linked_with_key fills it.
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="unknown")
     verdict: Mapped[str] = mapped_column(String(24), default="unknown")
     verdict_detail: Mapped[str] = mapped_column(String(DETAIL_MAX), default="")
@@ -244,6 +247,8 @@ class ListedOrder(Base):
     attribution: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(32))
     deal_ref: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    # How the named deal ended (completed, cancelled, failed) when it is finished: an orphan says which.
+    deal_ended: Mapped[str | None] = mapped_column(String(16), nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)
     listed_at: Mapped[datetime]
 
@@ -343,3 +348,46 @@ class RecoveryChecklist(Base):
         Index("ix_recovery_checklists_account", "tc_connection_id", "account_id"),
         NEVER_REUSED_IDS,
     )
+
+
+class GuardSignal(Base):
+    """One key check that turned to a verdict an IP block masquerades as, kept for the guard's
+    window (minutes) so every worker counts the same wave (services/monitoring/guard.py).
+
+    ``passed_recently``: the key had passed shortly before (evidence the key was fine);
+    ``proof``: the answer itself says our IP is blocked (a 3Commas 418)."""
+
+    __tablename__ = "guard_signals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(String(32))
+    egress: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(32))
+    connection_id: Mapped[int] = mapped_column(Integer)
+    seen_at: Mapped[datetime]
+    passed_recently: Mapped[bool] = mapped_column(default=False)
+    proof: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (Index("ix_guard_signals_scope", "service", "egress", "seen_at"),)
+
+
+class GuardWave(Base):
+    """A suspected block of our ``egress`` route by ``service``, shown as ``verdict``: while it is
+    on, that verdict is held for every user behind the route, whichever worker checks them.
+
+    ``announced_at``: the one worker that told the operator; ``cleared_until``: the operator's
+    canary key worked, so waves on this route are not started again until then."""
+
+    __tablename__ = "guard_waves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(String(32))
+    egress: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    keys: Mapped[int] = mapped_column(Integer, default=0)
+    announced_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    cleared_until: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (UniqueConstraint("service", "egress", "verdict"),)

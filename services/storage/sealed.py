@@ -3,7 +3,8 @@
 A wrong ``VAULT_KEY`` must be found before it does harm: at start-up :func:`vault_opens_stored`
 tries a few stored blobs of each kind, and the process refuses to start when none opens (every check
 would otherwise fail and users would be told their keys are broken). :func:`reseal_everything`
-re-encrypts both kinds under the newest key for a rotation, or fails whole on a blob no key opens.
+re-encrypts both kinds under the newest key for a rotation (and renews the key fingerprints, which
+are keyed by it), or fails whole on a blob no key opens.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ async def reseal_everything(session: AsyncSession, vault: Vault) -> int:
     count = 0
     for connection in await session.scalars(select(Connection)):
         connection.credentials = vault.reseal(connection.credentials)
+        connection.key_fingerprint = vault.fingerprint(vault.open(connection.credentials).api_key)
         count += 1
     for row in await _fragments(session):
         resealed = vault.reseal(row.data[SEALED_FIELD].encode()).decode()

@@ -18,10 +18,17 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.cancel import CancelResult, cancel_all_orphans
-from services.orders.listing import Deps, Listing, list_orders, row_lock
+from services.orders.listing import Deps, Listing, list_orders, newest_listing, row_lock
+from services.orders.listing_gate import listing_ticket
 from services.storage.button_tokens import checklist_token, failed_deals_token
 from services.storage.connections import owned_connection
-from services.storage.models import FailedDeal, Incident, RecoveryChecklist, ThreeCommasAccountLink
+from services.storage.models import (
+    FailedDeal,
+    Incident,
+    RecoveryChecklist,
+    ThreeCommasAccountLink,
+    User,
+)
 from services.threecommas.errors import ThreeCommasError
 from services.threecommas.recreate import RecreateResult, recreate_failed_deal
 from services.threecommas.repair import account_now
@@ -128,6 +135,31 @@ async def checklist_message(deps: Deps, checklist_id: int, user_id: int) -> tupl
         return checklist.chat_id, checklist.message_id
 
 
+@dataclass(frozen=True)
+class ShownChecklist:
+    """An open checklist whose message is in the user's chat: one the worker keeps current."""
+
+    id: int
+    user_id: int
+    language: str
+
+
+async def shown_checklists(deps: Deps) -> list[ShownChecklist]:
+    """Open checklists with a message, of users who have not blocked the bot."""
+    async with deps.sessions() as session:
+        rows = await session.execute(
+            select(RecoveryChecklist.id, RecoveryChecklist.user_id, User.language)
+            .join(User, User.id == RecoveryChecklist.user_id)
+            .where(
+                RecoveryChecklist.done_at.is_(None),
+                RecoveryChecklist.message_id.is_not(None),
+                User.blocked.is_(False),
+            )
+            .order_by(RecoveryChecklist.id)
+        )
+        return [ShownChecklist(*row) for row in rows.all()]
+
+
 async def owned_checklist(session: AsyncSession, checklist_id: int, user_id: int) -> RecoveryChecklist | None:
     checklist = await session.get(RecoveryChecklist, checklist_id)
     return checklist if checklist is not None and checklist.user_id == user_id else None
@@ -152,8 +184,15 @@ async def failed_since(session: AsyncSession, checklist: RecoveryChecklist) -> l
     ]
 
 
-async def checklist_state(deps: Deps, checklist_id: int, user_id: int) -> ChecklistState | None:
-    """Everything the checklist message shows, read now (one 3Commas call, one listing)."""
+async def checklist_state(
+    deps: Deps, checklist_id: int, user_id: int, *, listed_within: timedelta | None = None
+) -> ChecklistState | None:
+    """Everything the checklist message shows, read now (one 3Commas call, one listing).
+
+    ``listed_within``: take the orders from the connection's newest stored listing when it is at
+    most that old (a tap's listing, and what was cancelled from it, included) instead of listing
+    the exchange again: a listing weighs ~100 on Binance, the key and recreate lines cost nothing.
+    """
     async with deps.sessions() as session:
         checklist = await owned_checklist(session, checklist_id, user_id)
         if checklist is None:
@@ -181,7 +220,14 @@ async def checklist_state(deps: Deps, checklist_id: int, user_id: int) -> Checkl
     orphans, list_id, list_version = None, None, ""
     locked: dict[str, Decimal] = {}
     if exchange_connection is not None:
-        listing = await list_orders(deps, user_id, exchange_connection)
+        if listed_within is not None:  # the worker's redraw: a recent stored listing will do
+            listing = await newest_listing(
+                deps.sessions, user_id, exchange_connection, deps.clock.now() - listed_within
+            ) or await list_orders(deps, user_id, exchange_connection)
+        else:
+            # A tap goes through the gate: the checklist redraws on every tap, and a listing within
+            # the cooldown already shows what our own cancels did to it.
+            listing = await (await listing_ticket(deps, user_id, exchange_connection)).result()
         if isinstance(listing, Listing):
             rows = listing.orphan_rows
             orphans, list_id, list_version = len(rows), listing.list_id, listing.version

@@ -16,8 +16,10 @@ Observation kinds (stable, at most 48 characters, as ``incidents.check_kind`` al
 ``tc_key``                     the 3Commas key itself (401 → key_invalid/signature_invalid…)
 ``tc_account:<id>``            an exchange account: key invalid/expired/expiring, locked,
                                auto-balance error
-``deal_error:<id>``            an active deal with ``deal_has_error`` or an API-related error
-``smart_trade_error:<id>``     an active SmartTrade carrying an error
+``deal_error:<id>``            an active deal with ``deal_has_error`` or an API-related error, or
+                               one 3Commas cannot cancel / close (see below)
+``smart_trade_error:<id>``     an active SmartTrade carrying an error, or one 3Commas cannot
+                               cancel / close
 ``stale_upnl:<id>``            a deal whose UPNL 3Commas stopped updating while the market moved
 ``smart_trade_upnl:<id>``      the same for an entered SmartTrade
 ``tc_balances:<id>``           3Commas cannot load the account's balances (its key is fine)
@@ -30,6 +32,13 @@ Stale UPNL is judged by recomputation, never by silence: the profit a deal or Sm
 show at the live ticker (from its average entry price and the amount held) is compared with
 the profit 3Commas reports. The alarm needs both a gap and that 3Commas' figures have not moved
 for ``stale_upnl_after`` — independent of ``updated_at``, which 3Commas may keep touching.
+
+A cancel or a close at market that 3Commas cannot carry out shows as the deal or SmartTrade
+staying in the documented pending status (``cancel_pending``, ``cancellation_pending``,
+``panic_sell_pending``): it fails at once when the item also carries an error (``error_message``,
+``status.error``, ``market_close.status.error``), or when it has stayed pending for
+``stuck_after`` since we first saw it so. It is reported under the item's error kind, so one
+trade never raises two alerts.
 
 State kinds are reported every poll (ok or not) so incidents can open and close; when the
 subject disappears (deal closed, account removed) a failing kind gets one last ok observation.
@@ -65,6 +74,9 @@ DEAL_FAILED = "deal_failed"
 DEAL_CANCELLED = "deal_cancelled"
 BALANCES_NOT_LOADING = "balances_not_loading"
 BOT_DISABLED = "bot_disabled"
+CANNOT_CANCEL = "cannot_cancel"
+CANNOT_CLOSE = "cannot_close"
+_CANNOT = {"cancel": CANNOT_CANCEL, "close": CANNOT_CLOSE}
 # Quotes whose profit 3Commas' "usd" figures can be compared with one to one.
 _USD_QUOTES = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI"})
 
@@ -79,6 +91,8 @@ class Thresholds:
 
     stale_upnl_after: timedelta = timedelta(minutes=15)
     price_epsilon: float = 0.005
+    stuck_after: timedelta = timedelta(minutes=15)
+    """How long a cancel or close may stay pending without an error before it counts as failed."""
     remembered_finished: int = 1000
 
 
@@ -125,6 +139,11 @@ class Snapshot:
     enabled_bots: frozenset[int] | None = None
     accounts: Mapping[int, Mapping[str, str | None]] = field(default_factory=dict)
     """Per account what /status shows: name, market_code, key_state (see :func:`key_state`)."""
+    pending: Mapping[str, datetime] = field(default_factory=dict)
+    """Since when each deal or SmartTrade (by its error kind) waits for a cancel or close."""
+    named: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """What each failing kind's alert named (pair, account or bot name), so that its recovery
+    names the same thing after 3Commas stopped reporting the subject."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +166,8 @@ class Snapshot:
             "balances_checked_at": _iso(self.balances_checked_at),
             "enabled_bots": sorted(self.enabled_bots) if self.enabled_bots is not None else None,
             "accounts": {str(account_id): dict(facts) for account_id, facts in self.accounts.items()},
+            "pending": {kind: since.isoformat() for kind, since in self.pending.items()},
+            "named": {kind: dict(names) for kind, names in self.named.items()},
         }
 
     @classmethod
@@ -174,6 +195,8 @@ class Snapshot:
             balances_checked_at=datetime.fromisoformat(checked) if checked else None,
             enabled_bots=frozenset(int(i) for i in bots) if bots is not None else None,
             accounts={int(k): dict(v) for k, v in (data.get("accounts") or {}).items()},
+            pending={str(k): datetime.fromisoformat(v) for k, v in (data.get("pending") or {}).items()},
+            named={str(k): dict(v) for k, v in (data.get("named") or {}).items()},
         )
 
 
@@ -293,17 +316,21 @@ def run_checks(
             present.add(f"tc_balances:{account.id}")
 
     marks: dict[str, UpnlMark] = {}
+    pending: dict[str, datetime] = {}
     live: list[Deal | SmartTrade] = [*state.deals, *state.smart_trades]
     for item in live:
         if item.finished:
             continue
+        error_kind = f"deal_error:{item.id}" if isinstance(item, Deal) else f"smart_trade_error:{item.id}"
+        present.add(error_kind)
+        if item.pending_action:
+            pending[error_kind] = prior.pending.get(error_kind, now)
+        failure = _closing_failure(item, now - pending.get(error_kind, now), limits)
         if isinstance(item, Deal):
-            observations.append(_deal_error_observation(item))
-            present.add(f"deal_error:{item.id}")
+            observations.append(_deal_error_observation(item, failure))
             kind = f"stale_upnl:{item.id}"
         else:
-            observations.append(_smart_trade_error_observation(item))
-            present.add(f"smart_trade_error:{item.id}")
+            observations.append(_smart_trade_error_observation(item, failure))
             kind = f"smart_trade_upnl:{item.id}"
         position = _position(item)
         if position is None:
@@ -317,7 +344,8 @@ def run_checks(
             observations.append(stale)
 
     for kind in sorted(prior.failing - present):
-        observations.append(_observation(kind, True, GONE, "no longer reported by 3Commas", {}))
+        names = dict(prior.named.get(kind, {}))
+        observations.append(_observation(kind, True, GONE, "no longer reported by 3Commas", names))
 
     failed_deals = [deal for deal in state.deals if deal.status in _EVENT_STATUSES]
     failed_trades = [trade for trade in state.smart_trades if trade.status in _EVENT_STATUSES]
@@ -339,11 +367,17 @@ def run_checks(
             ]
 
     failing = {o.check_kind for o in observations if not o.ok and not o.is_event}
+    kept = failing | (carried & prior.failing)
+    named = {kind: names for kind, names in prior.named.items() if kind in kept}
+    for observation in observations:
+        if observation.check_kind in failing:
+            named[observation.check_kind] = _names(observation.subject)
     snapshot = Snapshot(
         baselined=True,
         upnl=marks,
         balances=balances,
         balances_checked_at=now if state.balance_errors is not None else prior.balances_checked_at,
+        pending=pending,
         accounts={
             account.id: {
                 "name": account.name,
@@ -359,9 +393,14 @@ def run_checks(
         seen_failed_smart_trades=_newest(
             prior.seen_failed_smart_trades, (t.id for t in failed_trades), limits.remembered_finished
         ),
-        failing=frozenset(failing | (carried & prior.failing)),
+        failing=frozenset(kept),
+        named=named,
     )
     return CheckResult(observations, snapshot)
+
+
+def _names(subject: Mapping[str, Any]) -> dict[str, str]:
+    return {key: str(subject[key]) for key in ("pair", "symbol", "name", "bot_name") if subject.get(key)}
 
 
 def _newest(known: frozenset[int], current: Iterable[int], keep: int) -> frozenset[int]:
@@ -481,11 +520,28 @@ def _deal_subject(deal: Deal) -> dict[str, Any]:
     }
 
 
-def _deal_error_observation(deal: Deal) -> Observation:
+def _closing_failure(
+    item: Deal | SmartTrade, pending_for: timedelta, limits: Thresholds
+) -> tuple[str, str] | None:
+    """(reason, detail) when 3Commas could not carry out the cancel or close the trader asked for:
+    the item waits in a pending status with an error, or longer than ``stuck_after``."""
+    action = item.pending_action
+    if action is None or (not item.error_text and pending_for < limits.stuck_after):
+        return None
+    label = f"deal {item.id}" if isinstance(item, Deal) else f"SmartTrade {item.id}"
+    asked = "cancel it" if action == "cancel" else "close it at market price"
+    minutes = int(pending_for.total_seconds() // 60)
+    detail = f"{label} on {item.pair}: asked to {asked}, still {item.status} after {minutes} min"
+    return _CANNOT[action], detail + (f": {item.error_text}" if item.error_text else "")
+
+
+def _deal_error_observation(deal: Deal, closing_failure: tuple[str, str] | None) -> Observation:
     text = deal.error_text
     verdict = _error_verdict(text)
     subject = {**_deal_subject(deal), "error": text}
     kind = f"deal_error:{deal.id}"
+    if closing_failure is not None:
+        return _observation(kind, False, *closing_failure, subject)
     if not deal.deal_has_error and verdict is None:
         return _observation(kind, True, OK, "", subject)
     reason = verdict.value if verdict else DEAL_ERROR
@@ -505,17 +561,18 @@ def _smart_trade_subject(trade: SmartTrade) -> dict[str, Any]:
     }
 
 
-def _smart_trade_error_observation(trade: SmartTrade) -> Observation:
+def _smart_trade_error_observation(trade: SmartTrade, closing_failure: tuple[str, str] | None) -> Observation:
     """A SmartTrade has no error flag; any error text on a live trade needs the trader."""
-    subject = {**_smart_trade_subject(trade), "error": trade.error_message}
+    text = trade.error_text
+    subject = {**_smart_trade_subject(trade), "error": text}
     kind = f"smart_trade_error:{trade.id}"
-    if not trade.error_message:
+    if closing_failure is not None:
+        return _observation(kind, False, *closing_failure, subject)
+    if not text:
         return _observation(kind, True, OK, "", subject)
-    verdict = _error_verdict(trade.error_message)
+    verdict = _error_verdict(text)
     reason = verdict.value if verdict else DEAL_ERROR
-    return _observation(
-        kind, False, reason, f"SmartTrade {trade.id} on {trade.pair}: {trade.error_message}", subject
-    )
+    return _observation(kind, False, reason, f"SmartTrade {trade.id} on {trade.pair}: {text}", subject)
 
 
 # -- stale UPNL ------------------------------------------------------------------------------------
@@ -648,24 +705,28 @@ def _recreate_subject(item: Deal | SmartTrade) -> dict[str, Any]:
     return {"recreate": plan.to_dict()}
 
 
+def _ended_event(
+    event: str, noun: str, item: Deal | SmartTrade, error: str | None, subject: dict[str, Any]
+) -> Observation:
+    """A deal or SmartTrade that failed or was cancelled: one event carrying 3Commas' error text,
+    what the item held (``subject``) and the plan to recreate it, or why it cannot be."""
+    reason = DEAL_FAILED if item.status == "failed" else DEAL_CANCELLED
+    detail = f"{noun} {item.id} on {item.pair} {item.status}" + (f": {error}" if error else "")
+    subject = {**subject, "error": error, "side": item.side, **_recreate_subject(item)}
+    return _observation(f"{event}:{item.id}", False, reason, detail, subject, is_event=True)
+
+
 def _deal_failed_event(deal: Deal) -> Observation:
     subject = {
         **_deal_subject(deal),
-        "error": deal.error_text,
-        "side": deal.side,
         "amount": decimal_text(deal.bought_amount),
         "average_price": decimal_text(deal.bought_average_price),
         "base_order_volume": decimal_text(deal.base_order_volume),
         "take_profit_percent": decimal_text(deal.take_profit),
         "stop_loss_percent": decimal_text(deal.stop_loss_percentage),
         "closed_at": deal.closed_at.isoformat() if deal.closed_at else None,
-        **_recreate_subject(deal),
     }
-    reason = DEAL_FAILED if deal.status == "failed" else DEAL_CANCELLED
-    detail = f"deal {deal.id} on {deal.pair} {deal.status}" + (
-        f": {deal.error_text}" if deal.error_text else ""
-    )
-    return _observation(f"deal_failed:{deal.id}", False, reason, detail, subject, is_event=True)
+    return _ended_event("deal_failed", "deal", deal, deal.error_text, subject)
 
 
 def _bot_disabled_event(bot: Bot) -> Observation:
@@ -677,8 +738,6 @@ def _bot_disabled_event(bot: Bot) -> Observation:
 def _smart_trade_failed_event(trade: SmartTrade) -> Observation:
     subject = {
         **_smart_trade_subject(trade),
-        "error": trade.error_message,
-        "side": trade.side,
         "units": decimal_text(trade.units),
         "price": decimal_text(trade.price),
         "entered_amount": decimal_text(trade.entered_amount),
@@ -695,10 +754,5 @@ def _smart_trade_failed_event(trade: SmartTrade) -> Observation:
             if trade.stop_loss
             else None
         ),
-        **_recreate_subject(trade),
     }
-    reason = DEAL_FAILED if trade.status == "failed" else DEAL_CANCELLED
-    detail = f"SmartTrade {trade.id} on {trade.pair} {trade.status}" + (
-        f": {trade.error_message}" if trade.error_message else ""
-    )
-    return _observation(f"smart_trade_failed:{trade.id}", False, reason, detail, subject, is_event=True)
+    return _ended_event("smart_trade_failed", "SmartTrade", trade, trade.error_message, subject)

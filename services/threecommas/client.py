@@ -121,7 +121,9 @@ class ThreeCommasClient:
 
     ``base_url`` is the API root including ``/public/api`` (that prefix is part of what is
     signed). ``forced_mode`` (``real``/``paper``) pins the trading mode; keysentry watches real
-    trading, so it is ``real`` unless a caller explicitly asks for paper.
+    trading, so it is ``real`` unless a caller explicitly asks for paper. ``interactive`` marks a
+    client serving a user's tap: its calls take the key's interactive share
+    (:class:`~services.threecommas.limiter.KeyLimiter`).
     """
 
     _MAX_ATTEMPTS = 3  # the first call plus two after short 429 blocks
@@ -138,6 +140,7 @@ class ThreeCommasClient:
         timeout_s: float = 15,
         forced_mode: str = REAL_MODE,
         max_pages: int = 20,
+        interactive: bool = False,
     ) -> None:
         parts = urlsplit(base_url.rstrip("/"))
         if not parts.scheme or not parts.netloc:
@@ -152,6 +155,7 @@ class ThreeCommasClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._forced_mode = forced_mode
         self._max_pages = max_pages
+        self._interactive = interactive
 
     def __repr__(self) -> str:
         return f"ThreeCommasClient({self._origin}{self._prefix}, key={mask(self._api_key)!r})"
@@ -327,7 +331,7 @@ class ThreeCommasClient:
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire(group)
+            await self.limiter.acquire(group, interactive=self._interactive)
             try:
                 async with self._session.request(
                     method,
@@ -427,8 +431,9 @@ class ThreeCommasAccess:
 
     @contextlib.asynccontextmanager
     async def open(
-        self, credentials: Credentials, *, max_pages: int = 20
+        self, credentials: Credentials, *, max_pages: int = 20, interactive: bool = False
     ) -> AsyncIterator[ThreeCommasClient]:
+        """A client for ``credentials`` on the key's shared limiter; ``interactive`` for a user's tap."""
         limiter = self._limiters.get(credentials.api_key)
         if limiter is None:
             limiter = self._limiters[credentials.api_key] = KeyLimiter(ip=self.ip, clock=self._monotonic)
@@ -441,4 +446,5 @@ class ThreeCommasAccess:
                 limiter=limiter,
                 timeout_s=self._timeout_s,
                 max_pages=max_pages,
+                interactive=interactive,
             )

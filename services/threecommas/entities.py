@@ -247,6 +247,23 @@ class Account:
 _TERMINAL_DEAL_STATUSES = frozenset(
     {"completed", "cancelled", "failed", "panic_sold", "stop_loss_finished", "liquidated", "settled"}
 )
+# What the trader asked 3Commas to do while the item waits in this status: "cancel" or "close"
+# (at market). Deals: docs dca-bot/deals/6_cancel_deal (``cancel_pending``) and
+# 4_close_deal_at_market_price (``panic_sell_pending``); SmartTrades: docs smart-trade/
+# 10_cancel_smart_trade (``cancellation_pending``) and 8_close_smart_trade_at_market_price.
+_PENDING_DEAL_ACTIONS = {"cancel_pending": "cancel", "panic_sell_pending": "close"}
+_PENDING_SMART_TRADE_ACTIONS = {"cancellation_pending": "cancel", "panic_sell_pending": "close"}
+
+
+def ending(status: str) -> str:
+    """How a finished deal or SmartTrade ended, in the three words users tell apart: ``completed``
+    (closed by its take profit, stop loss or a manual close), ``cancelled`` or ``failed``."""
+    status = status.lower()
+    if "cancel" in status:
+        return "cancelled"
+    if "fail" in status or status == "liquidated":
+        return "failed"
+    return "completed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +376,11 @@ class Deal:
     def error_text(self) -> str | None:
         return self.error_message or self.failed_message
 
+    @property
+    def pending_action(self) -> str | None:
+        """ "cancel" or "close" while 3Commas is still carrying out that request, else None."""
+        return None if self.finished else _PENDING_DEAL_ACTIONS.get(self.status)
+
 
 @dataclass(frozen=True, slots=True)
 class Bot:
@@ -447,6 +469,18 @@ class MarketOrder:
         )
 
 
+def _price_body(price: Decimal | None, price_type: str, needs: str) -> dict[str, Any]:
+    """3Commas' price object of a take-profit step or a stop loss; a relative price cannot be sent."""
+    if price is None:
+        raise ValueError(f"{needs} to be sent")
+    return {"value": _num(price), "type": price_type}
+
+
+def _trailing_body(percent: Decimal | None) -> dict[str, Any]:
+    """The ``trailing`` part next to a price object, when the step or stop loss trails."""
+    return {} if percent is None else {"trailing": {"enabled": True, "percent": _num(percent)}}
+
+
 @dataclass(frozen=True, slots=True)
 class TakeProfitStep:
     """One take-profit target: ``volume`` is the percent of the position it closes."""
@@ -458,16 +492,12 @@ class TakeProfitStep:
     trailing_percent: Decimal | None = None
 
     def to_body(self) -> dict[str, Any]:
-        if self.price is None:
-            raise ValueError("a take-profit step needs an absolute price to be sent")
-        body: dict[str, Any] = {
+        return {
             "order_type": self.order_type,
-            "price": {"value": _num(self.price), "type": self.price_type},
+            "price": _price_body(self.price, self.price_type, "a take-profit step needs an absolute price"),
             "volume": _num(self.volume),
+            **_trailing_body(self.trailing_percent),
         }
-        if self.trailing_percent is not None:
-            body["trailing"] = {"enabled": True, "percent": _num(self.trailing_percent)}
-        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,11 +510,10 @@ class StopLoss:
     trailing_percent: Decimal | None = None
 
     def to_body(self) -> dict[str, Any]:
-        if self.price is None:
-            raise ValueError("a stop loss needs an absolute trigger price to be sent")
-        conditional: dict[str, Any] = {"price": {"value": _num(self.price), "type": self.price_type}}
-        if self.trailing_percent is not None:
-            conditional["trailing"] = {"enabled": True, "percent": _num(self.trailing_percent)}
+        conditional = {
+            "price": _price_body(self.price, self.price_type, "a stop loss needs an absolute trigger price"),
+            **_trailing_body(self.trailing_percent),
+        }
         return {"enabled": True, "order_type": self.order_type, "conditional": conditional}
 
 
@@ -618,6 +647,7 @@ class SmartTrade:
     status: str
     status_title: str | None
     error_message: str | None
+    market_close_error: str | None
     trade_type: str | None
     side: str | None
     order_type: str | None
@@ -655,6 +685,8 @@ class SmartTrade:
             status=status_type,
             status_title=parse_str(status.get("title")),
             error_message=parse_str(status.get("error")),
+            # docs smart-trade/0_smart_trade_entity: market_close.status.error, "if it fails".
+            market_close_error=parse_str(_obj(_obj(payload.get("market_close")).get("status")).get("error")),
             trade_type=parse_str(data.get("type")),
             side=parse_str(position.get("type")),
             order_type=parse_str(position.get("order_type")),
@@ -679,6 +711,16 @@ class SmartTrade:
             created_at=_time(data.get("created_at")),
             updated_at=_time(data.get("updated_at")),
         )
+
+    @property
+    def pending_action(self) -> str | None:
+        """ "cancel" or "close" while 3Commas is still carrying out that request, else None."""
+        return None if self.finished else _PENDING_SMART_TRADE_ACTIONS.get(self.status)
+
+    @property
+    def error_text(self) -> str | None:
+        """The trade's own error, else the error of its market close (a failed close)."""
+        return self.error_message or self.market_close_error
 
     @property
     def symbol(self) -> str | None:

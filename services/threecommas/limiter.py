@@ -13,6 +13,13 @@ Real 429s arrive without ``Retry-After`` (a recorded 3Commas 429, recomma/3comma
 ``testdata``), so the block length comes from the route, not from the answer. A 418 ban is
 about our address, not a key: one :class:`IpGate` is shared by every key's limiter, so the
 whole IP pauses and no other user's key walks into a longer ban.
+
+**Interactive calls.** A key belongs to one user, so its limiter already keeps users apart; what a
+user's own taps can starve is the scheduled checks of that key (50 Orders taps once left 39
+listings queued for over a minute). Calls made for a tap (``acquire(..., interactive=True)``)
+therefore queue apart from background calls, may themselves send at most ``1 - reserved`` of
+what each window allows (all calls together still at most all of it), and give up with
+:class:`RateLimited` (code ``local_share``) rather than wait longer than ``interactive_wait_s``.
 """
 
 from __future__ import annotations
@@ -97,7 +104,9 @@ class KeyLimiter:
     otherwise fail fast with :class:`RateLimited`, so a poller never hammers a blocked key into
     a ban. While the shared :class:`IpGate` is closed every call fails fast with :class:`Banned`.
 
-    ``clock`` (monotonic seconds) and ``sleep`` are injectable so tests simulate time.
+    Interactive calls (module docstring) get ``1 - reserved`` of each window and wait at most
+    ``interactive_wait_s``. ``clock`` (monotonic seconds) and ``sleep`` are injectable so tests
+    simulate time.
     """
 
     def __init__(
@@ -107,48 +116,76 @@ class KeyLimiter:
         limits: dict[str, RouteLimit] | None = None,
         margin: float = MARGIN,
         max_wait_s: float = 60.0,
+        reserved: float = 0.5,
+        interactive_wait_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.limits = limits or ROUTE_LIMITS
         self.allowed = {name: max(1, int(limit.requests * margin)) for name, limit in self.limits.items()}
+        self.allowed_interactive = {name: max(1, int(n * (1 - reserved))) for name, n in self.allowed.items()}
         self.max_wait_s = max_wait_s
+        self.interactive_wait_s = interactive_wait_s
         self.ip = ip or IpGate(clock)
         self._clock = clock
         self._sleep = sleep
         self._sent: dict[str, deque[float]] = {name: deque() for name in self.limits}
+        self._sent_by_taps: dict[str, deque[float]] = {name: deque() for name in self.limits}
         self._blocked_until: dict[str, float] = {}
         self._lock = asyncio.Lock()
+        self._interactive_lock = asyncio.Lock()
 
-    async def acquire(self, route: str = DEFAULT_ROUTE) -> None:
-        """Wait for a slot on ``route``; :class:`Banned` or :class:`RateLimited` instead of long waits."""
+    async def acquire(self, route: str = DEFAULT_ROUTE, *, interactive: bool = False) -> None:
+        """Wait for a slot on ``route``; :class:`Banned` or :class:`RateLimited` instead of long waits.
+
+        One waiter at a time per kind (background, interactive) keeps the order fair and the
+        windows exact; the two kinds never wait for each other.
+        """
         windows = [DEFAULT_ROUTE] if route == DEFAULT_ROUTE else [DEFAULT_ROUTE, route]
-        async with self._lock:  # one waiter at a time keeps the order fair and the windows exact
-            while True:
-                banned = self.ip.banned_for()
-                if banned > 0:
-                    raise Banned(418, "local_ban", "3Commas ban of our IP still running", retry_after=banned)
-                now = self._clock()
-                blocked = self._blocked_until.get(route, float("-inf")) - now
-                if blocked > 0:
-                    if blocked > self.max_wait_s:
-                        raise RateLimited(
-                            429, "local_block", "3Commas block still running", retry_after=blocked
-                        )
-                    await self._sleep(blocked)
-                    continue
-                wait = max(self._window_wait(name, now) for name in windows)
-                if wait <= 0:
-                    for name in windows:
-                        self._sent[name].append(now)
-                    return
-                await self._sleep(wait)
+        if interactive:
+            async with self._interactive_lock:
+                await self._take(route, windows, self._clock() + self.interactive_wait_s)
+        else:
+            async with self._lock:
+                await self._take(route, windows, None)
 
-    def _window_wait(self, name: str, now: float) -> float:
-        sent, span = self._sent[name], self.limits[name].per_seconds
+    async def _take(self, route: str, windows: list[str], deadline: float | None) -> None:
+        """Record a send once every window has room. ``deadline`` marks a tap's call: its own share
+        must have room too, and past the deadline it gives up instead of waiting."""
+        while True:
+            banned = self.ip.banned_for()
+            if banned > 0:
+                raise Banned(418, "local_ban", "3Commas ban of our IP still running", retry_after=banned)
+            now = self._clock()
+            blocked = self._blocked_until.get(route, float("-inf")) - now
+            if blocked > 0:
+                if blocked > self.max_wait_s or (deadline is not None and now + blocked > deadline):
+                    raise RateLimited(429, "local_block", "3Commas block still running", retry_after=blocked)
+                await self._sleep(blocked)
+                continue
+            wait = max(self._window_wait(self._sent, name, now, self.allowed) for name in windows)
+            if deadline is not None:
+                taps = (
+                    self._window_wait(self._sent_by_taps, n, now, self.allowed_interactive) for n in windows
+                )
+                wait = max(wait, *taps)
+            if wait <= 0:
+                for name in windows:
+                    self._sent[name].append(now)
+                    if deadline is not None:
+                        self._sent_by_taps[name].append(now)
+                return
+            if deadline is not None and now + wait > deadline:
+                raise RateLimited(429, "local_share", "the key's share for taps is used up", retry_after=wait)
+            await self._sleep(wait)
+
+    def _window_wait(
+        self, log: dict[str, deque[float]], name: str, now: float, allowed: dict[str, int]
+    ) -> float:
+        sent, span = log[name], self.limits[name].per_seconds
         while sent and sent[0] <= now - span:
             sent.popleft()
-        return 0.0 if len(sent) < self.allowed[name] else sent[0] + span - now
+        return 0.0 if len(sent) < allowed[name] else sent[0] + span - now
 
     def block(self, route: str, seconds: float | None = None) -> float:
         """3Commas answered 429 on ``route``: no calls there for ``seconds`` (the route's documented

@@ -55,6 +55,7 @@ class RecreatePlan:
     warnings: tuple[str, ...] = ()
     smart_trade: SmartTradeParams | None = None
     bot_id: int | None = None
+    bot_name: str | None = None
     pair: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,6 +67,8 @@ class RecreatePlan:
             "body": self.body,
             "summary": self.summary,
             "warnings": list(self.warnings),
+            "bot_id": self.bot_id,
+            "bot_name": self.bot_name,
         }
 
 
@@ -80,12 +83,15 @@ def _recreate_deal(deal: Deal) -> RecreatePlan:
     """A DCA deal cannot be re-sent as it was: the bot starts a fresh one with its settings now."""
     if deal.bot_id is None:
         raise ValueError(f"deal {deal.id} names no bot to start a new deal on")
+    quote, _, base = deal.pair.partition("_")
+    base_order = decimal_text(deal.base_order_volume)
     settings = ", ".join(
         f"{name} {value}"
         for name, value in (
             ("take profit %", decimal_text(deal.take_profit)),
             ("stop loss %", decimal_text(deal.stop_loss_percentage)),
-            ("base order", decimal_text(deal.base_order_volume)),
+            # 3Commas states a DCA bot's base order in the quote currency (USDT of USDT_ETH)
+            ("base order", None if base_order is None else f"{base_order} {quote}"),
         )
         if value is not None
     )
@@ -95,7 +101,6 @@ def _recreate_deal(deal: Deal) -> RecreatePlan:
     ]
     held = (deal.bought_amount or Decimal(0)) - (deal.sold_amount or Decimal(0))
     if held > 0:  # failing or cancelling a deal leaves what it bought on the account
-        base = deal.pair.partition("_")[2]
         warnings.append(
             f"The old deal had bought {held} {base}; the new deal buys again, it does not sell those."
         )
@@ -108,6 +113,7 @@ def _recreate_deal(deal: Deal) -> RecreatePlan:
         summary=f"Start a new deal on bot {deal.bot_name or deal.bot_id} for {deal.symbol or deal.pair}",
         warnings=tuple(warnings),
         bot_id=deal.bot_id,
+        bot_name=deal.bot_name,
         pair=deal.pair,
     )
 
