@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.context import AppContext
 from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
-from bot.middlewares import GateMiddleware
+from bot.middlewares import ButtonCheck, GateMiddleware
 from bot.operator import VaultAlarm
 from bot.settings import Settings
 from bot.views.secrets import SecretGuardMiddleware
@@ -152,5 +152,6 @@ def build_dispatcher(app: AppContext, *extra: Router) -> Dispatcher:
     guard = SecretGuardMiddleware()
     dp.message.outer_middleware(guard)
     dp.edited_message.outer_middleware(guard)
+    dp.callback_query.middleware(ButtonCheck(app.sessions))
     dp.include_routers(*feature_routers(), *extra, fallback.build_router())
     return dp

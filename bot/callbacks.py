@@ -1,20 +1,37 @@
 """CallbackData factories.
 
 Buttons carry short ids of stored rows only — never order ids, symbols or secrets — so every
-payload stays far below Telegram's 64-byte limit and is re-checked against the database.
+payload stays far below Telegram's 64-byte limit. A button that names an object also carries
+``v``, the object's version token as it was drawn (:mod:`services.storage.button_tokens`), and
+says so through ``pressed()``: ``bot.middlewares.ButtonCheck`` re-reads the object before any
+handler runs and answers "out of date" when it is gone, someone else's or changed.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, ClassVar, Protocol, runtime_checkable
 
 from aiogram.filters.callback_data import CallbackData
 from pydantic import Field
 
+from services.pressed import Kind, Pressed
+from services.storage.button_tokens import TOKEN_PATTERN
+
 # A stored row's id, in the range of the id columns (INTEGER on PostgreSQL). Forged data outside it
 # fails to unpack, so no handler matches, instead of the database driver raising on the lookup.
 RowId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+# A version token; forged data of another shape fails to unpack like an out-of-range id.
+Token = Annotated[str, Field(pattern=TOKEN_PATTERN)]
+
+
+@runtime_checkable
+class NamesObject(Protocol):
+    """A button that names a stored object: checked before its handler runs."""
+
+    RESEND: ClassVar[str]
+
+    def pressed(self) -> Pressed | None: ...
 
 
 class LanguageCb(CallbackData, prefix="lang"):
@@ -37,8 +54,14 @@ class ConnAction(StrEnum):
 class ConnCb(CallbackData, prefix="c"):
     """An action on one connection."""
 
+    RESEND: ClassVar[str] = "/status"  # what to send for a fresh copy of an out-of-date button
+
     action: ConnAction
     cid: RowId
+    v: Token
+
+    def pressed(self) -> Pressed:
+        return Pressed(Kind.CONNECTION, self.cid, self.v)
 
 
 class StatusPageCb(CallbackData, prefix="sp"):
@@ -87,9 +110,16 @@ class OrdersAction(StrEnum):
 class OrdersCb(CallbackData, prefix="o"):
     """/orders: an action on a stored listing or one of its rows (see :class:`OrdersAction`)."""
 
+    RESEND: ClassVar[str] = "/orders"
+
     action: OrdersAction
     id: RowId
-    page: int = 0
+    page: int
+    v: Token
+
+    def pressed(self) -> Pressed:
+        rows = {OrdersAction.CANCEL, OrdersAction.ASK_UNKNOWN, OrdersAction.CANCEL_UNKNOWN}
+        return Pressed(Kind.LISTED_ORDER if self.action in rows else Kind.LISTING, self.id, self.v)
 
 
 class RecreateAction(StrEnum):
@@ -100,15 +130,27 @@ class RecreateAction(StrEnum):
 class RecreateCb(CallbackData, prefix="rc"):
     """Recreate failed deal row ``id``."""
 
+    RESEND: ClassVar[str] = "/status"
+
     action: RecreateAction
     id: RowId
+    v: Token
+
+    def pressed(self) -> Pressed:
+        return Pressed(Kind.FAILED_DEAL, self.id, self.v)
 
 
 class TcMapCb(CallbackData, prefix="tcm"):
     """3Commas account link row ``link`` trades on exchange connection ``cid`` (0 = skip)."""
 
+    RESEND: ClassVar[str] = "/link3c"
+
     link: RowId
     cid: RowId
+    v: Token
+
+    def pressed(self) -> Pressed:
+        return Pressed(Kind.MAPPING, self.link, self.v, other=self.cid)
 
 
 class TcRepairAction(StrEnum):
@@ -120,9 +162,15 @@ class TcRepairAction(StrEnum):
 class TcRepairCb(CallbackData, prefix="tcr"):
     """Repair 3Commas account ``acc`` (3Commas' own id) of 3Commas connection ``cid``."""
 
+    RESEND: ClassVar[str] = "/status"
+
     action: TcRepairAction
     cid: RowId
     acc: int
+    v: Token
+
+    def pressed(self) -> Pressed:
+        return Pressed(Kind.TC_ACCOUNT, self.cid, self.v, other=self.acc)
 
 
 class ChecklistAction(StrEnum):
@@ -135,18 +183,36 @@ class ChecklistAction(StrEnum):
 
 
 class ChecklistCb(CallbackData, prefix="rcl"):
-    """Recovery checklist ``id`` (see :class:`ChecklistAction`)."""
+    """Recovery checklist ``id`` (see :class:`ChecklistAction`). ``v`` is the checklist's token, but
+    the trades' for Recreate (what the confirmation listed) and the listing's for Cancel."""
+
+    RESEND: ClassVar[str] = "/status"
 
     action: ChecklistAction
     id: RowId
-    list: int = 0
+    list: RowId = 0
+    v: Token
+
+    def pressed(self) -> Pressed:
+        if self.action is ChecklistAction.RECREATE:
+            return Pressed(Kind.CHECKLIST_DEALS, self.id, self.v)
+        if self.action is ChecklistAction.CANCEL:
+            return Pressed(Kind.LISTING, self.list, self.v)
+        return Pressed(Kind.CHECKLIST, self.id, self.v)
 
 
 class MuteCb(CallbackData, prefix="m"):
     """Mute one connection (cid > 0) or everything (cid = 0) for ``hours``; 0 hours unmutes."""
 
+    RESEND: ClassVar[str] = "/mute"
+
     cid: RowId
     hours: int
+    v: Token = ""
+
+    def pressed(self) -> Pressed | None:
+        """Muting everything names no object; one connection is checked like any of its buttons."""
+        return Pressed(Kind.CONNECTION, self.cid, self.v) if self.cid else None
 
 
 class HistoryPageCb(CallbackData, prefix="hp"):

@@ -1,4 +1,5 @@
-"""Update gatekeeping: private chats only, the allow-list, the user's row and language."""
+"""Update gatekeeping: private chats only, the allow-list, the user's row and language; and the
+re-check of every pressed button."""
 
 from __future__ import annotations
 
@@ -9,20 +10,25 @@ from typing import Any
 
 from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import Chat, TelegramObject, Update
+from aiogram.types import CallbackQuery, Chat, TelegramObject, Update
 from aiogram.types import User as TgUser
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.exc import IntegrityError
 
+from bot.callbacks import NamesObject
 from bot.i18n import pick_language
+from bot.texts import out_of_date
 from bot.views.secrets import expose_group_secret
 from services.core.clock import Clock
 from services.core.vault import carries_secret
+from services.pressed import still_as_shown
 from services.storage.db import Sessions
 from services.storage.users import claim_chat_notice, get_or_create_user
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
 def _actor(update: Update) -> tuple[TgUser | None, Chat | None]:
@@ -121,3 +127,27 @@ class GateMiddleware(BaseMiddleware):
             await event.message.answer(text)
         elif event.callback_query:
             await event.callback_query.answer(text, show_alert=True)
+
+
+class ButtonCheck(BaseMiddleware):
+    """Inner middleware on callback queries: the one check of every button that names an object.
+
+    It runs after the handler's filter unpacked the button and before the handler: the object is
+    read again (:func:`services.pressed.still_as_shown`, a database read, no network) and, when it
+    is gone, someone else's or no longer what the button showed, the query is answered "out of
+    date" at once and no handler runs. Buttons that name nothing pass straight through.
+    """
+
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        button = data.get("callback_data")
+        if not isinstance(button, NamesObject):
+            return await handler(event, data)
+        pressed = button.pressed()
+        if pressed is None or await still_as_shown(self.sessions, data["user"].id, pressed):
+            return await handler(event, data)
+        assert isinstance(event, CallbackQuery)
+        await event.answer(out_of_date(button.RESEND), show_alert=True)
+        return None

@@ -254,13 +254,13 @@ def _buttons(keyboard: InlineKeyboardBuilder, item: Notice | OutageNotice) -> No
     if isinstance(item, OutageNotice):
         keyboard.button(
             text="🔄 " + _("Refresh"),
-            callback_data=ConnCb(action=ConnAction.REFRESH, cid=item.connection_ids[0]),
+            callback_data=ConnCb(action=ConnAction.REFRESH, cid=item.connection_ids[0], v=item.versions[0]),
         )
         return
     event = item.event.change if isinstance(item.event, MuteSummary) else item.event
     if isinstance(event, DealFailed):
         if event.failed_deal_id is not None:
-            keyboard.add(*recreate_button(event.failed_deal_id).inline_keyboard[0])
+            keyboard.add(*recreate_button(event.failed_deal_id, event.failed_deal_version).inline_keyboard[0])
         return
     if item.check is not None:
         # A 3Commas account whose exchange key broke gets the repair wizard; once it works again,
@@ -271,21 +271,23 @@ def _buttons(keyboard: InlineKeyboardBuilder, item: Notice | OutageNotice) -> No
             and isinstance(event, Alert | Reminder)
             and _account_key_broken(item.check, event.verdict)
         ):
-            text, data = tc_views.repair_button(item.target.connection_id, account)
+            text, data = tc_views.repair_button(item.target.connection_id, account, item.target.version)
             keyboard.button(text=text, callback_data=data)
         elif account is not None and isinstance(event, Recovery) and event.verdict.is_key_problem:
-            text, data = tc_views.checklist_button(item.target.connection_id, account)
+            text, data = tc_views.checklist_button(item.target.connection_id, account, item.target.version)
             keyboard.button(text=text, callback_data=data)
         return
-    cid = item.target.connection_id
+    cid, v = item.target.connection_id, item.target.version
     asks_to_act = isinstance(event, Alert | Reminder | VerdictChanged)
     if isinstance(event, Alert | Reminder | VerdictChanged) and event.verdict.is_key_problem:
         keyboard.button(
-            text="⛔ " + _("Update API key"), callback_data=ConnCb(action=ConnAction.UPDATE, cid=cid)
+            text="⛔ " + _("Update API key"), callback_data=ConnCb(action=ConnAction.UPDATE, cid=cid, v=v)
         )
-    keyboard.button(text="🔄 " + _("Refresh"), callback_data=ConnCb(action=ConnAction.REFRESH, cid=cid))
+    keyboard.button(text="🔄 " + _("Refresh"), callback_data=ConnCb(action=ConnAction.REFRESH, cid=cid, v=v))
     if asks_to_act or isinstance(event, FlappingNotice):
-        keyboard.button(text="🔕 " + _("Mute 24 h"), callback_data=ConnCb(action=ConnAction.MUTE, cid=cid))
+        keyboard.button(
+            text="🔕 " + _("Mute 24 h"), callback_data=ConnCb(action=ConnAction.MUTE, cid=cid, v=v)
+        )
 
 
 def render_batch(rows: list[OutboxMessage], egress_ips: Sequence[str] = ()) -> list[Rendered]:

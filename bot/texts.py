@@ -183,3 +183,8 @@ def exchange_name(exchange_id: str) -> str:
         return display_name(exchange_id)
     except AttributeError:  # not a ccxt id (an old or damaged row): still say something readable
         return exchange_id.capitalize()
+
+
+def out_of_date(command: str) -> str:
+    """The one answer to a button whose object is gone, someone else's or changed since it was drawn."""
+    return _("This button is out of date — send {command} again.").format(command=command)

@@ -27,10 +27,10 @@ async def choose_language(message: Message, user: User) -> None:
 async def language_chosen(
     query: CallbackQuery, callback_data: LanguageCb, sessions: Sessions, i18n: I18n, user: User
 ) -> None:
+    await query.answer()
     await save_language(sessions, user.id, callback_data.code)
     with i18n.use_locale(callback_data.code):
         text = _("Language set: English.")
-    await query.answer()
     if query.message:
         await query.message.answer(text)
 

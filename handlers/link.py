@@ -27,7 +27,15 @@ from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, ExchangeCb, ExchangePageCb, LinkStep, LinkStepCb, StartLinkCb
 from bot.commands import is_known_command
 from bot.settings import Settings
-from bot.texts import TRANSIENT, connection_title, egress_line, exchange_name, verdict_advice, verdict_reason
+from bot.texts import (
+    TRANSIENT,
+    connection_title,
+    egress_line,
+    exchange_name,
+    out_of_date,
+    verdict_advice,
+    verdict_reason,
+)
 from bot.views.balances import balance_summary
 from bot.views.html import code, html
 from bot.views.secrets import SecretPart, forget_secret_message, key_problem, take_secret_part
@@ -36,6 +44,7 @@ from services.core.verdicts import Verdict
 from services.exchanges.hub import PREFERRED, needs_passphrase, supported_exchanges
 from services.exchanges.probes import KeyInfo, ProbeResult, key_warnings
 from services.monitoring.refresh import KeyStore
+from services.storage.button_tokens import connection_token
 from services.storage.connections import load_owned_connection
 from services.storage.db import Sessions
 from services.storage.models import Connection, User
@@ -255,7 +264,8 @@ def already_linked(twin: Connection) -> tuple[str, InlineKeyboardMarkup]:
     """The same key sent again: name the connection that holds it and offer its Update API key."""
     keyboard = InlineKeyboardBuilder()
     keyboard.button(
-        text="🔑 " + _("Update API key"), callback_data=ConnCb(action=ConnAction.UPDATE, cid=twin.id)
+        text="🔑 " + _("Update API key"),
+        callback_data=ConnCb(action=ConnAction.UPDATE, cid=twin.id, v=connection_token(twin)),
     )
     text = html(
         _(
@@ -480,10 +490,10 @@ async def start_button(query: CallbackQuery, state: FSMContext) -> None:
 async def update_button(
     query: CallbackQuery, callback_data: ConnCb, state: FSMContext, sessions: Sessions, user: User
 ) -> None:
-    """Update API key: the key steps of the wizard, for one existing connection."""
+    """Update API key: the key steps of the wizard, for one existing exchange connection."""
     connection = await load_owned_connection(sessions, user.id, callback_data.cid)
     if connection is None or connection.kind != "exchange" or not isinstance(query.message, Message):
-        await query.answer(_("Connection not found."), show_alert=True)
+        await query.answer(out_of_date(ConnCb.RESEND), show_alert=True)
         return
     await query.answer()
     await state.clear()
@@ -504,8 +514,8 @@ async def update_button(
 
 
 async def cancel_button(query: CallbackQuery, state: FSMContext) -> None:
-    await state.clear()
     await query.answer()
+    await state.clear()
     if isinstance(query.message, Message):
         with suppress(TelegramBadRequest):
             await query.message.edit_text(_("Cancelled. Nothing was saved."))

@@ -3,7 +3,8 @@
 Handlers only parse the button, call :mod:`services.orders.listing` and render. A page holds at most
 :data:`PAGE_SIZE` orders, fewer when their lines are long, so text (4096 UTF-16 units, measured by
 bot/views/html.py) and keyboard stay inside Telegram's limits whatever the orders; every button
-names a stored row, never an order id.
+names a stored row, never an order id, with its version token: ``bot.middlewares.ButtonCheck``
+answers an out-of-date one before any handler here runs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, OrdersAction, OrdersCb
 from bot.texts import ago, button_title, connection_title, deal_words, refusal_text
+from bot.views.confirm import confirmation
 from bot.views.editing import edit_in_place, edit_or_send
 from bot.views.html import TELEGRAM_LIMIT, Html, bold, html, join, pages, plain, split, visible_length
 from services.exchanges.classifier import Classification
@@ -40,6 +42,7 @@ from services.orders.listing import (
 )
 from services.orders.listing_gate import Ticket, Turn, listing_ticket
 from services.orders.locked_funds import Lock
+from services.storage.button_tokens import connection_token, listed_order_token
 from services.storage.models import ListedOrder, User
 from services.storage.users import user_connections
 
@@ -235,25 +238,18 @@ def counts_text(listing: Listing) -> str:
 def _keyboard(
     listing: Listing, rows: Sequence[ListedOrder], first: int, page: int, pages: int
 ) -> InlineKeyboardMarkup:
+    version = listing.version
+    cancels = {  # what a row's button says and does; active deals have none
+        Attribution.ORPHAN.value: ("❌ " + _("Cancel {n}"), OrdersAction.CANCEL),
+        Attribution.UNKNOWN.value: ("⚠️ " + _("Cancel {n}?"), OrdersAction.ASK_UNKNOWN),
+    }
     buttons: list[InlineKeyboardButton] = []
     for i, row in enumerate(rows):
-        number = first + i + 1
-        if row.outcome is not None:
+        if row.outcome is not None or row.attribution not in cancels:
             continue
-        if row.attribution == Attribution.ORPHAN:
-            buttons.append(
-                InlineKeyboardButton(
-                    text="❌ " + _("Cancel {n}").format(n=number),
-                    callback_data=OrdersCb(action=OrdersAction.CANCEL, id=row.id, page=page).pack(),
-                )
-            )
-        elif row.attribution == Attribution.UNKNOWN:
-            buttons.append(
-                InlineKeyboardButton(
-                    text="⚠️ " + _("Cancel {n}?").format(n=number),
-                    callback_data=OrdersCb(action=OrdersAction.ASK_UNKNOWN, id=row.id, page=page).pack(),
-                )
-            )
+        text, action = cancels[row.attribution]
+        data = OrdersCb(action=action, id=row.id, page=page, v=listed_order_token(row))
+        buttons.append(InlineKeyboardButton(text=text.format(n=first + i + 1), callback_data=data.pack()))
     keyboard: list[list[InlineKeyboardButton]] = [buttons[i : i + 4] for i in range(0, len(buttons), 4)]
     orphans = len(listing.orphan_rows)
     if orphans:
@@ -262,7 +258,9 @@ def _keyboard(
                 InlineKeyboardButton(
                     text="🧹 "
                     + ngettext("Cancel the orphan", "Cancel all {n} orphans", orphans).format(n=orphans),
-                    callback_data=OrdersCb(action=OrdersAction.ASK_ALL, id=listing.list_id, page=page).pack(),
+                    callback_data=OrdersCb(
+                        action=OrdersAction.ASK_ALL, id=listing.list_id, page=page, v=version
+                    ).pack(),
                 )
             ]
         )
@@ -271,20 +269,24 @@ def _keyboard(
         nav.append(
             InlineKeyboardButton(
                 text="‹",
-                callback_data=OrdersCb(action=OrdersAction.PAGE, id=listing.list_id, page=page - 1).pack(),
+                callback_data=OrdersCb(
+                    action=OrdersAction.PAGE, id=listing.list_id, page=page - 1, v=version
+                ).pack(),
             )
         )
     nav.append(
         InlineKeyboardButton(
             text="🔄 " + _("Refresh"),
-            callback_data=OrdersCb(action=OrdersAction.REFRESH, id=listing.list_id).pack(),
+            callback_data=OrdersCb(action=OrdersAction.REFRESH, id=listing.list_id, page=0, v=version).pack(),
         )
     )
     if page < pages - 1:
         nav.append(
             InlineKeyboardButton(
                 text="›",
-                callback_data=OrdersCb(action=OrdersAction.PAGE, id=listing.list_id, page=page + 1).pack(),
+                callback_data=OrdersCb(
+                    action=OrdersAction.PAGE, id=listing.list_id, page=page + 1, v=version
+                ).pack(),
             )
         )
     keyboard.append(nav)
@@ -420,7 +422,9 @@ async def orders_command(message: Message, order_deps: Deps, user: User, bot: Bo
         for connection in connections[:50]:
             keyboard.button(
                 text=button_title(connection.exchange, connection.label, connection.key_hint),
-                callback_data=ConnCb(action=ConnAction.ORDERS, cid=connection.id),
+                callback_data=ConnCb(
+                    action=ConnAction.ORDERS, cid=connection.id, v=connection_token(connection)
+                ),
             )
         keyboard.adjust(1)
         await message.answer(_("Whose open orders?"), reply_markup=keyboard.as_markup())
@@ -441,21 +445,9 @@ async def orders_button(
         await _deliver(order_deps, user, bot, await ticket.result(), None)
 
 
-async def _pressed_listing(
-    query: CallbackQuery, order_deps: Deps, user: User, callback_data: OrdersCb
-) -> Listing | None:
-    """The user's listing the button names; an expired or someone else's list is answered here."""
-    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
-    if listing is None:
-        await query.answer(_("This list has expired. Send /orders."), show_alert=True)
-    return listing
-
-
 async def page(query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot) -> None:
-    if await _show_list(query, order_deps, user, bot, callback_data.id, callback_data.page):
-        await query.answer()
-    else:
-        await query.answer(_("This list has expired. Tap Refresh or send /orders."), show_alert=True)
+    await query.answer()
+    await _show_list(query, order_deps, user, bot, callback_data.id, callback_data.page)
 
 
 async def refresh(
@@ -464,8 +456,9 @@ async def refresh(
     """Redraws the pressed list with a new listing; within the cooldown with the recent one (if
     the message shows an older list), while one runs not at all: that listing redraws it. A
     user over their share keeps the list they had, with when to try again on top."""
-    listing = await _pressed_listing(query, order_deps, user, callback_data)
-    if listing is None:
+    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
+    if listing is None:  # pruned since the button was checked
+        await query.answer()
         return
     ticket = await listing_ticket(order_deps, user.id, listing.connection.id)
     await query.answer(_tap_answer(ticket))
@@ -508,23 +501,21 @@ def _amounts(by_currency: dict[str, Decimal]) -> Html:
     return join(", ", [f"{num(v)} {k}" for k, v in sorted(by_currency.items())] or ["—"])
 
 
-async def _ask(query: CallbackQuery, bot: Bot, text: str, yes_text: str, yes: OrdersCb, list_id: int) -> None:
+async def _ask(
+    query: CallbackQuery, bot: Bot, listing: Listing, text: str, yes_text: str, yes: OrdersCb
+) -> None:
     """Turn the message into a confirmation: ``yes`` does it, Back returns to the list's page."""
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(text=yes_text, callback_data=yes)
-    keyboard.button(
-        text="‹ " + _("Back"), callback_data=OrdersCb(action=OrdersAction.PAGE, id=list_id, page=yes.page)
-    )
-    await query.answer()
-    await edit_in_place(query, bot, text, keyboard.as_markup())
+    back = OrdersCb(action=OrdersAction.PAGE, id=listing.list_id, page=yes.page, v=listing.version)
+    await edit_in_place(query, bot, text, confirmation(yes_text, yes, "‹ " + _("Back"), back))
 
 
 async def confirm_unknown(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
+    await query.answer()
     row = await owned_row(order_deps.sessions, user.id, callback_data.id)
-    if row is None:
-        await query.answer(outcome_text(CancelResult(CancelOutcome.LIST_GONE)), show_alert=True)
+    listing = None if row is None else await load_listing(order_deps.sessions, user.id, row.list_version)
+    if row is None or listing is None:  # pruned since the button was checked
         return
     text = "⚠️ " + html(
         _(
@@ -536,15 +527,16 @@ async def confirm_unknown(
         symbol=row.symbol,
         price=num(Decimal(row.price)),
     )
-    yes = OrdersCb(action=OrdersAction.CANCEL_UNKNOWN, id=row.id, page=callback_data.page)
-    await _ask(query, bot, text, _("Yes, cancel this order"), yes, row.list_version)
+    yes = callback_data.model_copy(update={"action": OrdersAction.CANCEL_UNKNOWN})
+    await _ask(query, bot, listing, text, _("Yes, cancel this order"), yes)
 
 
 async def confirm_all(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    listing = await _pressed_listing(query, order_deps, user, callback_data)
-    if listing is None:
+    await query.answer()
+    listing = await load_listing(order_deps.sessions, user.id, callback_data.id)
+    if listing is None:  # pruned since the button was checked
         return
     orphans = listing.orphan_rows
     freed: dict[str, Decimal] = {}
@@ -561,19 +553,16 @@ async def confirm_all(
         n=len(orphans),
         freed=_amounts(freed),
     )
-    yes = OrdersCb(action=OrdersAction.CANCEL_ALL, id=listing.list_id, page=callback_data.page)
+    yes = callback_data.model_copy(update={"action": OrdersAction.CANCEL_ALL})
     yes_text = ngettext("Yes, cancel the order", "Yes, cancel {n} orders", len(orphans)).format(
         n=len(orphans)
     )
-    await _ask(query, bot, text, yes_text, yes, listing.list_id)
+    await _ask(query, bot, listing, text, yes_text, yes)
 
 
 async def cancel_all(
     query: CallbackQuery, callback_data: OrdersCb, order_deps: Deps, user: User, bot: Bot
 ) -> None:
-    listing = await _pressed_listing(query, order_deps, user, callback_data)
-    if listing is None:
-        return
     await query.answer(_("Cancelling…"))
     results = await cancel_all_orphans(order_deps, user.id, callback_data.id)
     done = [r for r in results if r.done]

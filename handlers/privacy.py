@@ -44,8 +44,8 @@ async def forget(message: Message) -> None:
 
 
 async def forget_confirmed(query: CallbackQuery, sessions: Sessions, user: User, bot: Bot) -> None:
-    removed = await forget_user(sessions, user.id)
     await query.answer()
+    removed = await forget_user(sessions, user.id)
     await edit_in_place(
         query,
         bot,
@@ -70,10 +70,11 @@ async def history(message: Message, sessions: Sessions, user: User) -> None:
 async def history_turned(
     query: CallbackQuery, callback_data: HistoryPageCb, sessions: Sessions, user: User, bot: Bot
 ) -> None:
-    """Prev/Next: the page is read again for whoever pressed (the buttons carry a page number only)."""
+    """Prev/Next: the page is read again for whoever pressed (the buttons carry a page number of the
+    presser's own history, so they name no object and ``ButtonCheck`` lets them through)."""
+    await query.answer()
     text, markup = history_text(await history_page(sessions, user.id, callback_data.page))
     await edit_in_place(query, bot, text, markup)
-    await query.answer()
 
 
 def build_router() -> Router:

@@ -22,12 +22,10 @@ from bot.views import threecommas as views
 from bot.views.html import Html, join
 from bot.views.secrets import forget_secret_message, key_problem
 from services.core.vault import Credentials, Vault
-from services.orders.cancel import CancelOutcome
 from services.orders.listing import Deps
 from services.storage.models import User
 from services.threecommas import checklist as recovery
 from services.threecommas.errors import ThreeCommasError
-from services.threecommas.recreate import RecreateOutcome
 from services.threecommas.repair import (
     RepairOutcome,
     RepairResult,
@@ -52,18 +50,29 @@ async def _target(order_deps: Deps, user: User, cid: int, acc: int) -> RepairTar
 # ----------------------------------------------------------------------------- the wizard
 
 
+async def _pressed_target(
+    query: CallbackQuery, callback_data: TcRepairCb, order_deps: Deps, user: User, answer: str | None = None
+) -> tuple[RepairTarget, Message] | None:
+    """Answer the tap at once, then the account the button names (checked by ``ButtonCheck``;
+    None only if it went in between) and the message to reply under."""
+    await query.answer(answer)
+    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
+    if target is None or not isinstance(query.message, Message):
+        return None
+    return target, query.message
+
+
 async def start_repair(
     query: CallbackQuery, callback_data: TcRepairCb, state: FSMContext, order_deps: Deps, user: User
 ) -> None:
-    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
-    if target is None or not isinstance(query.message, Message):
-        await query.answer(_("That 3Commas account is no longer linked."), show_alert=True)
+    pressed = await _pressed_target(query, callback_data, order_deps, user)
+    if pressed is None:
         return
-    await query.answer()
+    target, message = pressed
     await state.clear()
     await state.set_state(TcRepair.key)
     await state.update_data(cid=target.tc_connection_id, acc=target.account_id)
-    await query.message.answer(views.wizard_intro(target.name, target.market_code))
+    await message.answer(views.wizard_intro(target.name, target.market_code))
 
 
 def _seal(vault: Vault, value: str) -> str:
@@ -74,24 +83,27 @@ def _unseal(vault: Vault, sealed: str) -> str:
     return vault.open(base64.b64decode(sealed)).api_key
 
 
-async def got_key(message: Message, state: FSMContext, order_deps: Deps) -> None:
+async def _kept(message: Message, state: FSMContext, vault: Vault, part: str, again: str) -> bool:
+    """Delete the message and keep its ``part`` (key, secret, passphrase) sealed in the wizard state;
+    False, with ``again`` said, when it cannot be one."""
     await forget_secret_message(message)
-    problem = key_problem(message.text)
+    problem = key_problem(message.text, passphrase=part == "passphrase")
     if problem:
-        await message.answer(problem + " " + _("Send the API key again, or /cancel."))
-        return
-    await state.update_data(key=_seal(order_deps.vault, (message.text or "").strip()))
-    await state.set_state(TcRepair.secret)
-    await message.answer(views.ask_secret())
+        await message.answer(problem + " " + again)
+        return False
+    await state.update_data({part: _seal(vault, (message.text or "").strip())})
+    return True
+
+
+async def got_key(message: Message, state: FSMContext, order_deps: Deps) -> None:
+    if await _kept(message, state, order_deps.vault, "key", _("Send the API key again, or /cancel.")):
+        await state.set_state(TcRepair.secret)
+        await message.answer(views.ask_secret())
 
 
 async def got_secret(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
-    await forget_secret_message(message)
-    problem = key_problem(message.text)
-    if problem:
-        await message.answer(problem + " " + _("Send the secret again, or /cancel."))
+    if not await _kept(message, state, order_deps.vault, "secret", _("Send the secret again, or /cancel.")):
         return
-    await state.update_data(secret=_seal(order_deps.vault, (message.text or "").strip()))
     data = await state.get_data()
     target = await _target(order_deps, user, int(data.get("cid", 0)), int(data.get("acc", 0)))
     if target is not None and needs_passphrase(target.market_code):
@@ -102,13 +114,9 @@ async def got_secret(message: Message, state: FSMContext, order_deps: Deps, user
 
 
 async def got_passphrase(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
-    await forget_secret_message(message)
-    problem = key_problem(message.text, passphrase=True)
-    if problem:
-        await message.answer(problem + " " + _("Send the passphrase again, or /cancel."))
-        return
-    await state.update_data(passphrase=_seal(order_deps.vault, (message.text or "").strip()))
-    await _send_key(message, state, order_deps, user)
+    again = _("Send the passphrase again, or /cancel.")
+    if await _kept(message, state, order_deps.vault, "passphrase", again):
+        await _send_key(message, state, order_deps, user)
 
 
 async def _send_key(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
@@ -137,7 +145,9 @@ async def _send_key(message: Message, state: FSMContext, order_deps: Deps, user:
     if result.outcome is RepairOutcome.NO_PERMISSION:
         await message.answer(
             views.manual_steps(target.name, target.market_code, acc, result.error),
-            reply_markup=views.keyboard_of(views.check_button(cid, acc), views.checklist_button(cid, acc)),
+            reply_markup=views.keyboard_of(
+                views.check_button(cid, acc, target.version), views.checklist_button(cid, acc, target.version)
+            ),
         )
         return
     await message.answer(views.repair_result(result, target.name, target.market_code))
@@ -145,47 +155,40 @@ async def _send_key(message: Message, state: FSMContext, order_deps: Deps, user:
         await _open_checklist(message, order_deps, user, cid, acc)
     elif result.outcome in {RepairOutcome.STILL_BROKEN, RepairOutcome.UNAVAILABLE, RepairOutcome.REFUSED}:
         await message.answer(
-            _("Try again when ready:"), reply_markup=views.keyboard_of(views.repair_button(cid, acc))
+            _("Try again when ready:"),
+            reply_markup=views.keyboard_of(views.repair_button(cid, acc, target.version)),
         )
 
 
 async def check_manual_fix(
     query: CallbackQuery, callback_data: TcRepairCb, order_deps: Deps, user: User
 ) -> None:
-    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
-    if target is None or not isinstance(query.message, Message):
-        await query.answer(_("That 3Commas account is no longer linked."), show_alert=True)
+    pressed = await _pressed_target(query, callback_data, order_deps, user, _("Asking 3Commas…"))
+    if pressed is None:
         return
-    await query.answer(_("Asking 3Commas…"))
+    target, message = pressed
     try:
-        account = await account_now(order_deps.threecommas, target.tc_credentials, callback_data.acc)
+        account = await account_now(order_deps.threecommas, target.tc_credentials, target.account_id)
     except ThreeCommasError as error:
-        await query.message.answer(
-            views.repair_result(
-                RepairResult(RepairOutcome.UNAVAILABLE, error=error.error),
-                target.name,
-                target.market_code,
-            )
-        )
+        result = RepairResult(RepairOutcome.UNAVAILABLE, error=error.error)
+        await message.answer(views.repair_result(result, target.name, target.market_code))
         return
     if account is None or account.key_broken:
-        await query.message.answer(views.still_broken_after_manual(target.name, target.market_code))
+        await message.answer(views.still_broken_after_manual(target.name, target.market_code))
         return
-    await query.message.answer(
+    await message.answer(
         views.repair_result(RepairResult(RepairOutcome.FIXED, account), target.name, target.market_code)
     )
-    await _open_checklist(query.message, order_deps, user, callback_data.cid, callback_data.acc)
+    await _open_checklist(message, order_deps, user, target.tc_connection_id, target.account_id)
 
 
 async def show_checklist(
     query: CallbackQuery, callback_data: TcRepairCb, order_deps: Deps, user: User
 ) -> None:
-    target = await _target(order_deps, user, callback_data.cid, callback_data.acc)
-    if target is None or not isinstance(query.message, Message):
-        await query.answer(_("That 3Commas account is no longer linked."), show_alert=True)
-        return
-    await query.answer()
-    await _open_checklist(query.message, order_deps, user, callback_data.cid, callback_data.acc)
+    pressed = await _pressed_target(query, callback_data, order_deps, user)
+    if pressed is not None:
+        target, message = pressed
+        await _open_checklist(message, order_deps, user, target.tc_connection_id, target.account_id)
 
 
 # ----------------------------------------------------------------------------- the checklist
@@ -217,26 +220,20 @@ async def _redraw(
 async def checklist_step(
     query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
 ) -> None:
-    if callback_data.action is ChecklistAction.OLD_KEY_DELETED and not await recovery.tick_old_key(
-        order_deps, callback_data.id, user.id
-    ):
-        await query.answer(_("This checklist is no longer yours."), show_alert=True)
-        return
     await query.answer()
-    if await _redraw(query, order_deps, user, callback_data.id) is None and isinstance(
-        query.message, Message
-    ):
-        await query.message.answer(_("This checklist is no longer known."))
+    if callback_data.action is ChecklistAction.OLD_KEY_DELETED:
+        await recovery.tick_old_key(order_deps, callback_data.id, user.id)
+    await _redraw(query, order_deps, user, callback_data.id)
 
 
 async def checklist_ask(
     query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
 ) -> None:
-    state = await recovery.checklist_state(order_deps, callback_data.id, user.id)
-    if state is None or not isinstance(query.message, Message):
-        await query.answer(_("This checklist is no longer known."), show_alert=True)
-        return
+    """Answered at once: the state is read afresh from 3Commas and the exchange, which takes a while."""
     await query.answer()
+    state = await recovery.checklist_state(order_deps, callback_data.id, user.id)
+    if state is None or not isinstance(query.message, Message):  # gone since the button was checked
+        return
     if callback_data.action is ChecklistAction.ASK_RECREATE:
         if not state.pending:
             await query.message.answer(_("Nothing is left to recreate."))
@@ -250,47 +247,22 @@ async def checklist_ask(
     await query.message.answer(text, reply_markup=markup)
 
 
-async def checklist_recreate(
+async def checklist_confirmed(
     query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
 ) -> None:
-    await query.answer(_("Sending to 3Commas…"))
-    results = await recovery.recreate_all(order_deps, callback_data.id, user.id)
-    created = sum(1 for r in results if r.outcome is RecreateOutcome.CREATED)
-    already = sum(1 for r in results if r.outcome is RecreateOutcome.ALREADY)
-    refused = [
-        r.error or r.outcome.value
-        for r in results
-        if r.outcome not in {RecreateOutcome.CREATED, RecreateOutcome.ALREADY}
-    ]
+    """Recreate all / Cancel orphans, confirmed: answered at once; the outcome goes under the
+    confirmation, whose button stays (a second tap is safe: each trade and order is claimed, and
+    reports what was done), then the checklist is redrawn."""
+    if callback_data.action is ChecklistAction.RECREATE:
+        await query.answer(_("Sending to 3Commas…"))
+        outcome = views.recreated(await recovery.recreate_all(order_deps, callback_data.id, user.id))
+    else:
+        await query.answer(_("Cancelling…"))
+        outcome = views.cancelled(await recovery.cancel_orphans(order_deps, user.id, callback_data.list))
     if isinstance(query.message, Message):
-        lines = [
-            "✅ "
-            + _("Recreated {n}; {m} had been recreated before and were not sent again.").format(
-                n=created, m=already
-            )
-        ]
-        if refused:  # 3Commas' own words: plain text, escaped by join
-            lines.append(_("3Commas refused: {errors}").format(errors="; ".join(refused)[:500]))
         # The button stays: a second tap is safe (each row is claimed) and reports the same.
         base = Html(query.message.html_text.split("\n\n✅ ", 1)[0])
-        await query.message.edit_text(
-            join("\n\n", [base, join("\n", lines)]), reply_markup=query.message.reply_markup
-        )
-    await _redraw(query, order_deps, user, callback_data.id)
-
-
-async def checklist_cancel(
-    query: CallbackQuery, callback_data: ChecklistCb, order_deps: Deps, user: User
-) -> None:
-    if not await recovery.owns_checklist(order_deps, callback_data.id, user.id):
-        await query.answer(_("This checklist is no longer yours."), show_alert=True)
-        return
-    await query.answer(_("Cancelling…"))
-    results = await recovery.cancel_orphans(order_deps, user.id, callback_data.list)
-    cancelled = sum(1 for r in results if r.outcome is CancelOutcome.CANCELLED)
-    if isinstance(query.message, Message):
-        text = "✅ " + _("Cancelled {n} of {m} orphan order(s).").format(n=cancelled, m=len(results))
-        await query.message.edit_text(join("\n\n", [Html(query.message.html_text), text]))
+        await query.message.edit_text(join("\n\n", [base, outcome]), reply_markup=query.message.reply_markup)
     await _redraw(query, order_deps, user, callback_data.id)
 
 
@@ -307,8 +279,6 @@ def build_router() -> Router:
     router.callback_query.register(checklist_step, ChecklistCb.filter(F.action.in_(steps)))
     asks = {ChecklistAction.ASK_RECREATE, ChecklistAction.ASK_CANCEL}
     router.callback_query.register(checklist_ask, ChecklistCb.filter(F.action.in_(asks)))
-    router.callback_query.register(
-        checklist_recreate, ChecklistCb.filter(F.action == ChecklistAction.RECREATE)
-    )
-    router.callback_query.register(checklist_cancel, ChecklistCb.filter(F.action == ChecklistAction.CANCEL))
+    confirmed = {ChecklistAction.RECREATE, ChecklistAction.CANCEL}
+    router.callback_query.register(checklist_confirmed, ChecklistCb.filter(F.action.in_(confirmed)))
     return router

@@ -1,8 +1,9 @@
 """/status: the portfolio page — one line per connection, with Refresh, Orders and Remove buttons.
 
 The page is rendered from the connection rows only (no exchange calls), so it opens instantly.
-Every button re-checks that the connection belongs to whoever pressed it; replays and forged
-buttons get a short answer and change nothing. The Orders button is answered by the orders
+Every button carries the connection's version token and is re-checked before its handler runs
+(``bot.middlewares.ButtonCheck``); replays, old and forged buttons get "out of date" and change
+nothing. The Orders button is answered by the orders
 router, Update API key by the link router.
 """
 
@@ -23,18 +24,19 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot import formatting
 from bot.callbacks import ConnAction, ConnCb, StatusPageCb, TcRepairCb
 from bot.settings import Settings
-from bot.texts import ago, connection_title, egress_line, verdict_advice, verdict_reason
+from bot.texts import ago, connection_title, egress_line, out_of_date, verdict_advice, verdict_reason
 from bot.views import threecommas as tc_views
 from bot.views.balances import balance_summary
+from bot.views.confirm import confirmation
 from bot.views.editing import edit_in_place
 from bot.views.html import TELEGRAM_LIMIT, Html, html, join, pages, split, visible_length
-from services.core.clock import Clock
 from services.core.verdicts import Verdict
 from services.exchanges.probes import KeyInfo
 from services.monitoring.checkers import FUTURES_BALANCES
 from services.monitoring.mutes import muted_everything_until
 from services.monitoring.refresh import Refreshes, remove_owned_connection
-from services.storage.db import Sessions
+from services.orders.listing import Deps
+from services.storage.button_tokens import connection_token
 from services.storage.models import Connection, User
 from services.storage.users import user_connections
 
@@ -216,23 +218,25 @@ def render_page(
     return split(text)[0], _keyboard(shown, page, pages_total)
 
 
+def _conn(c: Connection, action: ConnAction) -> ConnCb:
+    return ConnCb(action=action, cid=c.id, v=connection_token(c))
+
+
 def _keyboard(shown: list[tuple[int, Connection]], page: int, pages: int) -> InlineKeyboardMarkup:
     keyboard = InlineKeyboardBuilder()
     widths = []
     for number, c in shown:
         row: list[tuple[str, ConnCb | TcRepairCb]] = []
         if needs_new_key(c):
-            row.append(
-                ("⛔ " + _("{n} Update API key").format(n=number), ConnCb(action=ConnAction.UPDATE, cid=c.id))
-            )
+            row.append(("⛔ " + _("{n} Update API key").format(n=number), _conn(c, ConnAction.UPDATE)))
         if c.kind == "threecommas":
             for account_id in tc_views.broken_accounts(c.check_state):
-                repair_text, repair_data = tc_views.repair_button(c.id, account_id)
+                repair_text, repair_data = tc_views.repair_button(c.id, account_id, connection_token(c))
                 row.append((f"{number} " + repair_text, repair_data))
-        row.append(("🔄 " + _("{n} Refresh").format(n=number), ConnCb(action=ConnAction.REFRESH, cid=c.id)))
+        row.append(("🔄 " + _("{n} Refresh").format(n=number), _conn(c, ConnAction.REFRESH)))
         if c.kind == "exchange":
-            row.append(("📋 " + _("{n} Orders").format(n=number), ConnCb(action=ConnAction.ORDERS, cid=c.id)))
-        row.append(("🗑 " + _("{n} Remove").format(n=number), ConnCb(action=ConnAction.REMOVE, cid=c.id)))
+            row.append(("📋 " + _("{n} Orders").format(n=number), _conn(c, ConnAction.ORDERS)))
+        row.append(("🗑 " + _("{n} Remove").format(n=number), _conn(c, ConnAction.REMOVE)))
         for text, data in row:
             keyboard.button(text=text, callback_data=data)
         widths.append(len(row))
@@ -250,8 +254,7 @@ def _keyboard(shown: list[tuple[int, Connection]], page: int, pages: int) -> Inl
 
 
 async def load_page(
-    sessions: Sessions,
-    clock: Clock,
+    deps: Deps,
     user: User,
     settings: Settings,
     *,
@@ -261,12 +264,13 @@ async def load_page(
     notice: Html = Html(),
 ) -> tuple[Html, InlineKeyboardMarkup | None]:
     """The user's page ``page``, or the page holding connection ``around``."""
-    connections = await user_connections(sessions, user.id)
-    user_muted = await muted_everything_until(sessions, user.id, clock.now())  # may have changed meanwhile
+    connections = await user_connections(deps.sessions, user.id)
+    # may have changed meanwhile
+    user_muted = await muted_everything_until(deps.sessions, user.id, deps.clock.now())
     return render_page(
         connections,
         page,
-        clock.now(),
+        deps.clock.now(),
         user_muted=user_muted,
         egress_ips=settings.egress_ips,
         around=around,
@@ -278,87 +282,67 @@ async def load_page(
 # ----------------------------------------------------------------------------- handlers
 
 
-async def status_command(
-    message: Message, sessions: Sessions, clock: Clock, user: User, settings: Settings
-) -> None:
-    text, markup = await load_page(sessions, clock, user, settings)
+async def status_command(message: Message, order_deps: Deps, user: User, settings: Settings) -> None:
+    text, markup = await load_page(order_deps, user, settings)
     await message.answer(text, reply_markup=markup)
+
+
+async def _redraw(
+    query: CallbackQuery, bot: Bot, deps: Deps, user: User, settings: Settings, **kwargs: Any
+) -> None:
+    """Edit the pressed message (a /status page or an alert) into a fresh page (see :func:`load_page`)."""
+    await edit_in_place(query, bot, *await load_page(deps, user, settings, **kwargs))
 
 
 async def status_page(
     query: CallbackQuery,
     callback_data: StatusPageCb,
-    sessions: Sessions,
-    clock: Clock,
+    order_deps: Deps,
     user: User,
     settings: Settings,
     bot: Bot,
 ) -> None:
-    text, markup = await load_page(sessions, clock, user, settings, page=callback_data.page)
-    await edit_in_place(query, bot, text, markup)
     await query.answer()
+    await _redraw(query, bot, order_deps, user, settings, page=callback_data.page)
 
 
 async def refresh(
     query: CallbackQuery,
     callback_data: ConnCb,
     refreshes: Refreshes,
-    sessions: Sessions,
-    clock: Clock,
+    order_deps: Deps,
     user: User,
     settings: Settings,
     bot: Bot,
 ) -> None:
-    """Re-probe now and edit the pressed message (a /status page or an alert) into the page
-    holding this connection; after a second without an answer, show "checking…" first."""
+    """Re-probe now and edit the pressed message into the page holding this connection, which
+    shows the result; after a second without an answer, show "checking…" first."""
+    await query.answer(_("Checking…"))
     cid = callback_data.cid
     task = refreshes.start(cid, user.id)
-    answered = False
     try:
         outcome = await asyncio.wait_for(asyncio.shield(task), CHECKING_AFTER_S)
     except TimeoutError:
-        await query.answer(_("Checking…"))
-        answered = True
-        await edit_in_place(
-            query, bot, *await load_page(sessions, clock, user, settings, around=cid, checking=cid)
-        )
+        await _redraw(query, bot, order_deps, user, settings, around=cid, checking=cid)
         outcome = await task
-    if outcome.found or answered:  # after "checking…" the page must be redrawn whatever happened
-        await edit_in_place(query, bot, *await load_page(sessions, clock, user, settings, around=cid))
-    if answered:
-        return
-    if not outcome.found:
-        await query.answer(_("Connection not found."), show_alert=True)
-    elif outcome.checked:
-        await query.answer(_("Checked: {state}").format(state=verdict_reason(outcome.verdict)))
-    else:
-        await query.answer(_("The next check runs within a minute."))
+    notice = Html() if outcome.checked else html("⏳ " + _("The next check runs within a minute."))
+    await _redraw(query, bot, order_deps, user, settings, around=cid, notice=notice)
 
 
 async def remove_ask(
-    query: CallbackQuery,
-    callback_data: ConnCb,
-    sessions: Sessions,
-    clock: Clock,
-    user: User,
-    settings: Settings,
-    bot: Bot,
+    query: CallbackQuery, callback_data: ConnCb, order_deps: Deps, user: User, settings: Settings, bot: Bot
 ) -> None:
-    connections = await user_connections(sessions, user.id)
+    await query.answer()
+    connections = await user_connections(order_deps.sessions, user.id)
     connection = next((c for c in connections if c.id == callback_data.cid), None)
-    if connection is None:
-        await query.answer(_("Connection not found."), show_alert=True)
+    if connection is None:  # removed since the button was checked
         return
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(
-        text="🗑 " + _("Yes, remove"),
-        callback_data=ConnCb(action=ConnAction.REMOVE_CONFIRMED, cid=connection.id),
-    )
-    keyboard.button(
-        text="‹ " + _("Keep it"),
-        callback_data=StatusPageCb(
-            page=portfolio(connections, clock.now(), egress_ips=settings.egress_ips).page_of(connection.id)
-        ),
+    laid = portfolio(connections, order_deps.clock.now(), egress_ips=settings.egress_ips)
+    keyboard = confirmation(
+        "🗑 " + _("Yes, remove"),
+        callback_data.model_copy(update={"action": ConnAction.REMOVE_CONFIRMED}),
+        "‹ " + _("Keep it"),
+        StatusPageCb(page=laid.page_of(connection.id)),
     )
     text = html(
         _(
@@ -367,33 +351,33 @@ async def remove_ask(
         ),
         title=connection_title(connection.exchange, connection.label, connection.key_hint),
     )
-    await edit_in_place(query, bot, text, keyboard.as_markup())
-    await query.answer()
+    await edit_in_place(query, bot, text, keyboard)
 
 
 async def remove_confirmed(
     query: CallbackQuery,
     callback_data: ConnCb,
-    sessions: Sessions,
-    clock: Clock,
+    order_deps: Deps,
     user: User,
     settings: Settings,
     bot: Bot,
 ) -> None:
-    """Delete the connection; a replayed confirmation finds nothing and says so, in the same words
-    as for an id that was never the user's (the answer must not tell whether another's id exists)."""
-    outcome = await remove_owned_connection(sessions, user.id, callback_data.cid, clock.now())
-    if outcome is None or not outcome.removed:
-        await query.answer(_("Connection not found."), show_alert=True)
-        return
-    title = connection_title(outcome.exchange, outcome.label, outcome.key_hint)
-    notice = html("🗑 " + _("Removed <b>{title}</b>."), title=title)
-    await edit_in_place(query, bot, *await load_page(sessions, clock, user, settings, notice=notice))
-    await query.answer(_("Removed."))
+    """Delete the connection the confirmation named; a second tap in flight at once removes
+    nothing more and only redraws the page."""
+    await query.answer(_("Removing…"))
+    outcome = await remove_owned_connection(
+        order_deps.sessions, user.id, callback_data.cid, order_deps.clock.now()
+    )
+    notice = Html()
+    if outcome is not None and outcome.removed:
+        title = connection_title(outcome.exchange, outcome.label, outcome.key_hint)
+        notice = html("🗑 " + _("Removed <b>{title}</b>."), title=title)
+    await _redraw(query, bot, order_deps, user, settings, notice=notice)
 
 
 def _stale_or_forged(query: CallbackQuery) -> bool:
-    """Our buttons that no handler above took: unparseable, an unknown action, an old page."""
+    """Our buttons that no handler above took: unparseable (an old format without a version token,
+    a forged one), an unknown action, an old page."""
     data = query.data or ""
     prefix = data.split(":", 1)[0]
     if prefix == StatusPageCb.__prefix__:
@@ -408,7 +392,7 @@ def _stale_or_forged(query: CallbackQuery) -> bool:
 
 
 async def stale_button(query: CallbackQuery) -> None:
-    await query.answer(_("This button is no longer valid. Send /status for a fresh page."))
+    await query.answer(out_of_date(ConnCb.RESEND), show_alert=True)
 
 
 def build_router() -> Router:

@@ -24,6 +24,8 @@ from bot.views.secrets import SecretPart, take_secret_part
 from bot.views.threecommas import plan_lines
 from services.core.clock import Clock
 from services.core.vault import Vault, mask
+from services.orders.listing import Deps
+from services.storage.button_tokens import failed_deal_token, mapping_token
 from services.storage.db import Sessions
 from services.storage.models import Connection, User
 from services.threecommas.client import ThreeCommasAccess
@@ -130,9 +132,13 @@ def mapping_prompt(
         mark = "⭐ " if connection is suggested else ""
         keyboard.button(
             text=mark + button_title(connection.exchange, connection.label, connection.key_hint),
-            callback_data=TcMapCb(link=link_id, cid=connection.id),
+            callback_data=TcMapCb(
+                link=link_id, cid=connection.id, v=mapping_token(link_id, account.id, connection)
+            ),
         )
-    keyboard.button(text=_("Skip"), callback_data=TcMapCb(link=link_id, cid=0))
+    keyboard.button(
+        text=_("Skip"), callback_data=TcMapCb(link=link_id, cid=0, v=mapping_token(link_id, account.id, None))
+    )
     keyboard.adjust(1)
     text = html(
         _("3Commas account <b>{name}</b> ({market}): which of your keysentry connections is it?"),
@@ -149,6 +155,7 @@ def mapping_prompt(
 async def mapped(
     query: CallbackQuery, callback_data: TcMapCb, sessions: Sessions, clock: Clock, user: User
 ) -> None:
+    await query.answer()
     outcome = await link_account(
         sessions,
         user_id=user.id,
@@ -156,8 +163,7 @@ async def mapped(
         connection_id=callback_data.cid or None,
         now=clock.now(),
     )
-    if outcome is None:
-        await query.answer(_("That choice is no longer valid."), show_alert=True)
+    if outcome is None or not isinstance(query.message, Message):  # gone since the button was checked
         return
     name, target = outcome.account_name, outcome.target
     title = connection_title(target.exchange, target.label, target.key_hint) if target is not None else None
@@ -166,9 +172,7 @@ async def mapped(
         if title
         else html(_("3Commas account <b>{name}</b> skipped."), name=name)
     )
-    await query.answer()
-    if isinstance(query.message, Message):
-        await query.message.edit_text(text)
+    await query.message.edit_text(text)
 
 
 # ----------------------------------------------------------------------------- recreate
@@ -177,27 +181,18 @@ async def mapped(
 async def recreate_show(
     query: CallbackQuery, callback_data: RecreateCb, sessions: Sessions, user: User
 ) -> None:
+    await query.answer()
     row = await load_failed_deal(sessions, callback_data.id, user.id)
-    if row is None:
-        await query.answer(_("This failed deal is no longer known."), show_alert=True)
+    if row is None or not isinstance(query.message, Message):  # gone since the button was checked
         return
     lines = ["♻️ " + bold(_("Recreate through 3Commas with exactly these parameters:")), *plan_lines(row)]
     keyboard = InlineKeyboardBuilder()
-    keyboard.button(text="✅ " + _("Recreate"), callback_data=RecreateCb(action=RecreateAction.GO, id=row.id))
-    await query.answer()
-    if isinstance(query.message, Message):
-        await query.message.answer(join("\n", lines), reply_markup=keyboard.as_markup())
+    go = RecreateCb(action=RecreateAction.GO, id=row.id, v=failed_deal_token(row))
+    keyboard.button(text="✅ " + _("Recreate"), callback_data=go)
+    await query.message.answer(join("\n", lines), reply_markup=keyboard.as_markup())
 
 
-async def recreate_go(
-    query: CallbackQuery,
-    callback_data: RecreateCb,
-    sessions: Sessions,
-    vault: Vault,
-    threecommas: ThreeCommasAccess,
-    clock: Clock,
-    user: User,
-) -> None:
+async def recreate_go(query: CallbackQuery, callback_data: RecreateCb, order_deps: Deps, user: User) -> None:
     await query.answer(_("Sending to 3Commas…"))
     # What the message shows, as Telegram gives it back: the entities rebuilt as HTML, the text escaped.
     shown = Html(query.message.html_text) if isinstance(query.message, Message) else Html()
@@ -210,12 +205,12 @@ async def recreate_go(
         await say("⏳ " + _("3Commas did not answer in time; checking whether it was created…"))
 
     result = await recreate_failed_deal(
-        sessions,
-        vault,
-        threecommas,
+        order_deps.sessions,
+        order_deps.vault,
+        order_deps.threecommas,
         row_id=callback_data.id,
         user_id=user.id,
-        now=clock.now(),
+        now=order_deps.clock.now(),
         on_unknown=checking,
     )
     ref = result.ref or ""

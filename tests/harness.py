@@ -11,12 +11,15 @@ from typing import Any
 from aiogram import Bot, Dispatcher, Router
 
 from bot.app import build_bot, build_context, build_dispatcher, close_context
+from bot.callbacks import ConnAction, ConnCb
 from bot.context import AppContext
 from bot.settings import Settings
 from sandbox.telegram import ChatMessage, LocalTelegram
 from services.core.clock import FakeClock
 from services.core.transport import Transport
 from services.core.vault import generate_key
+from services.storage.button_tokens import connection_token
+from services.storage.models import Connection
 
 TOKEN = "123456:TEST-TOKEN"
 
@@ -40,6 +43,14 @@ class BotRig:
         [data] = [b.callback_data for b in current.buttons if button in b.text][:1]
         query_id = self.tg.user_presses(user_id, current, data)
         await self.tg.wait_for(lambda: self.tg.callback_answer(query_id))
+
+    async def connection_button(self, action: str, cid: int) -> str:
+        """Connection ``cid``'s ``action`` button as the bot would draw it now, version token included
+        (a removed connection's token is empty: any token is out of date for it)."""
+        async with self.app.sessions() as session:
+            connection = await session.get(Connection, cid)
+        token = "" if connection is None else connection_token(connection)
+        return ConnCb(action=ConnAction(action), cid=cid, v=token).pack()
 
 
 @contextlib.asynccontextmanager

@@ -21,13 +21,28 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot.callbacks import ConnCb, MuteCb, OrdersCb, RecreateCb, TcMapCb
+from bot.callbacks import (
+    ChecklistAction,
+    ChecklistCb,
+    ConnAction,
+    ConnCb,
+    MuteCb,
+    OrdersCb,
+    RecreateCb,
+    TcMapCb,
+    TcRepairAction,
+    TcRepairCb,
+)
 from sandbox.exchanges.base import LocalExchange, LocalKey
 from sandbox.telegram import CallbackAnswer, ChatMessage, LocalTelegram
 from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock
 from services.core.vault import Credentials
-from services.storage.models import Connection
+from services.orders.listing import owned_listing
+from services.storage import button_tokens as tokens
+from services.storage.connections import replace_credentials
+from services.storage.models import Connection, FailedDeal, ListedOrder, RecoveryChecklist
+from services.threecommas.checklist import failed_since, open_checklist
 from services.threecommas.client import ThreeCommasAccess
 from services.threecommas.entities import Account
 from services.threecommas.links import add_threecommas_connection, save_account_link
@@ -36,6 +51,7 @@ from tests.conftest import T0
 from tests.harness import BotRig, Tracker, running_bot
 
 OWNER, OTHER = 801, 802
+OUT_OF_DATE = "This button is out of date — send {} again."
 BIG = "x" * 10_240  # 10 KB in one message
 # Whatever a handler says, the user never sees these: they are internals or the error handler's text.
 LEAKS = ("Traceback", "Error:", "went wrong", "Exception", "sqlalchemy", "aiogram", 'File "')
@@ -46,6 +62,8 @@ TABLES = (
     "listed_orders",
     "threecommas_accounts",
     "failed_deals",
+    "recovery_checklists",
+    "money_actions",
 )
 
 
@@ -233,35 +251,76 @@ class World:
 
     cid: int  # binance connection
     tc_cid: int  # 3Commas connection
+    account_id: int  # its 3Commas account
     link_id: int  # 3Commas account → binance connection mapping
     list_id: int  # the /orders listing
     orphan_row: int  # listed order of a finished deal
     unknown_row: int  # listed order nobody claims
     orphan_order: str  # its exchange order id
     deal_row: int  # failed SmartTrade
+    checklist_id: int  # the 3Commas account's recovery checklist
     status: ChatMessage  # OWNER's /status page
     listing: ChatMessage  # OWNER's /orders listing
+    v: dict[str, str]  # each object's version token, as its buttons carry it
 
     def buttons(self) -> dict[str, str]:
         """Every valid button of OWNER's, packed."""
+        conn, tc_conn, listing = self.v["conn"], self.v["tc_conn"], self.v["listing"]
+        repair = {
+            a: TcRepairCb(action=a, cid=self.tc_cid, acc=self.account_id, v=tc_conn) for a in TcRepairAction
+        }
+        steps = {
+            a: ChecklistCb(action=a, id=self.checklist_id, v=self.v["checklist"])
+            for a in (ChecklistAction.REFRESH, ChecklistAction.ASK_RECREATE, ChecklistAction.OLD_KEY_DELETED)
+        }
         return {
-            **{f"conn-{a}": ConnCb(action=a, cid=self.cid).pack() for a in ("refresh", "update", "orders")},
-            "conn-remove": ConnCb(action="remove", cid=self.cid).pack(),
-            "conn-rm_yes": ConnCb(action="rm_yes", cid=self.cid).pack(),
-            "conn-mute": ConnCb(action="mute", cid=self.cid).pack(),
-            "mute": MuteCb(cid=self.cid, hours=24).pack(),
-            "mute-3c": MuteCb(cid=self.tc_cid, hours=168).pack(),
-            "refresh-3c": ConnCb(action="refresh", cid=self.tc_cid).pack(),
+            **{f"conn-{a}": ConnCb(action=a, cid=self.cid, v=conn).pack() for a in ConnAction},
+            "mute": MuteCb(cid=self.cid, hours=24, v=conn).pack(),
+            "unmute": MuteCb(cid=self.cid, hours=0, v=conn).pack(),
+            "mute-3c": MuteCb(cid=self.tc_cid, hours=168, v=tc_conn).pack(),
+            "refresh-3c": ConnCb(action="refresh", cid=self.tc_cid, v=tc_conn).pack(),
             **{
-                f"orders-{a}": OrdersCb(action=a, id=self.list_id).pack() for a in ("pg", "rf", "all", "ally")
+                f"orders-{a}": OrdersCb(action=a, id=self.list_id, page=0, v=listing).pack()
+                for a in ("pg", "rf", "all", "ally")
             },
-            "orders-x": OrdersCb(action="x", id=self.orphan_row).pack(),
-            "orders-u": OrdersCb(action="u", id=self.unknown_row).pack(),
-            "orders-uy": OrdersCb(action="uy", id=self.unknown_row).pack(),
-            "recreate-show": RecreateCb(action="show", id=self.deal_row).pack(),
-            "recreate-go": RecreateCb(action="go", id=self.deal_row).pack(),
-            "tcmap-skip": TcMapCb(link=self.link_id, cid=0).pack(),
-            "tcmap": TcMapCb(link=self.link_id, cid=self.cid).pack(),
+            "orders-x": OrdersCb(action="x", id=self.orphan_row, page=0, v=self.v["orphan"]).pack(),
+            "orders-u": OrdersCb(action="u", id=self.unknown_row, page=0, v=self.v["unknown"]).pack(),
+            "orders-uy": OrdersCb(action="uy", id=self.unknown_row, page=0, v=self.v["unknown"]).pack(),
+            "recreate-show": RecreateCb(action="show", id=self.deal_row, v=self.v["deal"]).pack(),
+            "recreate-go": RecreateCb(action="go", id=self.deal_row, v=self.v["deal"]).pack(),
+            "tcmap-skip": TcMapCb(link=self.link_id, cid=0, v=self.v["map-skip"]).pack(),
+            "tcmap": TcMapCb(link=self.link_id, cid=self.cid, v=self.v["map"]).pack(),
+            **{f"repair-{a}-3c": data.pack() for a, data in repair.items()},
+            **{f"checklist-{a}-3c": data.pack() for a, data in steps.items()},
+            "checklist-ray-3c": ChecklistCb(
+                action=ChecklistAction.RECREATE, id=self.checklist_id, v=self.v["checklist-deals"]
+            ).pack(),
+            "checklist-coy": ChecklistCb(
+                action=ChecklistAction.CANCEL, id=self.checklist_id, list=self.list_id, v=listing
+            ).pack(),
+        }
+
+
+async def versions(env: Env, world: World) -> dict[str, str]:
+    """The version token of each of OWNER's objects, as the bot computes it now."""
+    async with env.rig.app.sessions() as session:
+        conn, tc_conn = (
+            await session.get(Connection, world.cid),
+            await session.get(Connection, world.tc_cid),
+        )
+        checklist = await session.get(RecoveryChecklist, world.checklist_id)
+        listing = await owned_listing(session, OWNER, world.list_id)
+        return {
+            "conn": tokens.connection_token(conn),
+            "tc_conn": tokens.connection_token(tc_conn),
+            "listing": listing.version,
+            "orphan": tokens.listed_order_token(await session.get(ListedOrder, world.orphan_row)),
+            "unknown": tokens.listed_order_token(await session.get(ListedOrder, world.unknown_row)),
+            "deal": tokens.failed_deal_token(await session.get(FailedDeal, world.deal_row)),
+            "map": tokens.mapping_token(world.link_id, world.account_id, conn),
+            "map-skip": tokens.mapping_token(world.link_id, world.account_id, None),
+            "checklist": tokens.checklist_token(checklist),
+            "checklist-deals": tokens.failed_deals_token(await failed_since(session, checklist)),
         }
 
 
@@ -312,25 +371,32 @@ async def world(env: Env) -> World:
             error="Invalid API key",
             now=now,
         )
-        tc_cid, link_id = tc_connection.id, link.id
+        account = {"tc_connection_id": tc_connection.id, "account_id": account_id}
+        checklist = await open_checklist(session, user_id=OWNER, since=T0, now=now, **account)
+        tc_cid, link_id, checklist_id = tc_connection.id, link.id, checklist.id
 
     listing = await env.rig.say(OWNER, "/orders")  # one exchange key: "Loading…", edited into the list
     await env.tg.wait_for(lambda: "📋" in listing.text)
     pressed = {b.text: OrdersCb.unpack(b.callback_data) for b in listing.buttons if b.callback_data}
     orphan, unknown = pressed["❌ Cancel 1"], pressed["⚠️ Cancel 2?"]
     status = await env.rig.say(OWNER, "/status")
-    return World(
+    world = World(
         cid=cid,
         tc_cid=tc_cid,
+        account_id=account_id,
         link_id=link_id,
         list_id=pressed["🔄 Refresh"].id,
         orphan_row=orphan.id,
         unknown_row=unknown.id,
         orphan_order=orphan_order,
         deal_row=deal_row,
+        checklist_id=checklist_id,
         status=status,
         listing=listing,
+        v={},
     )
+    world.v = await versions(env, world)
+    return world
 
 
 def deletes(env: Env) -> int:
@@ -408,7 +474,13 @@ async def test_forged_callback_data_gets_a_clear_answer_or_none_and_changes_noth
 
 SUCCESS_WORDS = (
     "Muted",
-    "Removed.",
+    "Removed",
+    "Removing",
+    "Checking",
+    "Loading",
+    "Sending",
+    "Asking",
+    "on again",
     "Cancelled",
     "Checked",
     "freed",
@@ -429,7 +501,7 @@ async def test_another_users_buttons_are_refused_and_change_nothing(env, world, 
         answers[name] = await env.press(OTHER, page, data)
     # The owner tries to map their 3Commas account onto the stranger's key.
     answers["tcmap-foreign"] = await env.press(
-        OWNER, world.status, TcMapCb(link=world.link_id, cid=stranger_cid).pack()
+        OWNER, world.status, TcMapCb(link=world.link_id, cid=stranger_cid, v=world.v["map"]).pack()
     )
     assert await snapshot(env) == before
     assert (deletes(env), threecommas_posts(env)) == (dels, posts)
@@ -449,14 +521,14 @@ async def test_buttons_of_deleted_objects_and_replays_change_nothing(env, world,
     # Refresh on a message deleted meanwhile: a fresh page instead of an edit.
     await env.rig.bot.delete_message(OWNER, world.status.message_id)
     tg.mark_read(OWNER)
-    await env.press(OWNER, world.status, ConnCb(action="refresh", cid=world.cid).pack())
+    await env.press(OWNER, world.status, world.buttons()["conn-refresh"])
     assert "Your connections" in (await tg.wait_for_bot_message(OWNER)).text
 
     page = await env.say(OWNER, "/status")
-    await env.press(OWNER, page, ConnCb(action="remove", cid=world.cid).pack())
-    confirm = ConnCb(action="rm_yes", cid=world.cid).pack()
-    assert (await env.press(OWNER, page, confirm)).text == "Removed."
-    assert "Connection not found." in (await env.press(OWNER, page, confirm)).text
+    await env.press(OWNER, page, world.buttons()["conn-remove"])
+    confirm = world.buttons()["conn-rm_yes"]
+    assert (await env.press(OWNER, page, confirm)).text == "Removing…"
+    assert (await env.press(OWNER, page, confirm)).text == OUT_OF_DATE.format("/status")
 
     env.rig.clock.advance(60)
     before, dels, posts = await snapshot(env), deletes(env), threecommas_posts(env)
@@ -496,7 +568,7 @@ async def test_a_double_tap_acts_once(env, world, caplog, button):
     data = world.buttons()[button]
     target = world.status if button.startswith("conn") else world.listing
     if button == "conn-rm_yes":
-        await env.press(OWNER, target, ConnCb(action="remove", cid=world.cid).pack())
+        await env.press(OWNER, target, world.buttons()["conn-remove"])
     if button.startswith("orders"):
         env.binance.inject("latency", latency_ms=300, times=2)  # both taps are mid-verification together
     dels, posts = deletes(env), threecommas_posts(env)
@@ -512,7 +584,7 @@ async def test_a_double_tap_acts_once(env, world, caplog, button):
         assert actions.count("order_cancel") == 1, actions
     elif button == "conn-rm_yes":
         assert actions.count("connection_removed") == 1
-        assert sorted(a.text for a in answers) == ["Connection not found.", "Removed."]
+        assert answers[0].text == "Removing…"  # the second is answered too, and removes nothing
     else:
         assert threecommas_posts(env) - posts == 1
     assert_clean(env, caplog)
@@ -537,7 +609,8 @@ async def test_groups_get_one_notice_each_and_channels_nothing(env, caplog):
         assert "private" in notice.text
     # A button pressed in a group (forged onto the notice) is answered, and does nothing.
     notice = tg.bot_messages(-100)[0]
-    update, query = env.tap(OWNER, notice.message_id, ConnCb(action="refresh", cid=1).pack(), chat_id=-100)
+    forged = ConnCb(action="refresh", cid=1, v="").pack()
+    update, query = env.tap(OWNER, notice.message_id, forged, chat_id=-100)
     await env.settle(update)
     assert "private" in tg.callback_answer(query).text
 
@@ -664,7 +737,7 @@ async def test_fifty_concurrent_refresh_taps_stay_bounded_and_consistent(env, ca
     page = await env.rig.say(OWNER, "/status")
     env.rig.clock.advance(120)
     before = len(env.binance.requests)
-    data = ConnCb(action="refresh", cid=cid).pack()
+    data = await env.rig.connection_button("refresh", cid)
     taps = [env.tap(OWNER, page.message_id, data) for _ in range(50)]  # one getUpdates batch
     await env.settle(*(update for update, _ in taps))
     answers = [env.tg.callback_answer(query) for _, query in taps]
@@ -705,9 +778,9 @@ async def _confirm_cancel_of_first(env: Env, listing: ChatMessage) -> str:
 async def test_an_old_remove_confirmation_never_removes_a_newer_connection(env, caplog):
     first = await link_key(env, OWNER, "Old")
     page = await env.say(OWNER, "/status")
-    await env.press(OWNER, page, ConnCb(action="remove", cid=first).pack())
+    await env.press(OWNER, page, await env.rig.connection_button("remove", first))
     confirm = _button(env.tg.message(OWNER, page.message_id), "Yes, remove")
-    assert (await env.press(OWNER, page, confirm)).text == "Removed."
+    assert (await env.press(OWNER, page, confirm)).text == "Removing…"
     second = await link_key(env, OWNER, "New")
     assert second != first  # SQLite AUTOINCREMENT: a deleted row's id is never handed out again
     answer = await env.press(OWNER, page, confirm)  # the old button, on the old message
@@ -728,7 +801,7 @@ async def test_an_old_cancel_confirmation_never_cancels_an_order_of_a_newer_list
     assert "SOL/USDT" in env.tg.message(OWNER, listing.message_id).text
 
     page = await env.say(OWNER, "/status")
-    await env.press(OWNER, page, ConnCb(action="remove", cid=cid).pack())
+    await env.press(OWNER, page, await env.rig.connection_button("remove", cid))
     await env.press(OWNER, page, _button(env.tg.message(OWNER, page.message_id), "Yes, remove"))
     new_key = env.binance.add_key(balances={"BTC": 1})
     btc = env.binance.add_order(new_key.api_key, "BTC/USDT", "sell", "70000", "0.5", created_at=T0)
@@ -762,6 +835,88 @@ async def test_relisting_after_a_day_never_reuses_row_ids(env, caplog):
     answer = await env.press(OWNER, listing, stale)
     assert answer is not None and "Cancelled" not in answer.text
     assert deletes(env) == dels and btc in env.binance.orders
+    assert_clean(env, caplog)
+
+
+# ----------------------------------------------------------------------- objects changed under the same id
+
+
+async def _new_key(env: Env, cid: int) -> None:
+    """The user put another key into the connection (Update API key): same id, new version."""
+    async with env.rig.app.sessions.begin() as session:
+        connection = await session.get(Connection, cid)
+        fresh = Credentials("N" * 24 + str(cid), "S" * 32)
+        await replace_credentials(session, env.rig.app.vault, connection, fresh, env.rig.clock.now())
+
+
+async def _changed(env: Env, model: type[ListedOrder] | type[FailedDeal], row_id: int, **values: Any) -> None:
+    """The row now holds something else (as a reused id would have): same id, other content."""
+    async with env.rig.app.sessions.begin() as session:
+        row = await session.get(model, row_id)
+        for column, value in values.items():
+            setattr(row, column, value)
+
+
+CHANGES = {
+    "new key": lambda env, w: _new_key(env, w.cid),
+    "new 3Commas key": lambda env, w: _new_key(env, w.tc_cid),
+    "other order": lambda env, w: _changed(env, ListedOrder, w.orphan_row, symbol="BTC/USDT", amount="0.5"),
+    "other unknown order": lambda env, w: _changed(env, ListedOrder, w.unknown_row, price="1"),
+    "other parameters": lambda env, w: _changed(env, FailedDeal, w.deal_row, params={"source_ref": "deal:1"}),
+}
+OUT_OF_DATE_BUTTONS = {
+    # button: (what changed since it was drawn, the command the answer points to)
+    "conn-refresh": ("new key", "/status"),
+    "conn-update": ("new key", "/status"),
+    "conn-rm_yes": ("new key", "/status"),
+    "conn-orders": ("new key", "/status"),
+    "conn-mute": ("new key", "/status"),
+    "unmute": ("new key", "/mute"),
+    "tcmap": ("new key", "/link3c"),
+    "refresh-3c": ("new 3Commas key", "/status"),
+    "repair-go-3c": ("new 3Commas key", "/status"),
+    "repair-check-3c": ("new 3Commas key", "/status"),
+    "repair-list-3c": ("new 3Commas key", "/status"),
+    "orders-x": ("other order", "/orders"),
+    "orders-ally": ("other order", "/orders"),
+    "orders-rf": ("other order", "/orders"),
+    "orders-uy": ("other unknown order", "/orders"),
+    "recreate-show": ("other parameters", "/status"),
+    "recreate-go": ("other parameters", "/status"),
+    "checklist-ray-3c": ("other parameters", "/status"),
+    "checklist-coy": ("other order", "/status"),
+}
+
+
+@pytest.mark.attack("an old button whose object changed under the same id acts on the new one")
+@pytest.mark.parametrize("button", list(OUT_OF_DATE_BUTTONS))
+async def test_an_old_button_whose_object_changed_is_out_of_date_and_does_nothing(env, world, caplog, button):
+    change, command = OUT_OF_DATE_BUTTONS[button]
+    old = world.buttons()[button]
+    await CHANGES[change](env, world)
+    env.rig.clock.advance(60)  # any write would now show in an updated_at
+    before, sent = await snapshot(env), (len(env.binance.requests), len(env.tc.requests))
+    answer = await env.press(OWNER, world.listing, old)
+    assert answer is not None and answer.text == OUT_OF_DATE.format(command)
+    assert await snapshot(env) == before
+    assert (len(env.binance.requests), len(env.tc.requests)) == sent  # no DELETE, no create, nothing
+    assert "Nothing to cancel" in (await env.say(OWNER, "/cancel")).text  # no wizard was started
+    assert_clean(env, caplog)
+
+
+SLOW_BUTTONS = ["conn-refresh", "conn-orders", "orders-rf", "orders-ally", "checklist-ra-3c"]
+
+
+@pytest.mark.attack("a slow exchange lets Telegram's callback query expire unanswered")
+@pytest.mark.parametrize("button", SLOW_BUTTONS)
+async def test_a_tap_is_answered_before_its_work_waits_for_the_exchange(env, world, caplog, button):
+    env.binance.inject("timeout")  # every private request hangs until released
+    update, query = env.tap(OWNER, world.listing.message_id, world.buttons()[button])
+    await env.tg.wait_for(lambda: env.tg.callback_answer(query))
+    assert update not in env.tracker.done  # answered while its work still waits for Binance
+    env.binance.clear_faults()
+    env.binance.release_hung()
+    await env.settle(update)
     assert_clean(env, caplog)
 
 

@@ -111,9 +111,11 @@ def test_the_flapping_summary_says_where_it_settled() -> None:
 
 
 def test_outage_alerts_of_one_exchange_fold_into_one_notice_with_one_refresh_button() -> None:
-    down = [Notice(Target(i, "bybit", f"k{i}"), Alert(Verdict.NETWORK, "", T0)) for i in (4, 5)]
+    down = [
+        Notice(Target(i, "bybit", f"k{i}", version=f"v{i}"), Alert(Verdict.NETWORK, "", T0)) for i in (4, 5)
+    ]
     [message] = _rendered(Notice(MAIN, EVENTS[0]), *down)
     assert message.ids == [1, 2, 3]
     assert "Bybit looks down" in message.text and "2 of your connections" in message.text
     buttons = [b.callback_data for row in message.markup.inline_keyboard for b in row]
-    assert buttons.count("c:refresh:4") == 1 and "c:refresh:5" not in buttons
+    assert buttons.count("c:refresh:4:v4") == 1 and "c:refresh:5:v5" not in buttons  # with its token

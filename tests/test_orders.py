@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.callbacks import ConnAction, ConnCb
 from bot.worker import Worker
 from sandbox.exchanges.base import LocalKey
 from sandbox.telegram import ChatMessage
@@ -197,7 +196,8 @@ async def test_tap_by_another_user_or_after_the_deal_restarted_cancels_nothing(r
     await rig.say(OTHER, "/start")
     theirs = await rig.bot.send_message(OTHER, "a message of theirs")
     query = rig.tg.user_sends_callback(OTHER, theirs.message_id, data)
-    await rig.tg.wait_for(lambda: [m for m in rig.tg.bot_messages(OTHER) if "list changed" in m.text])
+    answer = await rig.tg.wait_for(lambda: rig.tg.callback_answer(query))
+    assert answer.text == "This button is out of date — send /orders again."
     assert scenario["orphan"] in binance.orders
 
     tc.set_deal(scenario["deal"], status="bought")  # the deal is active again
@@ -211,7 +211,7 @@ async def test_tap_by_another_user_or_after_the_deal_restarted_cancels_nothing(r
             for e in await session.scalars(select(AuditEntry))
             if e.action == "order_cancel_refused"
         ]
-    assert refused == ["list_gone", "deal_active_again"]
+    assert refused == ["deal_active_again"]
 
 
 async def test_unknown_order_needs_the_explicit_confirmation_and_a_read_only_key_is_explained(
@@ -413,7 +413,7 @@ async def test_a_flood_of_orders_taps_lists_once_and_another_users_check_runs_on
     rig.clock.advance(COOLDOWN.total_seconds())  # the last listing is old enough: one more may run
     binance.inject("timeout", times=1)  # ...and it hangs at the exchange while the taps keep coming
     refresh = next(b.callback_data for b in listing.buttons if "Refresh" in b.text)
-    orders = ConnCb(action=ConnAction.ORDERS, cid=cid).pack()
+    orders = await rig.connection_button("orders", cid)
     sent_before = len(rig.tg.bot_messages(USER))
     first = rig.tg.user_sends_callback(USER, listing.message_id, refresh)
     assert (await rig.tg.wait_for(lambda: rig.tg.callback_answer(first))).text == "Loading open orders…"

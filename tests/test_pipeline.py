@@ -154,7 +154,7 @@ def test_fold_outages_merges_one_exchange_and_keeps_order_and_keys() -> None:
     folded = fold_outages(42, notices)
     assert folded == [
         ([1], notices[0][1]),
-        ([2, 4], OutageNotice("bybit", (2, 4))),
+        ([2, 4], OutageNotice("bybit", (2, 4), ("", ""))),
         ([3], notices[2][1]),
     ]
 

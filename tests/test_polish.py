@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 
 from bot.i18n import build_i18n
 from bot.notifications import render
+from sandbox.telegram import ChatMessage
 from services.core.vault import Credentials, mask, redact, remember
 from services.core.verdicts import Verdict
 from services.monitoring.events import Alert, Notice, Target
@@ -246,14 +247,19 @@ async def test_history_tells_links_alerts_recoveries_and_actions_in_sentences_a_
         for internal in ("deal_recreate", "source=", "outcome=", "error=None", "freed=", "['B"):
             assert internal not in text, text
         assert [b.text for b in first.buttons] == ["Next ›"]
-        await rig.press(1, first, "Next")
-        second = rig.tg.message(1, first.message_id)
+        await rig.press(1, first, "Next")  # answered at once, then the message is edited
+
+        def turned(needle: str) -> ChatMessage | None:
+            message = rig.tg.message(1, first.message_id)
+            return message if needle in message.text else None
+
+        second = await rig.tg.wait_for(lambda: turned("works again"))
         assert f"🟢 {title} works again" in second.text, second.text
         assert f"🔴 {title} stopped working: API key revoked" in second.text
         assert f"🔗 You linked {title}." in second.text
         assert [b.text for b in second.buttons] == ["‹ Previous"]
         await rig.press(1, second, "Previous")
-        assert "recreated the failed deal" in rig.tg.message(1, first.message_id).text
+        assert await rig.tg.wait_for(lambda: turned("recreated the failed deal"))
 
 
 async def test_history_in_russian_is_russian(rig, exchanges):

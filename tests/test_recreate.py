@@ -9,6 +9,8 @@ import pytest
 from bot.keyboards import recreate_button
 from sandbox.threecommas import LocalThreeCommas
 from services.core.vault import Credentials
+from services.storage.button_tokens import failed_deal_token
+from services.storage.models import FailedDeal
 from services.threecommas.client import ThreeCommasAccess
 from services.threecommas.links import add_threecommas_connection
 from services.threecommas.recreate import recreate_params, store_failed_deal
@@ -60,8 +62,9 @@ async def failed_alert(rig: BotRig, tc: LocalThreeCommas, *, can_write: bool = T
             error="Invalid API key",
             now=rig.clock.now(),
         )
+        version = failed_deal_token(await session.get(FailedDeal, row_id))
     with rig.app.i18n.context(), rig.app.i18n.use_locale("en"):
-        markup = recreate_button(row_id)
+        markup = recreate_button(row_id, version)
     return await rig.bot.send_message(USER, "SmartTrade failed", reply_markup=markup)
 
 

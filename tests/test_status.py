@@ -6,7 +6,6 @@ import re
 
 from sqlalchemy import func, select
 
-from bot.callbacks import ConnCb
 from sandbox.telegram import CallbackAnswer, ChatMessage
 from services.core.vault import Credentials
 from services.storage.connections import new_connection
@@ -18,6 +17,7 @@ from tests.harness import BotRig
 rig = test_link.rig
 
 OWNER, STRANGER = 601, 602
+OUT_OF_DATE = "This button is out of date — send /status again."
 
 
 async def link_binance(rig: BotRig, server) -> tuple[int, object]:
@@ -28,8 +28,9 @@ async def link_binance(rig: BotRig, server) -> tuple[int, object]:
         return await session.scalar(select(Connection.id)), key
 
 
-async def press(rig: BotRig, user: int, message: ChatMessage, data: ConnCb | str) -> CallbackAnswer:
-    packed = data if isinstance(data, str) else data.pack()
+async def press(rig: BotRig, user: int, message: ChatMessage, data: tuple[str, int] | str) -> CallbackAnswer:
+    """Tap ``data``: packed, or (action, connection id) drawn as the bot would draw it now."""
+    packed = data if isinstance(data, str) else await rig.connection_button(*data)
     query = rig.tg.user_sends_callback(user, message.message_id, packed)
     return await rig.tg.wait_for(lambda: rig.tg.callback_answer(query))
 
@@ -89,8 +90,8 @@ async def test_refresh_after_revocation_then_update_key(rig, exchanges):
     assert page.buttons[0].text.startswith("🔄")
 
     binance.set_key_state(key.api_key, "revoked")
-    answer = await press(rig, OWNER, page, ConnCb(action="refresh", cid=cid))
-    assert "revoked" in answer.text
+    assert (await press(rig, OWNER, page, ("refresh", cid))).text == "Checking…"  # answered at once
+    await rig.tg.wait_for(lambda: "🔴" in page.text)
     assert "🔴" in page.text and "API key revoked" in page.text and "last OK: 2 min ago" in page.text
     assert page.buttons[0].text.startswith("⛔") and "Update API key" in page.buttons[0].text
     stored = await row(rig, cid)
@@ -101,14 +102,14 @@ async def test_refresh_after_revocation_then_update_key(rig, exchanges):
         assert await session.scalar(select(func.count()).select_from(OutboxMessage)) == 0  # the poller alerts
 
     new_key = binance.add_key()
-    await press(rig, OWNER, page, ConnCb(action="update", cid=cid))
+    await press(rig, OWNER, page, ("update", cid))
     assert "New key for" in (await rig.tg.wait_for_bot_message(OWNER)).text
     await rig.say(OWNER, new_key.api_key)
     rejected = await rig.say(OWNER, "x" * 64)
     assert "the secret does not match" in rejected.text and "old key stays" in rejected.text
     assert rig.app.vault.open((await row(rig, cid)).credentials).secret == key.secret
 
-    await press(rig, OWNER, page, ConnCb(action="update", cid=cid))
+    await press(rig, OWNER, page, ("update", cid))
     await rig.tg.wait_for_bot_message(OWNER)
     await rig.say(OWNER, new_key.api_key)
     saved = await rig.say(OWNER, new_key.secret)
@@ -128,7 +129,7 @@ async def test_slow_refresh_shows_checking_first(rig, exchanges):
     cid, _ = await link_binance(rig, exchanges["binance"])
     page = await rig.say(OWNER, "/status")
     exchanges["binance"].inject("latency", latency_ms=1300, times=1)
-    rig.tg.user_sends_callback(OWNER, page.message_id, ConnCb(action="refresh", cid=cid).pack())
+    rig.tg.user_sends_callback(OWNER, page.message_id, await rig.connection_button("refresh", cid))
     await rig.tg.wait_for(lambda: "checking…" in page.text)
     await rig.tg.wait_for(lambda: "checking…" not in page.text and "🟢" in page.text)
 
@@ -136,13 +137,15 @@ async def test_slow_refresh_shows_checking_first(rig, exchanges):
 async def test_remove_confirms_and_a_replay_is_harmless(rig, exchanges):
     cid, _ = await link_binance(rig, exchanges["binance"])
     page = await rig.say(OWNER, "/status")
-    await press(rig, OWNER, page, ConnCb(action="remove", cid=cid))
-    assert "Remove" in page.text and await row(rig, cid) is not None
-    answer = await press(rig, OWNER, page, ConnCb(action="rm_yes", cid=cid))
-    assert answer.text == "Removed." and "Nothing linked yet" in page.text
+    await press(rig, OWNER, page, ("remove", cid))
+    await rig.tg.wait_for(lambda: "Remove" in page.text)
+    assert await row(rig, cid) is not None
+    confirm = await rig.connection_button("rm_yes", cid)
+    assert (await press(rig, OWNER, page, confirm)).text == "Removing…"  # answered at once
+    await rig.tg.wait_for(lambda: "Nothing linked yet" in page.text and "Removed" in page.text)
     assert await row(rig, cid) is None
     # The same words as for an id that was never theirs: the answer tells nothing about other users.
-    assert "Connection not found." in (await press(rig, OWNER, page, ConnCb(action="rm_yes", cid=cid))).text
+    assert (await press(rig, OWNER, page, confirm)).text == OUT_OF_DATE
     async with rig.app.sessions() as session:
         removals = await session.scalar(
             select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "connection_removed")
@@ -155,10 +158,9 @@ async def test_another_users_buttons_are_refused_and_change_nothing(rig, exchang
     before = await row(rig, cid)
     page = await rig.say(STRANGER, "/status")
     for action in ("refresh", "update", "remove", "rm_yes"):
-        answer = await press(rig, STRANGER, page, ConnCb(action=action, cid=cid))
-        assert "not found" in answer.text, action
-    await press(rig, STRANGER, page, ConnCb(action="orders", cid=cid))
-    assert "not found" in (await rig.tg.wait_for_bot_message(STRANGER)).text
+        answer = await press(rig, STRANGER, page, (action, cid))
+        assert answer.text == OUT_OF_DATE, action
+    assert (await press(rig, STRANGER, page, ("orders", cid))).text == OUT_OF_DATE
     after = await row(rig, cid)
     assert (after.updated_at, after.credentials, after.last_check_at) == (
         before.updated_at,

@@ -5,6 +5,7 @@ Data in (services' results), text and buttons out; nothing here talks to 3Commas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -15,10 +16,11 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
 from bot.texts import exchange_name as exchange_title
 from bot.views.html import Html, bold, html, italic, join, plain
+from services.orders.cancel import CancelOutcome, CancelResult
 from services.storage.models import FailedDeal
 from services.threecommas.checklist import ChecklistState
 from services.threecommas.entities import market_of, tc_pair_to_symbol
-from services.threecommas.recreate import smart_trade_params
+from services.threecommas.recreate import RecreateOutcome, RecreateResult, smart_trade_params
 from services.threecommas.repair import RepairOutcome, RepairResult
 
 ACCOUNT_PAGE = "https://app.3commas.io/accounts/{id}"
@@ -66,15 +68,15 @@ def account_key_alert(subject: dict[str, Any]) -> Html:
     return join("\n", lines)
 
 
-def repair_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
+def repair_button(tc_connection_id: int, account_id: int, version: str) -> tuple[str, TcRepairCb]:
     return "🔧 " + _("Update key in 3Commas"), TcRepairCb(
-        action=TcRepairAction.GO, cid=tc_connection_id, acc=account_id
+        action=TcRepairAction.GO, cid=tc_connection_id, acc=account_id, v=version
     )
 
 
-def checklist_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
+def checklist_button(tc_connection_id: int, account_id: int, version: str) -> tuple[str, TcRepairCb]:
     return "📋 " + _("What is left to do"), TcRepairCb(
-        action=TcRepairAction.LIST, cid=tc_connection_id, acc=account_id
+        action=TcRepairAction.LIST, cid=tc_connection_id, acc=account_id, v=version
     )
 
 
@@ -183,9 +185,9 @@ def manual_steps(name: str, market_code: str | None, account_id: int, reason: st
     return join("\n", lines)
 
 
-def check_button(tc_connection_id: int, account_id: int) -> tuple[str, TcRepairCb]:
+def check_button(tc_connection_id: int, account_id: int, version: str) -> tuple[str, TcRepairCb]:
     return "✅ " + _("I updated it in 3Commas"), TcRepairCb(
-        action=TcRepairAction.CHECK, cid=tc_connection_id, acc=account_id
+        action=TcRepairAction.CHECK, cid=tc_connection_id, acc=account_id, v=version
     )
 
 
@@ -298,10 +300,10 @@ def checklist(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
     ]
     buttons: list[tuple[str, Any]] = []
 
-    def step_to_do(line: str, button: str, action: ChecklistAction, **extra: int) -> None:
+    def step_to_do(line: str, button: str, action: ChecklistAction) -> None:
         """A step still open: its line, and the button that does it (or checks it again)."""
         lines.append(line)
-        buttons.append((button, ChecklistCb(action=action, id=state.checklist_id, **extra)))
+        buttons.append((button, ChecklistCb(action=action, id=state.checklist_id, v=state.version)))
 
     if state.key_ok:
         lines.append("✅ " + _("Key updated in 3Commas"))
@@ -339,7 +341,6 @@ def checklist(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
             ),
             "🧹 " + _("Cancel orphans ({n})…").format(n=state.orphans),
             ChecklistAction.ASK_CANCEL,
-            list=state.list_id or 0,
         )
     else:
         lines.append("✅ " + _("No orphan orders lock funds"))
@@ -357,7 +358,10 @@ def checklist(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
         isinstance(data, ChecklistCb) and data.action is ChecklistAction.REFRESH for _text, data in buttons
     ):
         buttons.append(
-            ("🔄 " + _("Refresh"), ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id))
+            (
+                "🔄 " + _("Refresh"),
+                ChecklistCb(action=ChecklistAction.REFRESH, id=state.checklist_id, v=state.version),
+            )
         )
     return join("\n", lines), keyboard_of(*buttons)
 
@@ -368,7 +372,7 @@ def recreate_confirmation(state: ChecklistState) -> tuple[Html, InlineKeyboardMa
         lines.append(html("\n<b>{number}.</b> {plan}", number=number, plan=join("\n", plan_lines(row))))
     button = (
         "✅ " + _("Recreate all {n}").format(n=len(state.pending)),
-        ChecklistCb(action=ChecklistAction.RECREATE, id=state.checklist_id),
+        ChecklistCb(action=ChecklistAction.RECREATE, id=state.checklist_id, v=state.deals_version),
     )
     return join("\n", lines), keyboard_of(button)
 
@@ -385,7 +389,12 @@ def cancel_confirmation(state: ChecklistState) -> tuple[Html, InlineKeyboardMark
     )
     button = (
         "✅ " + _("Cancel {n} orphan(s)").format(n=state.orphans or 0),
-        ChecklistCb(action=ChecklistAction.CANCEL, id=state.checklist_id, list=state.list_id or 0),
+        ChecklistCb(
+            action=ChecklistAction.CANCEL,
+            id=state.checklist_id,
+            list=state.list_id or 0,
+            v=state.list_version,
+        ),
     )
     return text, keyboard_of(button)
 
@@ -395,3 +404,30 @@ def all_done(state: ChecklistState) -> Html:
         "🎉 " + _("{account} is fully recovered."),
         account=account_words(state.account_name, state.market_code),
     )
+
+
+def recreated(results: Sequence[RecreateResult]) -> Html:
+    """What Recreate all did: created now, created before (not sent again), refused and why."""
+    created = sum(1 for r in results if r.outcome is RecreateOutcome.CREATED)
+    already = sum(1 for r in results if r.outcome is RecreateOutcome.ALREADY)
+    refused = [
+        r.error or r.outcome.value
+        for r in results
+        if r.outcome not in {RecreateOutcome.CREATED, RecreateOutcome.ALREADY}
+    ]
+    lines = [
+        html(
+            "✅ " + _("Recreated {n}; {m} had been recreated before and were not sent again."),
+            n=created,
+            m=already,
+        )
+    ]
+    if refused:  # 3Commas' own words: escaped
+        lines.append(html(_("3Commas refused: {errors}"), errors="; ".join(refused)[:500]))
+    return join("\n", lines)
+
+
+def cancelled(results: Sequence[CancelResult]) -> Html:
+    """What Cancel orphans did."""
+    done = sum(1 for r in results if r.outcome is CancelOutcome.CANCELLED)
+    return html("✅ " + _("Cancelled {n} of {m} orphan order(s)."), n=done, m=len(results))

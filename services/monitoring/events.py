@@ -96,6 +96,7 @@ class DealFailed:
     reason: str
     detail: str
     failed_deal_id: int | None = None
+    failed_deal_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,14 @@ Event = IncidentEvent | MuteSummary | DealFailed | ExpiryReminder
 
 @dataclass(frozen=True)
 class Target:
-    """The connection a notice is about, as the user named it."""
+    """The connection a notice is about, as the user named it; ``version`` is its token
+    (:func:`services.storage.button_tokens.connection_token`) for the message's buttons."""
 
     connection_id: int
     exchange: str
     label: str
     key_hint: str = ""  # names the connection when it has no label (rows before it was added: "")
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class OutageNotice:
 
     exchange: str
     connection_ids: tuple[int, ...]
+    versions: tuple[str, ...]
+    """Each connection's version token, for the Refresh button (see :class:`Target`)."""
 
 
 # -- outbox payload ------------------------------------------------------------------------------------
@@ -157,6 +162,7 @@ def to_payload(notice: Notice) -> dict[str, Any]:
         "exchange": target.exchange,
         "label": target.label,
         "key_hint": target.key_hint,
+        "version": target.version,
         **_event_payload(notice.event),
     }
     if notice.check is not None:
@@ -174,6 +180,7 @@ def from_payload(payload: Mapping[str, Any]) -> Notice:
         payload.get("exchange", ""),
         payload.get("label", ""),
         payload.get("key_hint", ""),
+        str(payload.get("version", "")),
     )
     check = None
     if payload.get("check"):
@@ -217,8 +224,14 @@ def _event_payload(event: Event) -> dict[str, Any]:
             return {"type": "flapping", "transitions": transitions, "window_s": window.total_seconds()}
         case MuteSummary(change):
             return {"type": "mute_summary", "change": _event_payload(change)}
-        case DealFailed(reason, detail, failed_deal_id):
-            return {"type": "event", "reason": reason, "detail": detail, "failed_deal_id": failed_deal_id}
+        case DealFailed(reason, detail, failed_deal_id, failed_deal_version):
+            return {
+                "type": "event",
+                "reason": reason,
+                "detail": detail,
+                "failed_deal_id": failed_deal_id,
+                "failed_deal_version": failed_deal_version,
+            }
         case ExpiryReminder(warning, due):
             return {"type": "expiry", "warning": warning, "due": due.isoformat()}
     raise TypeError(f"not an event: {event!r}")
@@ -247,7 +260,10 @@ def _parse_event(p: Mapping[str, Any]) -> Event:
     if kind == "event":
         deal = p.get("failed_deal_id")
         return DealFailed(
-            str(p.get("reason", "")), str(p.get("detail", "")), None if deal is None else int(deal)
+            str(p.get("reason", "")),
+            str(p.get("detail", "")),
+            None if deal is None else int(deal),
+            str(p.get("failed_deal_version", "")),
         )
     if kind == "expiry":
         return ExpiryReminder(str(p.get("warning", "")), _time(p["due"]))

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.exchanges.probes import KeyInfo, key_warnings
 from services.monitoring import outbox
 from services.monitoring.events import ExpiryReminder, Notice, Target, to_payload
+from services.storage.button_tokens import connection_token
 from services.storage.models import Connection, User
 
 # Nearest lead first: inside one day the 1-day reminder is due, not a late 7-day one.
@@ -28,6 +29,7 @@ async def enqueue_expiry_reminders(sessions: async_sessionmaker[AsyncSession], n
                     Connection.exchange,
                     Connection.label,
                     Connection.key_hint,
+                    Connection.credentials,
                     Connection.key_info,
                 )
                 .join(User, User.id == Connection.user_id)
@@ -35,10 +37,11 @@ async def enqueue_expiry_reminders(sessions: async_sessionmaker[AsyncSession], n
             )
         ).all()
     queued = 0
-    for connection_id, user_id, exchange, label, hint, info in rows:
+    for row in rows:
+        connection_id, user_id, exchange, label, hint, _sealed, info = row
         if not info:
             continue
-        target = Target(connection_id, exchange, label, hint)
+        target = Target(connection_id, exchange, label, hint, connection_token(row))
         for warning in key_warnings(exchange, KeyInfo.from_json(info), now):
             if warning.code not in DATED_WARNINGS or warning.due is None or warning.due <= now:
                 continue

@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from services.core.verdicts import Verdict
-from services.monitoring.events import Alert, DealFailed, Event, MuteSummary, Notice, OutageNotice
+from services.monitoring.events import Alert, DealFailed, Event, MuteSummary, Notice, OutageNotice, Target
 from services.monitoring.incidents import (
     AlertPolicy,
     IncidentState,
@@ -181,6 +181,10 @@ def group_outages(
     )
 
 
+def _outage(exchange: str, targets: Sequence[Target]) -> OutageNotice:
+    return OutageNotice(exchange, tuple(t.connection_id for t in targets), tuple(t.version for t in targets))
+
+
 def fold_outages(
     user_id: int, notices: Sequence[tuple[K, Notice]]
 ) -> list[tuple[list[K], Notice | OutageNotice]]:
@@ -196,7 +200,7 @@ def fold_outages(
         min_users=1,
     )
     folded: list[tuple[list[K], Notice | OutageNotice]] = []
-    groups: dict[str, tuple[list[K], list[int]]] = {}
+    groups: dict[str, tuple[list[K], list[Target]]] = {}
     for key, notice in notices:
         exchange = notice.target.exchange
         if exchange not in down or _outage_verdict(notice) is None:
@@ -204,11 +208,11 @@ def fold_outages(
             continue
         if exchange not in groups:
             groups[exchange] = ([], [])
-            folded.append((groups[exchange][0], OutageNotice(exchange, ())))
+            folded.append((groups[exchange][0], OutageNotice(exchange, (), ())))
         groups[exchange][0].append(key)
-        groups[exchange][1].append(notice.target.connection_id)
+        groups[exchange][1].append(notice.target)
     return [
-        (keys, OutageNotice(item.exchange, tuple(groups[item.exchange][1])))
+        (keys, _outage(item.exchange, groups[item.exchange][1]))
         if isinstance(item, OutageNotice)
         else (keys, item)
         for keys, item in folded

@@ -44,7 +44,8 @@ from services.monitoring.incidents import (
     key_check,
 )
 from services.monitoring.pipeline import STAGES, Situation, Stage, decide
-from services.storage.models import Connection, Incident, User
+from services.storage.button_tokens import connection_token, failed_deal_token
+from services.storage.models import Connection, FailedDeal, Incident, User
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ class Poller:
         state, events = decide(before, observation, self.policy, now, situation, stages=stages)
         if not observation.is_event and state != before:
             writes.incident(check.id, observation.check_kind, None if known is None else known[0], state)
-        target = Target(check.id, check.exchange, check.label, check.key_hint)
+        target = Target(check.id, check.exchange, check.label, check.key_hint, connection_token(check))
         ref = None
         if observation.check_kind != KEY_CHECK:
             ref = Check(observation.check_kind, observation.verdict_or_reason, observation.subject)
@@ -452,8 +453,11 @@ class Poller:
             messages = []
             for check, observation, notice in writes.notices:
                 if isinstance(notice.event, DealFailed):
-                    plan_id = await self._store_plan(session, check, observation, now)
-                    notice = replace(notice, event=replace(notice.event, failed_deal_id=plan_id))
+                    plan = await self._store_plan(session, check, observation, now)
+                    if plan is not None:
+                        version = failed_deal_token(plan)
+                        event = replace(notice.event, failed_deal_id=plan.id, failed_deal_version=version)
+                        notice = replace(notice, event=event)
                 messages.append((check.user_id, to_payload(notice)))
             await outbox.enqueue_grouped(
                 session, messages, kind="alert", now=now, window=self.config.group_window
@@ -461,9 +465,11 @@ class Poller:
 
     async def _store_plan(
         self, session: AsyncSession, check: Claimed, observation: Observation, now: datetime
-    ) -> int | None:
+    ) -> FailedDeal | None:
+        """The stored recreate plan a deal_failed alert's button names (the row, for its token)."""
         store = self.recreate_plans.get(check.kind)
-        return None if store is None else await store(session, check.user_id, check.id, observation, now)
+        plan_id = None if store is None else await store(session, check.user_id, check.id, observation, now)
+        return None if plan_id is None else await session.get(FailedDeal, plan_id)
 
     def _next_poll(self, claimed: Claimed, state: IncidentState, now: datetime, egress: str) -> datetime:
         interval = claimed.interval

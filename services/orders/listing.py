@@ -64,6 +64,7 @@ from services.orders.attribution import (
     attribute,
 )
 from services.orders.locked_funds import Lock, LockedFunds, freed_by, summarize
+from services.storage.button_tokens import listing_token
 from services.storage.connections import owned_connection
 from services.storage.db import Sessions
 from services.storage.models import Connection, ListedOrder, OrderList
@@ -282,6 +283,11 @@ class Listing:
     listed_at: datetime
 
     @property
+    def version(self) -> str:
+        """The token its buttons carry (see :mod:`services.storage.button_tokens`)."""
+        return listing_token(self.list_id, self.connection.id, self.listed_at, self.rows)
+
+    @property
     def orphan_rows(self) -> list[ListedOrder]:
         return [row for row in self.rows if row.attribution == Attribution.ORPHAN and row.outcome is None]
 
@@ -336,7 +342,7 @@ def _funds(rows: Sequence[ListedOrder], balances: Mapping[str, Mapping[str, Any]
 async def load_listing(sessions: Sessions, user_id: int, list_id: int) -> Listing | None:
     """A stored listing of this user, or None when it expired, was replaced by pruning, or is not theirs."""
     async with sessions() as session:
-        return await _load_listing(session, user_id, list_id)
+        return await owned_listing(session, user_id, list_id)
 
 
 async def newest_listing(
@@ -354,10 +360,11 @@ async def newest_listing(
             .order_by(OrderList.id.desc())
             .limit(1)
         )
-        return None if list_id is None else await _load_listing(session, user_id, list_id)
+        return None if list_id is None else await owned_listing(session, user_id, list_id)
 
 
-async def _load_listing(session: AsyncSession, user_id: int, list_id: int) -> Listing | None:
+async def owned_listing(session: AsyncSession, user_id: int, list_id: int) -> Listing | None:
+    """:func:`load_listing` inside the caller's read."""
     order_list = await session.get(OrderList, list_id)
     if order_list is None or order_list.user_id != user_id:
         return None

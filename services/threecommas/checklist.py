@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.orders.cancel import CancelResult, cancel_all_orphans
 from services.orders.listing import Deps, Listing, list_orders, newest_listing, row_lock
 from services.orders.listing_gate import listing_ticket
+from services.storage.button_tokens import checklist_token, failed_deals_token
 from services.storage.connections import owned_connection
 from services.storage.models import (
     FailedDeal,
@@ -50,6 +51,10 @@ class ChecklistState:
     list_id: int | None
     old_key_deleted: bool
     done_at: datetime | None
+    version: str = ""
+    """Version tokens its buttons carry: the checklist, the trades "Recreate all" names, the listing."""
+    deals_version: str = ""
+    list_version: str = ""
 
     @property
     def pending_deals(self) -> int:
@@ -155,17 +160,13 @@ async def shown_checklists(deps: Deps) -> list[ShownChecklist]:
         return [ShownChecklist(*row) for row in rows.all()]
 
 
-async def owns_checklist(deps: Deps, checklist_id: int, user_id: int) -> bool:
-    async with deps.sessions() as session:
-        return await owned_checklist(session, checklist_id, user_id) is not None
-
-
 async def owned_checklist(session: AsyncSession, checklist_id: int, user_id: int) -> RecoveryChecklist | None:
     checklist = await session.get(RecoveryChecklist, checklist_id)
     return checklist if checklist is not None and checklist.user_id == user_id else None
 
 
-async def _failed_since(session: AsyncSession, checklist: RecoveryChecklist) -> list[FailedDeal]:
+async def failed_since(session: AsyncSession, checklist: RecoveryChecklist) -> list[FailedDeal]:
+    """The failed deals and SmartTrades of the checklist's account since its incident began."""
     rows = await session.scalars(
         select(FailedDeal)
         .where(
@@ -205,17 +206,18 @@ async def checklist_state(
                 ThreeCommasAccountLink.account_id == checklist.account_id,
             )
         )
-        failed = await _failed_since(session, checklist)
+        failed = await failed_since(session, checklist)
         credentials = deps.vault.open(tc.credentials)
         exchange_connection = link.exchange_connection_id if link else None
         name, market = (link.account_name, link.market_code) if link else ("", "")
         facts = (checklist.id, checklist.account_id, checklist.old_key_deleted, checklist.done_at)
+        versions = checklist_token(checklist), failed_deals_token(failed)
     try:
         account = await account_now(deps.threecommas, credentials, facts[1])
         key_ok: bool | None = account is not None and not account.key_broken
     except ThreeCommasError:
         key_ok = None
-    orphans, list_id = None, None
+    orphans, list_id, list_version = None, None, ""
     locked: dict[str, Decimal] = {}
     if exchange_connection is not None:
         if listed_within is not None:  # the worker's redraw: a recent stored listing will do
@@ -228,7 +230,7 @@ async def checklist_state(
             listing = await (await listing_ticket(deps, user_id, exchange_connection)).result()
         if isinstance(listing, Listing):
             rows = listing.orphan_rows
-            orphans, list_id = len(rows), listing.list_id
+            orphans, list_id, list_version = len(rows), listing.list_id, listing.version
             for row in rows:
                 lock = row_lock(row)
                 if lock.amount is not None:
@@ -246,6 +248,9 @@ async def checklist_state(
         list_id=list_id,
         old_key_deleted=facts[2],
         done_at=facts[3],
+        version=versions[0],
+        deals_version=versions[1],
+        list_version=list_version,
     )
 
 
@@ -254,7 +259,7 @@ async def recreate_all(deps: Deps, checklist_id: int, user_id: int) -> list[Recr
     row claimed before its request, so a second tap (or a retry) never creates a trade twice."""
     async with deps.sessions() as session:
         checklist = await owned_checklist(session, checklist_id, user_id)
-        rows = [row.id for row in await _failed_since(session, checklist)] if checklist else []
+        rows = [row.id for row in await failed_since(session, checklist)] if checklist else []
     return [
         await recreate_failed_deal(
             deps.sessions, deps.vault, deps.threecommas, row_id=row_id, user_id=user_id, now=deps.clock.now()

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from services.core.vault import Credentials, Vault, mask
 from services.storage import audit, money_actions
+from services.storage.button_tokens import connection_token
 from services.storage.connections import owned_connection
 from services.storage.db import Sessions
 from services.storage.models import ThreeCommasAccountLink
@@ -122,6 +123,8 @@ class RepairTarget:
     name: str
     market_code: str
     tc_credentials: Credentials
+    version: str
+    """The 3Commas connection's version token, which its repair buttons carry."""
 
 
 async def repair_target(
@@ -141,7 +144,14 @@ async def repair_target(
         )
         if link is None:
             return None
-        return RepairTarget(cid, acc, link.account_name, link.market_code, vault.open(connection.credentials))
+        return RepairTarget(
+            cid,
+            acc,
+            link.account_name,
+            link.market_code,
+            vault.open(connection.credentials),
+            connection_token(connection),
+        )
 
 
 ACTION = "tc_key_update"
