@@ -64,12 +64,7 @@ class GateMiddleware(BaseMiddleware):
         self.i18n = i18n
         self.allowed_user_ids = allowed_user_ids
 
-    async def __call__(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
         tg_user, chat = _actor(event)
         language = pick_language(tg_user.language_code if tg_user else None)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from contextlib import suppress
 from datetime import datetime
+from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
@@ -345,6 +346,25 @@ async def finish(
     """The last step of both flows: verify, then save a new connection or swap the key in place."""
     data = await state.get_data()
     await state.clear()
+    await _verify_collected(
+        message, state, store, user, bot, data, credentials, settings, cid=data.get("cid")
+    )
+
+
+async def _verify_collected(
+    message: Message,
+    state: FSMContext,
+    store: KeyStore,
+    user: User,
+    bot: Bot,
+    data: dict[str, Any],
+    credentials: Credentials,
+    settings: Settings,
+    *,
+    cid: int | None,
+    placed: bool = False,
+) -> None:
+    """:func:`verify_and_save` for the exchange and label the wizard's ``data`` collected."""
     await verify_and_save(
         message,
         state,
@@ -355,7 +375,8 @@ async def finish(
         data.get("label", ""),
         credentials,
         settings,
-        cid=data.get("cid"),
+        cid=cid,
+        placed=placed,
     )
 
 
@@ -630,18 +651,9 @@ async def place_chosen(
     with suppress(TelegramBadRequest):
         await query.message.edit_reply_markup(reply_markup=None)
     credentials = key_store.vault.open(data[SEALED_FIELD].encode())
-    await verify_and_save(
-        query.message,
-        state,
-        key_store,
-        user,
-        bot,
-        data["exchange"],
-        data.get("label", ""),
-        credentials,
-        settings,
-        cid=data["failing"] if callback_data.step is LinkStep.REPLACE else None,
-        placed=True,
+    cid = data["failing"] if callback_data.step is LinkStep.REPLACE else None
+    await _verify_collected(
+        query.message, state, key_store, user, bot, data, credentials, settings, cid=cid, placed=True
     )
 
 

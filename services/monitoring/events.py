@@ -191,28 +191,13 @@ def from_payload(payload: Mapping[str, Any]) -> Notice:
 def _event_payload(event: Event) -> dict[str, Any]:
     match event:
         case Alert(verdict, detail, since, summary):
-            return {
-                "type": "alert",
-                "verdict": verdict.value,
-                "detail": detail,
-                "since": since.isoformat(),
-            } | ({"summary": summary.value} if summary else {})
+            return _problem_payload("alert", verdict, detail, since) | (
+                {"summary": summary.value} if summary else {}
+            )
         case VerdictChanged(previous, verdict, detail, since):
-            return {
-                "type": "verdict_changed",
-                "previous": previous.value,
-                "verdict": verdict.value,
-                "detail": detail,
-                "since": since.isoformat(),
-            }
+            return _problem_payload("verdict_changed", verdict, detail, since) | {"previous": previous.value}
         case Reminder(verdict, detail, since, number):
-            return {
-                "type": "reminder",
-                "verdict": verdict.value,
-                "detail": detail,
-                "since": since.isoformat(),
-                "number": number,
-            }
+            return _problem_payload("reminder", verdict, detail, since) | {"number": number}
         case Recovery(verdict, since, duration, summary):
             return {
                 "type": "recovery",
@@ -235,6 +220,11 @@ def _event_payload(event: Event) -> dict[str, Any]:
         case ExpiryReminder(warning, due):
             return {"type": "expiry", "warning": warning, "due": due.isoformat()}
     raise TypeError(f"not an event: {event!r}")
+
+
+def _problem_payload(kind: str, verdict: Verdict, detail: str, since: datetime) -> dict[str, Any]:
+    """The fields an alert, a verdict change and a reminder share: the problem and since when."""
+    return {"type": kind, "verdict": verdict.value, "detail": detail, "since": since.isoformat()}
 
 
 def _parse_event(p: Mapping[str, Any]) -> Event:
