@@ -465,9 +465,11 @@ async def seed(
     key_info: dict[str, Any],
     first_user_id: int = 1_000_001,
     prepare: Callable[[int, Any], None] | None = None,
+    spread_s: float = 0.0,
 ) -> list[int]:
     """One user with one connection per key, stored as the link wizard leaves them (key info of
-    a real probe, fresh balances), all due now; returns the user ids."""
+    a real probe, fresh balances), all due now or, with ``spread_s``, evenly over that many
+    seconds; returns the user ids."""
     from services.core.vault import Credentials, Vault
     from services.storage.db import create_engine, run_migrations, session_factory
 
@@ -483,6 +485,7 @@ async def seed(
             first_user=first_user_id,
             key_info=key_info,
             prepare=prepare,
+            spread_s=spread_s,
         )
         return [item.user_id for item in seeded]
     finally:

@@ -62,5 +62,5 @@ class OperatorAlerts:
         credentials = Credentials(entry["api_key"], entry["secret"], entry.get("passphrase") or None)
         result = await probe(await hub.client(wave.service, credentials), clock=self.app.clock)
         log.error("canary key on %s answered %s", wave.service, result.verdict)
-        self.guard.canary_result(wave.service, result.verdict, wave.egress)
+        self.guard.canary_result(wave.service, result.verdict, self.app.clock.now(), wave.egress)
         return result.verdict

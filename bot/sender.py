@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -71,6 +71,14 @@ class SenderStats:
     failed: int = 0
 
 
+@dataclass(frozen=True)
+class _Post:
+    """One Telegram call: ``part`` as a new message, or as the new text of message ``edit``."""
+
+    part: Rendered
+    edit: int | None
+
+
 @dataclass
 class Sender:
     app: AppContext
@@ -108,7 +116,7 @@ class Sender:
             return 0
         batches = await outbox.claim(self.app.sessions, self.worker_id, now, users=room, lease=self.lease)
         ready = [b for b in batches if self._chats.ready_at(b.user_id, t) <= t]
-        await self._hand_back([m.id for b in batches if b not in ready for m in b.messages])
+        await self._hand_back([row_id for b in batches if b not in ready for row_id in b.ids])
         sent = await asyncio.gather(*(self._deliver(batch) for batch in ready))
         return sum(sent)
 
@@ -184,36 +192,55 @@ class Sender:
         return paid
 
     async def _deliver(self, batch: outbox.ClaimedBatch) -> int:
-        """Send the first message of one user's rows; later ones wait for the chat's next second.
+        """One Telegram call for one user's rows: fold the oldest ones into the message they
+        belong to (edit in place), or else send the first new message; the rest wait for the
+        chat's next second.
 
         Each part is marked sent on its own, so a crash repeats at most the one in flight.
         """
         allowed = self.app.settings.allowed_user_ids
         if allowed and batch.user_id not in allowed:
-            await outbox.give_up(self.app.sessions, [m.id for m in batch.messages], "not in ALLOWED_USER_IDS")
+            await outbox.give_up(self.app.sessions, batch.ids, "not in ALLOWED_USER_IDS")
             return 0
         with self.app.i18n.context(), self.app.i18n.use_locale(batch.language):
-            parts = render_batch(batch.messages, self.app.settings.egress_ips)
-        if not parts:
+            post = self._plan(batch)
+        if post is None:
             return 0
-        first, later = parts[0], parts[1:]
-        await self._hand_back([row_id for part in later for row_id in part.ids])
+        await self._hand_back([row_id for row_id in batch.ids if row_id not in post.part.ids])
         paid = self._slot(batch.user_id)
         if paid is None or self._paused(self.app.clock.now()):
-            await self._hand_back(first.ids)
+            await self._hand_back(post.part.ids)
             return 0
-        attempts = max(m.attempts for m in batch.messages) + 1
-        event_at = {m.id: m.event_at for m in batch.messages}
-        return await self._send(batch.user_id, first, paid, attempts, event_at)
+        rows = [
+            m
+            for m in [*batch.messages, *(r for fold in batch.folds for r in fold.rows)]
+            if m.id in post.part.ids
+        ]
+        attempts = max(m.attempts for m in rows) + 1
+        event_at = {m.id: m.event_at for m in rows}
+        return await self._send(batch.user_id, post, paid, attempts, event_at)
+
+    def _plan(self, batch: outbox.ClaimedBatch) -> _Post | None:
+        """What this round sends for ``batch``: the oldest fold when there is one, as an edit of
+        its message re-rendered whole (a fold too long for one message goes out as a new one)."""
+        ips = self.app.settings.egress_ips
+        if batch.folds:
+            fold = batch.folds[0]
+            whole = render_batch([*fold.shown, *fold.rows], ips)
+            if len(whole) == 1:
+                ids = [row.id for row in fold.rows]
+                return _Post(replace(whole[0], ids=ids), fold.message_id)
+            return _Post(render_batch(fold.rows, ips)[0], None)
+        parts = render_batch(batch.messages, ips)
+        return _Post(parts[0], None) if parts else None
 
     async def _send(
-        self, chat_id: int, part: Rendered, paid: bool, attempts: int, event_at: dict[int, datetime]
+        self, chat_id: int, post: _Post, paid: bool, attempts: int, event_at: dict[int, datetime]
     ) -> int:
         sessions = self.app.sessions
+        part = post.part
         try:
-            await self.bot.send_message(
-                chat_id, part.text, reply_markup=part.markup, allow_paid_broadcast=True if paid else None
-            )
+            message_id = await self._post(chat_id, post, paid)
         except TelegramRetryAfter as error:
             self.stats.rate_limited += 1
             METRICS.telegram_429.inc()
@@ -245,11 +272,32 @@ class Sender:
             delay = timedelta(seconds=min(600, 2**attempts))
             await outbox.retry_later(sessions, part.ids, self.app.clock.now() + delay, repr(error))
             return 0
+        if message_id is None:
+            await outbox.unfold(sessions, part.ids)
+            return 0
         now = self.app.clock.now()
         self.stats.sent += 1
         self.stats.paid += paid
         METRICS.messages_sent.inc()
-        await outbox.mark_sent(sessions, part.ids, now)
+        await outbox.mark_sent(sessions, part.ids, now, message_id)
         for row_id in part.ids:
             METRICS.alert_delay.observe(max(0.0, (now - event_at[row_id]).total_seconds()))
         return 1
+
+    async def _post(self, chat_id: int, post: _Post, paid: bool) -> int | None:
+        """Send a new message or edit the one the rows fold into; the message's id, or None when
+        the message to edit is gone (the user deleted it) and the rows need one of their own."""
+        part = post.part
+        if post.edit is None:
+            sent = await self.bot.send_message(
+                chat_id, part.text, reply_markup=part.markup, allow_paid_broadcast=True if paid else None
+            )
+            return sent.message_id
+        try:
+            await self.bot.edit_message_text(
+                part.text, chat_id=chat_id, message_id=post.edit, reply_markup=part.markup
+            )
+        except TelegramBadRequest as error:
+            log.info("message %s of chat %s not edited (%s): sending anew", post.edit, chat_id, error.message)
+            return None
+        return post.edit

@@ -56,13 +56,20 @@ def test_a_working_canary_releases_the_wave_and_quiet_ends_it() -> None:
     guard = BlockGuard(GuardConfig(min_keys=3, min_recent_ok=1, quiet=timedelta(minutes=10)))
     guard.observe_batch(batch("okx", range(3), V.OK), T)
     guard.observe_batch(batch("okx", range(3), V.KEY_INVALID), T)
-    guard.canary_result("okx", V.KEY_INVALID)  # the canary fails too: still a block
+    guard.canary_result("okx", V.KEY_INVALID, T)  # the canary fails too: still a block
     assert guard.held("okx", V.KEY_INVALID) is not None
-    guard.canary_result("okx", V.OK)  # our IP works: the keys really died
+    guard.canary_result("okx", V.OK, T)  # our IP works: the keys really died
     assert guard.held("okx", V.KEY_INVALID) is None
 
+    # More keys die in later batches of the same mass revocation: the working canary is trusted
+    # for a while, so they are judged one by one instead of starting wave after wave.
     guard.observe_batch(batch("okx", range(3, 6), V.OK), T)
-    guard.observe_batch(batch("okx", range(3, 6), V.KEY_INVALID), T)
+    guard.observe_batch(batch("okx", range(3, 6), V.KEY_INVALID), T + timedelta(minutes=1))
+    assert guard.held("okx", V.KEY_INVALID) is None and guard.waves_started() == []
+
+    later = T + timedelta(minutes=6)  # the canary's word is old: a new wave is a block again
+    guard.observe_batch(batch("okx", range(6, 9), V.OK), later)
+    guard.observe_batch(batch("okx", range(6, 9), V.KEY_INVALID), later)
     assert guard.held("okx", V.KEY_INVALID) is not None
-    guard.observe_batch([], T + timedelta(minutes=11))
+    guard.observe_batch([], later + timedelta(minutes=11))
     assert guard.held("okx", V.KEY_INVALID) is None

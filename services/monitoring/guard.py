@@ -19,7 +19,9 @@ While a wave is on for ``(service, egress)``:
   service's budget, tells the operator (``ADMIN_CHAT_IDS``), counts it in a metric and logs an
   ERROR, and probes the operator's canary key (``CANARY_KEYS``) where one is set;
 * a canary that still works (:meth:`BlockGuard.canary_result`) proves our IP is fine: the wave is
-  released and the keys are judged one by one again.
+  released, the keys are judged one by one again, and for ``canary_trust`` no new wave starts on
+  that service and egress (in a real mass revocation every batch would otherwise look like a
+  new wave, each held until its own canary probe answered).
 
 The guard is generic over the service (an exchange id or ``threecommas``); callers feed it every
 key-check outcome of a batch *before* the batch is decided (:meth:`observe_batch`), so a wave seen
@@ -57,6 +59,7 @@ class GuardConfig:
     recent_ok: timedelta = timedelta(minutes=15)
     quiet: timedelta = timedelta(minutes=10)
     backoff: timedelta = timedelta(minutes=5)
+    canary_trust: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class BlockGuard:
         self._failures: defaultdict[tuple[str, str, Verdict], dict[int, datetime]] = defaultdict(dict)
         self._last_ok: dict[tuple[str, str, int], datetime] = {}
         self._waves: dict[tuple[str, str, Verdict], Wave] = {}
+        self._canary_ok: dict[tuple[str, str], datetime] = {}
 
     def observe_batch(self, outcomes: Iterable[KeyOutcome], now: datetime) -> None:
         """Record a batch of key checks (all of them, OKs included) before any is decided."""
@@ -117,8 +121,11 @@ class BlockGuard:
             wave = self._waves.get(key)
             if wave is not None and wave.last_seen is not None and now - wave.last_seen > cfg.quiet:
                 del self._waves[key]
+            service, egress, _ = key
+            trusted = self._canary_ok.get((service, egress))
+            if trusted is not None and now - trusted <= cfg.canary_trust:
+                continue
             if wave is None and len(seen) >= cfg.min_keys:
-                service, egress, _ = key
                 recent = sum(
                     1
                     for connection_id in seen
@@ -144,10 +151,14 @@ class BlockGuard:
             wave.announced = True
         return fresh
 
-    def canary_result(self, service: str, verdict: Verdict, egress: str = DEFAULT_EGRESS) -> None:
-        """The operator's canary key on ``service`` answered ``verdict``: if it works, our IP is not
-        blocked, so the keys really fail one by one: release every wave of that service."""
+    def canary_result(
+        self, service: str, verdict: Verdict, now: datetime, egress: str = DEFAULT_EGRESS
+    ) -> None:
+        """The operator's canary key on ``service`` answered ``verdict`` at ``now``: if it works, our
+        IP is not blocked, so the keys really fail one by one: release every wave of that service
+        and trust the result for ``config.canary_trust``."""
         if verdict is Verdict.OK:
+            self._canary_ok[(service, egress)] = now
             for key in [k for k in self._waves if k[0] == service and k[1] == egress]:
                 del self._waves[key]
                 self._failures.pop(key, None)
