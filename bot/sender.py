@@ -4,18 +4,23 @@ Pacing uses Telegram's whole budget and never more (:mod:`bot.pacing`):
 
 * a sliding window over the moments messages actually went out, at this sender's share of
   ``SEND_RATE_PER_SECOND`` — the rate is split between all live senders through the database
-  (:mod:`services.monitoring.send_fleet`);
-* several chats in flight at once (one round sends to up to ``in_flight`` chats concurrently),
-  each chat's messages in order and at most one a second to a private chat, 20 a minute to a
-  group; a chat not ready yet is handed back and picked up by a later round;
+  (:mod:`services.monitoring.send_fleet`) — and spread evenly within the second
+  (:class:`bot.pacing.EvenRate`), so requests arrive at Telegram as evenly as they left;
+* up to ``in_flight`` chats in flight at once: a round claims the chats the window has room
+  for and starts their sends, and the next round starts when the window has room again, not
+  when Telegram has answered the last one; each chat's messages in order (one in flight per
+  chat) and at most one a second to a private chat, 20 a minute to a group; a chat not ready
+  yet is handed back and picked up by a later round;
+* a user's rows that fold into a message already sent (:func:`services.monitoring.outbox.enqueue_grouped`)
+  edit that message in place, re-rendered whole with its buttons; if the user deleted it, the
+  rows go out as a message of their own;
 * with ``ALLOW_PAID_BROADCAST`` on, messages beyond the free rate go out as paid broadcasts
   (``allow_paid_broadcast``, 0.1 Telegram Stars each) up to ``PAID_BROADCAST_RATE_PER_SECOND``;
 * when the outbox holds more than ``backlog_s`` seconds of work, due rows are ranked by what
   their user has at stake (:mod:`services.monitoring.stakes`) and the riskiest go first.
 
 Counting is on the application clock, so tests drive a round with :meth:`run_once` and a fake
-clock; the worker runs :meth:`run` — rounds back to back, sleeping only until the window has
-room — so a slow round delays the next one instead of overrunning a ticker. Telegram's own
+clock; the worker runs :meth:`run`, which sleeps only until the window has room. Telegram's own
 verdicts decide what happens to a row:
 
 * 429 ``retry_after`` → the rows wait that long and every sender pauses (the pause is shared);
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -50,7 +55,7 @@ from aiogram.exceptions import (
 from bot.context import AppContext
 from bot.metrics import METRICS
 from bot.notifications import Rendered, render_batch
-from bot.pacing import ChatPacer, SlidingWindow
+from bot.pacing import ChatPacer, EvenRate
 from services.monitoring import outbox, send_fleet
 from services.monitoring.stakes import user_stakes
 from services.storage.users import mark_blocked
@@ -91,41 +96,75 @@ class Sender:
     in_flight: int = 32
     backlog_s: float = 3.0
     stats: SenderStats = field(default_factory=SenderStats)
-    _free: SlidingWindow = field(init=False)
-    _paid: SlidingWindow = field(init=False)
+    _free: EvenRate = field(init=False)
+    _paid: EvenRate = field(init=False)
+    _in_flight: set[int] = field(default_factory=set)
+    """Chats with a send in flight (the next round leaves them alone: order per chat)."""
     _chats: ChatPacer = field(default_factory=ChatPacer)
     _paused_until: datetime | None = None
     _fleet_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        self._free = SlidingWindow(self.per_second)
-        self._paid = SlidingWindow(self.paid_per_second)
+        self._free = EvenRate(self.per_second)
+        self._paid = EvenRate(self.paid_per_second)
 
     # ---- one round ------------------------------------------------------------------------------
 
     async def run_once(self) -> int:
         """One round: claim what the window allows now, send to those chats at once; returns
         messages sent."""
+        sends = await self._start_round()
+        return sum(await asyncio.gather(*sends))
+
+    async def run(self, stopping: Callable[[], bool]) -> None:
+        """Rounds until ``stopping()``, each started when the window has room (or a short while
+        after the outbox was empty) without waiting for the sends of the rounds before it, so
+        Telegram's round trip does not limit the rate; in-flight sends finish before it returns."""
+        rounds: set[asyncio.Future[list[int]]] = set()
+        while not stopping():
+            sends = await self._start_round()
+            if sends:
+                running = asyncio.gather(*sends)
+                rounds.add(running)
+                running.add_done_callback(self._round_done(rounds))
+            await asyncio.sleep(self._wait_s() if sends else IDLE_WAIT_S)
+        await asyncio.gather(*rounds, return_exceptions=True)
+
+    @staticmethod
+    def _round_done(rounds: set[asyncio.Future[list[int]]]) -> Callable[[asyncio.Future[list[int]]], None]:
+        def done(running: asyncio.Future[list[int]]) -> None:
+            rounds.discard(running)
+            if not running.cancelled() and running.exception() is not None:
+                log.error("outbox round failed", exc_info=running.exception())
+
+        return done
+
+    async def _start_round(self) -> list[Awaitable[int]]:
+        """Claim the chats the windows have room for now and take their send slots; the sends
+        themselves are returned, not awaited. A chat not ready yet (its own pace, or a message
+        to it still in flight) is handed back."""
         now = self.app.clock.now()
         await self._refresh(now)
         if self._paused(now):
-            return 0
+            return []
         t = now.timestamp()
-        room = min(self._free.room(t) + self._paid.room(t), self.in_flight)
+        room = min(self._free.room(t) + self._paid.room(t), self.in_flight - len(self._in_flight))
         if room <= 0:
-            return 0
+            return []
         batches = await outbox.claim(self.app.sessions, self.worker_id, now, users=room, lease=self.lease)
-        ready = [b for b in batches if self._chats.ready_at(b.user_id, t) <= t]
-        await self._hand_back([row_id for b in batches if b not in ready for row_id in b.ids])
-        sent = await asyncio.gather(*(self._deliver(batch) for batch in ready))
-        return sum(sent)
-
-    async def run(self, stopping: Callable[[], bool]) -> None:
-        """Rounds back to back until ``stopping()``; between rounds, wait only until the window
-        has room (or a short while when the outbox was empty)."""
-        while not stopping():
-            sent = await self.run_once()
-            await asyncio.sleep(self._wait_s() if sent else IDLE_WAIT_S)
+        t = self.app.clock.now().timestamp()
+        sends: list[Awaitable[int]] = []
+        back: list[int] = []
+        for batch in batches:
+            ready = batch.user_id not in self._in_flight and self._chats.ready_at(batch.user_id, t) <= t
+            paid = self._slot(batch.user_id, t) if ready else None
+            if paid is None:
+                back += batch.ids
+                continue
+            self._in_flight.add(batch.user_id)
+            sends.append(self._deliver(batch, paid))
+        await self._hand_back(back)
+        return sends
 
     def _wait_s(self) -> float:
         now = self.app.clock.now()
@@ -178,9 +217,8 @@ class Sender:
 
     # ---- one chat -------------------------------------------------------------------------------
 
-    def _slot(self, chat_id: int) -> bool | None:
-        """Take a send slot now: False (free), True (paid broadcast), None (no room left)."""
-        t = self.app.clock.now().timestamp()
+    def _slot(self, chat_id: int, t: float) -> bool | None:
+        """Take a send slot at ``t``: False (free), True (paid broadcast), None (no room left)."""
         if self._free.room(t) > 0:
             window, paid = self._free, False
         elif self._paid.room(t) > 0:
@@ -191,7 +229,13 @@ class Sender:
         self._chats.record(chat_id, t)
         return paid
 
-    async def _deliver(self, batch: outbox.ClaimedBatch) -> int:
+    async def _deliver(self, batch: outbox.ClaimedBatch, paid: bool) -> int:
+        try:
+            return await self._deliver_rows(batch, paid)
+        finally:
+            self._in_flight.discard(batch.user_id)
+
+    async def _deliver_rows(self, batch: outbox.ClaimedBatch, paid: bool) -> int:
         """One Telegram call for one user's rows: fold the oldest ones into the message they
         belong to (edit in place), or else send the first new message; the rest wait for the
         chat's next second.
@@ -207,8 +251,7 @@ class Sender:
         if post is None:
             return 0
         await self._hand_back([row_id for row_id in batch.ids if row_id not in post.part.ids])
-        paid = self._slot(batch.user_id)
-        if paid is None or self._paused(self.app.clock.now()):
+        if self._paused(self.app.clock.now()):
             await self._hand_back(post.part.ids)
             return 0
         rows = [

@@ -101,7 +101,7 @@ async def test_burst_of_400_alerts_survives_429s_without_loss_or_tight_loop(rig)
     for uid in users:
         await rig.alert(uid, f"key-{uid}")
     sender = rig.sender(per_second=25)  # faster than this local Telegram allows: it must answer 429
-    seconds = await rig.drain(sender)
+    seconds = await rig.drain(sender, step=0.2)  # the sender sends a fifth of its rate per 0.2 s
     delivered = {m.chat_id for uid in users for m in rig.tg.bot_messages(uid)}
     assert delivered == set(users)
     assert all(len(rig.tg.bot_messages(uid)) == 1 for uid in users)  # no duplicates
@@ -277,6 +277,8 @@ async def test_senders_share_the_rate_and_a_429_pause_through_the_database(sessi
         await _alerts(rig, range(101, 111))
         rig.clock.advance(1)
         rig.tg.set_rate_limits(RateLimits(bot_per_second=1))
+        await a.run_once()
+        rig.clock.advance(0.2)  # a's next round, still within Telegram's second
         await a.run_once()
         assert a.stats.rate_limited
         rig.tg.set_rate_limits(RateLimits(bot_per_second=10))
