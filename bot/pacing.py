@@ -47,7 +47,7 @@ class SlidingWindow:
         return self._times[len(self._times) - int(self.limit)] + self.span
 
 
-SPREAD_S = 0.2
+SPREAD_S = 0.4
 
 
 class EvenRate:

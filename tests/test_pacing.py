@@ -27,10 +27,10 @@ def test_private_chats_get_one_message_a_second_and_groups_twenty_a_minute():
 
 
 def test_even_rate_spreads_a_second_budget_over_the_second():
-    """At 25/s, 5 may go in any 0.2 s, never the whole 25 at once; sent as soon as allowed, the
+    """At 25/s, 10 may go in any 0.4 s, never the whole 25 at once; sent as soon as allowed, the
     budget is used in full; a fractional share (25 over 3 senders) keeps its rate."""
     rate = EvenRate(25)
-    assert rate.room(0.0) == 5
+    assert rate.room(0.0) == 10
     sent = []
     t = 0.0
     while t < 10.0:
@@ -39,7 +39,7 @@ def test_even_rate_spreads_a_second_budget_over_the_second():
             sent.append(t)
         t = round(max(rate.next_free(t), t + 0.01), 6)
     assert 249 <= len(sent) <= 251
-    assert max(sum(1 for s in sent if a <= s < a + 0.2 - 1e-9) for a in sent) == 5
+    assert max(sum(1 for s in sent if a <= s < a + 0.4 - 1e-9) for a in sent) == 10
     share = EvenRate(25)
     share.limit = 25 / 3
-    assert share.spread.limit == 2 and abs(share.spread.span - 0.24) < 1e-9
+    assert share.spread.limit == 3 and abs(share.spread.span - 0.36) < 1e-9

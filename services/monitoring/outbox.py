@@ -200,9 +200,10 @@ async def claim(
             .execution_options(synchronize_session=False)
         )
     async with sessions() as session:
-        rows = list(
-            await session.scalars(
-                select(OutboxMessage)
+        claimed = (
+            await session.execute(
+                select(OutboxMessage, User.language)
+                .join(User, User.id == OutboxMessage.user_id)
                 .where(
                     OutboxMessage.claimed_by == worker_id,
                     OutboxMessage.claimed_until == until,
@@ -210,14 +211,9 @@ async def claim(
                 )
                 .order_by(OutboxMessage.user_id, OutboxMessage.id)
             )
-        )
-        languages = dict(
-            (
-                await session.execute(
-                    select(User.id, User.language).where(User.id.in_({r.user_id for r in rows}))
-                )
-            ).all()
-        )
+        ).all()
+        rows = [row for row, _ in claimed]
+        languages = {row.user_id: language for row, language in claimed}
         sent, waiting = await _leaders(session, rows)
     for leader_id, due_at in waiting.items():
         await retry_later(
