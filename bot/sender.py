@@ -127,7 +127,10 @@ class Sender:
                 running = asyncio.gather(*sends)
                 rounds.add(running)
                 running.add_done_callback(self._round_done(rounds))
-            await asyncio.sleep(self._wait_s() if sends else IDLE_WAIT_S)
+            # Nothing started: the outbox had nothing due (look again shortly) or the window was
+            # full (wait exactly until it has room).
+            full = not sends and self._room(self.app.clock.now()) <= 0
+            await asyncio.sleep(self._wait_s() if sends or full else IDLE_WAIT_S)
         await asyncio.gather(*rounds, return_exceptions=True)
 
     @staticmethod
@@ -145,14 +148,13 @@ class Sender:
         to it still in flight) is handed back."""
         now = self.app.clock.now()
         await self._refresh(now)
-        if self._paused(now):
-            return []
-        t = now.timestamp()
-        room = min(self._free.room(t) + self._paid.room(t), self.in_flight - len(self._in_flight))
+        room = self._room(now)
         if room <= 0:
             return []
         batches = await outbox.claim(self.app.sessions, self.worker_id, now, users=room, lease=self.lease)
-        t = self.app.clock.now().timestamp()
+        # Slots are taken as of the round's start: the room was measured then, and a slow claim
+        # must not push every later round back by its own duration.
+        t = now.timestamp()
         sends: list[Awaitable[int]] = []
         back: list[int] = []
         for batch in batches:
@@ -165,6 +167,13 @@ class Sender:
             sends.append(self._deliver(batch, paid))
         await self._hand_back(back)
         return sends
+
+    def _room(self, now: datetime) -> int:
+        """Chats a round may start now: what the windows allow, within the in-flight cap."""
+        if self._paused(now):
+            return 0
+        t = now.timestamp()
+        return min(self._free.room(t) + self._paid.room(t), self.in_flight - len(self._in_flight))
 
     def _wait_s(self) -> float:
         now = self.app.clock.now()
