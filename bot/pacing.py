@@ -87,6 +87,38 @@ class EvenRate:
         return max(self.second.next_free(now), self.spread.next_free(now))
 
 
+TELEGRAM_PER_SECOND = 30
+
+
+class AnsweredWindow:
+    """At most ``limit`` requests in flight or answered within the last ``span`` seconds.
+
+    Telegram counts a request when it arrives, which is somewhere between the moment it left and
+    the moment its answer came back. Any ``span`` of Telegram's count therefore holds only
+    requests that, at the moment the last of them left, were in flight or answered less than
+    ``span`` before: this window, so it cannot overfill Telegram's however late requests arrive
+    (a loaded machine, a slow network). Kept at Telegram's own limit, it binds only when the
+    round trip stretches; the configured rate (:class:`EvenRate`) binds otherwise.
+    """
+
+    def __init__(self, limit: float, span: float = 1.0) -> None:
+        self.limit = limit
+        self.span = span
+        self.in_flight = 0
+        self._answered = SlidingWindow(limit, span)
+
+    def room(self, now: float) -> int:
+        self._answered.limit = self.limit
+        return max(self._answered.room(now) - self.in_flight, 0)
+
+    def left(self) -> None:
+        self.in_flight += 1
+
+    def answered(self, now: float) -> None:
+        self.in_flight -= 1
+        self._answered.record(now)
+
+
 class ChatPacer:
     """Per chat: one message a second to a private chat, 20 a minute to a group.
 

@@ -5,7 +5,9 @@ Pacing uses Telegram's whole budget and never more (:mod:`bot.pacing`):
 * a sliding window over the moments messages actually went out, at this sender's share of
   ``SEND_RATE_PER_SECOND`` — the rate is split between all live senders through the database
   (:mod:`services.monitoring.send_fleet`) — and spread evenly within the second
-  (:class:`bot.pacing.EvenRate`), so requests arrive at Telegram as evenly as they left;
+  (:class:`bot.pacing.EvenRate`), so requests arrive at Telegram as evenly as they left; and,
+  however late they arrive, never more than Telegram's 30 a second counted from leaving until
+  answered (:class:`bot.pacing.AnsweredWindow`);
 * up to ``in_flight`` chats in flight at once: a round claims the chats the window has room
   for and starts their sends, and the next round starts when the window has room again, not
   when Telegram has answered the last one; each chat's messages in order (one in flight per
@@ -55,7 +57,7 @@ from aiogram.exceptions import (
 from bot.context import AppContext
 from bot.metrics import METRICS
 from bot.notifications import Rendered, render_batch
-from bot.pacing import ChatPacer, EvenRate
+from bot.pacing import TELEGRAM_PER_SECOND, AnsweredWindow, ChatPacer, EvenRate
 from services.monitoring import outbox, send_fleet
 from services.monitoring.stakes import user_stakes
 from services.storage.users import mark_blocked
@@ -98,6 +100,7 @@ class Sender:
     stats: SenderStats = field(default_factory=SenderStats)
     _free: EvenRate = field(init=False)
     _paid: EvenRate = field(init=False)
+    _answered: AnsweredWindow = field(default_factory=lambda: AnsweredWindow(TELEGRAM_PER_SECOND))
     _in_flight: set[int] = field(default_factory=set)
     """Chats with a send in flight (the next round leaves them alone: order per chat)."""
     _chats: ChatPacer = field(default_factory=ChatPacer)
@@ -173,7 +176,10 @@ class Sender:
         if self._paused(now):
             return 0
         t = now.timestamp()
-        return min(self._free.room(t) + self._paid.room(t), self.in_flight - len(self._in_flight))
+        return min(self._free_room(t) + self._paid.room(t), self.in_flight - len(self._in_flight))
+
+    def _free_room(self, t: float) -> int:
+        return min(self._free.room(t), self._answered.room(t))
 
     def _wait_s(self) -> float:
         now = self.app.clock.now()
@@ -181,7 +187,8 @@ class Sender:
             assert self._paused_until is not None
             return min((self._paused_until - now).total_seconds(), IDLE_WAIT_S)
         t = now.timestamp()
-        free_at = min(self._free.next_free(t), self._paid.next_free(t) if self._paid.limit >= 1 else t + 1)
+        free_at = self._free.next_free(t) if self._answered.room(t) > 0 else t  # answers come any moment
+        free_at = min(free_at, self._paid.next_free(t) if self._paid.limit >= 1 else t + 1)
         return min(max(free_at - t, 0.005), IDLE_WAIT_S)
 
     async def leave(self) -> None:
@@ -203,6 +210,7 @@ class Sender:
             # Others still send at their old share until their next refresh: join quietly.
             self._pause(now + FLEET_REFRESH)
         self._free.limit = self.per_second / fleet.live
+        self._answered.limit = TELEGRAM_PER_SECOND / fleet.live
         self._paid.limit = self.paid_per_second / fleet.live
         if fleet.paused_until is not None:
             self._pause(fleet.paused_until)
@@ -228,8 +236,9 @@ class Sender:
 
     def _slot(self, chat_id: int, t: float) -> bool | None:
         """Take a send slot at ``t``: False (free), True (paid broadcast), None (no room left)."""
-        if self._free.room(t) > 0:
+        if self._free_room(t) > 0:
             window, paid = self._free, False
+            self._answered.left()
         elif self._paid.room(t) > 0:
             window, paid = self._paid, True
         else:
@@ -243,6 +252,8 @@ class Sender:
             return await self._deliver_rows(batch, paid)
         finally:
             self._in_flight.discard(batch.user_id)
+            if not paid:
+                self._answered.answered(self.app.clock.now().timestamp())
 
     async def _deliver_rows(self, batch: outbox.ClaimedBatch, paid: bool) -> int:
         """One Telegram call for one user's rows: fold the oldest ones into the message they
