@@ -270,7 +270,7 @@ async def _leaders(
         ):
             shown.setdefault((row.user_id, row.message_id), []).append(row)
     sent = {
-        leader.id: (leader.message_id, shown[(leader.user_id, leader.message_id)])
+        leader.id: (leader.message_id, shown.get((leader.user_id, leader.message_id), []))
         for leader in leaders
         if leader.message_id is not None
     }
