@@ -481,9 +481,11 @@ async def seed(
     key_info: dict[str, Any],
     first_user_id: int = 1_000_001,
     prepare: Callable[[int, Any], None] | None = None,
+    spread_s: float = 0.0,
 ) -> list[int]:
     """One user with one connection per key, stored as the link wizard leaves them (key info of
-    a real probe, fresh balances), all due now; returns the user ids."""
+    a real probe, fresh balances), all due now or, with ``spread_s``, evenly over that many
+    seconds; returns the user ids."""
     from services.core.vault import Credentials, Vault
     from services.storage.db import create_engine, run_migrations, session_factory
 
@@ -499,6 +501,7 @@ async def seed(
             first_user=first_user_id,
             key_info=key_info,
             prepare=prepare,
+            spread_s=spread_s,
         )
         return [item.user_id for item in seeded]
     finally:
@@ -595,11 +598,19 @@ class BenchRun:
         *,
         now: datetime,
         prepare: Callable[[int, Any], None] | None = None,
+        spread_s: float = 0.0,
     ) -> list[int]:
         """:func:`seed` with the key info of the probe and this run's vault key."""
         assert self._key_info is not None, "start_exchange first"
         return await seed(
-            database_url, self.vault_key, EXCHANGE, keys, now=now, key_info=self._key_info, prepare=prepare
+            database_url,
+            self.vault_key,
+            EXCHANGE,
+            keys,
+            now=now,
+            key_info=self._key_info,
+            prepare=prepare,
+            spread_s=spread_s,
         )
 
     async def start_worker(

@@ -7,9 +7,11 @@ A reduced run (``--routes 1,2``) takes about three minutes; the default about fi
 Set-up: the local Binance in its own process, enforcing ``--limit`` weight a minute **per caller
 IP** on every pool (its per-IP counters are keyed by the connection's source address), and
 ``--users`` users with one key each, seeded through the services with fresh balances, so every
-check is one key check of weight 1. Routes: ``direct`` (127.0.0.1) plus N-1 local HTTP proxies
-(``sandbox.proxy.LocalProxy``), the k-th opening its upstream connections from 127.0.0.(10+k) —
-another IP to the exchange, as a real proxy's public IP would be.
+check is one key check of weight 1, falling due evenly over the interval the N routes' budgets
+allow (a deployment in steady state, not a start with every user due at once). Routes:
+``direct`` (127.0.0.1) plus N-1 local HTTP proxies (``sandbox.proxy.LocalProxy``), the k-th
+opening its upstream connections from 127.0.0.(10+k) — another IP to the exchange, as a real
+proxy's public IP would be.
 
 For each N: a fresh database, one worker (``python -m bot`` through the shared harness) with
 ``EGRESS_PROXIES`` naming the proxies and ``EXCHANGE_WEIGHT_PER_MINUTE`` = ``--limit`` (so each
@@ -51,7 +53,11 @@ async def measure(
     database_url = bench.sqlite_url(f"egress-{routes}")
     try:
         specs = {f"p{k}": {"url": await p.start(), "ip": p.source_ip} for k, p in enumerate(proxies, start=1)}
-        await bench.seed(database_url, keys, now=utcnow())
+        # Steady state, as in a deployment that has run for a while: each user falls due once per
+        # interval the routes' budgets allow, spread evenly over it (all due at once, every route
+        # would first drain a burst that one lane's batch shares with the routes still in budget).
+        interval_s = len(keys) / (routes * args.limit / 2) * 60
+        await bench.seed(database_url, keys, now=utcnow(), spread_s=interval_s)
         worker = await bench.start_worker(
             database_url,
             telegram_url,  # no alerts here: every key stays valid

@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 # every database round trip (bench/mass_revocation.py). Probes in flight stay bounded by
 # PollerConfig.concurrency, which is one gate shared by all batches.
 POLL_LANES = 2
+# How often an idle worker looks for due connections. A check is late by up to one tick, and a
+# key alert waits for two checks (the failure, then its confirmation 10 s later), so the tick
+# adds up to twice itself to revocation → alert (bench/alert_latency.py); a look that finds
+# nothing due is one indexed query.
+POLL_TICK_S = 0.5
 
 
 def worker_id() -> str:
@@ -158,7 +163,7 @@ class Worker:
         gc.collect()
         gc.freeze()
         common = {"max_instances": 1, "coalesce": True}
-        self.scheduler.add_job(self.poll, "interval", seconds=1, id="poll", **common)
+        self.scheduler.add_job(self.poll, "interval", seconds=POLL_TICK_S, id="poll", **common)
         self.scheduler.add_job(self.daily, "interval", hours=6, id="daily", **common)
         self.scheduler.start()
         self._sender_task = asyncio.get_running_loop().create_task(self._send_loop())

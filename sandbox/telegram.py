@@ -550,6 +550,11 @@ class LocalTelegram:
         kind = "edited_channel_post" if self._chats[message.chat_id].type == "channel" else "edited_message"
         return self._enqueue(kind, self._message_json(message))
 
+    def user_deletes(self, user_id: int, message_id: int) -> None:
+        """The user deletes a message in their private chat: on Telegram it is gone for the bot
+        too (a later edit gets "message to edit not found"); no update is sent for it."""
+        self.message(user_id, message_id).deleted = True
+
     def user_presses(
         self, user_id: int, message: ChatMessage | int, button: str | int, *, chat_id: int | None = None
     ) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 
 from bot.app import make_context
+from bot.callbacks import ConnCb
 from bot.context import AppContext
 from bot.sender import Sender
 from bot.settings import Settings
@@ -18,7 +20,7 @@ from sandbox.telegram import LocalTelegram, RateLimits
 from services.core.clock import FakeClock
 from services.core.verdicts import Verdict
 from services.monitoring import outbox
-from services.monitoring.events import Alert, Notice, Target, to_payload
+from services.monitoring.events import Alert, Notice, Recovery, Target, to_payload
 from services.storage.models import User
 from services.storage.users import get_or_create_user
 
@@ -99,7 +101,7 @@ async def test_burst_of_400_alerts_survives_429s_without_loss_or_tight_loop(rig)
     for uid in users:
         await rig.alert(uid, f"key-{uid}")
     sender = rig.sender(per_second=25)  # faster than this local Telegram allows: it must answer 429
-    seconds = await rig.drain(sender)
+    seconds = await rig.drain(sender, step=0.2)  # the sender sends its rate spread over the second
     delivered = {m.chat_id for uid in users for m in rig.tg.bot_messages(uid)}
     assert delivered == set(users)
     assert all(len(rig.tg.bot_messages(uid)) == 1 for uid in users)  # no duplicates
@@ -161,39 +163,78 @@ async def test_alert_committed_before_a_crash_is_delivered_once_after_restart(ri
     assert len(rig.tg.bot_messages(9)) == 1
 
 
-async def _confirmed(rig, user_id: int, label: str) -> None:
-    """What the poller does when it confirms an alert for ``user_id`` now."""
-    notice = Notice(Target(1, "binance", label), Alert(Verdict.KEY_INVALID, "", rig.clock.now()))
+async def _confirmed(rig, user_id: int, label: str, cid: int = 1, *, recovered: bool = False) -> None:
+    """What the poller does when it confirms an alert (or a recovery) for ``user_id`` now."""
+    now = rig.clock.now()
+    event = Recovery(Verdict.KEY_INVALID, now, timedelta(seconds=20)) if recovered else None
+    notice = Notice(Target(cid, "binance", label), event or Alert(Verdict.KEY_INVALID, "", now))
     async with rig.app.sessions.begin() as session:
-        await get_or_create_user(session, user_id, "en", rig.clock.now())
-        await outbox.enqueue_grouped(
-            session, [(user_id, to_payload(notice))], kind="alert", now=rig.clock.now()
-        )
+        await get_or_create_user(session, user_id, "en", now)
+        await outbox.enqueue_grouped(session, [(user_id, to_payload(notice))], kind="alert", now=now)
     rig.tg.add_user(user_id)
 
 
-async def test_the_first_alert_goes_out_at_once_and_later_ones_gather_in_one_follow_up(rig):
+def _edits(tg: LocalTelegram) -> list:
+    return [r for r in tg.requests if r.method == "editMessageText"]
+
+
+def _cids(message) -> set[int]:
+    return {ConnCb.unpack(b.callback_data).cid for b in message.buttons if b.callback_data}
+
+
+async def test_alerts_confirmed_within_the_window_are_folded_into_the_first_message(rig):
     sender = rig.sender()
-    await _confirmed(rig, 7, "Main")
+    await _confirmed(rig, 7, "Main", cid=1)
     await sender.run_once()
     [first] = rig.tg.bot_messages(7)  # no grouping wait before the first word
-    assert "Main" in first.text
-    for label, gap in (("Sub", 5), ("Futures", 10)):
-        rig.clock.advance(gap)
-        await _confirmed(rig, 7, label)
-        await sender.run_once()
-    for _ in range(14):  # up to the end of the first alert's window (30 s)
-        rig.clock.advance(1)
-        await sender.run_once()
-        assert len(rig.tg.bot_messages(7)) == 1
-    rig.clock.advance(1)
+    assert "Main" in first.text and not _edits(rig.tg)
+    rig.clock.advance(10)
+    await _confirmed(rig, 7, "Sub", cid=2)
     await sender.run_once()
-    first, follow_up = rig.tg.bot_messages(7)
-    assert "Sub" in follow_up.text and "Futures" in follow_up.text
+    [message] = rig.tg.bot_messages(7)  # still one message in the chat, edited in place
+    assert message.message_id == first.message_id and message.edits == 1
+    assert [r.status for r in _edits(rig.tg)] == [200] and len(_sends(rig.tg)) == 1
+    assert "Main" in message.text and "Sub" in message.text
+    assert _cids(message) == {1, 2}  # both connections' buttons, re-rendered with the text
+    rig.clock.advance(5)
+    await _confirmed(rig, 7, "Main", cid=1, recovered=True)  # recovery likewise
+    await sender.run_once()
+    [message] = rig.tg.bot_messages(7)
+    assert message.edits == 2 and "works again" in message.text and "Sub" in message.text
     rig.clock.advance(40)
-    await _confirmed(rig, 7, "Spot")  # the window is over: a new first word, at once
+    await _confirmed(rig, 7, "Spot", cid=3)  # the window is over: a new first word, at once
     await sender.run_once()
-    assert "Spot" in rig.tg.bot_messages(7)[-1].text and len(rig.tg.bot_messages(7)) == 3
+    assert "Spot" in rig.tg.bot_messages(7)[-1].text and len(rig.tg.bot_messages(7)) == 2
+    assert await rig.pending() == 0
+
+
+async def test_a_fold_whose_message_the_user_deleted_goes_out_as_a_new_message(rig):
+    sender = rig.sender()
+    await _confirmed(rig, 7, "Main", cid=1)
+    await sender.run_once()
+    [first] = rig.tg.bot_messages(7)
+    rig.tg.user_deletes(7, first.message_id)
+    rig.clock.advance(10)
+    await _confirmed(rig, 7, "Sub", cid=2)
+    await rig.drain(sender)
+    [message] = rig.tg.bot_messages(7)
+    assert message.message_id != first.message_id and "Sub" in message.text and "Main" not in message.text
+    assert [r.status for r in _edits(rig.tg)] == [400]
+
+
+async def test_a_fold_waits_for_its_first_message_held_by_a_telegram_outage(rig):
+    sender = rig.sender()
+    rig.tg.set_down(True)
+    await _confirmed(rig, 7, "Main", cid=1)
+    await sender.run_once()  # the first message meets an outage: retried with back-off
+    rig.tg.set_down(False)
+    rig.clock.advance(1)
+    await _confirmed(rig, 7, "Sub", cid=2)
+    await sender.run_once()
+    assert not rig.tg.bot_messages(7)  # the follow-up never shows before the first word
+    await rig.drain(sender)
+    [message] = rig.tg.bot_messages(7)
+    assert "Main" in message.text and "Sub" in message.text and not _edits(rig.tg)
 
 
 async def test_another_users_window_never_delays_a_user(rig):
@@ -237,6 +278,8 @@ async def test_senders_share_the_rate_and_a_429_pause_through_the_database(sessi
         rig.clock.advance(1)
         rig.tg.set_rate_limits(RateLimits(bot_per_second=1))
         await a.run_once()
+        rig.clock.advance(0.2)  # a's next round, still within Telegram's second
+        await a.run_once()
         assert a.stats.rate_limited
         rig.tg.set_rate_limits(RateLimits(bot_per_second=10))
         rig.clock.advance(0.5)  # within the 1 s retry_after
@@ -263,11 +306,10 @@ async def test_riskiest_users_are_told_first_when_a_backlog_forms(sessions, engi
                 connection.balances = {"USDT": {"free": 100.0, "total": 900.0}}
                 session.add(connection)
         sender = rig.sender(per_second=10)
-        for _ in range(10):  # ten rounds, one clock-second apart: ten messages each
+        for _ in range(3):  # rounds as the window allows: 4, 4, then the 2 left of the second's 10
             await sender.run_once()
-            rig.clock.advance(1)
-        first = {int(r.params["chat_id"]) for r in _sends(rig.tg)[:10]}
-        assert first == risky
+            rig.clock.advance(0.4)
+        assert {int(r.params["chat_id"]) for r in _sends(rig.tg)} == risky
 
 
 async def test_paid_broadcasts_carry_the_backlog_beyond_the_free_rate(sessions, engine, vault, clock):

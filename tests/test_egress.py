@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
+import pytest
+
 from sandbox.exchanges import LocalBinance
 from sandbox.proxy import LocalProxy
-from services.core.vault import Credentials
+from services.core.clock import FakeClock
+from services.core.vault import Credentials, Vault, generate_key
+from services.core.verdicts import Verdict
 from services.exchanges.budget import BudgetRegistry
 from services.exchanges.egress import DIRECT, Egress, egress_for, routes_from_settings
 from services.exchanges.hub import ExchangeHub
+from services.monitoring.checkers import ExchangeChecker
+from services.monitoring.polling import Claimed
 
 ROUTES = routes_from_settings(
     ["203.0.113.1", "203.0.113.2"], {"b": {"url": "http://10.0.0.2:3128", "ip": "203.0.113.2"}}
@@ -69,4 +75,46 @@ async def test_each_route_leaves_from_its_own_ip_with_its_own_budget():
             await hub.close()
         for proxy in proxies:
             await proxy.close()
+        await exchange.close()
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+async def test_a_key_check_goes_through_a_socks5_route_from_that_routes_ip(scheme):
+    """A key whitelisting only the SOCKS route's IP passes its check: the check was routed through
+    the SOCKS5 proxy (aiohttp-socks) and left from the proxy's address. ``socks5h`` (names
+    resolved by the proxy) works too."""
+    exchange = LocalBinance()
+    socks = LocalProxy("127.0.0.13", socks=True)
+    url = await exchange.start()
+    hub = None
+    try:
+        route = Egress("s", (await socks.start()).replace("socks5://", f"{scheme}://"), socks.source_ip)
+        assert route.is_socks
+        hub = ExchangeHub(
+            url_overrides={"binance": url}, budgets=BudgetRegistry(), egress=(Egress(DIRECT), route)
+        )
+        key = exchange.add_key(ip_whitelist=["127.0.0.13"])
+        vault = Vault([generate_key()])
+        checker = ExchangeChecker(hub, vault, FakeClock())
+        claimed = Claimed(
+            id=1,
+            user_id=1,
+            kind="exchange",
+            exchange="binance",
+            label="Main",
+            credentials=vault.seal(Credentials(key.api_key, key.secret)),
+            interval=timedelta(seconds=60),
+            balances_at=None,
+            key_info={"ip_restricted": True, "ip_list": ["127.0.0.13"]},
+            check_state={},
+        )
+        result = await checker(claimed)
+        assert result.verdict is Verdict.OK, result.detail
+        assert socks.connections >= 1
+        assert exchange.used_weight_in("sapi", "127.0.0.13") >= 1
+        assert exchange.used_weight_in("sapi", "127.0.0.1") == 0
+    finally:
+        if hub is not None:
+            await hub.close()
+        await socks.close()
         await exchange.close()

@@ -116,7 +116,7 @@ async def test_crashed_sender_rows_come_back_after_the_lease(sessions, vault, cl
     clock.advance(61)
     [batch] = await outbox.claim(sessions, "b", clock.now())
     assert len(batch.messages) == 2
-    await outbox.mark_sent(sessions, [m.id for m in batch.messages], clock.now())
+    await outbox.mark_sent(sessions, [m.id for m in batch.messages], clock.now(), None)
     async with sessions() as session:
         assert await outbox.depth(session) == 0
 

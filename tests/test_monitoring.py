@@ -469,6 +469,35 @@ async def test_a_threecommas_app_in_paper_mode_still_has_its_real_accounts_watch
         assert "can no longer use the API key" in alert.text
 
 
+async def test_a_mass_revocation_with_a_working_canary_is_alerted_at_once_after_one_wave(tmp_path):
+    """Every key on Binance revoked at once looks like a ban of our IP until the operator's canary
+    key (CANARY_KEYS) answers OK. Batches the other lanes record meanwhile wait for that answer
+    instead of being held (and spaced out by minutes), and later batches of the same event do not
+    start a wave of their own: each user hears "revoked" within an interval and the confirmation,
+    and the operator hears once."""
+    api_key, secret, _ = LOCAL_EXCHANGES["binance"]().new_credentials()
+    async with monitor(
+        tmp_path,
+        "binance",
+        admin_chat_ids=frozenset({ADMIN}),
+        canary_keys={"binance": {"api_key": api_key, "secret": secret}},
+    ) as m:
+        m.exchanges["binance"].add_key(api_key, secret)
+        m.worker.poller.config.batch_size = 4  # several batches in flight on both lanes
+        m.rig.tg.add_user(ADMIN)
+        users = range(1, 25)
+        keys = [(await m.link(user, "binance"))[1] for user in users]
+        await m.tick(0)  # every key passes once
+        for key in keys:
+            m.exchanges["binance"].set_key_state(key, "revoked")
+        await m.run_for(60 + 10 + 5, step=1)
+        for user in users:
+            [alert] = m.messages(user)
+            assert "revoked" in alert.text.lower(), alert.text
+        [notice] = m.messages(ADMIN)
+        assert "Canary key: ok" in notice.text
+
+
 @pytest.mark.attack("a user removed from ALLOWED_USER_IDS keeps getting checks and alerts")
 async def test_a_user_removed_from_the_allow_list_is_not_polled_nor_alerted(tmp_path):
     async with monitor(tmp_path, "binance", allowed_user_ids=frozenset({1})) as m:

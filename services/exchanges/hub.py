@@ -408,7 +408,12 @@ class ExchangeHub:
                 except ImportError:  # pragma: no cover - depends on the deployment
                     raise ValueError(f"egress {route.name!r} is SOCKS: pip install aiohttp-socks") from None
                 tls = {"ssl": self._transport.ssl_context} if self._transport.ssl_context else {}
-                connector = ProxyConnector.from_url(route.proxy, **tls)
+                # python-socks has no socks5h:// scheme: it is socks5:// with names resolved by
+                # the proxy (rdns), as ccxt's own socksProxy handling does.
+                url, rdns = route.proxy, None
+                if url.startswith("socks5h://"):
+                    url, rdns = "socks5://" + url.removeprefix("socks5h://"), True
+                connector = ProxyConnector.from_url(url, rdns=rdns, **tls)
                 session = self._socks_sessions[route.name] = aiohttp.ClientSession(
                     connector=connector, trust_env=False
                 )

@@ -1,7 +1,8 @@
 """Durable delivery: messages are rows first, Telegram calls second.
 
-When a row becomes due is decided here (:func:`enqueue_grouped`): a user's first message goes
-out at once, and what follows within the group window gathers into one follow-up.
+Grouping is decided here (:func:`enqueue_grouped`): a user's first message goes out at once,
+and what follows within the group window is folded into that message, which the sender edits
+in place (its buttons re-rendered with it, so they stay valid) instead of sending another one.
 
 An event and the outbox row announcing it commit in one transaction, so a crash can never
 lose an alert. Senders in any number of processes claim rows with a lease (compare-and-set);
@@ -13,7 +14,7 @@ in order and lets the sender merge a burst into one message.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from services.storage.models import OutboxMessage, User
 
 DEFAULT_GROUP_WINDOW = timedelta(seconds=30)
 MAX_ATTEMPTS = 12
+LEADER_WAIT = timedelta(seconds=1)  # shortest wait of a row whose leader is not sent yet
 
 
 def enqueue(
@@ -66,25 +68,32 @@ async def enqueue_grouped(
 ) -> None:
     """Add ``(user_id, payload)`` messages, grouped on the leading edge, in one round trip each way.
 
-    A user who got no message for ``window`` opens one: this row is due now, so grouping never
-    delays the first word (every row of that user enqueued in the same batch goes with it, the
-    sender merges a user's due rows). Rows that follow inside the window wait for its end and
-    then go out together as one follow-up. A leader is a row due the moment it was written
-    (``not_before == created_at``); the window runs from the newest leader.
+    Every row is due at once, so grouping never delays a word. A user who got no message for
+    ``window`` opens one (a *leader*: ``fold_into`` is None; rows of the same batch go with it,
+    the sender merges a user's due rows). Rows that follow inside the window name the newest
+    leader in ``fold_into``: the sender folds them into that leader's message by editing it.
+    While the leader itself waits (a retry after a Telegram error), its followers wait with it,
+    so the chat never shows them first. A leader that was given up on opens no window.
     """
     if not messages:
         return
     users = {user_id for user_id, _ in messages}
     opened = await session.execute(
-        select(OutboxMessage.user_id, func.max(OutboxMessage.created_at))
+        select(OutboxMessage.user_id, OutboxMessage.id, OutboxMessage.not_before, OutboxMessage.sent_at)
         .where(
             OutboxMessage.user_id.in_(users),
             OutboxMessage.created_at > now - window,
-            OutboxMessage.not_before <= OutboxMessage.created_at,
+            OutboxMessage.fold_into.is_(None),
+            OutboxMessage.failed.is_(False),
         )
-        .group_by(OutboxMessage.user_id)
+        .order_by(OutboxMessage.id)
     )
-    leaders: dict[int, datetime] = {user_id: at for user_id, at in opened}
+    leaders = {user_id: (row_id, not_before, sent_at) for user_id, row_id, not_before, sent_at in opened}
+
+    def due(user_id: int) -> datetime:
+        leader = leaders.get(user_id)
+        return now if leader is None or leader[2] is not None else max(now, leader[1])
+
     await session.execute(
         insert(OutboxMessage),
         [
@@ -94,7 +103,8 @@ async def enqueue_grouped(
                 "payload": payload,
                 "dedup_key": None,
                 "event_at": now,
-                "not_before": now if user_id not in leaders else max(now, leaders[user_id] + window),
+                "not_before": due(user_id),
+                "fold_into": leaders[user_id][0] if user_id in leaders else None,
                 "attempts": 0,
                 "failed": False,
                 "error": "",
@@ -122,12 +132,29 @@ def _due(now: datetime) -> Any:
 
 
 @dataclass(frozen=True)
+class OpenMessage:
+    """A message already in the user's chat and the claimed rows to fold into it."""
+
+    message_id: int
+    shown: list[OutboxMessage]
+    """The rows it carries already (rendered again with the new ones)."""
+    rows: list[OutboxMessage]
+
+
+@dataclass(frozen=True)
 class ClaimedBatch:
     """All due messages of one user, oldest first."""
 
     user_id: int
     language: str
     messages: list[OutboxMessage]
+    """Rows for a new message."""
+    folds: list[OpenMessage] = field(default_factory=list)
+    """Rows for messages already sent, oldest message first."""
+
+    @property
+    def ids(self) -> list[int]:
+        return [m.id for m in self.messages] + [m.id for fold in self.folds for m in fold.rows]
 
 
 async def claim(
@@ -173,9 +200,10 @@ async def claim(
             .execution_options(synchronize_session=False)
         )
     async with sessions() as session:
-        rows = list(
-            await session.scalars(
-                select(OutboxMessage)
+        claimed = (
+            await session.execute(
+                select(OutboxMessage, User.language)
+                .join(User, User.id == OutboxMessage.user_id)
                 .where(
                     OutboxMessage.claimed_by == worker_id,
                     OutboxMessage.claimed_until == until,
@@ -183,18 +211,73 @@ async def claim(
                 )
                 .order_by(OutboxMessage.user_id, OutboxMessage.id)
             )
-        )
-        languages = dict(
-            (
-                await session.execute(
-                    select(User.id, User.language).where(User.id.in_({r.user_id for r in rows}))
-                )
-            ).all()
+        ).all()
+        rows = [row for row, _ in claimed]
+        languages = {row.user_id: language for row, language in claimed}
+        sent, waiting = await _leaders(session, rows)
+    for leader_id, due_at in waiting.items():
+        await retry_later(
+            sessions,
+            [row.id for row in rows if row.fold_into == leader_id],
+            max(due_at, now + LEADER_WAIT),
+            f"waits for row {leader_id}",
+            count=False,
         )
     batches: dict[int, list[OutboxMessage]] = {}
+    opened: dict[int, dict[int, OpenMessage]] = {}
     for row in rows:
-        batches.setdefault(row.user_id, []).append(row)
-    return [ClaimedBatch(uid, languages.get(uid, "en"), msgs) for uid, msgs in batches.items()]
+        if row.fold_into in waiting:
+            continue
+        batches.setdefault(row.user_id, [])
+        if row.fold_into in sent:
+            message_id, shown = sent[row.fold_into]
+            folds = opened.setdefault(row.user_id, {})
+            folds.setdefault(row.fold_into, OpenMessage(message_id, shown, [])).rows.append(row)
+        else:
+            batches[row.user_id].append(row)
+    return [
+        ClaimedBatch(uid, languages.get(uid, "en"), msgs, list(opened.get(uid, {}).values()))
+        for uid, msgs in batches.items()
+    ]
+
+
+async def _leaders(
+    session: AsyncSession, rows: list[OutboxMessage]
+) -> tuple[dict[int, tuple[int, list[OutboxMessage]]], dict[int, datetime]]:
+    """The leaders claimed rows fold into, when not claimed with them: those sent (leader id →
+    its message and the rows that message carries) and those still waiting (leader id → when
+    it is due).
+
+    A leader given up on (or sent before messages were remembered) is in neither: rows that
+    named it go out as a message of their own.
+    """
+    claimed = {row.id for row in rows}
+    wanted = {row.fold_into for row in rows if row.fold_into is not None and row.fold_into not in claimed}
+    if not wanted:
+        return {}, {}
+    leaders = list(await session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(wanted))))
+    messages = {(leader.user_id, leader.message_id) for leader in leaders if leader.message_id is not None}
+    shown: dict[tuple[int, int | None], list[OutboxMessage]] = {}
+    if messages:
+        for row in await session.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.user_id.in_({user for user, _ in messages}),
+                OutboxMessage.message_id.in_({message for _, message in messages}),
+                OutboxMessage.sent_at.is_not(None),
+            )
+            .order_by(OutboxMessage.id)
+        ):
+            shown.setdefault((row.user_id, row.message_id), []).append(row)
+    sent = {
+        leader.id: (leader.message_id, shown.get((leader.user_id, leader.message_id), []))
+        for leader in leaders
+        if leader.message_id is not None
+    }
+    waiting = {
+        leader.id: leader.not_before for leader in leaders if leader.sent_at is None and not leader.failed
+    }
+    return sent, waiting
 
 
 async def rank(
@@ -235,12 +318,26 @@ async def rank(
     return len(unranked)
 
 
-async def mark_sent(sessions: async_sessionmaker[AsyncSession], ids: list[int], now: datetime) -> None:
+async def mark_sent(
+    sessions: async_sessionmaker[AsyncSession], ids: list[int], now: datetime, message_id: int | None
+) -> None:
+    """The rows went out in Telegram message ``message_id`` (later rows may be folded into it)."""
     async with sessions.begin() as session:
         await session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(ids))
-            .values(sent_at=now, claimed_by=None, claimed_until=None)
+            .values(sent_at=now, message_id=message_id, claimed_by=None, claimed_until=None)
+        )
+
+
+async def unfold(sessions: async_sessionmaker[AsyncSession], ids: list[int]) -> None:
+    """Telegram refused to edit the message these rows were to be folded into (the user deleted
+    it): hand them back as rows of a message of their own."""
+    async with sessions.begin() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids))
+            .values(fold_into=None, claimed_by=None, claimed_until=None)
         )
 
 

@@ -171,6 +171,7 @@ class Poller:
     population: dict[str, int] = field(default_factory=dict)
     _population_at: datetime | None = None
     _gate: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    _guarding: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def claim(self, limit: int | None = None) -> list[Claimed]:
         """Lease up to ``limit`` due connections of allowed users who have not blocked the bot."""
@@ -309,15 +310,17 @@ class Poller:
             await self.on_vault_failure(unopened)
         claimed = {c.id: (c, r) for c, r in outcomes}
         if self.guard is not None:
-            await self.guard.observe_batch(
-                (_key_outcome(c, r) for c, r in outcomes if not r.vault_failed), now
-            )
             # A wave is announced (and the operator's canary probed) before this batch is decided:
             # a canary that works releases it at once, so a real mass revocation is alerted on
-            # the leading edge instead of being held and spaced out by the back-off first.
-            if self.on_wave is not None:
-                for wave in await self.guard.claim_new_waves(now):
-                    await self.on_wave(wave)
+            # the leading edge instead of being held and spaced out by the back-off first. Batches
+            # of the other lanes wait for that answer here rather than being held by the wave.
+            async with self._guarding:
+                await self.guard.observe_batch(
+                    (_key_outcome(c, r) for c, r in outcomes if not r.vault_failed), now
+                )
+                if self.on_wave is not None:
+                    for wave in await self.guard.claim_new_waves(now):
+                        await self.on_wave(wave)
         async with self.sessions.begin() as session:
             rows = (
                 await session.execute(

@@ -155,6 +155,11 @@ class OutboxMessage(Base):
     # What the user has at stake (services/monitoring/stakes.py), set when a backlog forms so the
     # riskiest users are told first; None until ranked (sent in row order meanwhile).
     priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The Telegram message that carried this row once sent, so later rows can be folded into it.
+    message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The row that opened this user's group window (services/monitoring/outbox.py enqueue_grouped):
+    # this row is folded into that row's message by editing it, not sent as a message of its own.
+    fold_into: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (Index("ix_outbox_pending", "sent_at", "failed", "not_before"),)
 

@@ -1,6 +1,6 @@
 """guard state: key-error signals and block waves shared by every worker, per egress route
 
-Revision ID: 0009
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-06 11:00:00
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 from services.storage.models import UTCDateTime
 
-revision = "0009"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None

@@ -1,8 +1,8 @@
 """key fingerprints: a keyed hash of each connection's API key, to refuse linking one key twice;
 how a listed order's deal ended
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-06 10:45:00
 
 Rows linked before this revision get their fingerprint lazily, the first time the user links a key
@@ -13,8 +13,8 @@ VAULT_KEY to open the credentials with.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
