@@ -102,6 +102,7 @@ async def test_a_key_check_goes_through_a_socks5_route_from_that_routes_ip(schem
             kind="exchange",
             exchange="binance",
             label="Main",
+            key_hint="",
             credentials=vault.seal(Credentials(key.api_key, key.secret)),
             interval=timedelta(seconds=60),
             balances_at=None,
