@@ -25,7 +25,9 @@ _REASON = postgres_unreachable_reason()
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.postgres,
-    pytest.mark.xdist_group("real-time-workers"),  # one xdist process runs these, in order
+    # One xdist process runs a group, in order: two groups, so the waiting of one overlaps the other
+    # (each keeps its worker processes to itself; the CPU-bound rest of the suite shares the cores).
+    pytest.mark.xdist_group("real-time-workers"),
     pytest.mark.skipif(_REASON is not None, reason=_REASON or ""),
 ]
 
@@ -95,6 +97,7 @@ def longest_gap(c: Cluster, until: float, ignore: dict[str, tuple[float, float]]
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.xdist_group("real-time-workers-b")
 async def test_two_workers_check_every_connection_once_per_interval(tmp_path):
     async with cluster(tmp_path) as c:
         await c.seed(200)
@@ -226,6 +229,7 @@ async def test_kill_9_of_one_of_three_workers_loses_no_check_and_no_alert(tmp_pa
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.xdist_group("real-time-workers-b")
 async def test_workers_reconnect_after_postgres_drops_their_connections(tmp_path):
     async with cluster(tmp_path) as c:
         await c.seed(100)
