@@ -18,6 +18,7 @@ from services.core.clock import FakeClock
 from services.core.vault import Vault, generate_key
 from services.storage.db import create_engine, run_migrations, session_factory
 from tests.production_net import ProductionNet
+from tests.schema import with_schema
 
 _pg_state: dict[str, str | None] = {}
 
@@ -102,6 +103,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterato
 
 @pytest.fixture
 async def engine(database_url: str):
+    await with_schema(database_url)
     engine = create_engine(database_url)
     await run_migrations(engine)
     try:

@@ -20,6 +20,7 @@ from services.core.transport import Transport
 from services.core.vault import generate_key
 from services.storage.button_tokens import connection_token
 from services.storage.models import Connection
+from tests.schema import with_schema
 
 TOKEN = "123456:TEST-TOKEN"
 
@@ -68,6 +69,7 @@ async def running_bot(
     3Commas' real hostnames to the local fakes.
     """
     clock = clock or FakeClock()
+    await with_schema(database_url)
     tg = LocalTelegram(token=TOKEN, rate_limits=False, wall_clock=lambda: clock.now().timestamp())
     url = await tg.start()
     config = Settings(
