@@ -29,7 +29,7 @@ async def test_smart_trade_stale_upnl_alerts_once_and_recovers_once(tmp_path) ->
 
         tc.freeze_smart_trade(trade)
         binance.set_price("SOL/USDT", "156")  # the market moves 4 %; 3Commas' figures do not
-        await m.run_for(40 * 60, step=30)
+        await m.run_for(40 * 60, step=60)  # the poll interval
         subject = f"SmartTrade #{trade} SOL/USDT"
         assert count(m, subject, "UPNL stopped updating") == 1
         [alert] = [x for x in m.messages(1) if "UPNL stopped updating" in x.text]
@@ -37,9 +37,9 @@ async def test_smart_trade_stale_upnl_alerts_once_and_recovers_once(tmp_path) ->
 
         tc.freeze_smart_trade(trade, frozen=False)
         tc.set_price("USDT_SOL", "156")  # 3Commas follows the market again
-        await m.run_for(10 * 60, step=30)
+        await m.run_for(10 * 60, step=60)  # the poll interval
         assert count(m, subject, "resolved after") == 1
-        await m.run_for(30 * 60, step=30)
+        await m.run_for(30 * 60, step=60)  # the poll interval
         assert count(m, subject, "UPNL stopped updating") == 1
         assert count(m, subject, "resolved after") == 1
 
@@ -69,7 +69,7 @@ async def test_a_deal_and_a_smart_trade_3commas_cannot_cancel_or_close_alert_onc
         tc.set_account(account, api_key_invalid=True)
         tc.request_deal_action(deal, "cancel")
         tc.request_smart_trade_action(trade, "close")
-        await m.run_for(40 * 60, step=30)
+        await m.run_for(40 * 60, step=60)  # the poll interval
         [cannot_cancel] = [x for x in m.messages(1) if "3Commas cannot cancel it" in x.text]
         assert f"deal #{deal} ETH/USDT" in cannot_cancel.text
         assert "still cancel_pending" in cannot_cancel.text and "Invalid API key" in cannot_cancel.text
@@ -81,11 +81,11 @@ async def test_a_deal_and_a_smart_trade_3commas_cannot_cancel_or_close_alert_onc
         tc.set_account(account, api_key_invalid=False)
         tc.request_deal_action(deal, "cancel")
         tc.request_smart_trade_action(trade, "close")
-        await m.run_for(10 * 60, step=30)
+        await m.run_for(10 * 60, step=60)  # the poll interval
         assert count(m, f"deal #{deal} ETH/USDT", "resolved after") == 1
         assert count(m, f"SmartTrade #{trade} SOL/USDT", "resolved after") == 1, "\n---\n".join(
             x.text for x in m.messages(1)
         )
-        await m.run_for(20 * 60, step=30)
+        await m.run_for(20 * 60, step=60)  # the poll interval
         assert count(m, "3Commas cannot cancel it") == 1
         assert count(m, "cannot close it at market price") == 1
