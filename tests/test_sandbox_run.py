@@ -110,3 +110,58 @@ async def test_readme_walkthrough_steps_1_to_3_through_the_sandbox_commands(tmp_
         await m.run_for(60)
         recovered = await tg.wait_for_bot_message(USER, contains="works again")
         assert recovered.text.startswith("🟢 Binance"), recovered.text
+
+
+async def test_readme_walkthrough_steps_4_and_5_through_the_sandbox_commands(tmp_path):
+    """README steps 4 and 5 as a fresh sandbox plays them (step 1, step 4 up to /orders, then
+    /sandbox_reset), with the sandbox's poll interval: the texts README quotes and the counts it
+    promises. What the checklist's buttons then do is tests/test_repair.py's."""
+    async with monitor(
+        tmp_path, "binance", threecommas=True, routers=sandbox_commands, poll_interval_seconds=10
+    ) as m:
+        rig, tg = m.rig, m.rig.tg
+        await rig.say(USER, "/start")
+        created = await rig.say(USER, "/sandbox_key binance")
+        [link] = [line for line in created.text.splitlines() if line.startswith("/link binance ")]
+        await rig.say(USER, link)
+        tc_key, tc_secret = (await rig.say(USER, "/sandbox_3c")).text.splitlines()[-2:]
+        await rig.say(USER, "/link3c")
+        await rig.say(USER, tc_key)
+        tg.user_sends(USER, tc_secret)
+        mapping = await tg.wait_for_bot_message(USER, contains="which of your keysentry connections")
+        await rig.press(USER, mapping, "Binance")
+        listing = await rig.say(USER, "/orders")
+        shown = await tg.wait_for(
+            lambda: (now := tg.message(USER, listing.message_id)) and "📋" in now.text and now
+        )
+        assert "2 open orders: 🟢 1 active deal · 🟠 1 orphan" in shown.text, shown.text
+        assert "deal #" in shown.text and "(cancelled)" in shown.text and "locks 0.01 BTC" in shown.text
+
+        await m.tick(0)  # the first look only records what exists
+        reset = await rig.say(USER, "/sandbox_reset")
+        assert "Alerts follow within a minute" in reset.text, reset.text
+        await m.run_for(60)  # within a minute
+        alert = await tg.wait_for_bot_message(USER, contains="can no longer use the API key")
+        title, reason = alert.text.split("\n")[:2]
+        assert title == "🔴 3Commas account «Main» (Binance)", alert.text
+        assert reason.startswith("3Commas can no longer use the API key of this exchange account"), reason
+        assert [b.text for b in alert.buttons] == ["🔧 Update key in 3Commas"]
+        said = [line for x in m.messages(USER) for line in x.text.splitlines()]
+        switched_off = [line for line in said if line.startswith("🔴") and "switched off" in line]
+        assert len(switched_off) == len(set(switched_off)) == 2, switched_off  # both bots, told apart
+
+        await rig.press(USER, alert, "Update key in 3Commas")
+        await tg.wait_for_bot_message(USER, contains="New exchange key")
+        created = await rig.say(USER, "/sandbox_key binance")
+        [_, _, key, secret] = next(x for x in created.text.splitlines() if x.startswith("/link ")).split()
+        await rig.say(USER, key)
+        tg.user_sends(USER, secret)
+        accepted = await tg.wait_for_bot_message(USER, contains="accepted the new key")
+        assert accepted.text.startswith("✅ 3Commas accepted the new key") and "works again" in accepted.text
+        checklist = await tg.wait_for_bot_message(USER, contains="Recovery:")
+        assert checklist.text.startswith("📋 Recovery"), checklist.text
+        labels = [b.text for b in checklist.buttons]
+        assert {"♻️ Recreate all (2)…", "🧹 Cancel orphans (2)…", "☑️ Old key deleted"} <= set(labels), labels
+        await rig.press(USER, checklist, "Recreate all")
+        plans = await tg.wait_for_bot_message(USER, contains="each exactly as below")
+        assert "ETH/USDT" in plans.text and "SOL/USDT" in plans.text, plans.text
