@@ -38,7 +38,7 @@ from bot.texts import (
     verdict_reason,
 )
 from bot.views.balances import balance_summary
-from bot.views.html import code, html
+from bot.views.html import Html, code, html, join
 from bot.views.secrets import SecretPart, forget_secret_message, key_problem, take_secret_part
 from services.core.vault import Credentials, Vault, carries_secret, mask
 from services.core.verdicts import Verdict
@@ -156,15 +156,18 @@ def key_how_to(exchange: str) -> str:
     )
 
 
-def key_prompt(exchange: str) -> str:
-    return "\n\n".join(
+def key_prompt(exchange: str) -> Html:
+    """The wizard's key step as Html, so it keeps its markup when added after another Html line
+    (Update API key puts the connection's title first)."""
+    return join(
+        "\n\n",
         [
             html(
                 _("Now send the <b>API key</b> of your {exchange} account."), exchange=exchange_name(exchange)
             ),
             key_how_to(exchange),
             _("I delete every message with a key or secret the moment it arrives."),
-        ]
+        ],
     )
 
 

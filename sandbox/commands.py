@@ -99,13 +99,16 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
         tc_key = threecommas.add_key()
         account = threecommas.add_account(tc_key.api_key, exchange="binance", name="Main")
         now = datetime.now(UTC)
+        # Bots named apart: the reset's "bot … was switched off" lines must not read as one line twice.
+        eth_bot = threecommas.add_bot(tc_key.api_key, account, pairs=["USDT_ETH"], name="ETH long")
+        btc_bot = threecommas.add_bot(tc_key.api_key, account, pairs=["USDT_BTC"], name="BTC long")
         active = threecommas.add_deal(
             tc_key.api_key, account, pair="USDT_ETH", current_price="3000", bought_amount="0.5",
-            orders=[{"side": "sell", "price": "3150", "amount": "0.5", "created_at": now}],
+            bot_id=eth_bot, orders=[{"side": "sell", "price": "3150", "amount": "0.5", "created_at": now}],
         )  # fmt: skip
         finished = threecommas.add_deal(
             tc_key.api_key, account, pair="USDT_BTC", current_price="65000", bought_amount="0.01",
-            orders=[{"side": "sell", "price": "68000", "amount": "0.01", "created_at": now}],
+            bot_id=btc_bot, orders=[{"side": "sell", "price": "68000", "amount": "0.01", "created_at": now}],
         )  # fmt: skip
         threecommas.finish_deal(finished, status="cancelled")
         threecommas.set_price("USDT_SOL", "150")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from aiogram import Router
 from sqlalchemy import select
 
 from bot.worker import Worker
@@ -28,6 +29,8 @@ from services.storage.users import get_or_create_user
 from services.threecommas.links import add_threecommas_connection
 from tests.harness import BotRig, running_bot
 from tests.production_net import ProductionNet
+
+RoutersFor = Callable[[dict[str, LocalExchange], LocalThreeCommas | None], Sequence[Router]]
 
 
 @dataclass
@@ -94,8 +97,14 @@ class Monitor:
 
 @contextlib.asynccontextmanager
 async def monitor(
-    tmp_path, *exchange_ids: str, threecommas: bool = False, **settings: object
+    tmp_path,
+    *exchange_ids: str,
+    threecommas: bool = False,
+    routers: RoutersFor | None = None,
+    **settings: object,
 ) -> AsyncIterator[Monitor]:
+    """``routers``, given the local exchanges and 3Commas, returns extra routers for the bot (the
+    sandbox's commands)."""
     clock = FakeClock(utcnow())  # the local exchanges date keys by the real clock
     net = ProductionNet()
     async with contextlib.AsyncExitStack() as stack:
@@ -113,6 +122,7 @@ async def monitor(
             running_bot(
                 f"sqlite+aiosqlite:///{tmp_path / 'monitor.db'}",
                 clock,
+                routers=routers(exchanges, tc) if routers else (),
                 transport=net.transport,
                 **extra,
             )

@@ -144,6 +144,15 @@ async def test_reset_wizard_checklist_recreate_cancel_done(
         # The account turns green in monitoring too; the "done" message still came only once.
         await m.run_for(5 * 60, step=30)
         assert sum("fully recovered" in x.text for x in m.messages(1)) == 1
+        # Asked again afterwards, the checklist is this one, ticks kept, and it is not done twice.
+        [recovered] = [x for x in m.messages(1) if any("What is left to do" in b.text for b in x.buttons)]
+        tg.mark_read(1)
+        await m.rig.press(1, recovered, "What is left to do")
+        again = await tg.wait_for_bot_message(1, contains="Recovery:")
+        assert "✅ Old key deleted on the exchange" in again.text and "🎉 Everything is done." in again.text
+        assert again.buttons == []
+        await m.tick(30)
+        assert sum("fully recovered" in x.text for x in m.messages(1)) == 1
 
         # The new exchange key was never logged or stored in plaintext.
         assert not any(NEW_KEY in r.getMessage() or NEW_SECRET in r.getMessage() for r in caplog.records)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.cancel import CancelResult, cancel_all_orphans
@@ -78,19 +78,22 @@ async def open_checklist(
     since: datetime,
     now: datetime,
 ) -> RecoveryChecklist:
-    """The account's open checklist, or a new one for the incident that began at ``since``."""
+    """The account's open checklist, or the one finished since ``since`` (the same incident: asked
+    again, it shows its ticks and its "done", and is not done a second time), or a new one for the
+    incident that began at ``since``."""
     existing = await session.scalar(
         select(RecoveryChecklist)
         .where(
             RecoveryChecklist.user_id == user_id,
             RecoveryChecklist.tc_connection_id == tc_connection_id,
             RecoveryChecklist.account_id == account_id,
-            RecoveryChecklist.done_at.is_(None),
+            or_(RecoveryChecklist.done_at.is_(None), RecoveryChecklist.done_at >= since),
         )
         .order_by(RecoveryChecklist.id.desc())
     )
     if existing is not None:
-        existing.since = min(existing.since, since)
+        if existing.done_at is None:
+            existing.since = min(existing.since, since)
         return existing
     checklist = RecoveryChecklist(
         user_id=user_id, tc_connection_id=tc_connection_id, account_id=account_id, since=since, created_at=now
