@@ -300,7 +300,7 @@ def render_batch(rows: list[OutboxMessage], egress_ips: Sequence[str] = ()) -> l
     if not rows:
         return []
     notices = [(row.id, from_payload(row.payload)) for row in rows]
-    folded = fold_outages(rows[0].user_id, notices)
+    folded = sorted(fold_outages(rows[0].user_id, notices), key=lambda entry: _consequence(entry[1]))
     blocks = [(render(item, egress_ips), ids, item) for ids, item in folded]
     messages: list[Rendered] = []
     text, ids, items = Html(), list[int](), list[Notice | OutageNotice]()
@@ -314,6 +314,16 @@ def render_batch(rows: list[OutboxMessage], egress_ips: Sequence[str] = ()) -> l
     if text:
         messages.append(_finish(text, ids, items))
     return messages
+
+
+def _consequence(item: Notice | OutageNotice) -> bool:
+    """A message about a trade or a bot comes after the key problem that explains it (a 3Commas
+    account whose key broke, an exchange key, an outage): the cause first, with its fix, then
+    what it broke. Otherwise the order the events happened in is kept (the sort is stable)."""
+    if not isinstance(item, Notice) or item.check is None:
+        return False
+    kind = item.check.kind
+    return not kind.startswith(("tc_account:", "tc_balances:"))
 
 
 def _finish(text: Html, ids: list[int], items: list[Notice | OutageNotice]) -> Rendered:
