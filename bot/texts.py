@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 
 from bot.views.html import Html, code, html, join, plain
 from services.core.verdicts import Verdict
@@ -188,3 +189,23 @@ def exchange_name(exchange_id: str) -> str:
 def out_of_date(command: str) -> str:
     """The one answer to a button whose object is gone, someone else's or changed since it was drawn."""
     return _("This button is out of date — send {command} again.").format(command=command)
+
+
+# Counted 3Commas things, each its own ngettext so a sentence with two counts inflects both
+# (Russian has three forms: 1 сделка, 2 сделки, 5 сделок).
+
+
+def deals_words(n: int) -> str:
+    return ngettext("{n} deal", "{n} deals", n).format(n=n)
+
+
+def smart_trades_words(n: int) -> str:
+    return ngettext("{n} SmartTrade", "{n} SmartTrades", n).format(n=n)
+
+
+def accounts_words(n: int) -> str:
+    return ngettext("{n} account", "{n} accounts", n).format(n=n)
+
+
+def bots_words(n: int) -> str:
+    return ngettext("{n} bot", "{n} bots", n).format(n=n)

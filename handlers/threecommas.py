@@ -21,7 +21,7 @@ from bot.commands import is_known_command
 from bot.texts import button_title, connection_title
 from bot.views.html import Html, bold, code, html, join
 from bot.views.secrets import SecretPart, take_secret_part
-from bot.views.threecommas import plan_lines
+from bot.views.threecommas import account_words, plan_lines
 from services.core.clock import Clock
 from services.core.vault import Vault, mask
 from services.orders.listing import Deps
@@ -141,9 +141,8 @@ def mapping_prompt(
     )
     keyboard.adjust(1)
     text = html(
-        _("3Commas account <b>{name}</b> ({market}): which of your keysentry connections is it?"),
-        name=account.name,
-        market=account.market_code or "?",
+        _("{account}: which of your keysentry connections is it?"),
+        account=bold(account_words(account.name, account.market_code)),
     )
     if not candidates:
         text = join(

@@ -21,6 +21,7 @@ from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext
 
+from bot.texts import accounts_words, bots_words, deals_words, smart_trades_words
 from sandbox.exchanges import KeyState, LocalExchange
 from sandbox.threecommas import LocalThreeCommas
 
@@ -151,11 +152,16 @@ def sandbox_router(exchanges: dict[str, LocalExchange], threecommas: LocalThreeC
             return
         await message.answer(
             _(
-                "3Commas reset every exchange key it holds: {accounts} account(s) broken, {deals} deal(s) "
-                "and {smart_trades} SmartTrade(s) failed, {bots} bot(s) switched off, balances stop "
-                "loading. Alerts follow within a minute; for the repair create a fresh key with "
-                "/sandbox_key binance and send its key and secret to the wizard."
-            ).format(**counts)
+                "3Commas reset every exchange key it holds. Broken: {accounts}. Failed: {deals} and "
+                "{smart_trades}. Switched off: {bots}. Balances stop loading. Alerts follow within a "
+                "minute; for the repair create a fresh key with /sandbox_key binance and send its key "
+                "and secret to the wizard."
+            ).format(
+                accounts=accounts_words(counts["accounts"]),
+                deals=deals_words(counts["deals"]),
+                smart_trades=smart_trades_words(counts["smart_trades"]),
+                bots=bots_words(counts["bots"]),
+            )
         )
 
     return router

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select, update
 
 from bot.i18n import build_i18n
 from bot.notifications import render
+from bot.views.threecommas import account_key_alert, account_lines, cancel_confirmation, checklist
 from sandbox.telegram import ChatMessage
 from services.core.vault import Credentials, mask, redact, remember
 from services.core.verdicts import Verdict
 from services.monitoring.events import Alert, Notice, Target
 from services.storage import audit
-from services.storage.models import Connection
+from services.storage.models import Connection, FailedDeal
+from services.threecommas.checklist import ChecklistState
 from tests.harness import BotRig, running_bot
 from tests.test_monitoring import monitor
+from tests.test_sandbox_run import sandbox_commands
 
 USER = 701
 EGRESS = ("203.0.113.7", "2001:db8::7")
@@ -338,3 +342,129 @@ async def test_a_key_linked_before_fingerprints_existed_is_still_recognised(rig,
         [row] = (await session.scalars(select(Connection))).all()
     assert row.key_fingerprint == rig.app.vault.fingerprint(key.api_key)
     assert key.api_key not in row.key_fingerprint and row.key_hint == f"{key.api_key[:4]}…{key.api_key[-4:]}"
+
+
+# ----------------------------------------------------------------------------- §9: plurals and locale formats
+
+
+def _spaced(text: str) -> str:
+    """Babel groups Russian thousands with a no-break space; compare with a plain one."""
+    return text.replace("\u00a0", " ").replace("\u202f", " ")
+
+
+async def test_reset_mapping_and_alert_speak_russian_plurals_names_and_numbers(tmp_path):
+    """The README sandbox story in Russian: the mapping question names the account the way every
+    3Commas message does, /sandbox_reset counts with all three Russian forms (1 аккаунт, 2 сделки,
+    5 ботов), and the account alert's last good balance is formatted the Russian way."""
+    async with monitor(
+        tmp_path, "binance", threecommas=True, routers=sandbox_commands, poll_interval_seconds=10
+    ) as m:
+        rig, tg, tc = m.rig, m.rig.tg, m.tc
+        assert tc is not None
+        tg.add_user(USER, language_code="ru")
+        created = await rig.say(USER, "/sandbox_key binance")
+        [link] = [line for line in created.text.splitlines() if line.startswith("/link binance ")]
+        await rig.say(USER, link)
+        tc_key, tc_secret = (await rig.say(USER, "/sandbox_3c")).text.splitlines()[-2:]
+        [(account, facts)] = tc._accounts.items()
+        for name in ("SOL long", "ADA long"):  # 5 bots in all, with the one the new deal runs on
+            tc.add_bot(facts.owner, account, pairs=["USDT_SOL"], name=name)
+        tc.set_account(account, balances_usd=1234.5)
+        tc.add_deal(facts.owner, account, pair="USDT_SOL", current_price="150", bought_amount="1")
+        await rig.say(USER, "/link3c")
+        await rig.say(USER, tc_key)
+        tg.user_sends(USER, tc_secret)
+        mapping = await tg.wait_for_bot_message(USER, contains="keysentry он соответствует")
+        assert mapping.text.startswith("Аккаунт 3Commas «Main» (Binance):"), mapping.text
+        await rig.press(USER, mapping, "Binance")
+
+        await m.tick(0)  # the first look records the last good balance
+        reset = await rig.say(USER, "/sandbox_reset")
+        assert "Сломаны: 1 аккаунт. Упали: 2 сделки и 1 SmartTrade. Выключены: 5 ботов." in reset.text, (
+            reset.text
+        )
+        await m.run_for(60)
+        alert = await tg.wait_for_bot_message(USER, contains="Последний известный баланс")
+        assert "Последний известный баланс: 1 234,50 USD." in _spaced(alert.text), alert.text
+
+
+def _checklist_state(deals: int, trades: int, orphans: int) -> ChecklistState:
+    rows = [FailedDeal(kind="deal") for _ in range(deals)] + [
+        FailedDeal(kind="smart_trade") for _ in range(trades)
+    ]
+    return ChecklistState(
+        checklist_id=1, account_id=1, account_name="Main", market_code="binance", key_ok=True,
+        pending=rows, recreated=0, orphans=orphans, locked={"BTC": Decimal("0.01")}, list_id=1,
+        old_key_deleted=False, done_at=None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("locale", "n", "failed", "locking", "button"),
+    [
+        (
+            "en",
+            1,
+            "Failed since the incident: 1 deal and 1 SmartTrade",
+            "1 orphan order of finished deals locks",
+            "Cancel 1 orphan",
+        ),
+        (
+            "en",
+            2,
+            "Failed since the incident: 2 deals and 2 SmartTrades",
+            "2 orphan orders of finished deals lock",
+            "Cancel 2 orphans",
+        ),
+        (
+            "en",
+            5,
+            "Failed since the incident: 5 deals and 5 SmartTrades",
+            "5 orphan orders of finished deals lock",
+            "Cancel 5 orphans",
+        ),
+        (
+            "ru",
+            1,
+            "С момента инцидента упали: 1 сделка и 1 SmartTrade",
+            "1 осиротевший ордер завершённых сделок блокирует",
+            "Отменить 1 ордер",
+        ),
+        (
+            "ru",
+            2,
+            "С момента инцидента упали: 2 сделки и 2 SmartTrade",
+            "2 осиротевших ордера завершённых сделок блокируют",
+            "Отменить 2 ордера",
+        ),
+        (
+            "ru",
+            5,
+            "С момента инцидента упали: 5 сделок и 5 SmartTrade",
+            "5 осиротевших ордеров завершённых сделок блокируют",
+            "Отменить 5 ордеров",
+        ),
+    ],
+)
+def test_recovery_checklist_counts_in_the_languages_plural_forms(locale, n, failed, locking, button):
+    i18n = build_i18n()
+    state = _checklist_state(n, n, n)
+    with i18n.context(), i18n.use_locale(locale):
+        text, _markup = checklist(state)
+        _confirm, markup = cancel_confirmation(state)
+    assert failed in text and locking in text and "(s)" not in text, text
+    assert [b.text for row in markup.inline_keyboard for b in row] == ["✅ " + button]
+
+
+@pytest.mark.parametrize(("locale", "shown"), [("en", "1,234.50"), ("ru", "1 234,50"), ("es", "1.234,50")])
+def test_last_good_balance_is_formatted_in_the_users_locale(locale, shown):
+    i18n = build_i18n()
+    with i18n.context(), i18n.use_locale(locale):
+        alert = account_key_alert({"name": "Main", "market_code": "binance", "last_good_usd": "1234.5"})
+        [line] = account_lines(
+            {
+                "accounts": {"7": {"name": "Main", "market_code": "binance"}},
+                "balances": {"7": {"usd": "1234.5"}},
+            }
+        )
+    assert f"{shown} USD." in _spaced(alert) and f"{shown} USD" in _spaced(line), (alert, line)

@@ -89,7 +89,10 @@ async def test_reset_wizard_checklist_recreate_cancel_done(
         alerts = [x for x in m.messages(1) if "can no longer use the API key" in x.text]
         assert len(alerts) == 1
         [alert] = alerts
-        assert "3Commas account «Main» (Binance)" in alert.text and "2500" in alert.text
+        assert (
+            "3Commas account «Main» (Binance)" in alert.text
+            and "Last good balance: 2,500.00 USD." in alert.text
+        )
         assert [b.text for b in alert.buttons] == ["🔧 Update key in 3Commas"]
 
         # The wizard: the key goes to accounts/update, every message with it is deleted.
@@ -110,8 +113,8 @@ async def test_reset_wizard_checklist_recreate_cancel_done(
         # The checklist: what the reset left behind, from live data.
         checklist = await tg.wait_for_bot_message(1, contains="Recovery:")
         assert "✅ Key updated in 3Commas" in checklist.text
-        assert "1 deal(s) and 1 SmartTrade(s) failed" in checklist.text
-        assert "2 orphan order(s)" in checklist.text
+        assert "Failed since the incident: 1 deal and 1 SmartTrade" in checklist.text
+        assert "2 orphan orders of finished deals lock" in checklist.text
 
         await m.rig.press(1, checklist, "Recreate all")
         confirm = await tg.wait_for_bot_message(1, contains="each exactly as below")
@@ -126,8 +129,8 @@ async def test_reset_wizard_checklist_recreate_cancel_done(
         await tg.wait_for(lambda: "recreated (2)" in tg.message(1, checklist.message_id).text)
         now_shown = tg.message(1, checklist.message_id)
         await m.rig.press(1, now_shown, "Cancel orphans")
-        cancel = await tg.wait_for_bot_message(1, contains="orphan order(s) locking")
-        await m.rig.press(1, cancel, "Cancel 2 orphan(s)")
+        cancel = await tg.wait_for_bot_message(1, contains="orphan orders locking")
+        await m.rig.press(1, cancel, "Cancel 2 orphans")
         await tg.wait_for(lambda: "Cancelled 2 of 2" in tg.message(1, cancel.message_id).text)
         assert binance.open_orders(story["binance_key"]) == []
         await tg.wait_for(
@@ -181,7 +184,9 @@ async def test_without_accounts_write_the_user_gets_steps_and_a_confirmation(tmp
         # /status lists the account under its 3Commas key, red, with the last good balance and the fix.
         tg.user_sends(1, "/status")
         status = await tg.wait_for_bot_message(1, contains="Your connections")
-        assert "🔴 3Commas account «Main» (Binance): key expired · last good balance 2500 USD" in status.text
+        assert "🔴 3Commas account «Main» (Binance): key expired · last good balance 2,500.00 USD" in (
+            status.text
+        )
         assert any("Update key in 3Commas" in b.text for b in status.buttons)
         await m.rig.press(1, alert, "Update key in 3Commas")
         await tg.wait_for_bot_message(1, contains="New exchange key")
@@ -257,7 +262,7 @@ async def test_the_checklist_follows_what_the_poller_sees_without_a_tap(tmp_path
         tc.set_account(story["account"], api_key_invalid=False, api_keys_state="ok")
         await m.run_for(2 * 60, step=30)
         assert "✅ Key updated in 3Commas" in shown()
-        assert "1 deal(s) and 1 SmartTrade(s) failed" in shown()
+        assert "Failed since the incident: 1 deal and 1 SmartTrade" in shown()
 
         [failed] = [
             x for x in m.messages(1) if "it failed" in x.text and f"deal #{story['active']}" in x.text
@@ -267,9 +272,9 @@ async def test_the_checklist_follows_what_the_poller_sees_without_a_tap(tmp_path
         await m.rig.press(1, confirm, "Recreate")
         await tg.wait_for(lambda: any(r.path.endswith("/start_new_deal") for r in tc.requests))
         await m.run_for(2 * 60, step=30)
-        assert "0 deal(s) and 1 SmartTrade(s) failed" in shown()
+        assert "Failed since the incident: 0 deals and 1 SmartTrade" in shown()
 
-        assert "2 orphan order(s)" in shown()
+        assert "2 orphan orders of finished deals lock" in shown()
         for order in binance.open_orders(story["binance_key"]):
             assert binance.cancel_order(story["binance_key"], order["id"])
         # The exchange's orders are listed again at most every 15 minutes (a listing weighs ~100).

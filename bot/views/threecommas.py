@@ -11,9 +11,12 @@ from typing import Any
 
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
+from bot.formatting import number as locale_number
+from bot.texts import deals_words, smart_trades_words
 from bot.texts import exchange_name as exchange_title
 from bot.views.html import Html, bold, html, italic, join, plain
 from services.orders.cancel import CancelOutcome, CancelResult
@@ -42,6 +45,11 @@ def exchange_name(market_code: str | None) -> str:
     return exchange_title(market.exchange)
 
 
+def usd_words(usd: object) -> str:
+    """A USD balance 3Commas reported, with the locale's grouping and decimal signs ("2,500.00")."""
+    return locale_number(Decimal(str(usd)), digits=2)
+
+
 def account_words(name: str, market_code: str | None) -> Html:
     """«Main» (Binance): how every 3Commas message names an account."""
     return html(
@@ -63,7 +71,7 @@ def account_key_alert(subject: dict[str, Any]) -> Html:
         ),
     ]
     if subject.get("last_good_usd"):
-        lines.append(_("Last good balance: {usd} USD.").format(usd=_num(subject["last_good_usd"])))
+        lines.append(_("Last good balance: {usd} USD.").format(usd=usd_words(subject["last_good_usd"])))
     lines.append(_("Fix it here: create a new key on the exchange and I pass it to 3Commas."))
     return join("\n", lines)
 
@@ -105,7 +113,7 @@ def account_lines(check_state: dict[str, Any] | None) -> list[Html]:
         )
         usd = (balances.get(account_id) or {}).get("usd")
         if usd is not None:
-            line = join(" · ", [line, _("last good balance {usd} USD").format(usd=_num(usd))])
+            line = join(" · ", [line, _("last good balance {usd} USD").format(usd=usd_words(usd))])
         lines.append(line)
     return lines
 
@@ -318,8 +326,8 @@ def checklist(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
     if state.pending:
         step_to_do(
             "⏳ "
-            + _("{deals} deal(s) and {trades} SmartTrade(s) failed since the incident").format(
-                deals=state.pending_deals, trades=state.pending_smart_trades
+            + _("Failed since the incident: {deals} and {trades}").format(
+                deals=deals_words(state.pending_deals), trades=smart_trades_words(state.pending_smart_trades)
             ),
             "♻️ " + _("Recreate all ({n})…").format(n=len(state.pending)),
             ChecklistAction.ASK_RECREATE,
@@ -335,7 +343,12 @@ def checklist(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
     elif state.orphans:
         step_to_do(
             html(
-                "⏳ " + _("{n} orphan order(s) of finished deals lock {locked}"),
+                "⏳ "
+                + ngettext(
+                    "{n} orphan order of finished deals locks {locked}",
+                    "{n} orphan orders of finished deals lock {locked}",
+                    state.orphans,
+                ),
                 n=state.orphans,
                 locked=_locked(state.locked),
             ),
@@ -380,15 +393,21 @@ def recreate_confirmation(state: ChecklistState) -> tuple[Html, InlineKeyboardMa
 def cancel_confirmation(state: ChecklistState) -> tuple[Html, InlineKeyboardMarkup]:
     text = html(
         "🧹 "
-        + _(
-            "Cancel {n} orphan order(s) locking {locked}? Each is checked again against the exchange and "
-            "3Commas right before it is cancelled; orders of live deals are never touched."
+        + ngettext(
+            "Cancel {n} orphan order locking {locked}? It is checked again against the exchange and "
+            "3Commas right before it is cancelled; orders of live deals are never touched.",
+            "Cancel {n} orphan orders locking {locked}? Each is checked again against the exchange and "
+            "3Commas right before it is cancelled; orders of live deals are never touched.",
+            state.orphans or 0,
         ),
         n=state.orphans or 0,
         locked=_locked(state.locked),
     )
     button = (
-        "✅ " + _("Cancel {n} orphan(s)").format(n=state.orphans or 0),
+        "✅ "
+        + ngettext("Cancel {n} orphan", "Cancel {n} orphans", state.orphans or 0).format(
+            n=state.orphans or 0
+        ),
         ChecklistCb(
             action=ChecklistAction.CANCEL,
             id=state.checklist_id,
@@ -430,4 +449,9 @@ def recreated(results: Sequence[RecreateResult]) -> Html:
 def cancelled(results: Sequence[CancelResult]) -> Html:
     """What Cancel orphans did."""
     done = sum(1 for r in results if r.outcome is CancelOutcome.CANCELLED)
-    return html("✅ " + _("Cancelled {n} of {m} orphan order(s)."), n=done, m=len(results))
+    return html(
+        "✅ "
+        + ngettext("Cancelled {n} of {m} orphan order.", "Cancelled {n} of {m} orphan orders.", len(results)),
+        n=done,
+        m=len(results),
+    )
