@@ -434,13 +434,12 @@ def recreated(results: Sequence[RecreateResult]) -> Html:
         for r in results
         if r.outcome not in {RecreateOutcome.CREATED, RecreateOutcome.ALREADY}
     ]
-    lines = [
-        html(
-            "✅ " + _("Recreated {n}; {m} had been recreated before and were not sent again."),
-            n=created,
-            m=already,
-        )
-    ]
+    before = ngettext(
+        "{m} had been recreated before and was not sent again.",
+        "{m} had been recreated before and were not sent again.",
+        already,
+    )
+    lines = [html("✅ " + _("Recreated {n};") + " " + before, n=created, m=already)]
     if refused:  # 3Commas' own words: escaped
         lines.append(html(_("3Commas refused: {errors}"), errors="; ".join(refused)[:500]))
     return join("\n", lines)
