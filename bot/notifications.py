@@ -110,6 +110,8 @@ def _symptom_reason(reason: str) -> str:
 
 
 _STUCK = frozenset({"cannot_cancel", "cannot_close"})
+# Reasons whose headline says all the detail would (the detail is the check's own English record).
+_SAID = frozenset({"bot_disabled"})
 
 
 def _symptom(target: Target, check: Check, detail: str) -> Html:
@@ -118,7 +120,7 @@ def _symptom(target: Target, check: Check, detail: str) -> Html:
     ]
     # A deal or SmartTrade: 3Commas' own words, the headline says the rest; a cancel or close that
     # hangs says which pending status it is stuck in, for how long, and 3Commas' words after it.
-    if check.reason in _STUCK or ("error" not in check.subject and detail):
+    if check.reason in _STUCK or ("error" not in check.subject and detail and check.reason not in _SAID):
         lines.append(italic(detail[:200]))
     elif check.subject.get("error"):
         lines.append(html(_("3Commas says: {error}"), error=italic(str(check.subject["error"])[:200])))
