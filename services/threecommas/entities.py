@@ -437,11 +437,6 @@ class MarketOrder:
         return self.status == "active"
 
     @property
-    def is_done(self) -> bool:
-        """Filled or finished: the order executed and cannot lock anything any more."""
-        return self.status in {"filled", "finished"}
-
-    @property
     def may_still_lock(self) -> bool:
         """For a finished deal: what could still sit on the exchange. Active orders, and
         cancelled ones, since 3Commas marks an order cancelled even when its cancel never reached
