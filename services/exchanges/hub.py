@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import ccxt.async_support as ccxt
+from aiohttp_socks import ProxyConnector
 from ccxt.base.types import Entry
 
 from services.core.clock import Clock, SystemClock
@@ -403,10 +404,6 @@ class ExchangeHub:
             assert route.proxy is not None
             session = self._socks_sessions.get(route.name)
             if session is None:
-                try:
-                    from aiohttp_socks import ProxyConnector
-                except ImportError:  # pragma: no cover - depends on the deployment
-                    raise ValueError(f"egress {route.name!r} is SOCKS: pip install aiohttp-socks") from None
                 tls = {"ssl": self._transport.ssl_context} if self._transport.ssl_context else {}
                 # python-socks has no socks5h:// scheme: it is socks5:// with names resolved by
                 # the proxy (rdns), as ccxt's own socksProxy handling does.
