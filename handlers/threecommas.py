@@ -31,7 +31,12 @@ from services.storage.models import Connection, User
 from services.threecommas.client import ThreeCommasAccess
 from services.threecommas.entities import Account
 from services.threecommas.errors import KeyInvalid, ThreeCommasError
-from services.threecommas.links import link_account, link_threecommas_key, suggest_connection
+from services.threecommas.links import (
+    link_account,
+    link_threecommas_key,
+    linked_threecommas_key,
+    suggest_connection,
+)
 from services.threecommas.recreate import (
     RecreateOutcome,
     load_failed_deal,
@@ -85,6 +90,18 @@ async def got_secret(
     if credentials is None:
         return
     await state.clear()
+    twin = await linked_threecommas_key(sessions, vault, user_id=user.id, api_key=credentials.api_key)
+    if twin is not None:  # refused before 3Commas is asked: nothing to validate, nothing saved
+        await message.answer(
+            html(
+                _(
+                    "This key is already linked as <b>{title}</b>. To link it again, remove that "
+                    "connection in /status first. Nothing was saved."
+                ),
+                title=connection_title(twin.exchange, twin.label, twin.key_hint),
+            )
+        )
+        return
     try:
         async with threecommas.open(credentials) as client:
             await client.validate()

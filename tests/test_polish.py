@@ -149,6 +149,36 @@ async def test_the_same_key_twice_is_refused_and_names_the_connection_that_holds
     assert f"New key for Binance · {hint}" in (await rig.tg.wait_for_bot_message(USER)).text
 
 
+async def test_the_same_3commas_key_twice_is_refused_before_3commas_is_asked(tmp_path):
+    async with monitor(tmp_path, "binance", threecommas=True) as m:
+        tc, tg = m.tc, m.rig.tg
+        assert tc is not None
+        key = tc.add_key()
+        tc.add_account(key.api_key, name="Main")
+        tg.add_user(USER)
+        hint = f"{key.api_key[:4]}…{key.api_key[-4:]}"
+
+        async def send_key(reply: str) -> ChatMessage:
+            await m.rig.say(USER, "/link3c")
+            await m.rig.say(USER, key.api_key)
+            tg.user_sends(USER, key.secret)
+            return await tg.wait_for_bot_message(USER, contains=reply)
+
+        first = await send_key("linked")
+        assert f"3Commas key {hint} linked" in first.text, first.text
+        await tg.wait_for_bot_message(USER, contains="which of your keysentry connections")
+        asked = len(tc.requests)
+        again = await send_key("already linked")
+        assert f"already linked as 3Commas · {hint}" in again.text, again.text
+        assert "/status" in again.text and "Nothing was saved" in again.text
+        assert len(tc.requests) == asked  # the duplicate never reached 3Commas
+        sent = [x for x in tg.chat(USER) if not x.from_bot and x.text in (key.api_key, key.secret)]
+        assert len(sent) == 4 and all(x.deleted for x in sent)
+        async with m.rig.app.sessions() as session:
+            rows = (await session.scalars(select(Connection).where(Connection.kind == "threecommas"))).all()
+        assert len(rows) == 1
+
+
 async def test_connections_without_label_are_told_apart_by_key_hint_everywhere(rig, exchanges):
     keys = [exchanges["binance"].add_key() for _ in range(2)]
     hints = [f"{k.api_key[:4]}…{k.api_key[-4:]}" for k in keys]

@@ -66,10 +66,12 @@ async def replace_credentials(
     connection.lease_until = None
 
 
-async def _exchange_connections(session: AsyncSession, user_id: int, exchange: str) -> list[Connection]:
+async def _connections_of(session: AsyncSession, user_id: int, exchange: str) -> list[Connection]:
+    """The user's connections of ``exchange``: an exchange's keys, or with ``"threecommas"`` the
+    3Commas keys (stored under that name, so the two kinds never mix)."""
     rows = await session.scalars(
         select(Connection)
-        .where(Connection.user_id == user_id, Connection.kind == "exchange", Connection.exchange == exchange)
+        .where(Connection.user_id == user_id, Connection.exchange == exchange)
         .order_by(Connection.id)
     )
     return list(rows)
@@ -88,10 +90,10 @@ def _fill_fingerprint(vault: Vault, connection: Connection) -> None:
 async def linked_with_key(
     session: AsyncSession, vault: Vault, user_id: int, exchange: str, api_key: str
 ) -> Connection | None:
-    """The user's connection of ``exchange`` that holds ``api_key`` already, compared by
+    """The user's connection of ``exchange`` (or 3Commas) that holds ``api_key`` already, compared by
     fingerprint; rows without one yet get it now (the caller's transaction stores it)."""
     wanted = set(vault.fingerprints(api_key))
-    for connection in await _exchange_connections(session, user_id, exchange):
+    for connection in await _connections_of(session, user_id, exchange):
         if connection.key_fingerprint is None:
             _fill_fingerprint(vault, connection)
         if connection.key_fingerprint in wanted:
@@ -102,7 +104,7 @@ async def linked_with_key(
 async def failing_connection(session: AsyncSession, user_id: int, exchange: str) -> Connection | None:
     """The user's connection of ``exchange`` whose key the exchange refuses (a new key would fix it);
     an outage is no reason to replace a key."""
-    for connection in await _exchange_connections(session, user_id, exchange):
+    for connection in await _connections_of(session, user_id, exchange):
         if connection.verdict in Verdict._value2member_map_ and Verdict(connection.verdict).is_key_problem:
             return connection
     return None
