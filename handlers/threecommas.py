@@ -24,6 +24,7 @@ from bot.views.secrets import SecretPart, take_secret_part
 from bot.views.threecommas import account_words, plan_lines
 from services.core.clock import Clock
 from services.core.vault import Vault, mask
+from services.monitoring.refresh import KeyStore
 from services.orders.listing import Deps
 from services.storage.button_tokens import failed_deal_token, mapping_token
 from services.storage.db import Sessions
@@ -32,9 +33,9 @@ from services.threecommas.client import ThreeCommasAccess
 from services.threecommas.entities import Account
 from services.threecommas.errors import KeyInvalid, ThreeCommasError
 from services.threecommas.links import (
+    THREECOMMAS,
     link_account,
     link_threecommas_key,
-    linked_threecommas_key,
     suggest_connection,
 )
 from services.threecommas.recreate import (
@@ -81,6 +82,7 @@ async def got_secret(
     sessions: Sessions,
     vault: Vault,
     threecommas: ThreeCommasAccess,
+    key_store: KeyStore,
     clock: Clock,
     user: User,
 ) -> None:
@@ -90,7 +92,7 @@ async def got_secret(
     if credentials is None:
         return
     await state.clear()
-    twin = await linked_threecommas_key(sessions, vault, user_id=user.id, api_key=credentials.api_key)
+    twin = await key_store.linked_as(user_id=user.id, exchange=THREECOMMAS, api_key=credentials.api_key)
     if twin is not None:  # refused before 3Commas is asked: nothing to validate, nothing saved
         await message.answer(
             html(

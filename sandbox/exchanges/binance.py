@@ -835,7 +835,9 @@ class LocalBinance(LocalExchange):
             )
         order = self.find_order(key, market, order_id, client_id)
         if order is None or self.venue_of_order(order) != pool:
-            return self.error(400, -2011, "Unknown order sent.")
+            # Recorded answers: COIN-M's own case; spot's for spot and margin (the same table).
+            case = "2011_unknown_order_sent_dapi" if pool == "dapi" else "2011_unknown_order_sent"
+            return answer(f"binance/{case}")
         self.drop_order(order)
         body = self.order_json(order, status="CANCELED")
         if pool in ("api", "margin"):

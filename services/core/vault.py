@@ -94,12 +94,12 @@ class Vault:
     def fingerprint(self, api_key: str) -> str:
         """A keyed hash of an API key under the newest vault key: tells whether a key is linked
         already without storing it in the clear (a plain hash of a key could be looked up)."""
-        return self.fingerprints(api_key)[0]
+        return _keyed_hash(self._hash_keys[0], api_key)
 
     def fingerprints(self, api_key: str) -> list[str]:
         """:meth:`fingerprint` under every configured vault key, newest first: a fingerprint taken
         before a rotation still matches until ``rotate-vault`` renews it."""
-        return [hmac.new(secret, api_key.encode(), hashlib.sha256).hexdigest() for secret in self._hash_keys]
+        return [_keyed_hash(secret, api_key) for secret in self._hash_keys]
 
     def reseal(self, token: bytes) -> bytes:
         """Re-encrypt under the newest key (MultiFernet.rotate)."""
@@ -183,3 +183,7 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact(record.exc_text)
         record.exc_info = None if record.exc_text else record.exc_info
         return True
+
+
+def _keyed_hash(secret: bytes, api_key: str) -> str:
+    return hmac.new(secret, api_key.encode(), hashlib.sha256).hexdigest()

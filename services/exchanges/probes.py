@@ -135,14 +135,18 @@ class _Recipe:
     balances: Callable[[Any], dict[str, dict[str, float]]]
 
 
+async def _balances(client: ExchangeClient, recipe: _Recipe, raw: Any) -> dict[str, dict[str, float]]:
+    """The recipe's balance call (its parameters may depend on the key check's answer ``raw``)."""
+    method, params = recipe.balance_call(raw)
+    return recipe.balances(await client.call(method, params, weight=recipe.balance_weight))
+
+
 async def wallet_balances(client: ExchangeClient) -> dict[str, dict[str, float]] | None:
     """The balance call alone, on a client of another wallet of a checked key (a Binance key's
     USDⓈ-M futures wallet on ``binanceusdm``: ``GET /fapi/v3/account``, weight 5). None when it
     failed: the key was judged by its own probe, this only adds what the other wallet holds."""
-    recipe = _RECIPES[client.exchange_id]
-    method, params = recipe.balance_call({})
     try:
-        return recipe.balances(await client.call(method, params, weight=recipe.balance_weight))
+        return await _balances(client, _RECIPES[client.exchange_id], {})
     except Exception as exc:
         log.info("%s wallet balance unavailable: %s", client.exchange_id, type(exc).__name__)
         return None
@@ -197,10 +201,9 @@ async def probe(
     verdict, detail = _lost_trading(exchange_id, info, known, clock.now())
     balances = None
     if with_balances and verdict is Verdict.OK:
-        method, params = recipe.balance_call(raw)
         spent += recipe.balance_weight
         try:
-            balances = recipe.balances(await client.call(method, params, weight=recipe.balance_weight))
+            balances = await _balances(client, recipe, raw)
         except Exception as exc:
             failed = classify(exchange_id, exc, ip_restricted=info.ip_restricted, allowed_ips=info.ip_list)
             if failed.verdict.is_key_problem:

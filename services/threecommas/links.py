@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.vault import Credentials, Vault
-from services.storage.connections import linked_with_key, new_connection, owned_connection
+from services.storage.connections import new_connection, owned_connection
 from services.storage.db import Sessions
 from services.storage.models import Connection, ThreeCommasAccountLink
 from services.threecommas.entities import (
@@ -85,15 +85,6 @@ async def save_account_link(
     link.exchange_connection_id = exchange_connection_id
     link.updated_at = now
     return link
-
-
-async def linked_threecommas_key(
-    sessions: Sessions, vault: Vault, *, user_id: int, api_key: str
-) -> Connection | None:
-    """The user's 3Commas connection that holds this key already (a key is linked once), as /link
-    asks for exchange keys; may fill the fingerprint of an older row, hence a transaction."""
-    async with sessions.begin() as session:
-        return await linked_with_key(session, vault, user_id, THREECOMMAS, api_key)
 
 
 @dataclass(frozen=True)
