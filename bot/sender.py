@@ -361,6 +361,8 @@ class Sender:
                 part.text, chat_id=chat_id, message_id=post.edit, reply_markup=part.markup
             )
         except TelegramBadRequest as error:
+            if "not modified" in error.message:  # an earlier try landed though its answer was lost
+                return post.edit
             log.info("message %s of chat %s not edited (%s): sending anew", post.edit, chat_id, error.message)
             return None
         return post.edit
