@@ -257,8 +257,8 @@ async def cancel_order(deps: Deps, row_id: int, user_id: int, *, allow_unknown: 
         if row is None or row.user_id != user_id:
             return await _record(deps, user_id, row_id, None, CancelResult(CancelOutcome.LIST_GONE))
         connection = await owned_connection(session, user_id, row.connection_id)
-        listed = await session.get(OrderList, row.list_version)
-        margin = listed is not None and row.exchange_order_id in (listed.notes or {}).get(MARGIN_ORDERS, ())
+        notes = await session.scalar(select(OrderList.notes).where(OrderList.id == row.list_version))
+        margin = row.exchange_order_id in (notes or {}).get(MARGIN_ORDERS, ())
         accounts = (
             []
             if connection is None

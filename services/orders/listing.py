@@ -426,24 +426,26 @@ def trades_margin(exchange_id: str, accounts: Sequence[LinkedAccount]) -> bool:
     )
 
 
-async def _margin_orders(client: ExchangeClient, notes: dict[str, Any]) -> list[dict[str, Any]]:
-    """Open orders of the margin account; a failure (e.g. no margin account) leaves the rest intact."""
+async def _margin_orders(client: ExchangeClient) -> list[dict[str, Any]]:
+    """Open orders of the margin account; a failure (e.g. no margin account, or the user's share
+    used up, as for the futures API) leaves the rest intact, its orders then simply not shown."""
     weight = MARGIN_WEIGHTS[client.exchange_id].all_open_orders
     try:
         return list(await client.call("fetch_open_orders", None, None, None, MARGIN_PARAMS, weight=weight))
+    except OverShare:
+        log.info("listing margin orders skipped: the user's share is used up")
     except (ccxt.BaseError, TimeoutError) as error:
         verdict = classify(client.exchange_id, error)
         log.info("listing margin orders failed: %s %s", verdict.verdict, verdict.code)
-        notes["margin_failed"] = True
-        return []
+    return []
 
 
 async def _futures_orders(
-    deps: Deps, venue: str, credentials: Credentials, egress: Egress, user_id: int, notes: dict[str, Any]
+    deps: Deps, venue: str, credentials: Credentials, egress: Egress, user_id: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Open orders and markets of the futures API; a failure there (e.g. a key without futures
-    rights, or the user's share used up) leaves the spot listing intact and is noted, its orders
-    then simply not shown."""
+    rights, or the user's share used up) leaves the spot listing intact, its orders then simply
+    not shown."""
     try:
         client = await deps.hub.client(venue, credentials, egress=egress, interactive_for=user_id)
         orders = await fetch_all_open_orders(client)
@@ -453,7 +455,6 @@ async def _futures_orders(
     except (ccxt.BaseError, TimeoutError) as error:
         verdict = classify(venue, error)
         log.info("listing %s orders failed: %s %s", venue, verdict.verdict, verdict.code)
-    notes["futures_failed"] = venue
     return [], {}
 
 
@@ -507,16 +508,14 @@ async def list_orders(deps: Deps, user_id: int, connection_id: int) -> ListingRe
         if verdict.verdict.is_key_problem:
             return verdict
         return ListingError.EXCHANGE_FAILED
-    futures_notes: dict[str, Any] = {}
+    venue_notes: dict[str, Any] = {}
     for venue in futures_venues(exchange_id, accounts):
-        futures_raw, futures_markets = await _futures_orders(
-            deps, venue, credentials, egress, user_id, futures_notes
-        )
+        futures_raw, futures_markets = await _futures_orders(deps, venue, credentials, egress, user_id)
         raw_orders = [*raw_orders, *futures_raw]
         markets = {**markets, **futures_markets}
     if trades_margin(exchange_id, accounts):
-        margin_raw = await _margin_orders(client, futures_notes)
-        futures_notes[MARGIN_ORDERS] = [str(raw["id"]) for raw in margin_raw]
+        margin_raw = await _margin_orders(client)
+        venue_notes[MARGIN_ORDERS] = [str(raw["id"]) for raw in margin_raw]
         raw_orders = [*raw_orders, *margin_raw]
     orders = [order for raw in raw_orders if (order := to_open_order(raw, now)) is not None]
 
@@ -539,7 +538,7 @@ async def list_orders(deps: Deps, user_id: int, connection_id: int) -> ListingRe
         "threecommas_complete": source.complete,
         "threecommas_errors": source.errors,
         "threecommas_requests": source.requests,
-        **futures_notes,
+        **venue_notes,
     }
 
     ended = {deal_order.deal_ref: deal_order.ended for deal_order in source.deal_orders}
