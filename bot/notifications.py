@@ -70,6 +70,10 @@ def _alert(target: Target, verdict: str, detail: str, since: datetime, egress_ip
     return join("\n", lines)
 
 
+# Checks of a 3Commas account itself (its key, its balances), not of a trade or a bot in it.
+_ACCOUNT_KINDS = ("tc_account:", "tc_balances:")
+
+
 def _symptom_subject(check: Check) -> Html:
     """What a 3Commas symptom is about: an account, a deal or a SmartTrade, in a few words."""
     subject = check.subject
@@ -78,7 +82,7 @@ def _symptom_subject(check: Check) -> Html:
     # own (USDT_ETH) only when it could not be read as a market.
     pair = str(subject.get("symbol") or subject.get("pair") or "")
     ref = check.kind.rpartition(":")[2]
-    if check.kind.startswith(("tc_account:", "tc_balances:")):
+    if check.kind.startswith(_ACCOUNT_KINDS):
         return html(_("3Commas account {name}"), name=name or ref)
     if check.kind.startswith("bot_disabled:"):
         return html(_("bot {name}"), name=str(subject.get("bot_name") or ref))
@@ -130,7 +134,7 @@ def _symptom(target: Target, check: Check, detail: str) -> Html:
         )
     elif check.reason == "stale_upnl":
         lines.append(_("Usually the exchange key behind the account stopped working; check /status."))
-    elif check.reason in {"cannot_cancel", "cannot_close"}:
+    elif check.reason in _STUCK:
         lines.append(
             _(
                 "Until it is done, the position stays open and its orders may lock funds on the "
@@ -325,7 +329,7 @@ def _consequence(item: Notice | OutageNotice) -> bool:
     if not isinstance(item, Notice) or item.check is None:
         return False
     kind = item.check.kind
-    return not kind.startswith(("tc_account:", "tc_balances:"))
+    return not kind.startswith(_ACCOUNT_KINDS)
 
 
 def _finish(text: Html, ids: list[int], items: list[Notice | OutageNotice]) -> Rendered:

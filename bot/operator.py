@@ -34,6 +34,13 @@ from services.threecommas.links import THREECOMMAS
 log = logging.getLogger(__name__)
 
 
+async def tell_admins(bot: Bot, app: AppContext, text: str) -> None:
+    """Every ``ADMIN_CHAT_IDS`` chat; one admin who blocked the bot stops nobody after them."""
+    for chat_id in sorted(app.settings.admin_chat_ids):
+        with contextlib.suppress(TelegramAPIError):
+            await bot.send_message(chat_id, text)
+
+
 @dataclass
 class OperatorAlerts:
     app: AppContext
@@ -74,8 +81,7 @@ class OperatorAlerts:
                 )
             if canary is not None:
                 text = join("\n", [text, _("Canary key: {verdict}.").format(verdict=canary)])
-        for chat_id in sorted(self.app.settings.admin_chat_ids):
-            await self.bot.send_message(chat_id, text)
+        await tell_admins(self.bot, self.app, text)
 
     async def _canary(self, wave: Wave) -> Verdict | None:
         """Probe the operator's canary key for the wave's service, from the wave's route; an OK
@@ -136,6 +142,4 @@ class VaultAlarm:
                 "get “temporarily unavailable”. Restore the previous key, or run rotate-vault with both "
                 "keys set."
             )
-        for chat_id in sorted(self.app.settings.admin_chat_ids):
-            with contextlib.suppress(TelegramAPIError):  # one admin who blocked the bot stops nobody
-                await bot.send_message(chat_id, text)
+        await tell_admins(bot, self.app, text)

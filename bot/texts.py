@@ -163,8 +163,11 @@ def button_title(exchange: str, label: str, hint: str = "") -> str:
     Without a label, the key hint (``Ab12…yz90``) tells two connections of one exchange apart.
     """
     name = exchange_name(exchange)
-    tail = label or hint.strip("…")  # a bare "…" (a very short key) tells nothing apart
-    return f"{name} · {tail if label else hint}" if tail else name
+    if label:
+        return f"{name} · {label}"
+    return (
+        f"{name} · {hint}" if hint.strip("…") else name
+    )  # a bare "…" (a very short key) tells nothing apart
 
 
 def deal_words(ref: object) -> str:

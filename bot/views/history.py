@@ -17,7 +17,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot import formatting
 from bot.callbacks import HistoryPageCb
 from bot.texts import connection_title, deal_words, duration, verdict_reason
-from bot.views.html import Html, bold, code, html
+from bot.views.html import Html, bold, code, html, plain
 from services.monitoring.events import Alert, Recovery, Target
 from services.monitoring.history import Done, HistoryEntry, HistoryPage
 
@@ -66,7 +66,7 @@ def entry_sentence(entry: HistoryEntry) -> str:
 
 def _title(target: Target | None) -> Html:
     if target is None or not target.exchange:
-        return Html(_("a connection you removed"))
+        return plain(_("a connection you removed"))
     return bold(connection_title(target.exchange, target.label, target.key_hint))
 
 
@@ -89,7 +89,7 @@ def _removed(title: Html, detail: Mapping[str, Any]) -> str:
 
 def _order(detail: Mapping[str, Any]) -> Html:
     symbol = str(detail.get("symbol") or "")
-    return html(_("the {symbol} order"), symbol=symbol) if symbol else Html(_("an order"))
+    return html(_("the {symbol} order"), symbol=symbol) if symbol else plain(_("an order"))
 
 
 def _freed(detail: Mapping[str, Any]) -> str:

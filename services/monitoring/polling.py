@@ -392,11 +392,12 @@ class Poller:
         state, events = decide(before, observation, self.policy, now, situation, stages=stages)
         if not observation.is_event and state != before:
             writes.incident(check.id, observation.check_kind, None if known is None else known[0], state)
-        target = Target(check.id, check.exchange, check.label, check.key_hint, connection_token(check))
-        ref = None
-        if observation.check_kind != KEY_CHECK:
-            ref = Check(observation.check_kind, observation.verdict_or_reason, observation.subject)
-        writes.notices.extend((check, observation, Notice(target, event, ref)) for event in events)
+        if events:  # most observations change nothing to say: no token to draw then
+            target = Target(check.id, check.exchange, check.label, check.key_hint, connection_token(check))
+            ref = None
+            if observation.check_kind != KEY_CHECK:
+                ref = Check(observation.check_kind, observation.verdict_or_reason, observation.subject)
+            writes.notices.extend((check, observation, Notice(target, event, ref)) for event in events)
         return state
 
     def _connection_columns(

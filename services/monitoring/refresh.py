@@ -60,11 +60,8 @@ class RemoveOutcome:
 
 @dataclass(frozen=True)
 class RefreshOutcome:
-    """``found`` is False when the connection is not this user's (or was removed meanwhile)."""
+    """What a Refresh did; the page it redraws reads the result from the connection's row."""
 
-    found: bool
-    verdict: Verdict = Verdict.UNKNOWN
-    detail: str = ""
     checked: bool = True
     """False for kinds without an exchange probe (3Commas): only the poller's next check was pulled in."""
 
@@ -90,12 +87,12 @@ async def refresh_connection(
     Like the poller's checker it passes the last known key info to the probe, which tells an
     expired key from a revoked one. The probe runs outside any transaction (it can take
     seconds), so ownership is checked again before writing: a connection removed meanwhile is
-    reported as not found.
+    left as it is.
     """
     async with sessions() as session:
         connection = await owned_connection(session, user_id, connection_id)
         if connection is None:
-            return RefreshOutcome(found=False)
+            return RefreshOutcome()
         if connection.kind != "exchange":
             return await _poll_soon(sessions, connection_id, user_id, clock.now())
         exchange, sealed = connection.exchange, connection.credentials
@@ -107,9 +104,9 @@ async def refresh_connection(
     async with sessions.begin() as session:
         connection = await owned_connection(session, user_id, connection_id)
         if connection is None:
-            return RefreshOutcome(found=False)
+            return RefreshOutcome()
         apply_probe(connection, result, clock.now())
-    return RefreshOutcome(found=True, verdict=result.verdict, detail=result.detail)
+    return RefreshOutcome()
 
 
 async def _poll_soon(
@@ -118,9 +115,9 @@ async def _poll_soon(
     async with sessions.begin() as session:
         connection = await owned_connection(session, user_id, connection_id)
         if connection is None:
-            return RefreshOutcome(found=False)
+            return RefreshOutcome()
         connection.next_poll_at = now
-        return RefreshOutcome(found=True, verdict=Verdict(connection.verdict), checked=False)
+        return RefreshOutcome(checked=False)
 
 
 async def _save_new_connection(
