@@ -2,11 +2,12 @@
 
 A tap on the checklist (handlers/repair.py) redraws it at once. Between taps the world moves on
 without the user: 3Commas starts using the key the user fixed in its web app, a failed deal is
-recreated from its own alert, an orphan order is cancelled on the exchange or fills. The worker's
-poll tick runs :class:`ChecklistRefresher`, which recomputes every open checklist from 3Commas
-and the exchange once per poll interval and edits the message when its text changed, so the
-message in the chat never shows a step as pending that is done. "Everything is done" is said once
-whoever sees it first (:func:`services.threecommas.checklist.claim_done`).
+recreated from its own alert, an orphan order is cancelled on the exchange or fills. A job of the
+worker's own (beside the poll tick, never holding it) runs :class:`ChecklistRefresher`, which
+recomputes every open checklist from 3Commas and the exchange once per poll interval and edits
+the message when its text changed, so the message in the chat never shows a step as pending that
+is done. "Everything is done" is said once whoever sees it first
+(:func:`services.threecommas.checklist.claim_done`).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ ORDERS_EVERY = timedelta(minutes=15)
 
 @dataclass
 class ChecklistRefresher:
-    """Keeps open checklist messages current; run from the worker's poll tick.
+    """Keeps open checklist messages current; run by a scheduler job of its own in the worker.
 
     A round runs at most once per ``every`` (the poll interval) and costs, per open checklist, one
     3Commas account read. The exchange's orders are listed again only when the newest stored

@@ -127,8 +127,6 @@ class Worker:
             results = await asyncio.gather(
                 *(self._drain() for _ in range(self.lanes)), return_exceptions=True
             )
-            if not self._stopping:
-                await self.checklists.run_once()  # what the polls changed, on the checklists
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -164,6 +162,9 @@ class Worker:
         gc.freeze()
         common = {"max_instances": 1, "coalesce": True}
         self.scheduler.add_job(self.poll, "interval", seconds=POLL_TICK_S, id="poll", **common)
+        # Its own job, off the poll tick: a round reads 3Commas for every open checklist, and a
+        # poll tick it held would delay the next checks (the refresher keeps to its own interval).
+        self.scheduler.add_job(self.checklists.run_once, "interval", seconds=5, id="checklists", **common)
         self.scheduler.add_job(self.daily, "interval", hours=6, id="daily", **common)
         self.scheduler.start()
         self._sender_task = asyncio.get_running_loop().create_task(self._send_loop())

@@ -73,9 +73,10 @@ class Monitor:
         return connection.id, key.api_key
 
     async def tick(self, seconds: float = 1) -> None:
-        """Let ``seconds`` pass, then run what the scheduler would: poll, then send."""
+        """Let ``seconds`` pass, then run what the scheduler would: poll, checklists, then send."""
         self.rig.clock.advance(seconds)
         await self.worker.poll()
+        await self.worker.checklists.run_once()
         await self.worker.send()
 
     async def run_for(self, seconds: int, step: int = 5) -> None:
