@@ -49,17 +49,19 @@ async def redraw(
     shown: dict[int, str] | None = None,
     *,
     listed_within: timedelta | None = None,
-) -> recovery.ChecklistState | None:
+) -> None:
     """Edit the checklist message with what is true now; say "done" once when it is.
 
     ``shown`` (checklist id → digest of the text on screen) skips edits that change nothing; None
     edits regardless (a tap always answers with a fresh view). ``listed_within`` reuses a stored
-    listing that recent instead of listing the exchange. None: not the user's checklist.
+    listing that recent instead of listing the exchange.
     """
     where = await recovery.checklist_message(deps, checklist_id, user_id)
+    if where is None:  # no message to redraw: nothing to read from 3Commas or the exchange
+        return
     state = await recovery.checklist_state(deps, checklist_id, user_id, listed_within=listed_within)
-    if state is None or where is None:
-        return state
+    if state is None:
+        return
     chat_id, message_id = where
     text, markup = views.checklist(state)
     digest = _digest(text)
@@ -74,7 +76,6 @@ async def redraw(
             if shown is not None:
                 shown[checklist_id] = digest
     await say_done_once(bot, deps, state, chat_id)
-    return state
 
 
 async def say_done_once(bot: Bot, deps: Deps, state: recovery.ChecklistState, chat_id: int) -> None:

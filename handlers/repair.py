@@ -208,13 +208,10 @@ async def _open_checklist(message: Message, order_deps: Deps, user: User, cid: i
         await say_done_once(message.bot, order_deps, state, sent.chat.id)
 
 
-async def _redraw(
-    query: CallbackQuery, order_deps: Deps, user: User, checklist_id: int
-) -> recovery.ChecklistState | None:
+async def _redraw(query: CallbackQuery, order_deps: Deps, user: User, checklist_id: int) -> None:
     """Edit the checklist message in place with what is true now."""
-    if query.bot is None:
-        return None
-    return await redraw(query.bot, order_deps, checklist_id, user.id)
+    if query.bot is not None:
+        await redraw(query.bot, order_deps, checklist_id, user.id)
 
 
 async def checklist_step(

@@ -18,8 +18,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.cancel import CancelResult, cancel_all_orphans
-from services.orders.listing import Deps, Listing, list_orders, newest_listing, row_lock
-from services.orders.listing_gate import listing_ticket
+from services.orders.listing import Deps, Listing, row_lock
+from services.orders.listing_gate import COOLDOWN, listing_ticket
 from services.storage.button_tokens import checklist_token, failed_deals_token
 from services.storage.connections import owned_connection
 from services.storage.models import (
@@ -223,14 +223,11 @@ async def checklist_state(
     orphans, list_id, list_version = None, None, ""
     locked: dict[str, Decimal] = {}
     if exchange_connection is not None:
-        if listed_within is not None:  # the worker's redraw: a recent stored listing will do
-            listing = await newest_listing(
-                deps.sessions, user_id, exchange_connection, deps.clock.now() - listed_within
-            ) or await list_orders(deps, user_id, exchange_connection)
-        else:
-            # A tap goes through the gate: the checklist redraws on every tap, and a listing within
-            # the cooldown already shows what our own cancels did to it.
-            listing = await (await listing_ticket(deps, user_id, exchange_connection)).result()
+        # Through the gate: a listing within the cooldown (a tap's) or ``listed_within`` (the
+        # worker's redraw) already shows what our own cancels did to it; a running one is joined.
+        cooldown = COOLDOWN if listed_within is None else listed_within
+        ticket = await listing_ticket(deps, user_id, exchange_connection, cooldown=cooldown)
+        listing = await ticket.result()
         if isinstance(listing, Listing):
             rows = listing.orphan_rows
             orphans, list_id, list_version = len(rows), listing.list_id, listing.version
