@@ -8,8 +8,6 @@ hands it to 3Commas, :mod:`services.threecommas.checklist` says what is left, an
 
 from __future__ import annotations
 
-import base64
-
 from aiogram import F, Router
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -20,8 +18,8 @@ from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepair
 from bot.checklists import redraw, say_done_once
 from bot.views import threecommas as views
 from bot.views.html import Html, join
-from bot.views.secrets import forget_secret_message, key_problem
-from services.core.vault import Credentials, Vault
+from bot.views.secrets import SecretPart, take_secret_part
+from services.core.vault import Credentials
 from services.orders.listing import Deps
 from services.storage.models import User
 from services.threecommas import checklist as recovery
@@ -75,34 +73,19 @@ async def start_repair(
     await message.answer(views.wizard_intro(target.name, target.market_code))
 
 
-def _seal(vault: Vault, value: str) -> str:
-    return base64.b64encode(vault.seal(Credentials(value, ""))).decode()
-
-
-def _unseal(vault: Vault, sealed: str) -> str:
-    return vault.open(base64.b64decode(sealed)).api_key
-
-
-async def _kept(message: Message, state: FSMContext, vault: Vault, part: str, again: str) -> bool:
-    """Delete the message and keep its ``part`` (key, secret, passphrase) sealed in the wizard state;
-    False, with ``again`` said, when it cannot be one."""
-    await forget_secret_message(message)
-    problem = key_problem(message.text, passphrase=part == "passphrase")
-    if problem:
-        await message.answer(problem + " " + again)
-        return False
-    await state.update_data({part: _seal(vault, (message.text or "").strip())})
-    return True
+def _gone() -> str:
+    return _("That 3Commas account is no longer linked.")
 
 
 async def got_key(message: Message, state: FSMContext, order_deps: Deps) -> None:
-    if await _kept(message, state, order_deps.vault, "key", _("Send the API key again, or /cancel.")):
+    if await take_secret_part(message, state, order_deps.vault, SecretPart.API_KEY, restart=_gone()):
         await state.set_state(TcRepair.secret)
         await message.answer(views.ask_secret())
 
 
 async def got_secret(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
-    if not await _kept(message, state, order_deps.vault, "secret", _("Send the secret again, or /cancel.")):
+    new_key = await take_secret_part(message, state, order_deps.vault, SecretPart.SECRET, restart=_gone())
+    if new_key is None:
         return
     data = await state.get_data()
     target = await _target(order_deps, user, int(data.get("cid", 0)), int(data.get("acc", 0)))
@@ -110,28 +93,26 @@ async def got_secret(message: Message, state: FSMContext, order_deps: Deps, user
         await state.set_state(TcRepair.passphrase)
         await message.answer(views.ask_passphrase())
         return
-    await _send_key(message, state, order_deps, user)
+    await _send_key(message, state, order_deps, user, new_key)
 
 
 async def got_passphrase(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
-    again = _("Send the passphrase again, or /cancel.")
-    if await _kept(message, state, order_deps.vault, "passphrase", again):
-        await _send_key(message, state, order_deps, user)
+    part = SecretPart.PASSPHRASE
+    new_key = await take_secret_part(message, state, order_deps.vault, part, restart=_gone())
+    if new_key is not None:
+        await _send_key(message, state, order_deps, user, new_key)
 
 
-async def _send_key(message: Message, state: FSMContext, order_deps: Deps, user: User) -> None:
+async def _send_key(
+    message: Message, state: FSMContext, order_deps: Deps, user: User, new_key: Credentials
+) -> None:
     data = await state.get_data()
     await state.clear()
     cid, acc = int(data.get("cid", 0)), int(data.get("acc", 0))
     target = await _target(order_deps, user, cid, acc)
-    if target is None or not data.get("key") or not data.get("secret"):
-        await message.answer(_("That 3Commas account is no longer linked."))
+    if target is None:
+        await message.answer(_gone())
         return
-    new_key = Credentials(
-        _unseal(order_deps.vault, data["key"]),
-        _unseal(order_deps.vault, data["secret"]),
-        _unseal(order_deps.vault, data["passphrase"]) if data.get("passphrase") else None,
-    )
     await message.answer(views.sending())
     result = await repair_account(
         order_deps.sessions,
