@@ -5,6 +5,10 @@ This is the one module of ``bot/`` that imports ``handlers/``: it builds the rou
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -16,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.context import AppContext
 from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
-from bot.middlewares import ButtonCheck, GateMiddleware
+from bot.middlewares import ButtonCheck, GateMiddleware, InFlight
 from bot.operator import VaultAlarm
 from bot.settings import Settings
 from bot.views.secrets import SecretGuardMiddleware
@@ -45,6 +49,8 @@ from services.orders.listing import Deps as OrderDeps
 from services.storage.db import create_engine, run_migrations, session_factory
 from services.threecommas.client import ThreeCommasAccess
 
+log = logging.getLogger(__name__)
+
 
 def make_context(
     settings: Settings,
@@ -62,16 +68,19 @@ def make_context(
     clock = clock or SystemClock()
     sessions = session_factory(engine)
     vault = vault or Vault(settings.vault_key)
+    # The limiters count on the app clock, so tests that move time move their windows too.
     hub = ExchangeHub(
         url_overrides=settings.exchange_url_overrides,
         clock=clock,
-        budgets=budgets or BudgetRegistry(overrides=settings.exchange_weight_per_minute),
+        budgets=budgets
+        or BudgetRegistry(
+            overrides=settings.exchange_weight_per_minute, monotonic=clock.monotonic, sleep=clock.sleep
+        ),
         transport=transport,
         egress=routes_from_settings(settings.egress_ips, settings.egress_proxies),
     )
-    # The limiter counts on the app clock, so tests that move time move its minute too.
     threecommas = ThreeCommasAccess(
-        settings.threecommas_api_url, monotonic=lambda: clock.now().timestamp(), transport=transport
+        settings.threecommas_api_url, monotonic=clock.monotonic, transport=transport
     )
     return AppContext(
         settings=settings,
@@ -143,9 +152,14 @@ def feature_routers() -> list[Router]:
 def build_dispatcher(app: AppContext, *extra: Router) -> Dispatcher:
     """The Dispatcher with every service as workflow data and the feature routers, then ``extra``
     (the sandbox's commands, a test's router), then the fallback for messages nobody took."""
+    in_flight = InFlight()
     dp = Dispatcher(
-        storage=DatabaseStorage(app.sessions, app.clock), vault_alarm=VaultAlarm(app), **app.workflow_data()
+        storage=DatabaseStorage(app.sessions, app.clock),
+        vault_alarm=VaultAlarm(app),
+        in_flight=in_flight,
+        **app.workflow_data(),
     )
+    dp.update.outer_middleware(in_flight)
     dp.update.outer_middleware(
         GateMiddleware(app.sessions, app.clock, app.i18n, app.settings.allowed_user_ids)
     )
@@ -155,3 +169,18 @@ def build_dispatcher(app: AppContext, *extra: Router) -> Dispatcher:
     dp.callback_query.middleware(ButtonCheck(app.sessions))
     dp.include_routers(*feature_routers(), *extra, fallback.build_router())
     return dp
+
+
+async def stop_polling(dp: Dispatcher, polling: asyncio.Task[None], *, grace: float = 10.0) -> None:
+    """Stop reading updates, then give the ones being handled ``grace`` seconds to send their
+    replies: only after this may the Bot's session and what the handlers call be closed."""
+    if not polling.done():
+        try:
+            await dp.stop_polling()
+        except RuntimeError:  # "Polling is not started": the task has not run yet
+            polling.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await polling
+    in_flight: InFlight = dp["in_flight"]
+    if not await in_flight.drained(grace):
+        log.warning("stopped with updates still being handled after %.0f s", grace)

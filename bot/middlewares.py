@@ -3,6 +3,7 @@ re-check of every pressed button."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection
@@ -44,6 +45,38 @@ def _actor(update: Update) -> tuple[TgUser | None, Chat | None]:
     if update.my_chat_member:
         return update.my_chat_member.from_user, update.my_chat_member.chat
     return None, None
+
+
+class InFlight(BaseMiddleware):
+    """Counts the updates being handled, outermost on every update.
+
+    aiogram's ``stop_polling`` stops reading updates, not handling them: a reply still on its way
+    would meet a closed session or server and end in a traceback. Shutdown waits on
+    :meth:`drained` before it closes anything a handler talks to.
+    """
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        self._running += 1
+        self._idle.clear()
+        try:
+            return await handler(event, data)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """True once no update is being handled; False if some still are after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
 
 class GateMiddleware(BaseMiddleware):

@@ -12,7 +12,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.exceptions import ClientDecodeError, TelegramNetworkError, TelegramServerError
 from aiohttp import web
 
-from bot.app import build_bot, build_context, build_dispatcher, close_context
+from bot.app import build_bot, build_context, build_dispatcher, close_context, stop_polling
 from bot.commands import register_commands
 from bot.context import AppContext
 from bot.settings import Settings
@@ -146,9 +146,7 @@ async def run_roles(
         await stop.wait()
         log.info("shutting down")
         if polling is not None:
-            await dp.stop_polling()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
+            await stop_polling(dp, polling)
         if worker is not None:
             await worker.stop()
     finally:

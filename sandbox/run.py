@@ -12,7 +12,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from bot.app import build_bot, build_context, build_dispatcher, close_context
+from bot.app import build_bot, build_context, build_dispatcher, close_context, stop_polling
 from bot.commands import register_commands
 from bot.settings import Settings
 from bot.worker import Worker
@@ -75,6 +75,4 @@ async def run_sandbox(settings: Settings, *, downloads: Path = DOWNLOADS) -> Non
         try:
             await run_terminal_chat(tg, SANDBOX_USER, banner=BANNER, downloads=downloads)
         finally:
-            await dp.stop_polling()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
+            await stop_polling(dp, polling)

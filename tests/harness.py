@@ -10,7 +10,7 @@ from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
 
-from bot.app import build_bot, build_context, build_dispatcher, close_context
+from bot.app import build_bot, build_context, build_dispatcher, close_context, stop_polling
 from bot.callbacks import ConnAction, ConnCb
 from bot.context import AppContext
 from bot.settings import Settings
@@ -32,6 +32,7 @@ class BotRig:
     bot: Bot
     dp: Dispatcher
     clock: FakeClock
+    polling: asyncio.Task[None]
 
     async def say(self, user_id: int, text: str, **kwargs: Any) -> ChatMessage:
         """The user sends ``text``; returns the bot's next unread message in that chat."""
@@ -86,11 +87,9 @@ async def running_bot(
     task = asyncio.create_task(dp.start_polling(bot, handle_signals=False, polling_timeout=1))
     try:
         await tg.wait_for(lambda: tg.waiting_polls > 0)  # the bot is listening
-        yield BotRig(tg=tg, app=app, bot=bot, dp=dp, clock=clock)
+        yield BotRig(tg=tg, app=app, bot=bot, dp=dp, clock=clock, polling=task)
     finally:
-        await dp.stop_polling()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_polling(dp, task)
         await bot.session.close()
         await close_context(app)
         await tg.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
+from bot.app import stop_polling
 from tests.harness import running_bot
 
 
@@ -88,6 +90,29 @@ async def test_handler_error_becomes_a_friendly_message_with_a_reference(sqlite_
         assert "exploded" not in reply.text and "Traceback" not in reply.text
         reference = reply.text.split("Reference: ")[1].split(".")[0]
         assert reference in caplog.text
+
+
+async def test_shutdown_waits_for_a_reply_still_on_its_way(sqlite_url):
+    """Ctrl-C or SIGTERM while a handler is mid-reply: the user still gets the reply, and nothing
+    the handler talks to is closed under it (that ended in a traceback in the sandbox)."""
+    slow = Router(name="slow")
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @slow.message(Command("slow"))
+    async def reply_later(message: Message) -> None:
+        started.set()
+        await release.wait()
+        await message.answer("here it is")
+
+    async with running_bot(sqlite_url, routers=[slow]) as rig:
+        rig.tg.user_sends(30, "/slow")
+        await asyncio.wait_for(started.wait(), 5)
+        stopping = asyncio.create_task(stop_polling(rig.dp, rig.polling))
+        await asyncio.wait({rig.polling}, timeout=5)
+        assert rig.polling.done() and not stopping.done()  # no longer reading, still waiting
+        release.set()
+        await stopping
+        assert [m.text for m in rig.tg.bot_messages(30)] == ["here it is"]
 
 
 async def test_commands_are_registered_in_every_language(sqlite_url):

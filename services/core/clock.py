@@ -6,6 +6,8 @@ time forward instead of sleeping, and production uses the wall clock.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -17,12 +19,26 @@ def utcnow() -> datetime:
 class Clock(Protocol):
     def now(self) -> datetime: ...
 
+    def monotonic(self) -> float:
+        """Seconds for measuring waits (rate windows); only differences mean anything."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time (a rate window filling up)."""
+        ...
+
 
 class SystemClock:
     """The wall clock, always timezone-aware UTC."""
 
     def now(self) -> datetime:
         return utcnow()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 class FakeClock:
@@ -40,3 +56,12 @@ class FakeClock:
 
     def set(self, moment: datetime) -> None:
         self._now = moment
+
+    def monotonic(self) -> float:
+        return self._now.timestamp()
+
+    async def sleep(self, seconds: float) -> None:
+        """The wait passes at once, as time: a limiter waiting for its window moves the clock (two
+        concurrent waits move it by both, which only makes the test's time run long, never short)."""
+        self.advance(max(seconds, 0.0))
+        await asyncio.sleep(0)

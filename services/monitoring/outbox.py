@@ -173,32 +173,48 @@ async def claim(
     """
     held = and_(OutboxMessage.claimed_until.is_not(None), OutboxMessage.claimed_until > now)
     busy_users = select(OutboxMessage.user_id).where(OutboxMessage.sent_at.is_(None), held)
-    candidates = (
-        select(OutboxMessage.user_id)
-        .join(User, User.id == OutboxMessage.user_id)
-        .where(_due(now), User.blocked.is_(False), OutboxMessage.user_id.not_in(busy_users))
-        .order_by(func.coalesce(OutboxMessage.priority, 0).desc(), OutboxMessage.id)
-        .limit(users * 4)
-    )
-    if sessions.kw["bind"].dialect.name == "postgresql":
-        # Rows another sender is claiming right now are skipped, so concurrent senders split
-        # the users between them instead of queueing on each other's row locks.
-        candidates = candidates.with_for_update(of=OutboxMessage, skip_locked=True)
+    claimable = and_(_due(now), User.blocked.is_(False), OutboxMessage.user_id.not_in(busy_users))
+    free = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until <= now)
     until = now + lease
     async with sessions.begin() as session:
-        picked = list(dict.fromkeys(await session.scalars(candidates)))[:users]
-        if not picked:
-            return []
-        await session.execute(
-            update(OutboxMessage)
-            .where(
-                _due(now),
-                OutboxMessage.user_id.in_(picked),
-                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until <= now),
+        if sessions.kw["bind"].dialect.name == "postgresql":
+            # Rows another sender is claiming right now are skipped, so concurrent senders split
+            # the users between them instead of queueing on each other's row locks.
+            candidates = (
+                select(OutboxMessage.user_id)
+                .join(User, User.id == OutboxMessage.user_id)
+                .where(claimable)
+                .order_by(func.coalesce(OutboxMessage.priority, 0).desc(), OutboxMessage.id)
+                .limit(users * 4)
+                .with_for_update(of=OutboxMessage, skip_locked=True)
             )
+            picked = list(dict.fromkeys(await session.scalars(candidates)))[:users]
+            if not picked:
+                return []
+            chosen = OutboxMessage.user_id.in_(picked)
+        else:
+            # SQLite's driver opens the transaction at the first write, so users picked by a
+            # separate SELECT may be taken by another sender before the UPDATE runs (which then
+            # claims nothing while other users wait). One statement picks and claims at once.
+            ranked = (
+                select(OutboxMessage.user_id)
+                .join(User, User.id == OutboxMessage.user_id)
+                .where(claimable)
+                .group_by(OutboxMessage.user_id)
+                .order_by(
+                    func.max(func.coalesce(OutboxMessage.priority, 0)).desc(), func.min(OutboxMessage.id)
+                )
+                .limit(users)
+            )
+            chosen = OutboxMessage.user_id.in_(ranked.scalar_subquery())
+        claimed_now = await session.execute(
+            update(OutboxMessage)
+            .where(_due(now), chosen, free)
             .values(claimed_by=worker_id, claimed_until=until)
             .execution_options(synchronize_session=False)
         )
+        if not claimed_now.rowcount:  # type: ignore[attr-defined]
+            return []
     async with sessions() as session:
         claimed = (
             await session.execute(
