@@ -103,8 +103,8 @@ async def test_two_workers_check_every_connection_once_per_interval(tmp_path):
         await c.seed(200)
         workers = await c.start_workers(2)
         start = await wait_first_round(c)
-        end = start + 4 * INTERVAL
-        await wait_until(lambda: time.monotonic() >= end, timeout=4 * INTERVAL + 5, every=0.5)
+        end = start + 3 * INTERVAL
+        await wait_until(lambda: time.monotonic() >= end, timeout=3 * INTERVAL + 5, every=0.5)
         for w in workers:
             assert w.alive, c.logs()
 
@@ -128,7 +128,7 @@ async def test_two_workers_check_every_connection_once_per_interval(tmp_path):
         closest = {key[:8]: round(min(gaps(t)), 2) for key, t in times.items()}
         twice = {k: g for k, g in closest.items() if g < 0.5 * INTERVAL}
         assert not twice, f"keys checked twice within one interval (key: shortest gap): {twice}"
-        assert all(len(t) >= 4 for t in times.values())
+        assert all(len(t) >= 3 for t in times.values())
         # Together they did all of it (per-process counters from their own /metrics; the exchange
         # cannot tell the processes apart)...
         assert checks_before <= sum(shares) <= checks_after, (checks_before, shares, checks_after)
@@ -162,8 +162,8 @@ async def test_kill_9_of_one_of_three_workers_loses_no_check_and_no_alert(tmp_pa
         ready = time.monotonic()
         await wait_first_round(c)
 
-        # About two intervals in, kill -9 the busiest worker while it holds leases.
-        await wait_until(lambda: time.monotonic() >= ready + 1.7 * INTERVAL, timeout=3 * INTERVAL, every=0.5)
+        # Once every key has been checked (the workers are in their steady state), kill -9 the
+        # busiest worker while it holds leases.
         shares = [await w.checks_done() for w in workers]
         victim = workers[shares.index(max(shares))]
 
@@ -179,8 +179,11 @@ async def test_kill_9_of_one_of_three_workers_loses_no_check_and_no_alert(tmp_pa
         held = [cid for cid, owner, _ in await c.leases() if owner == victim.ident]
         assert held, "the kill was meant to leave leases behind"
 
-        end = killed_at + 3 * INTERVAL
-        await wait_until(lambda: time.monotonic() >= end, timeout=3 * INTERVAL + 5, every=0.5)
+        bound = interval * (1 + JITTER) + LEASE + 3
+        # Watched until one bound past the kill: a key the kill left unchecked longer than the
+        # bound shows as a gap up to ``end`` (gaps count from a key's last check to ``end``).
+        end = killed_at + bound + 1
+        await wait_until(lambda: time.monotonic() >= end, timeout=bound + 5, every=0.5)
         survivors = [w for w in workers if w is not victim]
         assert all(w.alive for w in survivors), c.logs()
         # The requests the victim had in flight were still answered by the exchange, after it
@@ -189,7 +192,6 @@ async def test_kill_9_of_one_of_three_workers_loses_no_check_and_no_alert(tmp_pa
         keys = {s.connection_id: s.api_key for s in seeded}
         phantom = {keys[cid]: (killed_at - 1, killed_at + 1) for cid in held}
         gap, api_key = longest_gap(c, end, phantom)
-        bound = interval * (1 + JITTER) + LEASE + 3
         print(
             f"\n[issue 7 kill -9] 500 keys, 3 workers (interval {interval:.1f}s after budget stretch), "
             f"checks per worker before the kill {shares}; the killed one held {len(held)} leases; "
