@@ -18,6 +18,12 @@ class Metrics:
         self.checks = Counter(
             "keysentry_checks", "Health checks by exchange and verdict", ["exchange", "verdict"], registry=r
         )
+        self.checks_deferred = Counter(
+            "keysentry_checks_deferred",
+            "Checks put off because the route's budget share had no room (nothing was sent)",
+            ["exchange"],
+            registry=r,
+        )
         self.probe_latency = Histogram(
             "keysentry_probe_seconds",
             "Probe latency",
@@ -61,6 +67,9 @@ METRICS = Metrics()
 
 
 def observe_check(claimed: Claimed, result: CheckResult, seconds: float) -> None:
-    """The poller's hook: one check done."""
+    """The poller's hook: one check done (or put off)."""
+    if result.deferred_s is not None:
+        METRICS.checks_deferred.labels(claimed.exchange).inc()
+        return
     METRICS.checks.labels(claimed.exchange, result.verdict.value).inc()
     METRICS.probe_latency.labels(claimed.exchange).observe(seconds)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from services.exchanges.budget import DEFAULT_BUDGETS, BudgetRegistry
+from services.exchanges.budget import DEFAULT_BUDGETS, BudgetRegistry, Deferred
 
 
 class SimTime:
@@ -197,3 +197,31 @@ def test_unknown_exchange_budget_comes_from_ccxt_rate_limit() -> None:
 def test_share_is_validated() -> None:
     with pytest.raises(ValueError):
         BudgetRegistry(share=0)
+
+
+async def test_a_background_call_that_may_not_wait_is_deferred_at_once_to_slots_of_its_own() -> None:
+    """A scheduled check must not sit in a poller slot while the share refills: past its
+    ``defer_after_s`` it is put off, and calls put off together come back one after another at
+    the rate the share refills (weight x window / share), not all at the same moment."""
+    sim = SimTime()
+    budgets = registry(sim, overrides={"okx": 60})  # 2 s window → limit 2, share 1 weight per 2 s
+    await budgets.acquire("okx", 1, defer_after_s=2)  # fits: spent at once
+    retries = []
+    for _ in range(3):
+        with pytest.raises(Deferred) as put_off:
+            await budgets.acquire("okx", 1, defer_after_s=1)
+        retries.append(put_off.value.retry_after_s)
+    assert sim.sleeps == []  # nobody waited
+    assert retries == pytest.approx([2.0, 4.0, 6.0])
+    await budgets.acquire("okx", 1, defer_after_s=2)  # a wait within the bound is still a wait
+    assert sim.now == pytest.approx(1002.0)
+
+
+async def test_a_429_pause_defers_background_checks_until_it_ends() -> None:
+    sim = SimTime()
+    budgets = registry(sim)
+    budgets.penalize("binance", 30)
+    with pytest.raises(Deferred) as put_off:
+        await budgets.acquire("binance", 1, defer_after_s=2)
+    assert put_off.value.retry_after_s == pytest.approx(30, abs=0.1)
+    assert sim.sleeps == []

@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from sandbox.exchanges import LocalBinance
 from sandbox.proxy import LocalProxy
@@ -16,7 +17,10 @@ from services.exchanges.budget import BudgetRegistry
 from services.exchanges.egress import DIRECT, Egress, egress_for, routes_from_settings
 from services.exchanges.hub import ExchangeHub
 from services.monitoring.checkers import ExchangeChecker
-from services.monitoring.polling import Claimed
+from services.monitoring.polling import Claimed, Poller
+from services.storage.connections import new_connection
+from services.storage.models import Connection, Incident, OutboxMessage
+from services.storage.users import get_or_create_user
 
 ROUTES = routes_from_settings(
     ["203.0.113.1", "203.0.113.2"], {"b": {"url": "http://10.0.0.2:3128", "ip": "203.0.113.2"}}
@@ -118,4 +122,58 @@ async def test_a_key_check_goes_through_a_socks5_route_from_that_routes_ip(schem
         if hub is not None:
             await hub.close()
         await socks.close()
+        await exchange.close()
+
+
+async def test_a_route_out_of_budget_puts_its_checks_off_without_holding_up_the_other_route(
+    sessions, vault, clock
+):
+    """Binance paused our direct IP (a 429): a check due on that route is put off to when the
+    pause ends — nothing sent, nothing decided, the user not told anything — while the check on
+    the proxy route in the same batch goes through at once. Before, the first waited out the
+    pause inside the poller's slot and the batch, and the other route's checks with it."""
+    exchange = LocalBinance()
+    proxy = LocalProxy("127.0.0.14")
+    url = await exchange.start()
+    hub = None
+    try:
+        routes = (Egress(DIRECT), Egress("p1", await proxy.start(), proxy.source_ip))
+        budgets = BudgetRegistry(monotonic=clock.monotonic, sleep=clock.sleep)
+        hub = ExchangeHub(url_overrides={"binance": url}, budgets=budgets, egress=routes)
+        users = {egress_for(routes, u).name: u for u in range(1, 50)}  # one user on each route
+        async with sessions.begin() as session:
+            for route, user_id in users.items():
+                await get_or_create_user(session, user_id, "en", clock.now())
+                key = exchange.add_key()
+                session.add(
+                    new_connection(
+                        vault,
+                        user_id=user_id,
+                        exchange="binance",
+                        label=route,
+                        credentials=Credentials(key.api_key, key.secret),
+                        now=clock.now(),
+                    )
+                )
+        for pool in ("binance", "binance_sapi"):
+            hub.budgets_for(routes[0]).penalize(pool, 30)
+        poller = Poller(sessions, clock, "w", checkers={"exchange": ExchangeChecker(hub, vault, clock)})
+        started = clock.now()
+
+        assert await poller.run_once() == 2
+        assert clock.now() == started  # nobody waited for the pause
+        assert poller.checked == 1
+        async with sessions() as session:
+            rows = {c.label: c for c in await session.scalars(select(Connection))}
+            assert not (await session.scalars(select(Incident))).all()
+            assert not (await session.scalars(select(OutboxMessage))).all()
+        assert rows["p1"].verdict == Verdict.OK.value and rows["p1"].last_check_at == started
+        put_off = rows[DIRECT]
+        assert put_off.last_check_at is None and put_off.lease_owner is None
+        assert put_off.next_poll_at == started + timedelta(seconds=30)
+        assert exchange.used_weight_in("sapi", "127.0.0.1") == 0
+    finally:
+        if hub is not None:
+            await hub.close()
+        await proxy.close()
         await exchange.close()

@@ -66,15 +66,31 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 
-class OverShare(Exception):
-    """An interactive call would have to wait longer than it may (its user's share of the pool, or
-    the interactive part of the window, is used up). Nothing was sent; ``retry_after_s`` says when
-    the share allows it again."""
+class NotNow(Exception):
+    """A call would have to wait for the budget longer than it may. Nothing was sent;
+    ``retry_after_s`` says when to try again."""
 
-    def __init__(self, pool: str, retry_after_s: float) -> None:
-        super().__init__(f"{pool}: interactive share used up, retry in {retry_after_s:.0f} s")
+    def __init__(self, pool: str, retry_after_s: float, why: str) -> None:
+        super().__init__(f"{pool}: {why}, retry in {retry_after_s:.0f} s")
         self.pool = pool
         self.retry_after_s = retry_after_s
+
+
+class OverShare(NotNow):
+    """An interactive call would have to wait longer than it may (its user's share of the pool, or
+    the interactive part of the window, is used up)."""
+
+    def __init__(self, pool: str, retry_after_s: float) -> None:
+        super().__init__(pool, retry_after_s, "interactive share used up")
+
+
+class Deferred(NotNow):
+    """A background call would wait past its ``defer_after_s``: our share of the window is spent
+    (or the exchange paused us). ``retry_after_s`` is a slot of its own: calls deferred together
+    come back one after another at the rate the share refills, not all at the same moment."""
+
+    def __init__(self, pool: str, retry_after_s: float) -> None:
+        super().__init__(pool, retry_after_s, "our share of the window is spent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +239,8 @@ class _Window:
     """Background calls queue here, FIFO."""
     interactive_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Interactive calls queue here, so they never hold up a background call while they wait."""
+    deferred_until: float = 0.0
+    """The last slot handed to a deferred background call (:meth:`defer`)."""
 
     def wait_for(self, now: float, weight: float, taps_cap: float | None = None) -> float:
         """Seconds until ``weight`` fits under the cap (and, for a tap, what taps spent under
@@ -241,6 +259,13 @@ class _Window:
         self.log.spend(now, weight)
         if tap:
             self.taps.spend(now, weight)
+
+    def defer(self, now: float, delay: float, weight: float) -> float:
+        """Seconds until a deferred call of ``weight`` should come back: the first moment it could
+        fit, or, behind calls deferred before it, the share's refill time for their weight."""
+        start = max(self.deferred_until, now + delay)
+        self.deferred_until = start + weight * self.budget.window_s / self.cap
+        return start - now
 
     def in_use(self, now: float) -> float:
         self.log.prune(now)
@@ -345,19 +370,27 @@ class BudgetRegistry:
             )
         return window
 
-    async def acquire(self, exchange_id: str, weight: float, *, user: int | None = None) -> None:
+    async def acquire(
+        self, exchange_id: str, weight: float, *, user: int | None = None, defer_after_s: float | None = None
+    ) -> None:
         """Wait until ``weight`` fits into our share of the exchange's window, then spend it.
 
         ``user`` marks an interactive call made for that user's tap (:meth:`_acquire_interactive`);
         without it the call is background (a scheduled check) and may use the whole share.
         Callers queue FIFO on a per-exchange lock, so a heavy call is not starved by light ones.
         A call heavier than our whole share is clamped to it: it waits for an empty window.
+
+        ``defer_after_s`` bounds a background call's wait, the queue included: past it the call
+        raises :class:`Deferred` instead. A scheduled check must not hold one of the poller's
+        slots while its route's share refills (or a 429 pause runs out): the other routes' and
+        exchanges' checks would wait behind it.
         """
         window = self._window(exchange_id)
         if user is not None:
             await self._acquire_interactive(exchange_id, window, float(weight), user)
             return
         weight = min(float(weight), window.cap)
+        deadline = None if defer_after_s is None else self._monotonic() + defer_after_s
         async with window.lock:
             while True:
                 now = self._monotonic()
@@ -365,6 +398,8 @@ class BudgetRegistry:
                 if delay <= 0:
                     window.spend(now, weight)
                     return
+                if deadline is not None and now + delay > deadline:
+                    raise Deferred(exchange_id, window.defer(now, delay, weight))
                 await self._sleep(delay)
 
     async def _acquire_interactive(self, pool: str, window: _Window, weight: float, user: int) -> None:

@@ -197,7 +197,7 @@ class ExchangeClient:
     None for background work (scheduled checks).
     """
 
-    __slots__ = ("_budgets", "_ex", "_hub", "egress", "exchange_id", "interactive_for")
+    __slots__ = ("_budgets", "_ex", "_hub", "defer_after_s", "egress", "exchange_id", "interactive_for")
 
     def __init__(
         self,
@@ -206,6 +206,7 @@ class ExchangeClient:
         instance: Any,
         egress: Egress,
         interactive_for: int | None = None,
+        defer_after_s: float | None = None,
     ) -> None:
         self._hub = hub
         self.exchange_id = exchange_id
@@ -213,6 +214,7 @@ class ExchangeClient:
         self.egress = egress
         self._budgets = hub.budgets_for(egress)
         self.interactive_for = interactive_for
+        self.defer_after_s = defer_after_s
 
     @property
     def instance(self) -> Any:
@@ -235,7 +237,9 @@ class ExchangeClient:
             self._budgets.register(pool, per_user)
             weight = 1  # per-user limits count requests
             user = None  # a per-key pool is this user's alone: no one else to be fair to
-        await self._budgets.acquire(pool or self.exchange_id, weight, user=user)
+        await self._budgets.acquire(
+            pool or self.exchange_id, weight, user=user, defer_after_s=self.defer_after_s
+        )
         options = ex.options
         if _AUTH_TRAP in options:
             # ccxt would turn a later -2015 into DDoSProtection on this instance (binance.py ~12641).
@@ -301,10 +305,12 @@ class ExchangeHub:
         *,
         egress: Egress | None = None,
         interactive_for: int | None = None,
+        defer_after_s: float | None = None,
     ) -> ExchangeClient:
         """A per-connection client: a shallow copy of the exchange's template for ``egress`` (the
         first route when None: single-route deployments) with these keys; ``interactive_for``
-        names the user whose tap it serves (:class:`ExchangeClient`)."""
+        names the user whose tap it serves, ``defer_after_s`` bounds a background call's wait
+        for the budget (:class:`ExchangeClient`, :meth:`BudgetRegistry.acquire`)."""
         route = egress or self.routes[0]
         instance = copy.copy(self._template(exchange_id, route))
         instance.options = dict(instance.options)
@@ -313,7 +319,7 @@ class ExchangeHub:
         instance.password = credentials.passphrase or ""
         instance.last_response_headers = None
         instance.last_request_headers = instance.last_request_body = instance.last_request_url = None
-        return ExchangeClient(self, exchange_id, instance, route, interactive_for)
+        return ExchangeClient(self, exchange_id, instance, route, interactive_for, defer_after_s)
 
     async def markets(self, exchange_id: str) -> dict[str, Any]:
         """The exchange's markets, loaded once from public endpoints and shared by every client."""

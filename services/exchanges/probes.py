@@ -15,8 +15,10 @@ that call also returns the key's metadata (permissions, IP binding, creation and
   Balances: ``GET /api/v5/account/balance``.
 * Any other exchange: ccxt's ``fetch_balance`` (no metadata).
 
-Probing never raises (except cancellation, which must reach the caller): every failure becomes a
-classified :class:`ProbeResult`.
+Probing never raises (except cancellation, which must reach the caller, and
+:class:`~services.exchanges.budget.Deferred` from a client that may not wait for its budget:
+nothing was sent, so nothing about the key was learnt): every failure becomes a classified
+:class:`ProbeResult`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 from services.core.clock import Clock
 from services.core.verdicts import Verdict
-from services.exchanges.budget import GENERIC_PROBE_WEIGHT, PROBE_WEIGHTS
+from services.exchanges.budget import GENERIC_PROBE_WEIGHT, PROBE_WEIGHTS, Deferred
 from services.exchanges.classifier import Classification, classify
 from services.exchanges.classifier_tables import TABLE_OF
 from services.exchanges.hub import ExchangeClient
@@ -171,7 +173,7 @@ async def probe(
     with_balances: bool = False,
     known: KeyInfo | None = None,
 ) -> ProbeResult:
-    """Check one key; never raises except on cancellation.
+    """Check one key; never raises except on cancellation and :class:`Deferred` (module docstring).
 
     ``known`` is the key info stored from its last successful probe: it turns ambiguous answers
     into precise ones (Binance -2015, an expired Bybit key, a trading permission that was removed
@@ -185,6 +187,8 @@ async def probe(
     if recipe is None:
         try:
             raw = await client.call("fetch_balance", weight=GENERIC_PROBE_WEIGHT)
+        except Deferred:
+            raise
         except Exception as exc:
             return _failure(exchange_id, exc, known, GENERIC_PROBE_WEIGHT, clock)
         return ProbeResult(
@@ -195,6 +199,8 @@ async def probe(
     try:
         raw = await client.call(recipe.check, weight=recipe.check_weight)
         info = recipe.key_info(raw)
+    except Deferred:
+        raise
     except Exception as exc:
         return _failure(exchange_id, exc, known, spent, clock)
 
@@ -204,6 +210,8 @@ async def probe(
         spent += recipe.balance_weight
         try:
             balances = await _balances(client, recipe, raw)
+        except Deferred:
+            pass  # the key works; its balances wait for the next check (balances_at stays old)
         except Exception as exc:
             failed = classify(exchange_id, exc, ip_restricted=info.ip_restricted, allowed_ips=info.ip_list)
             if failed.verdict.is_key_problem:

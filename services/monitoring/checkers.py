@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.clock import Clock
 from services.core.vault import Credentials, Vault
+from services.core.verdicts import Verdict
+from services.exchanges.budget import Deferred
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.open_orders import FUTURES_VENUES
@@ -68,16 +70,25 @@ class ExchangeChecker(_SealedKeyChecker):
     vault: Vault
     clock: Clock
     balances_every: timedelta = timedelta(minutes=30)
+    # A check waits at most this long for its route's budget, then comes back later
+    # (CheckResult.deferred_s): a check waiting in one of the poller's slots would hold up the
+    # checks of other routes and exchanges behind it.
+    defer_after_s: float = 2.0
 
     async def check(self, claimed: Claimed, credentials: Credentials) -> CheckResult:
         with_balances = _balances_due(claimed.balances_at, self.clock.now(), self.balances_every)
         egress = self.hub.egress_for(claimed.user_id, whitelist_of(claimed.key_info))
-        client = await self.hub.client(claimed.exchange, credentials, egress=egress)
+        client = await self.hub.client(
+            claimed.exchange, credentials, egress=egress, defer_after_s=self.defer_after_s
+        )
         # What we knew about the key lets the probe tell "expired by policy" from "revoked".
         known = KeyInfo.from_json(claimed.key_info) if claimed.key_info else None
-        result = await probe(
-            client, clock=self.clock, with_key_info=True, with_balances=with_balances, known=known
-        )
+        try:
+            result = await probe(
+                client, clock=self.clock, with_key_info=True, with_balances=with_balances, known=known
+            )
+        except Deferred as deferred:
+            return CheckResult(Verdict.UNKNOWN, deferred_s=deferred.retry_after_s, egress=egress.name)
         checked = CheckResult.from_probe(result, egress.name)
         venue = FUTURES_VENUES.get(claimed.exchange)
         allowed = result.key_info.permissions if result.key_info is not None else ()
@@ -85,7 +96,9 @@ class ExchangeChecker(_SealedKeyChecker):
             return checked
         # The key may trade futures (Binance ``enableFutures``): /status shows that wallet too,
         # refreshed with the spot balances. Its separate API costs its own weight.
-        futures = await wallet_balances(await self.hub.client(venue, credentials, egress=egress))
+        futures = await wallet_balances(
+            await self.hub.client(venue, credentials, egress=egress, defer_after_s=self.defer_after_s)
+        )
         if futures is None:
             return checked
         return replace(checked, check_state={**claimed.check_state, FUTURES_BALANCES: futures})

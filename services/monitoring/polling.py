@@ -91,6 +91,9 @@ class CheckResult:
     egress: str = DIRECT
     # The answer itself says the service blocks our IP (a 3Commas 418), whatever the key.
     blocks_our_ip: bool = False
+    deferred_s: float | None = None
+    """The route's budget had no room for this check (services/exchanges/budget.py ``Deferred``):
+    nothing was sent, nothing is decided, and the check comes back after this many seconds."""
 
     @classmethod
     def from_probe(cls, result: ProbeResult, egress: str = DIRECT) -> CheckResult:
@@ -291,7 +294,7 @@ class Poller:
             self._gate = asyncio.Semaphore(self.config.concurrency)
         results = await asyncio.gather(*(self._check(c, self._gate) for c in batch))
         await self.record(list(zip(batch, results, strict=True)))
-        self.checked += len(batch)
+        self.checked += sum(1 for r in results if r.deferred_s is None)
         return len(batch)
 
     async def record(self, outcomes: Sequence[tuple[Claimed, CheckResult]]) -> None:
@@ -316,7 +319,8 @@ class Poller:
             # of the other lanes wait for that answer here rather than being held by the wave.
             async with self._guarding:
                 await self.guard.observe_batch(
-                    (_key_outcome(c, r) for c, r in outcomes if not r.vault_failed), now
+                    (_key_outcome(c, r) for c, r in outcomes if not r.vault_failed and r.deferred_s is None),
+                    now,
                 )
                 if self.on_wave is not None:
                     for wave in await self.guard.claim_new_waves(now):
@@ -354,6 +358,9 @@ class Poller:
             # A connection missing from ``held`` lost its lease to another worker, or was removed.
             for connection_id, row in held.items():
                 check, result = claimed[connection_id]
+                if result.deferred_s is not None:  # not checked at all: only its new turn
+                    writes.connection(check.id, {"next_poll_at": now + timedelta(seconds=result.deferred_s)})
+                    continue
                 if result.vault_failed:  # no verdict, no incident, no notice: only the next check
                     next_poll = self._next_poll(check, IncidentState(), now, result.egress)
                     writes.connection(check.id, {"next_poll_at": next_poll})
