@@ -162,8 +162,9 @@ class Worker:
         gc.freeze()
         common = {"max_instances": 1, "coalesce": True}
         self.scheduler.add_job(self.poll, "interval", seconds=POLL_TICK_S, id="poll", **common)
-        # Its own job, off the poll tick: a round reads 3Commas for every open checklist, and a
-        # poll tick it held would delay the next checks (the refresher keeps to its own interval).
+        # Its own job, off the poll tick: a round reads 3Commas for each open checklist it claims,
+        # and a poll tick it held would delay the next checks. Every worker runs it; a checklist is
+        # due once per poll interval and claimed by one of them (the refresher's docstring).
         self.scheduler.add_job(self.checklists.run_once, "interval", seconds=5, id="checklists", **common)
         self.scheduler.add_job(self.daily, "interval", hours=6, id="daily", **common)
         self.scheduler.start()

@@ -184,7 +184,7 @@ async def _open_checklist(message: Message, order_deps: Deps, user: User, cid: i
         return
     text, markup = views.checklist(state)
     sent = await message.answer(text, reply_markup=markup)
-    await recovery.remember_message(order_deps, checklist_id, sent.chat.id, sent.message_id)
+    await recovery.remember_message(order_deps, checklist_id, sent.chat.id, sent.message_id, text)
     if message.bot is not None:
         await say_done_once(message.bot, order_deps, state, sent.chat.id)
 

@@ -1,7 +1,7 @@
 """A new SQLite test database gets its schema by copying one that the real migrations built once
 per test process.
 
-Every bot rig and storage test needs the full schema; running the ten Alembic migrations for each
+Every bot rig and storage test needs the full schema; running the eleven Alembic migrations for each
 one cost ~0.25 s of CPU a test (a few hundred tests), while a copy costs ~1 ms. The template is made
 by :func:`services.storage.db.run_migrations` itself, so the schema is exactly production's; the
 tests of the migrations themselves (tests/test_storage.py) still run them step by step.

@@ -1,4 +1,5 @@
-"""Work sharing through the database: leases on connections and claims on the outbox."""
+"""Work sharing through the database: leases on connections, claims on the outbox and on the
+recovery checklists' background redraws."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from services.core.vault import Credentials
 from services.monitoring import outbox
 from services.monitoring.polling import Poller, PollerConfig
 from services.storage.connections import new_connection
-from services.storage.models import Connection, OutboxMessage
+from services.storage.models import Connection, OutboxMessage, RecoveryChecklist
 from services.storage.users import get_or_create_user, mark_blocked
+from services.threecommas.checklist import claim_due_checklists
 
 
 async def _seed(sessions, vault, clock, users: int, per_user: int = 1) -> None:
@@ -138,3 +140,68 @@ async def test_dedup_key_enqueues_once(sessions, vault, clock):
     kwargs = {"user_id": 1, "kind": "expiry", "payload": {}, "now": clock.now()}
     assert await outbox.enqueue_once(sessions, "expiry:1:x", **kwargs)
     assert not await outbox.enqueue_once(sessions, "expiry:1:x", **kwargs)
+
+
+# ----------------------------------------------------------------------------- recovery checklists
+
+EVERY = timedelta(seconds=60)
+
+
+async def _checklists(sessions, vault, clock, users: int) -> dict[str, int]:
+    """One shown checklist per user, plus, for user 1, one done and one never sent."""
+    await _seed(sessions, vault, clock, users=users)
+    ids: dict[str, int] = {}
+    async with sessions.begin() as session:
+        for connection in await session.scalars(select(Connection).order_by(Connection.id)):
+            for kind in ("shown", "done", "unsent") if connection.user_id == 1 else ("shown",):
+                checklist = RecoveryChecklist(
+                    user_id=connection.user_id,
+                    tc_connection_id=connection.id,
+                    account_id=len(ids) + 1,
+                    since=clock.now(),
+                    created_at=clock.now(),
+                    chat_id=None if kind == "unsent" else connection.user_id,
+                    message_id=None if kind == "unsent" else len(ids) + 100,
+                    done_at=clock.now() if kind == "done" else None,
+                )
+                session.add(checklist)
+                await session.flush()
+                ids[f"{kind}{connection.user_id}"] = checklist.id
+    return ids
+
+
+async def test_two_workers_claim_disjoint_checklists_and_only_shown_open_ones(sessions, vault, clock):
+    ids = await _checklists(sessions, vault, clock, users=30)
+    async with sessions.begin() as session:
+        await mark_blocked(session, 30, True)
+    shown = {ids[f"shown{uid}"] for uid in range(1, 30)}
+    first, second = await asyncio.gather(
+        claim_due_checklists(sessions, clock.now(), EVERY, limit=20),
+        claim_due_checklists(sessions, clock.now(), EVERY, limit=20),
+    )
+    ids_a, ids_b = {c.id for c in first}, {c.id for c in second}
+    assert not ids_a & ids_b
+    assert ids_a | ids_b == shown  # not the done one, not the unsent one, not the blocked user's
+    assert {c.user_id for c in first + second} == set(range(1, 30))
+    assert await claim_due_checklists(sessions, clock.now(), EVERY) == []
+    clock.advance(EVERY.total_seconds() - 1)
+    assert await claim_due_checklists(sessions, clock.now(), EVERY) == []
+    clock.advance(1)  # one interval after the claim: due again, for one worker
+    again = await asyncio.gather(*(claim_due_checklists(sessions, clock.now(), EVERY) for _ in range(3)))
+    assert sorted(c.id for batch in again for c in batch) == sorted(shown)
+
+
+async def test_a_dead_workers_checklists_are_due_again_after_the_interval(sessions, vault, clock):
+    ids = await _checklists(sessions, vault, clock, users=2)
+    assert len(await claim_due_checklists(sessions, clock.now(), EVERY)) == 2  # then it dies
+    clock.advance(30)
+    assert await claim_due_checklists(sessions, clock.now(), EVERY) == []
+    clock.advance(30)
+    taken = await claim_due_checklists(sessions, clock.now(), EVERY)
+    assert sorted(c.id for c in taken) == [ids["shown1"], ids["shown2"]]
+
+
+async def test_checklists_of_users_not_allowed_are_not_claimed(sessions, vault, clock):
+    ids = await _checklists(sessions, vault, clock, users=3)
+    claimed = await claim_due_checklists(sessions, clock.now(), EVERY, allowed_user_ids={2})
+    assert [(c.id, c.user_id, c.language) for c in claimed] == [(ids["shown2"], 2, "en")]

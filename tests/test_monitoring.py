@@ -39,6 +39,8 @@ class Monitor:
     worker: Worker
     exchanges: dict[str, LocalExchange]
     tc: LocalThreeCommas | None = None
+    net: ProductionNet | None = None
+    """Routes the exchanges' real hostnames to the local ones (for another worker's app)."""
 
     async def link(self, user_id: int, exchange: str, label: str = "Main") -> tuple[int, str]:
         """A user with one healthy key on ``exchange``; returns (connection id, api key)."""
@@ -161,7 +163,7 @@ async def monitor(
         )
         worker = Worker(rig.app, rig.bot)
         worker.poller.random = random.Random(7)  # fixed jitter: durations in messages are exact
-        yield Monitor(rig, worker, exchanges, tc)
+        yield Monitor(rig, worker, exchanges, tc, net)
 
 
 async def test_revoked_key_one_alert_then_one_recovery(tmp_path):

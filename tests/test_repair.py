@@ -6,14 +6,21 @@ TLS), the real 3Commas client against the local 3Commas, time on the FakeClock.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select, text
 
+from bot.app import build_bot, close_context, make_context
+from bot.worker import Worker
+from services.storage.db import create_engine
 from services.storage.models import AuditEntry, MoneyAction, ThreeCommasAccountLink
+from services.threecommas import checklist as recovery
 from tests.test_monitoring import Monitor, monitor
 
 NEW_KEY = "NEWexchangeKEY0123456789abcdef"
@@ -301,3 +308,139 @@ async def test_the_checklist_follows_what_the_poller_sees_without_a_tap(tmp_path
         await m.run_for(5 * 60, step=30)
         assert "🎉 Everything is done." in shown()
         assert sum("fully recovered" in x.text for x in m.messages(1)) == 1
+
+
+# ----------------------------------------------------------------------------- several workers
+
+
+@contextlib.asynccontextmanager
+async def another_worker(m: Monitor) -> AsyncIterator[Worker]:
+    """A second worker process's worth on the same database: its own engine, app and bot."""
+    assert m.net is not None
+    settings = m.rig.app.settings
+    engine = create_engine(settings.database_url)
+    app = make_context(settings, engine, clock=m.rig.clock, transport=m.net.transport)
+    bot = build_bot(settings)
+    try:
+        yield Worker(app, bot)
+    finally:
+        await bot.session.close()
+        await close_context(app)
+
+
+async def shown_checklists(m: Monitor, accounts: int) -> tuple[list[int], dict[int, int]]:
+    """User 1's 3Commas key with ``accounts`` accounts, each with its checklist on screen (a
+    placeholder text the first redraw replaces); returns the account ids and checklist → message."""
+    tc = m.tc
+    assert tc is not None
+    tc_cid, api_key = await m.link_threecommas(1, tc)
+    deps, now = m.rig.app.order_deps, m.rig.clock.now()
+    ids, messages = [], {}
+    for n in range(accounts):
+        account = tc.add_account(api_key, name=f"Acc{n}")
+        async with m.rig.app.sessions.begin() as session:
+            session.add(
+                ThreeCommasAccountLink(
+                    user_id=1, tc_connection_id=tc_cid, account_id=account, account_name=f"Acc{n}",
+                    market_code="binance", exchange_connection_id=None, updated_at=now,
+                )
+            )  # fmt: skip
+        checklist_id = await recovery.start_checklist(
+            deps, user_id=1, tc_connection_id=tc_cid, account_id=account
+        )
+        sent = await m.rig.bot.send_message(1, "📋 Recovery: loading…")
+        await recovery.remember_message(deps, checklist_id, 1, sent.message_id, sent.text or "")
+        ids.append(account)
+        messages[checklist_id] = sent.message_id
+    return ids, messages
+
+
+def account_reads(m: Monitor, accounts: list[int]) -> dict[int, int]:
+    """3Commas reads of each account so far (a redraw reads its account once)."""
+    assert m.tc is not None
+    reads = dict.fromkeys(accounts, 0)
+    for r in m.tc.requests:
+        tail = r.path.rsplit("/ver1/accounts/", 1)[-1]
+        if r.method == "GET" and tail.isdigit() and int(tail) in reads:
+            reads[int(tail)] += 1
+    return reads
+
+
+def edits(m: Monitor) -> int:
+    return sum(r.method == "editMessageText" for r in m.rig.tg.requests)
+
+
+async def both_for(m: Monitor, workers: list[Worker], seconds: int) -> list[int]:
+    """Both workers' checklist job, as their schedulers run it (every 5 s, at the same moments),
+    for ``seconds``; how many checklists each one redrew."""
+    redrawn = [0] * len(workers)
+    for _ in range(0, seconds, 5):
+        done = await asyncio.gather(*(w.checklists.run_once() for w in workers))
+        redrawn = [a + b for a, b in zip(redrawn, done, strict=True)]
+        m.rig.clock.advance(5)
+    return redrawn
+
+
+async def test_two_workers_redraw_each_checklist_once_per_interval_between_them(tmp_path) -> None:
+    """Every worker runs the checklist job; each checklist is still read from 3Commas once per
+    interval, and the text shown is known to all of them, so nobody edits it again unchanged."""
+    async with monitor(tmp_path, threecommas=True) as m, another_worker(m) as other:
+        tc, tg = m.tc, m.rig.tg
+        assert tc is not None
+        accounts, messages = await shown_checklists(m, 3)
+        workers = [m.worker, other]
+        for w in workers:
+            w.checklists.batch = 1  # one checklist a claim: the two workers' claims interleave
+        every = int(m.worker.checklists.every.total_seconds())
+        assert other.checklists.every == m.worker.checklists.every
+
+        before = account_reads(m, accounts)
+        assert sum(await both_for(m, workers, every)) == 3
+        assert account_reads(m, accounts) == {a: before[a] + 1 for a in accounts}
+        assert edits(m) == 3  # the placeholders, redrawn
+        for message_id in messages.values():
+            assert "Recovery:" in tg.message(1, message_id).text
+            assert "Key updated in 3Commas" in tg.message(1, message_id).text
+
+        for interval in (2, 3, 4):
+            assert sum(await both_for(m, workers, every)) == 3
+            assert account_reads(m, accounts) == {a: before[a] + interval for a in accounts}
+        assert edits(m) == 3  # nothing changed: no edit, whichever worker redrew which checklist
+
+        # 3Commas stops using the first account's key: the next interval shows it, once.
+        tc.set_account(accounts[0], api_key_invalid=True, api_keys_state="invalid")
+        assert sum(await both_for(m, workers, every)) == 3
+        assert account_reads(m, accounts) == {a: before[a] + 5 for a in accounts}
+        assert edits(m) == 4
+        first = messages[min(messages)]  # the first account's checklist
+        assert "3Commas still cannot use it" in tg.message(1, first).text
+        assert not [r for r in tg.requests if r.status != 200]
+
+
+async def test_a_checklist_claimed_by_a_worker_that_died_is_redrawn_after_the_interval(tmp_path) -> None:
+    async with monitor(tmp_path, threecommas=True) as m:
+        tc, tg = m.tc, m.rig.tg
+        assert tc is not None
+        accounts, messages = await shown_checklists(m, 2)
+        refresher = m.worker.checklists
+        every = refresher.every
+        async with another_worker(m) as doomed:
+            # Its round claims both checklists; the process dies before it redraws either.
+            claimed = await recovery.claim_due_checklists(doomed.app.sessions, m.rig.clock.now(), every)
+            assert sorted(c.id for c in claimed) == sorted(messages)
+        before = account_reads(m, accounts)
+
+        # The survivor leaves them alone for the interval the dead worker claimed them for...
+        for _ in range(int(every.total_seconds()) // 5 - 1):
+            m.rig.clock.advance(5)
+            assert await refresher.run_once() == 0
+        assert account_reads(m, accounts) == before
+        assert all("loading" in tg.message(1, message_id).text for message_id in messages.values())
+
+        # ...then takes them over.
+        m.rig.clock.advance(5)
+        assert await refresher.run_once() == 2
+        assert account_reads(m, accounts) == {a: before[a] + 1 for a in accounts}
+        for message_id in messages.values():
+            assert "Key updated in 3Commas" in tg.message(1, message_id).text
+        assert await refresher.run_once() == 0  # and claimed them for the next interval

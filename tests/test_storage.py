@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic import command
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from services.core.vault import Credentials, Vault, generate_key
@@ -19,7 +19,7 @@ from services.storage.db import (
     run_migrations,
     session_factory,
 )
-from services.storage.models import Connection, Incident, OutboxMessage
+from services.storage.models import Connection, Incident, OutboxMessage, RecoveryChecklist
 from services.storage.sealed import reseal_everything
 from services.storage.users import claim_chat_notice, get_or_create_user, set_language
 
@@ -203,3 +203,60 @@ async def test_ids_of_deleted_rows_are_never_reused_and_migration_keeps_every_ro
         assert fresh.id == 3
         assert (await session.execute(text("PRAGMA foreign_keys"))).scalar() == 1
     await engine.dispose()
+
+
+async def test_checklist_refresh_migration_goes_down_and_up_keeping_rows(engine, vault, clock):
+    """0011 adds when a checklist's next background redraw is due and the digest of what it shows."""
+    sessions = session_factory(engine)
+    now = clock.now()
+    async with sessions.begin() as session:
+        await get_or_create_user(session, 42, "en", now)
+        connection = new_connection(
+            vault, user_id=42, exchange="binance", label="a", credentials=Credentials("k" * 64, SECRET),
+            now=now,
+        )  # fmt: skip
+        session.add(connection)
+        await session.flush()
+        session.add(
+            RecoveryChecklist(
+                user_id=42, tc_connection_id=connection.id, account_id=7, since=now, created_at=now,
+                refresh_due_at=now, shown_digest="d" * 64,
+            )
+        )  # fmt: skip
+    sqlite = engine.dialect.name == "sqlite"
+
+    def columns(sync_connection: Any) -> set[str]:
+        return {c["name"] for c in inspect(sync_connection).get_columns("recovery_checklists")}
+
+    def indexes(sync_connection: Any) -> set[str]:
+        return {str(i["name"]) for i in inspect(sync_connection).get_indexes("recovery_checklists")}
+
+    def to_0010(sync_connection: Any) -> None:
+        config = _alembic_config(str(engine.url))
+        config.attributes["connection"] = sync_connection
+        command.downgrade(config, "0010")
+
+    async with engine.connect() as connection:
+        indexed = await connection.run_sync(indexes)
+        assert "ix_recovery_checklists_account" in indexed
+    async with engine.connect() as connection:
+        if sqlite:  # as run_migrations does: SQLite rebuilds the table with foreign keys off
+            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        await connection.run_sync(to_0010)
+        await connection.commit()
+        assert {"refresh_due_at", "shown_digest"}.isdisjoint(await connection.run_sync(columns))
+        rows = (await connection.execute(text("SELECT user_id, account_id FROM recovery_checklists"))).all()
+        assert [tuple(row) for row in rows] == [(42, 7)]
+        assert await connection.run_sync(indexes) == indexed
+        if sqlite:  # the rebuilt table still never reuses ids
+            ddl = await connection.scalar(
+                text("SELECT sql FROM sqlite_master WHERE name = 'recovery_checklists'")
+            )
+            assert "AUTOINCREMENT" in ddl
+            await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            await connection.commit()
+    await run_migrations(engine)
+    assert await migrations_current(engine)
+    async with sessions() as session:
+        row = (await session.scalars(select(RecoveryChecklist))).one()
+        assert (row.account_id, row.refresh_due_at, row.shown_digest) == (7, None, None)  # due now

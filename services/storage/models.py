@@ -334,6 +334,10 @@ class RecoveryChecklist(Base):
     ``since`` is when the incident began: deals and SmartTrades that failed after it are what
     "Recreate all" offers. ``old_key_deleted`` is the one step keysentry cannot see, ticked by
     the user. ``done_at`` is set once, when the message first says everything is done.
+
+    Between taps one worker of several redraws the message per interval: it claims the row by
+    moving ``refresh_due_at`` (NULL: due now) one interval ahead; ``shown_digest`` is the digest of
+    the text last put on screen, so a redraw that changes nothing is not sent.
     """
 
     __tablename__ = "recovery_checklists"
@@ -348,6 +352,8 @@ class RecoveryChecklist(Base):
     old_key_deleted: Mapped[bool] = mapped_column(default=False)
     done_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime]
+    refresh_due_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    shown_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_recovery_checklists_account", "tc_connection_id", "account_id"),

@@ -9,7 +9,8 @@ happen. Only "old key deleted" is the user's word: no API shows it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,6 +23,7 @@ from services.orders.listing import Deps, Listing, row_lock
 from services.orders.listing_gate import COOLDOWN, listing_ticket
 from services.storage.button_tokens import checklist_token, failed_deals_token
 from services.storage.connections import owned_connection
+from services.storage.db import Sessions
 from services.storage.models import (
     FailedDeal,
     Incident,
@@ -129,13 +131,30 @@ async def start_checklist(deps: Deps, *, user_id: int, tc_connection_id: int, ac
         return checklist.id
 
 
-async def checklist_message(deps: Deps, checklist_id: int, user_id: int) -> tuple[int, int] | None:
-    """Where the checklist message is (chat id, message id), if it was sent and is the user's."""
+def text_digest(text: str) -> str:
+    """What ``shown_digest`` stores of a checklist message's text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChecklistMessage:
+    """Where the checklist message is, and the digest of the text last put on it (None: unknown)."""
+
+    chat_id: int
+    message_id: int
+    shown_digest: str | None
+
+    def shows(self, text: str) -> bool:
+        return self.shown_digest == text_digest(text)
+
+
+async def checklist_message(deps: Deps, checklist_id: int, user_id: int) -> ChecklistMessage | None:
+    """Where the checklist message is, if it was sent and is the user's."""
     async with deps.sessions() as session:
         checklist = await owned_checklist(session, checklist_id, user_id)
         if checklist is None or checklist.chat_id is None or checklist.message_id is None:
             return None
-        return checklist.chat_id, checklist.message_id
+        return ChecklistMessage(checklist.chat_id, checklist.message_id, checklist.shown_digest)
 
 
 @dataclass(frozen=True)
@@ -147,17 +166,59 @@ class ShownChecklist:
     language: str
 
 
-async def shown_checklists(deps: Deps) -> list[ShownChecklist]:
-    """Open checklists with a message, of users who have not blocked the bot."""
-    async with deps.sessions() as session:
+CLAIM_BATCH = 10
+"""Checklists one claim takes: a worker redraws them before it claims more, so the others share
+the rest (each costs a 3Commas read, and now and then a listing of the exchange)."""
+
+
+async def claim_due_checklists(
+    sessions: Sessions,
+    now: datetime,
+    every: timedelta,
+    *,
+    allowed_user_ids: Collection[int] = (),
+    limit: int = CLAIM_BATCH,
+) -> list[ShownChecklist]:
+    """Take up to ``limit`` shown checklists whose background redraw is due, for this worker alone.
+
+    Shown: open (not done), with a message, of a user who has not blocked the bot (and is allowed,
+    when ``allowed_user_ids`` is set). Due: ``refresh_due_at`` NULL or past. One compare-and-set
+    UPDATE moves ``refresh_due_at`` one ``every`` ahead for the rows it takes, so workers claiming at
+    once get disjoint sets, and a row whose worker died is due again after ``every``.
+    """
+    due = or_(RecoveryChecklist.refresh_due_at.is_(None), RecoveryChecklist.refresh_due_at <= now)
+    candidates = (
+        select(RecoveryChecklist.id)
+        .join(User, User.id == RecoveryChecklist.user_id)
+        .where(
+            RecoveryChecklist.done_at.is_(None),
+            RecoveryChecklist.message_id.is_not(None),
+            User.blocked.is_(False),
+            due,
+        )
+        .order_by(RecoveryChecklist.refresh_due_at.asc().nulls_first(), RecoveryChecklist.id)
+        .limit(limit)
+    )
+    if allowed_user_ids:
+        candidates = candidates.where(User.id.in_(allowed_user_ids))
+    if sessions.kw["bind"].dialect.name == "postgresql":
+        candidates = candidates.with_for_update(of=RecoveryChecklist, skip_locked=True)
+    async with sessions.begin() as session:
+        ids = list(
+            await session.scalars(
+                update(RecoveryChecklist)
+                .where(RecoveryChecklist.id.in_(candidates.scalar_subquery()), due)
+                .values(refresh_due_at=now + every)
+                .returning(RecoveryChecklist.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        if not ids:
+            return []
         rows = await session.execute(
             select(RecoveryChecklist.id, RecoveryChecklist.user_id, User.language)
             .join(User, User.id == RecoveryChecklist.user_id)
-            .where(
-                RecoveryChecklist.done_at.is_(None),
-                RecoveryChecklist.message_id.is_not(None),
-                User.blocked.is_(False),
-            )
+            .where(RecoveryChecklist.id.in_(ids))
             .order_by(RecoveryChecklist.id)
         )
         return [ShownChecklist(*row) for row in rows.all()]
@@ -294,8 +355,20 @@ async def claim_done(deps: Deps, checklist_id: int, now: datetime) -> bool:
         return getattr(claimed, "rowcount", 0) == 1
 
 
-async def remember_message(deps: Deps, checklist_id: int, chat_id: int, message_id: int) -> None:
+async def remember_message(deps: Deps, checklist_id: int, chat_id: int, message_id: int, text: str) -> None:
+    """The checklist's message is now this one, showing ``text``."""
     async with deps.sessions.begin() as session:
         checklist = await session.get(RecoveryChecklist, checklist_id)
         if checklist is not None:
             checklist.chat_id, checklist.message_id = chat_id, message_id
+            checklist.shown_digest = text_digest(text)
+
+
+async def remember_shown(deps: Deps, checklist_id: int, message_id: int, text: str) -> None:
+    """The checklist message ``message_id`` shows ``text`` now (unless another message replaced it)."""
+    async with deps.sessions.begin() as session:
+        await session.execute(
+            update(RecoveryChecklist)
+            .where(RecoveryChecklist.id == checklist_id, RecoveryChecklist.message_id == message_id)
+            .values(shown_digest=text_digest(text))
+        )
