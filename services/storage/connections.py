@@ -78,7 +78,7 @@ async def _connections_of(session: AsyncSession, user_id: int, exchange: str) ->
 
 
 def _fill_fingerprint(vault: Vault, connection: Connection) -> None:
-    """Rows linked before migration 0010: fingerprint (and the hint, in today's form) from the key."""
+    """Rows linked before migration 0009: fingerprint (and the hint, in today's form) from the key."""
     try:
         api_key = vault.open(connection.credentials).api_key
     except VaultError:

@@ -81,7 +81,7 @@ class Connection(Base):
     credentials: Mapped[bytes] = mapped_column(LargeBinary)
     key_hint: Mapped[str] = mapped_column(String(16), default="")
     # Vault.fingerprint of the API key (a keyed hash, never the key): the same key is not linked
-    # twice. None on rows linked before migration 0010 until connections.linked_with_key fills it.
+    # twice. None on rows linked before migration 0009 until connections.linked_with_key fills it.
     key_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="unknown")
     verdict: Mapped[str] = mapped_column(String(24), default="unknown")
