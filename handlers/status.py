@@ -10,6 +10,7 @@ router, Update API key by the link router.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from aiogram import Bot, F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot import formatting
@@ -325,7 +327,21 @@ async def refresh(
     except TimeoutError:
         await _redraw(query, bot, order_deps, user, settings, around=cid, checking=cid)
         outcome = await task
-    notice = Html() if outcome.checked else html("⏳ " + _("The next check runs within a minute."))
+    if outcome.retry_after_s is not None:
+        seconds = math.ceil(outcome.retry_after_s)
+        notice = html(
+            "⏳ "
+            + ngettext(
+                "You have checked a lot just now: try Refresh again in {n} second.",
+                "You have checked a lot just now: try Refresh again in {n} seconds.",
+                seconds,
+            ),
+            n=seconds,
+        )
+    elif outcome.checked:
+        notice = Html()
+    else:
+        notice = html("⏳ " + _("The next check runs within a minute."))
     await _redraw(query, bot, order_deps, user, settings, around=cid, notice=notice)
 
 

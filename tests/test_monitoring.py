@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 from aiogram import Router
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bot.worker import Worker
 from sandbox.exchanges import LOCAL_EXCHANGES, LocalExchange
@@ -82,47 +82,16 @@ class Monitor:
         await self.worker.send()
 
     async def run_for(self, seconds: int, step: int = 5) -> None:
-        """Tick every ``step`` seconds for ``seconds``, as the scheduler would, leaving out the ticks
-        at which nothing can be due (:meth:`skip`): those find nothing to do and change nothing."""
-        steps = -(-seconds // step)
-        while steps:
-            steps -= await self.skip(step, steps)
-
-    async def skip(self, step: int, most: int) -> int:
-        """Advance by whole ``step``s (at most ``most``) to the first at which something may be due
-        and tick there; returns the steps taken.
-
-        A tick only acts on rows that are due at its moment: connections whose ``next_poll_at`` has
-        come (the poller), unsent outbox rows whose ``not_before`` has (the sender), and the
-        checklist refresher's next round. The earliest of these bounds the ticks that would find
-        nothing, whatever else claim and the sender look at (leases, blocked or disallowed users,
-        pacing): those only make a due row wait, and it is then still due at the next step."""
-        now = self.rig.clock.now()
-        async with self.rig.app.sessions() as session:
-            due = [
-                await session.scalar(select(func.min(Connection.next_poll_at))),
-                await session.scalar(
-                    select(func.min(OutboxMessage.not_before)).where(
-                        OutboxMessage.sent_at.is_(None), OutboxMessage.failed.is_(False)
-                    )
-                ),
-                self.worker.checklists.next_round,
-            ]
-        soonest = min((moment for moment in due if moment is not None), default=None)
-        steps = most
-        if soonest is not None:  # the first whole step at or after it (exact: timedelta arithmetic)
-            steps = min(max(1, -((now - soonest) // timedelta(seconds=step))), most)
-        await self.tick(steps * step)
-        return steps
+        for _ in range(0, seconds, step):
+            await self.tick(step)
 
     async def until_failing_seen(self, connection_id: int, limit_s: int = 90) -> None:
-        """Advance second by second until a check of the connection has failed (the revocation was
-        noticed); seconds at which no check can be due are skipped (:meth:`skip`)."""
-        while limit_s > 0:
+        """Advance until a check of the connection has failed (the revocation was noticed)."""
+        for _ in range(limit_s):
             async with self.rig.app.sessions() as session:
                 if (await session.get(Connection, connection_id)).verdict != "ok":
                     return
-            limit_s -= await self.skip(1, limit_s)
+            await self.tick(1)
         raise AssertionError("the failure was not noticed within the poll interval")
 
     def messages(self, user_id: int) -> list[ChatMessage]:
@@ -144,7 +113,7 @@ async def monitor(
     async with contextlib.AsyncExitStack() as stack:
         exchanges = {}
         for eid in exchange_ids:
-            exchanges[eid] = await net.serve_exchange(LOCAL_EXCHANGES[eid](clock.monotonic))
+            exchanges[eid] = await net.serve_exchange(LOCAL_EXCHANGES[eid]())
             stack.push_async_callback(exchanges[eid].close)
         extra: dict[str, object] = dict(settings)
         tc = None

@@ -12,7 +12,7 @@ from services.storage.connections import new_connection
 from services.storage.models import AuditEntry, Connection, OutboxMessage
 from services.storage.users import get_or_create_user
 from tests import test_link
-from tests.harness import BotRig
+from tests.harness import BotRig, running_bot
 
 rig = test_link.rig
 
@@ -182,3 +182,31 @@ async def test_another_users_buttons_are_refused_and_change_nothing(rig, exchang
         answer = await press(rig, STRANGER, page, forged)
         assert answer.text, forged
     assert not rig.tg.errors, rig.tg.transcript(STRANGER)
+
+
+async def test_refresh_past_the_users_share_says_when_and_checks_nothing(tmp_path, net, exchanges):
+    """Refresh is the user's tap: it draws on their fair share of the exchange's budget, not on
+    what is kept for everyone's scheduled checks. Past it, nothing is sent, the stored result
+    stays, and the page says when Refresh works again."""
+    binance = exchanges["binance"]
+    async with running_bot(
+        f"sqlite+aiosqlite:///{tmp_path / 'share.db'}",
+        transport=net.transport,
+        exchange_weight_per_minute={"binance_sapi": 60},  # our share 30, a user's 6 a minute
+    ) as rig:
+        cid, key = await link_binance(rig, binance)  # the link's key check: 1 of the 6
+        page = await rig.say(OWNER, "/status")
+
+        def signed() -> int:
+            return sum(1 for r in binance.requests if r.api_key == key.api_key)
+
+        for n in range(1, 6):  # each Refresh: the key check and the balances, redrawn after both
+            await press(rig, OWNER, page, ("refresh", cid))
+            await rig.tg.wait_for(lambda n=n: signed() == 2 + 2 * n)
+        binance.set_key_state(key.api_key, "revoked")  # a check now would turn the row red
+
+        await press(rig, OWNER, page, ("refresh", cid))
+        await rig.tg.wait_for(lambda: "try Refresh again in 10 seconds" in page.text)
+        assert signed() == 12  # nothing was sent
+        assert (await row(rig, cid)).verdict == "ok"  # nothing was written
+        assert "🟢" in page.text  # the page still shows the last real result

@@ -16,9 +16,9 @@ that call also returns the key's metadata (permissions, IP binding, creation and
 * Any other exchange: ccxt's ``fetch_balance`` (no metadata).
 
 Probing never raises (except cancellation, which must reach the caller, and
-:class:`~services.exchanges.budget.Deferred` from a client that may not wait for its budget:
-nothing was sent, so nothing about the key was learnt): every failure becomes a classified
-:class:`ProbeResult`.
+:class:`~services.exchanges.budget.NotNow` when the budget would not let the key check go now —
+a background check's ``Deferred``, a tap's ``OverShare``: nothing was sent, so nothing about the
+key was learnt): every failure becomes a classified :class:`ProbeResult`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 from services.core.clock import Clock
 from services.core.verdicts import Verdict
-from services.exchanges.budget import GENERIC_PROBE_WEIGHT, PROBE_WEIGHTS, Deferred
+from services.exchanges.budget import GENERIC_PROBE_WEIGHT, PROBE_WEIGHTS, NotNow
 from services.exchanges.classifier import Classification, classify
 from services.exchanges.classifier_tables import TABLE_OF
 from services.exchanges.hub import ExchangeClient
@@ -173,7 +173,7 @@ async def probe(
     with_balances: bool = False,
     known: KeyInfo | None = None,
 ) -> ProbeResult:
-    """Check one key; never raises except on cancellation and :class:`Deferred` (module docstring).
+    """Check one key; never raises except on cancellation and :class:`NotNow` (module docstring).
 
     ``known`` is the key info stored from its last successful probe: it turns ambiguous answers
     into precise ones (Binance -2015, an expired Bybit key, a trading permission that was removed
@@ -187,7 +187,7 @@ async def probe(
     if recipe is None:
         try:
             raw = await client.call("fetch_balance", weight=GENERIC_PROBE_WEIGHT)
-        except Deferred:
+        except NotNow:
             raise
         except Exception as exc:
             return _failure(exchange_id, exc, known, GENERIC_PROBE_WEIGHT, clock)
@@ -199,7 +199,7 @@ async def probe(
     try:
         raw = await client.call(recipe.check, weight=recipe.check_weight)
         info = recipe.key_info(raw)
-    except Deferred:
+    except NotNow:
         raise
     except Exception as exc:
         return _failure(exchange_id, exc, known, spent, clock)
@@ -210,7 +210,7 @@ async def probe(
         spent += recipe.balance_weight
         try:
             balances = await _balances(client, recipe, raw)
-        except Deferred:
+        except NotNow:
             pass  # the key works; its balances wait for the next check (balances_at stays old)
         except Exception as exc:
             failed = classify(exchange_id, exc, ip_restricted=info.ip_restricted, allowed_ips=info.ip_list)

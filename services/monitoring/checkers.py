@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -10,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core.clock import Clock
 from services.core.vault import Credentials, Vault
 from services.core.verdicts import Verdict
-from services.exchanges.budget import Deferred
+from services.exchanges.budget import Deferred, OverShare
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.open_orders import FUTURES_VENUES
@@ -33,9 +34,19 @@ from services.threecommas.recreate import store_failed_deal
 async def verify_key(
     hub: ExchangeHub, exchange: str, credentials: Credentials, clock: Clock, *, user_id: int
 ) -> ProbeResult:
-    """The full probe a new or replacement key must pass before it is saved, from the user's route."""
-    client = await hub.client(exchange, credentials, egress=hub.egress_for(user_id))
-    return await probe(client, clock=clock, with_key_info=True, with_balances=True)
+    """The full probe a new or replacement key must pass before it is saved, from the user's route.
+
+    It is the user's own action, so it draws on their fair share (``interactive_for``): one user
+    linking key after key cannot spend the part of the budget kept for everyone's checks. Past
+    that share the probe says the exchange is rate-limiting, with when to try again; nothing is
+    sent and, by the caller, nothing saved.
+    """
+    client = await hub.client(exchange, credentials, egress=hub.egress_for(user_id), interactive_for=user_id)
+    try:
+        return await probe(client, clock=clock, with_key_info=True, with_balances=True)
+    except OverShare as over:
+        detail = f"too many checks for this user just now; try again in {math.ceil(over.retry_after_s)} s"
+        return ProbeResult(Verdict.RATE_LIMITED, None, detail, None, None, 0, clock.now())
 
 
 class _SealedKeyChecker:

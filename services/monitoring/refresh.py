@@ -21,6 +21,7 @@ from services.core.clock import Clock
 from services.core.single_flight import SingleFlight
 from services.core.vault import Credentials, Vault
 from services.core.verdicts import Verdict
+from services.exchanges.budget import OverShare
 from services.exchanges.egress import whitelist_of
 from services.exchanges.hub import ExchangeHub
 from services.exchanges.probes import KeyInfo, ProbeResult, probe
@@ -64,6 +65,9 @@ class RefreshOutcome:
 
     checked: bool = True
     """False for kinds without an exchange probe (3Commas): only the poller's next check was pulled in."""
+    retry_after_s: float | None = None
+    """The user's share of the exchange's budget is spent: nothing was checked or written; the
+    tap may be tried again after this many seconds."""
 
 
 def apply_probe(connection: Connection, result: ProbeResult, now: datetime) -> None:
@@ -99,8 +103,12 @@ async def refresh_connection(
         known = KeyInfo.from_json(connection.key_info) if connection.key_info else None
         egress = hub.egress_for(user_id, whitelist_of(connection.key_info))
     credentials = vault.open(sealed)  # VaultError: the operator's error, told as such by the bot
-    client = await hub.client(exchange, credentials, egress=egress)
-    result = await probe(client, clock=clock, with_key_info=True, with_balances=True, known=known)
+    # The user's tap: it draws on their fair share of the budget, not on what scheduled checks keep.
+    client = await hub.client(exchange, credentials, egress=egress, interactive_for=user_id)
+    try:
+        result = await probe(client, clock=clock, with_key_info=True, with_balances=True, known=known)
+    except OverShare as over:
+        return RefreshOutcome(checked=False, retry_after_s=over.retry_after_s)
     async with sessions.begin() as session:
         connection = await owned_connection(session, user_id, connection_id)
         if connection is None:
