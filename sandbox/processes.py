@@ -78,10 +78,12 @@ async def _run_on_admin_database(statement: str) -> None:
         await conn.close()
 
 
-async def create_pg_database() -> str:
-    """A fresh, empty PostgreSQL database on the test server; returns its URL."""
+async def create_pg_database(template: str | None = None) -> str:
+    """A fresh PostgreSQL database on the test server, empty or a copy of the database ``template``
+    names (which nobody may be connected to); returns its URL."""
     name = f"ks_test_{uuid.uuid4().hex[:12]}"
-    await _run_on_admin_database(f'CREATE DATABASE "{name}"')
+    copy = f' TEMPLATE "{template}"' if template else ""
+    await _run_on_admin_database(f'CREATE DATABASE "{name}"{copy}')
     return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 

@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from sandbox.exchanges import LOCAL_EXCHANGES, LocalExchange
-from sandbox.processes import PG_ADMIN_URL, create_pg_database, drop_pg_database
+from sandbox.processes import PG_ADMIN_URL, drop_pg_database
 from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock
 from services.core.vault import Vault, generate_key
 from services.storage.db import create_engine, run_migrations, session_factory
 from tests.production_net import ProductionNet
-from tests.schema import with_schema
+from tests.schema import migrated_pg_database, with_schema
 
 _pg_state: dict[str, str | None] = {}
 
@@ -94,7 +94,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterato
     reason = postgres_unreachable_reason()
     if reason:
         pytest.skip(reason)
-    url = await create_pg_database()
+    url = await migrated_pg_database()
     try:
         yield url
     finally:

@@ -27,7 +27,6 @@ from sandbox.exchanges import LocalBinance, LocalExchange, RequestRecord
 from sandbox.processes import (
     Seeded,
     WorkerProcess,
-    create_pg_database,
     drop_pg_database,
     seed_users,
     start_worker,
@@ -38,8 +37,9 @@ from sandbox.processes import (
 from sandbox.telegram import LocalTelegram, RateLimits
 from services.core.clock import utcnow
 from services.core.vault import Credentials, Vault, generate_key
-from services.storage.db import create_engine, run_migrations, session_factory
+from services.storage.db import create_engine, session_factory
 from services.storage.models import Connection
+from tests.schema import migrated_pg_database
 
 __all__ = ["Cluster", "WorkerProcess", "cluster", "gaps", "wait_until"]
 
@@ -167,14 +167,13 @@ def gaps(times: list[float], until: float | None = None) -> list[float]:
 async def cluster(tmp_path: Path, *, telegram_limits: bool | RateLimits = True) -> AsyncIterator[Cluster]:
     """A migrated fresh PostgreSQL database, a LocalTelegram and a LocalBinance; workers via
     :meth:`Cluster.start_workers`. Everything is killed, closed and dropped on exit."""
-    database_url = await create_pg_database()
+    database_url = await migrated_pg_database()
     engine: AsyncEngine | None = None
     tg = LocalTelegram(token=TOKEN, rate_limits=telegram_limits)
     exchange = LocalBinance()
     state: Cluster | None = None
     try:
         engine = create_engine(database_url, pool_size=2)
-        await run_migrations(engine)
         await tg.start()
         await exchange.start()
         state = Cluster(tmp_path, database_url, engine, session_factory(engine), generate_key(), tg, exchange)
