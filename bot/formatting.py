@@ -13,7 +13,7 @@ from decimal import Decimal
 from aiogram.utils.i18n import get_i18n
 from babel import Locale
 from babel.dates import format_date, format_time
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_decimal, format_percent
 
 from bot.i18n import DEFAULT_LANGUAGE
 
@@ -35,6 +35,12 @@ def number(value: float | int | Decimal, *, digits: int | None = None) -> str:
         return format_decimal(value, locale=current_locale())
     pattern = "#,##0" + ("." + "0" * digits if digits else "")
     return format_decimal(value, format=pattern, locale=current_locale())
+
+
+def percent(fraction: float | Decimal, *, digits: int = 2) -> str:
+    """A share from a fraction (0.04), with the locale's decimal sign: "4.00%", "4,00%"."""
+    pattern = "#,##0" + ("." + "0" * digits if digits else "") + "%"
+    return format_percent(Decimal(str(fraction)), format=pattern, locale=current_locale())
 
 
 def coin(value: float | Decimal, currency: str = "") -> str:

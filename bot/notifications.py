@@ -41,6 +41,7 @@ from services.monitoring.events import (
 )
 from services.monitoring.pipeline import fold_outages
 from services.storage.models import OutboxMessage
+from services.threecommas.findings import finding
 
 MAX_BUTTON_ROWS = 30
 SETTLED = Summary.FLAPPING_SETTLED
@@ -122,12 +123,16 @@ def _symptom(target: Target, check: Check, detail: str) -> Html:
     lines: list[str] = [
         html("🔴 {head}: {reason}", head=_head(target, check), reason=_symptom_reason(check.reason))
     ]
-    # A deal or SmartTrade: 3Commas' own words, the headline says the rest; a cancel or close that
-    # hangs says which pending status it is stuck in, for how long, and 3Commas' words after it.
-    if check.reason in _STUCK or ("error" not in check.subject and detail and check.reason not in _SAID):
-        lines.append(italic(detail[:200]))
+    # What the check found beyond the headline, in the user's words: an account's symptoms, a
+    # profit that froze, a cancel or close that hangs (its pending status, for how long, 3Commas'
+    # words); for a deal or SmartTrade otherwise 3Commas' own words, the headline says the rest.
+    found = finding(check.kind, check.reason, check.subject)
+    if found is not None:
+        lines += tc_views.finding_lines(found)
+    elif check.reason in _STUCK or ("error" not in check.subject and detail and check.reason not in _SAID):
+        lines.append(italic(detail[:200]))  # a row stored before findings were: its English record
     elif check.subject.get("error"):
-        lines.append(html(_("3Commas says: {error}"), error=italic(str(check.subject["error"])[:200])))
+        lines.append(tc_views.says(str(check.subject["error"])))
     if check.reason in {"deal_failed", "deal_cancelled"}:
         lines.append(
             _("Its orders may still lock funds: see /orders. You can recreate it with the button below.")

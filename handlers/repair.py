@@ -134,7 +134,12 @@ async def _send_key(
     await message.answer(views.repair_result(result, target.name, target.market_code))
     if result.outcome is RepairOutcome.FIXED:
         await _open_checklist(message, order_deps, user, cid, acc)
-    elif result.outcome in {RepairOutcome.STILL_BROKEN, RepairOutcome.UNAVAILABLE, RepairOutcome.REFUSED}:
+    elif result.outcome in {
+        RepairOutcome.STILL_BROKEN,
+        RepairOutcome.UNAVAILABLE,
+        RepairOutcome.IN_PROGRESS,
+        RepairOutcome.REFUSED,
+    }:
         await message.answer(
             _("Try again when ready:"),
             reply_markup=views.keyboard_of(views.repair_button(cid, acc, target.version)),

@@ -6,14 +6,18 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from html import unescape
 from typing import Any
 
 import aiohttp
 import pytest
 
+from bot.i18n import build_i18n
+from bot.views.threecommas import plan_lines
 from sandbox.threecommas import LocalThreeCommas
 from services.core.clock import FakeClock
 from services.core.verdicts import Verdict
+from services.storage.models import FailedDeal
 from services.threecommas.checks import (
     GONE,
     Observation,
@@ -27,8 +31,18 @@ from services.threecommas.checks import (
 from services.threecommas.client import ThreeCommasClient
 from services.threecommas.entities import Account, Bot, Deal, SmartTrade, TakeProfitStep
 from services.threecommas.errors import KeyInvalid, Unavailable
+from services.threecommas.findings import (
+    AccountSymptom,
+    AccountTrouble,
+    BalancesFailing,
+    StaleBasis,
+    StaleUpnl,
+    StuckAction,
+    StuckClosing,
+    finding,
+)
 from services.threecommas.limiter import KeyLimiter
-from services.threecommas.recreate import recreate, recreate_params
+from services.threecommas.recreate import Caveat, PlanWarning, RecreatePlan, recreate, recreate_params
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -174,6 +188,9 @@ def test_several_account_symptoms_name_the_worst_and_list_all() -> None:
     assert problem.verdict_or_reason == "key_expired"
     assert problem.subject["symptoms"] == ["key_expired", "account_locked"]
     assert "Banned" in problem.detail
+    assert finding(problem.check_kind, problem.verdict_or_reason, problem.subject) == AccountTrouble(
+        (AccountSymptom.KEY_EXPIRED, AccountSymptom.LOCKED), lock_reason="Banned"
+    )
 
 
 def test_3commas_key_rejected_reports_only_tc_key_and_keeps_the_snapshot() -> None:
@@ -420,6 +437,15 @@ def test_recreate_plan_for_a_smart_trade_that_never_entered() -> None:
         },
     }
     assert plan.summary == "Buy 1.5 ETH/USDT at 2400 again" and plan.warnings == ()
+    assert "⚠️" not in shown(plan, "en")
+
+
+def shown(plan: RecreatePlan, locale: str) -> str:
+    """The plan's confirmation lines as a user of ``locale`` reads them, from the stored JSON."""
+    row = FailedDeal(kind=plan.kind, params=json.loads(json.dumps(plan.to_dict())))
+    i18n = build_i18n()
+    with i18n.context(), i18n.use_locale(locale):
+        return "\n".join(plan_lines(row))
 
 
 def test_recreate_plan_for_an_entered_smart_trade_only_protects_the_coins() -> None:
@@ -440,7 +466,17 @@ def test_recreate_plan_for_an_entered_smart_trade_only_protects_the_coins() -> N
         "units": {"value": "1.0"},
         "price": {"value": "2390.5"},
     }
-    assert "does not buy again" in plan.warnings[0]
+    assert plan.warnings == (
+        PlanWarning(Caveat.ONLY_PROTECTS, amount=Decimal("1.0"), currency="ETH", price=Decimal("2390.5")),
+    )
+    assert (
+        "⚠️ The position was already entered (1 ETH at 2390.5); the new SmartTrade only places the "
+        "take profit and stop loss for it, it does not buy again."
+    ) in shown(plan, "en")
+    assert (
+        "⚠️ Позиция уже была открыта (1 ETH по 2390.5); новый SmartTrade только выставляет для неё "
+        "тейк-профит и стоп-лосс и не покупает заново."
+    ) in shown(plan, "ru")
     closed = trade(data={"entered_amount": "1.5", "closed_amount": "1.5"})
     with pytest.raises(ValueError, match="already closed"):
         recreate_params(closed)
@@ -456,10 +492,63 @@ def test_recreate_plan_for_a_dca_deal() -> None:
     )
     assert (plan.bot_id, plan.pair, plan.smart_trade) == (99, "USDT_BTC", None)
     assert plan.summary == "Start a new deal on bot BTC long for BTC/USDT"
-    assert "take profit % 2.0, stop loss % 5.0, base order 25.0" in plan.warnings[0]
-    assert "bought 0.02 BTC" in plan.warnings[1]
+    assert plan.warnings == (
+        PlanWarning(
+            Caveat.BOT_SETTINGS_NOW,
+            currency="USDT",
+            take_profit=Decimal("2.0"),
+            stop_loss=Decimal("5.0"),
+            base_order=Decimal("25.0"),
+        ),
+        PlanWarning(Caveat.HELD_NOT_SOLD, amount=Decimal("0.02"), currency="BTC"),
+    )
+    english = shown(plan, "en")
+    assert (
+        "⚠️ The new deal uses the bot's current settings (the old deal had take profit 2 %, stop loss 5 %, "
+        "base order 25 USDT)."
+    ) in english
+    assert "⚠️ The old deal had bought 0.02 BTC; the new deal buys again, it does not sell those." in english
+    russian = shown(plan, "ru")
+    assert (
+        "⚠️ Новая сделка использует текущие настройки бота (у старой сделки были: тейк-профит 2 %, "
+        "стоп-лосс 5 %, базовый ордер 25 USDT)."
+    ) in russian
+    assert "⚠️ Старая сделка уже купила 0.02 BTC; новая сделка покупает заново и их не продаёт." in russian
+    assert "The new deal" not in russian, russian
     with pytest.raises(ValueError):
         recreate_params(failed_deal(790, bot_id=None))
+
+
+def test_recreate_plan_for_a_market_smart_trade_warns_of_the_price_of_the_moment() -> None:
+    market = trade(
+        position={
+            "type": "buy",
+            "order_type": "market",
+            "units": {"value": "1.5"},
+            "price": {"value": "2400"},
+            "status": {"type": "order_placed"},
+        }
+    )
+    plan = recreate_params(market)
+    assert plan.warnings == (PlanWarning(Caveat.MARKET_PRICE, price=Decimal("2400")),)
+    assert "⚠️ A market entry fills at the current price, not at the original 2400." in shown(plan, "en")
+    assert "⚠️ Вход по рынку исполнится по текущей цене, а не по исходной 2400." in shown(plan, "ru")
+    assert "⚠️ Una entrada a mercado se ejecuta al precio del momento, no al original de 2400." in (
+        shown(plan, "es")
+    )
+
+
+def test_a_plan_stored_with_english_warnings_shows_them_as_they_were() -> None:
+    """Plans stored before warnings were typed held English sentences: shown as written, in any
+    language, next to parameters in the user's language."""
+    params = recreate_params(failed_deal(789)).to_dict()
+    params["warnings"] = ["The new deal uses the bot's current settings (the old deal had take profit % 2)."]
+    row = FailedDeal(kind="dca_deal", params=params)
+    i18n = build_i18n()
+    with i18n.context(), i18n.use_locale("ru"):
+        lines = plan_lines(row)
+    assert unescape(lines[-1]) == "⚠️ " + params["warnings"][0]
+    assert lines[0].startswith("DCA-бот BTC long")
 
 
 def test_smart_trade_without_absolute_target_prices_cannot_be_recreated() -> None:
@@ -565,6 +654,9 @@ def test_smart_trade_stale_upnl_alerts_once_and_recovers_once() -> None:
     [problem] = failing(second.observations)
     assert (problem.check_kind, problem.verdict_or_reason) == (kind, "stale_upnl")
     assert problem.subject["upnl_live"] == "300.00" and "150" in problem.detail
+    assert finding(kind, "stale_upnl", problem.subject) == StaleUpnl(
+        StaleBasis.PROFIT, Decimal("150"), Decimal("300.00"), Decimal("2600"), Decimal("0.0417"), 16
+    )
     third = run_checks(
         state(trades=[frozen]), second.snapshot, prices={"ETH/USDT": 2600}, now=T0 + timedelta(minutes=17)
     )
@@ -600,6 +692,9 @@ def test_balances_that_fail_to_load_keep_the_last_good_balance() -> None:
     [problem] = failing(second.observations)
     assert (problem.check_kind, problem.verdict_or_reason) == ("tc_balances:7", "balances_not_loading")
     assert problem.subject["last_good_usd"] == "1234.5" and problem.subject["last_good_at"] == T0.isoformat()
+    assert finding(problem.check_kind, problem.verdict_or_reason, problem.subject) == BalancesFailing(
+        "invalid_api_key", Decimal("1234.5"), T0
+    )
     # Between reloads nothing is judged: the incident stays as it is.
     between = run_checks(
         TcState([account(usd_amount="0")], [], [], None, None),
@@ -646,6 +741,9 @@ def test_a_cancel_pending_with_an_error_fails_at_once_and_names_the_trade() -> N
     assert (problem.check_kind, problem.verdict_or_reason) == ("deal_error:456", "cannot_cancel")
     assert problem.detail == (
         "deal 456 on USDT_BTC: asked to cancel it, still cancel_pending after 0 min: Invalid API key"
+    )
+    assert finding(problem.check_kind, problem.verdict_or_reason, problem.subject) == StuckClosing(
+        StuckAction.CANCEL, "cancel_pending", 0, "Invalid API key"
     )
 
 

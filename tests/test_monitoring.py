@@ -59,11 +59,13 @@ class Monitor:
             session.add(connection)
         return connection.id, key.api_key
 
-    async def link_threecommas(self, user_id: int, tc: LocalThreeCommas) -> tuple[int, str]:
+    async def link_threecommas(
+        self, user_id: int, tc: LocalThreeCommas, *, language: str = "en"
+    ) -> tuple[int, str]:
         key = tc.add_key()
-        self.rig.tg.add_user(user_id)
+        self.rig.tg.add_user(user_id, language_code=language)
         async with self.rig.app.sessions.begin() as session:
-            await get_or_create_user(session, user_id, "en", self.rig.clock.now())
+            await get_or_create_user(session, user_id, language, self.rig.clock.now())
             connection = add_threecommas_connection(
                 session,
                 self.rig.app.vault,

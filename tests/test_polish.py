@@ -12,7 +12,13 @@ from sqlalchemy import select, update
 
 from bot.i18n import build_i18n
 from bot.notifications import render
-from bot.views.threecommas import account_key_alert, account_lines, cancel_confirmation, checklist
+from bot.views.threecommas import (
+    account_key_alert,
+    account_lines,
+    cancel_confirmation,
+    checklist,
+    recreated,
+)
 from sandbox.telegram import ChatMessage
 from services.core.vault import Credentials, mask, redact, remember
 from services.core.verdicts import Verdict
@@ -20,6 +26,7 @@ from services.monitoring.events import Alert, Notice, Target
 from services.storage import audit
 from services.storage.models import Connection, FailedDeal
 from services.threecommas.checklist import ChecklistState
+from services.threecommas.recreate import RecreateOutcome, RecreateResult
 from tests.harness import BotRig, running_bot
 from tests.test_monitoring import monitor
 from tests.test_sandbox_run import sandbox_commands
@@ -484,6 +491,48 @@ def test_recovery_checklist_counts_in_the_languages_plural_forms(locale, n, fail
         _confirm, markup = cancel_confirmation(state)
     assert failed in text and locking in text and "(s)" not in text, text
     assert [b.text for row in markup.inline_keyboard for b in row] == ["✅ " + button]
+
+
+@pytest.mark.parametrize(
+    ("locale", "lines"),
+    [
+        (
+            "en",
+            [
+                "3Commas refused: Validation error — units: is too small",
+                "1 was not created (3Commas did not answer in time); it can be sent again.",
+                "For 1, 3Commas cannot tell yet whether it was created, so nothing was sent again.",
+                "2 are no longer linked and were not sent.",
+            ],
+        ),
+        (
+            "ru",
+            [
+                "3Commas отказал: Validation error — units: is too small",
+                "1 не создана (3Commas не ответил вовремя); её можно отправить снова.",
+                "Для 1 из них 3Commas пока не может подтвердить создание, поэтому повторно ничего не "
+                "отправлено.",
+                "2 больше не подключены и не отправлялись.",
+            ],
+        ),
+    ],
+)
+def test_recreate_all_says_why_some_were_not_sent_in_the_users_language(locale, lines):
+    """Only 3Commas' own refusals are quoted; what keysentry knows about the rest is said in words,
+    never as its internal codes (not_created, not_found)."""
+    results = [
+        RecreateResult(RecreateOutcome.CREATED, "deal:1", "bought"),
+        RecreateResult(RecreateOutcome.REFUSED, error="Validation error — units: is too small"),
+        RecreateResult(RecreateOutcome.NOT_CREATED),
+        RecreateResult(RecreateOutcome.UNVERIFIED, error="3Commas 0 timeout: no answer within 10 s"),
+        RecreateResult(RecreateOutcome.GONE),
+        RecreateResult(RecreateOutcome.GONE),
+    ]
+    i18n = build_i18n()
+    with i18n.context(), i18n.use_locale(locale):
+        text = recreated(results)
+    assert text.splitlines()[1:] == lines, text
+    assert not any(code.value in text for code in RecreateOutcome if "_" in code.value), text
 
 
 @pytest.mark.parametrize(("locale", "shown"), [("en", "1,234.50"), ("ru", "1 234,50"), ("es", "1.234,50")])

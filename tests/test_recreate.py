@@ -27,12 +27,20 @@ async def rig(tmp_path, tc) -> AsyncIterator[BotRig]:
         yield rig
 
 
-async def failed_alert(rig: BotRig, tc: LocalThreeCommas, *, can_write: bool = True, dca: bool = False):
+async def failed_alert(
+    rig: BotRig,
+    tc: LocalThreeCommas,
+    *,
+    can_write: bool = True,
+    dca: bool = False,
+    user: int = USER,
+    bought: str | None = None,
+):
     """A failed deal stored as the monitoring engine would, and the alert carrying its button."""
     key = tc.add_key(can_write=can_write)
     account = tc.add_account(key.api_key, "binance")
     if dca:
-        item_id = tc.add_deal(key.api_key, account, pair="USDT_ETH", status="bought")
+        item_id = tc.add_deal(key.api_key, account, pair="USDT_ETH", status="bought", bought_amount=bought)
         tc.fail_deal(item_id)
     else:
         item_id = tc.add_smart_trade(
@@ -51,12 +59,12 @@ async def failed_alert(rig: BotRig, tc: LocalThreeCommas, *, can_write: bool = T
         item = await (client.deal(item_id) if dca else client.smart_trade(item_id))
     async with rig.app.sessions.begin() as session:
         connection = add_threecommas_connection(
-            session, rig.app.vault, user_id=USER, credentials=credentials, label="", now=rig.clock.now()
+            session, rig.app.vault, user_id=user, credentials=credentials, label="", now=rig.clock.now()
         )
         await session.flush()
         row_id = await store_failed_deal(
             session,
-            user_id=USER,
+            user_id=user,
             tc_connection_id=connection.id,
             plan=recreate_params(item).to_dict(),
             error="Invalid API key",
@@ -65,7 +73,7 @@ async def failed_alert(rig: BotRig, tc: LocalThreeCommas, *, can_write: bool = T
         version = failed_deal_token(await session.get(FailedDeal, row_id))
     with rig.app.i18n.context(), rig.app.i18n.use_locale("en"):
         markup = recreate_button(row_id, version)
-    return await rig.bot.send_message(USER, "SmartTrade failed", reply_markup=markup)
+    return await rig.bot.send_message(user, "SmartTrade failed", reply_markup=markup)
 
 
 async def confirm(rig: BotRig, alert) -> str:
@@ -123,6 +131,30 @@ async def test_recreate_dca_deal_starts_a_new_deal_on_the_bot(rig, tc):
         and posts[0].body == {"pair": "USDT_ETH"}
     )
     assert "3Commas created deal:" in text
+
+
+async def test_a_russian_trader_reads_what_will_differ_in_russian(rig, tc):
+    """The plan's warnings (the bot's settings of today, coins the old deal left bought) are typed
+    and worded in the trader's language, like the parameters above them."""
+    ru = USER + 1
+    rig.tg.add_user(ru, language_code="ru")
+    await rig.say(ru, "/start")
+    alert = await failed_alert(rig, tc, dca=True, user=ru, bought="0.5")
+    rig.tg.user_presses(ru, alert.message_id, 0)
+    shown = await rig.tg.wait_for_bot_message(ru, contains="с точно такими параметрами")
+    assert "Пара: ETH/USDT" in shown.text, shown.text
+    assert (
+        "⚠️ Новая сделка использует текущие настройки бота (у старой сделки были: тейк-профит 1.5 %, "
+        "базовый ордер 10 USDT)."
+    ) in shown.text, shown.text
+    assert "⚠️ Старая сделка уже купила 0.5 ETH; новая сделка покупает заново и их не продаёт." in (shown.text)
+    assert "The new deal" not in shown.text and "bought" not in shown.text
+
+    english = await failed_alert(rig, tc, dca=True, bought="0.5")
+    rig.tg.user_presses(USER, english.message_id, 0)
+    shown = await rig.tg.wait_for_bot_message(USER, contains="exactly these parameters")
+    assert "⚠️ The new deal uses the bot's current settings" in shown.text, shown.text
+    assert "⚠️ The old deal had bought 0.5 ETH; the new deal buys again, it does not sell those." in shown.text
 
 
 async def test_read_only_key_is_told_it_needs_write_permission(rig, tc):

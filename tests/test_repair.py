@@ -17,10 +17,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select, text
 
 from bot.app import build_bot, close_context, make_context
+from bot.i18n import build_i18n
+from bot.views.threecommas import repair_result
 from bot.worker import Worker
+from services.core.vault import Credentials
+from services.storage import money_actions
 from services.storage.db import create_engine
 from services.storage.models import AuditEntry, MoneyAction, ThreeCommasAccountLink
 from services.threecommas import checklist as recovery
+from services.threecommas import repair
+from services.threecommas.client import ThreeCommasAccess
+from services.threecommas.repair import RepairOutcome, RepairTarget, repair_account
 from tests.test_monitoring import Monitor, monitor
 
 NEW_KEY = "NEWexchangeKEY0123456789abcdef"
@@ -444,3 +451,33 @@ async def test_a_checklist_claimed_by_a_worker_that_died_is_redrawn_after_the_in
         for message_id in messages.values():
             assert "Key updated in 3Commas" in tg.message(1, message_id).text
         assert await refresher.run_once() == 0  # and claimed them for the next interval
+
+
+async def test_a_key_already_on_its_way_to_3commas_is_not_sent_again(sessions, tc, clock) -> None:
+    """Another tap is giving this very key to 3Commas right now: nothing is sent a second time,
+    and the trader is told so in their language (not as if 3Commas had not answered)."""
+    key = tc.add_key()
+    account = tc.add_account(key.api_key, "binance", name="Main")
+    target = RepairTarget(1, account, "Main", "binance", Credentials(key.api_key, key.secret), "v")
+    new_key = Credentials(NEW_KEY, NEW_SECRET)
+    now, access = clock.now(), ThreeCommasAccess(tc.url)
+    action = repair._action_target(target, new_key)
+    other_tap = await money_actions.claim(sessions, user_id=1, kind=repair.ACTION, target=action, now=now)
+    assert other_tap.claimed
+    result = await repair_account(sessions, access, target, new_key, user_id=1, now=now)
+    assert (result.outcome, result.error) == (RepairOutcome.IN_PROGRESS, None)
+    assert not [r for r in tc.requests if r.method == "POST"]
+    i18n = build_i18n()
+    shown = {}
+    for locale in ("en", "ru", "es"):
+        with i18n.context(), i18n.use_locale(locale):
+            shown[locale] = repair_result(result, "Main", "binance")
+    assert shown["en"] == (
+        "⏳ This key is already on its way to 3Commas for 3Commas account «Main» (Binance); nothing was "
+        "sent again."
+    )
+    assert shown["ru"] == (
+        "⏳ Аккаунт 3Commas «Main» (Binance): этот ключ уже отправляется в 3Commas; повторно ничего не "
+        "отправлено."
+    )
+    assert shown["es"].startswith("⏳ Cuenta de 3Commas «Main» (Binance): esta clave ya va de camino")

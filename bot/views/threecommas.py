@@ -14,6 +14,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from bot import formatting
 from bot.callbacks import ChecklistAction, ChecklistCb, TcRepairAction, TcRepairCb
 from bot.formatting import number as locale_number
 from bot.texts import deals_words, smart_trades_words
@@ -23,7 +24,24 @@ from services.orders.cancel import CancelOutcome, CancelResult
 from services.storage.models import FailedDeal
 from services.threecommas.checklist import ChecklistState
 from services.threecommas.entities import market_of, tc_pair_to_symbol
-from services.threecommas.recreate import RecreateOutcome, RecreateResult, smart_trade_params
+from services.threecommas.findings import (
+    AccountSymptom,
+    AccountTrouble,
+    BalancesFailing,
+    Finding,
+    StaleBasis,
+    StaleUpnl,
+    StuckAction,
+    StuckClosing,
+)
+from services.threecommas.recreate import (
+    Caveat,
+    PlanWarning,
+    RecreateOutcome,
+    RecreateResult,
+    plan_warnings,
+    smart_trade_params,
+)
 from services.threecommas.repair import RepairOutcome, RepairResult
 
 ACCOUNT_PAGE = "https://app.3commas.io/accounts/{id}"
@@ -74,6 +92,119 @@ def account_key_alert(subject: dict[str, Any]) -> Html:
         lines.append(_("Last good balance: {usd} USD.").format(usd=usd_words(subject["last_good_usd"])))
     lines.append(_("Fix it here: create a new key on the exchange and I pass it to 3Commas."))
     return join("\n", lines)
+
+
+# -- what a symptom alert says beyond its headline ------------------------------------------------
+
+WORDS_SHOWN = 200
+"""How much of 3Commas' own words an alert quotes."""
+
+
+def says(words: str) -> Html:
+    """3Commas' (or the exchange's) own words, quoted as they are: they are evidence."""
+    return html(_("3Commas says: {error}"), error=italic(words[:WORDS_SHOWN]))
+
+
+def finding_lines(found: Finding) -> list[Html]:
+    """The lines under a 3Commas symptom's headline (services.threecommas.findings), in the user's
+    language; 3Commas' own words (a lock reason, an error, a pending status) as they are."""
+    match found:
+        case AccountTrouble():
+            return _account_trouble(found)
+        case BalancesFailing(error, usd, at):
+            lines = [says(error)]
+            if usd is not None and at is not None:
+                when = formatting.moment(at)
+                lines.append(html(_("Last good balance: {usd} USD, {when}."), usd=usd_words(usd), when=when))
+            elif usd is not None:
+                lines.append(html(_("Last good balance: {usd} USD."), usd=usd_words(usd)))
+            return lines
+        case StaleUpnl():
+            return [_stale_upnl(found)]
+        case StuckClosing(action, status, minutes, error):
+            lines = [_stuck(action, status, minutes)]
+            return lines + ([says(error)] if error else [])
+    raise TypeError(f"not a finding: {found!r}")
+
+
+def _account_trouble(trouble: AccountTrouble) -> list[Html]:
+    """Every symptom of the account on one line, worst first; the headline's own symptom only when
+    3Commas gave words for it (the headline already says the rest)."""
+    parts: list[Html] = []
+    for position, symptom in enumerate(trouble.symptoms):
+        words, quoted = _account_symptom(symptom, trouble)
+        if position > 0 or quoted:
+            parts.append(words)
+    return [italic(join("; ", parts))] if parts else []
+
+
+def _account_symptom(symptom: AccountSymptom, trouble: AccountTrouble) -> tuple[Html, bool]:
+    """The symptom in words, and whether they quote 3Commas."""
+    match symptom:
+        case AccountSymptom.LOCKED if trouble.lock_reason:
+            return html(_("account locked: {reason}"), reason=trouble.lock_reason[:WORDS_SHOWN]), True
+        case AccountSymptom.LOCKED:
+            return plain(_("account locked, no reason given")), False
+        case AccountSymptom.AUTO_BALANCE_ERROR if trouble.auto_balance_error:
+            error = trouble.auto_balance_error[:WORDS_SHOWN]
+            return html(_("auto-balance error: {error}"), error=error), True
+        case AccountSymptom.AUTO_BALANCE_ERROR:
+            return plain(_("auto-balance error")), False
+        case AccountSymptom.KEY_EXPIRES_SOON:
+            return plain(_("the exchange API key expires soon")), False
+        case AccountSymptom.KEY_STATE_UNKNOWN:
+            return html(_("3Commas reports the key state “{state}”"), state=trouble.key_state or "?"), True
+    return plain(_("3Commas can no longer use this exchange API key")), False
+
+
+def _stale_upnl(stale: StaleUpnl) -> Html:
+    values = {
+        "price": formatting.coin(stale.live_price),
+        "gap": formatting.percent(stale.gap),
+        "n": stale.minutes,
+    }
+    if stale.basis is StaleBasis.PROFIT:
+        text = ngettext(
+            "3Commas shows a profit of {shown} USD; at the live price {price} it is {live} USD ({gap} "
+            "apart). Unchanged for {n} minute.",
+            "3Commas shows a profit of {shown} USD; at the live price {price} it is {live} USD ({gap} "
+            "apart). Unchanged for {n} minutes.",
+            stale.minutes,
+        )
+        shown, live = locale_number(stale.shown, digits=2), locale_number(stale.live, digits=2)
+    else:
+        text = ngettext(
+            "3Commas shows the price {shown} while the market is at {price} ({gap} apart). "
+            "Unchanged for {n} minute.",
+            "3Commas shows the price {shown} while the market is at {price} ({gap} apart). "
+            "Unchanged for {n} minutes.",
+            stale.minutes,
+        )
+        shown, live = formatting.coin(stale.shown), formatting.coin(stale.live)
+    return italic(html(text, shown=shown, live=live, **values))
+
+
+def _stuck(action: StuckAction, status: str, minutes: int) -> Html:
+    """How long the cancel or close has waited; ``status`` is 3Commas' own word for the wait."""
+    if minutes < 1:
+        text = (
+            _("Asked to cancel it: still {status}.")
+            if action is StuckAction.CANCEL
+            else _("Asked to close it at market price: still {status}.")
+        )
+    elif action is StuckAction.CANCEL:
+        text = ngettext(
+            "Asked to cancel it: still {status} after {n} minute.",
+            "Asked to cancel it: still {status} after {n} minutes.",
+            minutes,
+        )
+    else:
+        text = ngettext(
+            "Asked to close it at market price: still {status} after {n} minute.",
+            "Asked to close it at market price: still {status} after {n} minutes.",
+            minutes,
+        )
+    return italic(html(text, status=status, n=minutes))
 
 
 def repair_button(tc_connection_id: int, account_id: int, version: str) -> tuple[str, TcRepairCb]:
@@ -219,6 +350,11 @@ def repair_result(result: RepairResult, name: str, market_code: str | None) -> H
             )
         case RepairOutcome.GONE:
             return html(_("3Commas no longer has {account}."), account=account)
+        case RepairOutcome.IN_PROGRESS:
+            return html(
+                "⏳ " + _("This key is already on its way to 3Commas for {account}; nothing was sent again."),
+                account=account,
+            )
         case RepairOutcome.UNAVAILABLE:
             return html(
                 "🟠 " + _("3Commas did not answer ({error}). Nothing was changed; try again in a minute."),
@@ -253,7 +389,7 @@ def keyboard_of(*buttons: tuple[str, Any]) -> InlineKeyboardMarkup:
 def plan_lines(row: FailedDeal) -> list[Html]:
     """Exactly the parameters the recreate request carries, one per line, then its warnings."""
     params = row.params
-    warnings = [html("⚠️ {warning}", warning=w) for w in params.get("warnings") or ()]
+    warnings = [html("⚠️ {warning}", warning=warning_words(w)) for w in plan_warnings(params)]
     if row.kind != "smart_trade":
         body = params.get("body") or {}
         pair = body.get("pair")
@@ -291,6 +427,62 @@ def plan_lines(row: FailedDeal) -> list[Html]:
     if trade.skip_enter_step:
         lines.append(html(_("Entry skipped: only take profit and stop loss are placed.")))
     return lines + warnings
+
+
+def warning_words(warning: PlanWarning | str) -> Html:
+    """How the recreated deal or SmartTrade will differ, in the user's words; a plan stored before
+    warnings were typed holds an English sentence, shown as it is."""
+    if isinstance(warning, str):
+        return plain(warning)
+    match warning.caveat:
+        case Caveat.BOT_SETTINGS_NOW:
+            settings = _old_settings(warning)
+            if not settings:
+                return plain(_("The new deal uses the bot's current settings."))
+            return html(
+                _("The new deal uses the bot's current settings (the old deal had {settings})."),
+                settings=settings,
+            )
+        case Caveat.HELD_NOT_SOLD:
+            return html(
+                _("The old deal had bought {amount}; the new deal buys again, it does not sell those."),
+                amount=_coins(warning.amount, warning.currency),
+            )
+        case Caveat.ONLY_PROTECTS:
+            return html(
+                _(
+                    "The position was already entered ({amount} at {price}); the new SmartTrade only places "
+                    "the take profit and stop loss for it, it does not buy again."
+                ),
+                amount=_coins(warning.amount, warning.currency),
+                price=_coins(warning.price),
+            )
+        case Caveat.MARKET_PRICE if warning.price is not None:
+            return html(
+                _("A market entry fills at the current price, not at the original {price}."),
+                price=_coins(warning.price),
+            )
+        case Caveat.MARKET_PRICE:
+            return plain(_("A market entry fills at the current price."))
+    raise TypeError(f"not a caveat: {warning.caveat!r}")
+
+
+def _coins(amount: Decimal | None, currency: str | None = None) -> str:
+    """As the plan's parameter lines write numbers: exactly what 3Commas reported or is sent."""
+    text = "?" if amount is None else _num(amount)
+    return f"{text} {currency}" if currency else text
+
+
+def _old_settings(warning: PlanWarning) -> Html:
+    """The old deal's take profit, stop loss and base order, those 3Commas reported."""
+    parts: list[Html] = []
+    if warning.take_profit is not None:
+        parts.append(html(_("take profit {percent} %"), percent=_num(warning.take_profit)))
+    if warning.stop_loss is not None:
+        parts.append(html(_("stop loss {percent} %"), percent=_num(warning.stop_loss)))
+    if warning.base_order is not None:
+        parts.append(html(_("base order {amount}"), amount=_coins(warning.base_order, warning.currency)))
+    return join(", ", parts)
 
 
 # -- the checklist ----------------------------------------------------------------------------------
@@ -429,11 +621,8 @@ def recreated(results: Sequence[RecreateResult]) -> Html:
     """What Recreate all did: created now, created before (not sent again), refused and why."""
     created = sum(1 for r in results if r.outcome is RecreateOutcome.CREATED)
     already = sum(1 for r in results if r.outcome is RecreateOutcome.ALREADY)
-    refused = [
-        r.error or r.outcome.value
-        for r in results
-        if r.outcome not in {RecreateOutcome.CREATED, RecreateOutcome.ALREADY}
-    ]
+    said_no = {RecreateOutcome.REFUSED, RecreateOutcome.NO_WRITE_PERMISSION}
+    refused = [r.error or _("this key needs write permission") for r in results if r.outcome in said_no]
     before = ngettext(
         "{m} had been recreated before and was not sent again.",
         "{m} had been recreated before and were not sent again.",
@@ -442,7 +631,45 @@ def recreated(results: Sequence[RecreateResult]) -> Html:
     lines = [html("✅ " + _("Recreated {n};") + " " + before, n=created, m=already)]
     if refused:  # 3Commas' own words: escaped
         lines.append(html(_("3Commas refused: {errors}"), errors="; ".join(refused)[:500]))
+    for outcome in _NOT_SENT:
+        count = sum(1 for r in results if r.outcome is outcome)
+        if count:
+            lines.append(html(_not_sent(outcome, count), n=count))
     return join("\n", lines)
+
+
+_NOT_SENT = (
+    RecreateOutcome.NOT_CREATED,
+    RecreateOutcome.UNVERIFIED,
+    RecreateOutcome.IN_PROGRESS,
+    RecreateOutcome.GONE,
+)
+
+
+def _not_sent(outcome: RecreateOutcome, n: int) -> str:
+    """Why ``n`` plans were not created, where 3Commas gave no words for it."""
+    match outcome:
+        case RecreateOutcome.NOT_CREATED:
+            return ngettext(
+                "{n} was not created (3Commas did not answer in time); it can be sent again.",
+                "{n} were not created (3Commas did not answer in time); they can be sent again.",
+                n,
+            )
+        case RecreateOutcome.UNVERIFIED:
+            return ngettext(
+                "For {n}, 3Commas cannot tell yet whether it was created, so nothing was sent again.",
+                "For {n}, 3Commas cannot tell yet whether they were created, so nothing was sent again.",
+                n,
+            )
+        case RecreateOutcome.IN_PROGRESS:
+            return ngettext(
+                "{n} is already on its way to 3Commas; nothing was sent again.",
+                "{n} are already on their way to 3Commas; nothing was sent again.",
+                n,
+            )
+    return ngettext(
+        "{n} is no longer linked and was not sent.", "{n} are no longer linked and were not sent.", n
+    )
 
 
 def cancelled(results: Sequence[CancelResult]) -> Html:

@@ -270,5 +270,10 @@ def _time(value: str) -> datetime:
 
 
 def _scalars(subject: Mapping[str, Any]) -> dict[str, Any]:
-    """Keep outbox rows small: scalar fields only (recreate plans live in their own table)."""
-    return {k: v for k, v in subject.items() if isinstance(v, str | int | float | bool) or v is None}
+    """Keep outbox rows small: scalar fields and flat lists of them only (recreate plans live in
+    their own table; an account's symptom codes are such a list)."""
+    return {k: v for k, v in subject.items() if _scalar(v) or (isinstance(v, list) and all(map(_scalar, v)))}
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None

@@ -40,6 +40,11 @@ staying in the documented pending status (``cancel_pending``, ``cancellation_pen
 ``stuck_after`` since we first saw it so. It is reported under the item's error kind, so one
 trade never raises two alerts.
 
+An observation's ``detail`` is an English record for logs and the incident row. What the alert
+tells the trader beyond its reason (the lock reason, the frozen and the live profit, the pending
+status and for how long) goes into its ``subject`` as a typed finding (:mod:`.findings`), which the
+bot words in the trader's language.
+
 State kinds are reported every poll (ok or not) so incidents can open and close; when the
 subject disappears (deal closed, account removed) a failing kind gets one last ok observation.
 Events are reported once: the snapshot remembers which failed/cancelled ids were already seen,
@@ -60,23 +65,32 @@ from services.monitoring.incidents import Observation
 from services.threecommas.client import ThreeCommasClient
 from services.threecommas.entities import Account, Bot, Deal, SmartTrade, decimal_text
 from services.threecommas.errors import ThreeCommasError
+from services.threecommas.findings import (
+    BALANCES_NOT_LOADING,
+    STALE_UPNL,
+    AccountSymptom,
+    AccountTrouble,
+    BalancesFailing,
+    StaleBasis,
+    StaleUpnl,
+    StuckAction,
+    StuckClosing,
+)
 from services.threecommas.recreate import recreate_params
 
 OK = "ok"
 GONE = "subject_gone"
-ACCOUNT_LOCKED = "account_locked"
-KEYS_EXPIRE_SOON = "keys_expire_soon"
-KEYS_STATE_UNKNOWN = "keys_state_unknown"
-AUTO_BALANCE_ERROR = "auto_balance_error"
+ACCOUNT_LOCKED = AccountSymptom.LOCKED.value
+KEYS_EXPIRE_SOON = AccountSymptom.KEY_EXPIRES_SOON.value
+KEYS_STATE_UNKNOWN = AccountSymptom.KEY_STATE_UNKNOWN.value
+AUTO_BALANCE_ERROR = AccountSymptom.AUTO_BALANCE_ERROR.value
 DEAL_ERROR = "deal_error"
-STALE_UPNL = "stale_upnl"
 DEAL_FAILED = "deal_failed"
 DEAL_CANCELLED = "deal_cancelled"
-BALANCES_NOT_LOADING = "balances_not_loading"
 BOT_DISABLED = "bot_disabled"
-CANNOT_CANCEL = "cannot_cancel"
-CANNOT_CLOSE = "cannot_close"
-_CANNOT = {"cancel": CANNOT_CANCEL, "close": CANNOT_CLOSE}
+CANNOT_CANCEL = StuckAction.CANCEL.value
+CANNOT_CLOSE = StuckAction.CLOSE.value
+_CANNOT = {"cancel": StuckAction.CANCEL, "close": StuckAction.CLOSE}
 # Quotes whose profit 3Commas' "usd" figures can be compared with one to one.
 _USD_QUOTES = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI"})
 
@@ -424,28 +438,38 @@ def _account_observation(
 ) -> Observation:
     """One kind per account; the worst symptom names it, the detail lists them all. A broken key
     also stops balances, so that shows here, with the last good balance, not as a second alert."""
-    symptoms: list[tuple[str, str]] = []
+    symptoms: list[tuple[AccountSymptom, str]] = []  # with the English record of each, for the detail
     state = (account.api_keys_state or "ok").lower()
     if account.key_broken:
-        verdict = Verdict.KEY_EXPIRED if state == "expired" else Verdict.KEY_INVALID
-        symptoms.append((verdict.value, "3Commas can no longer use this exchange API key"))
+        broken = AccountSymptom.KEY_EXPIRED if state == "expired" else AccountSymptom.KEY_INVALID
+        symptoms.append((broken, "3Commas can no longer use this exchange API key"))
     if account.is_locked:
-        symptoms.append((ACCOUNT_LOCKED, f"account locked: {account.lock_reason or 'no reason given'}"))
+        symptoms.append(
+            (AccountSymptom.LOCKED, f"account locked: {account.lock_reason or 'no reason given'}")
+        )
     if account.auto_balance_error:
-        symptoms.append((AUTO_BALANCE_ERROR, f"auto-balance error: {account.auto_balance_error}"))
+        error_words = f"auto-balance error: {account.auto_balance_error}"
+        symptoms.append((AccountSymptom.AUTO_BALANCE_ERROR, error_words))
     if state == "expire_soon":
-        symptoms.append((KEYS_EXPIRE_SOON, "the exchange API key expires soon"))
+        symptoms.append((AccountSymptom.KEY_EXPIRES_SOON, "the exchange API key expires soon"))
     elif state not in {"ok", "expired"}:
-        symptoms.append((KEYS_STATE_UNKNOWN, f"3Commas reports the key state {state!r}"))
+        symptoms.append((AccountSymptom.KEY_STATE_UNKNOWN, f"3Commas reports the key state {state!r}"))
+    trouble = AccountTrouble(
+        tuple(symptom for symptom, _ in symptoms),
+        lock_reason=account.lock_reason if account.is_locked else None,
+        # Entities turn a bare ``true`` into "true": a flag, not words of 3Commas'.
+        auto_balance_error=None if account.auto_balance_error == "true" else account.auto_balance_error,
+        key_state=account.api_keys_state if state not in {"ok", "expired", "expire_soon"} else None,
+    )
     subject = {
         **_account_subject(account, last_good),
-        "symptoms": [reason for reason, _ in symptoms],
+        **trouble.to_subject(),
         "balances_error": balance_error,
     }
     if not symptoms:
         return _observation(f"tc_account:{account.id}", True, OK, "", subject)
     detail = f"{account.name}: " + "; ".join(text for _, text in symptoms)
-    return _observation(f"tc_account:{account.id}", False, symptoms[0][0], detail, subject)
+    return _observation(f"tc_account:{account.id}", False, symptoms[0][0].value, detail, subject)
 
 
 def _account_subject(account: Account, last_good: Balance | None) -> dict[str, Any]:
@@ -477,12 +501,13 @@ def _balances_observation(account: Account, last_good: Balance | None, error: st
     if error is None:
         return _observation(kind, True, OK, "", subject)
     since = f" (last good: {subject['last_good_usd']} USD at {subject['last_good_at']})" if last_good else ""
+    failing = BalancesFailing(error, *((last_good.usd, last_good.at) if last_good else (None, None)))
     return _observation(
         kind,
         False,
         BALANCES_NOT_LOADING,
         f"{account.name}: 3Commas cannot load balances: {error}{since}",
-        subject,
+        {**subject, **failing.to_subject()},
     )
 
 
@@ -522,26 +547,33 @@ def _deal_subject(deal: Deal) -> dict[str, Any]:
 
 def _closing_failure(
     item: Deal | SmartTrade, pending_for: timedelta, limits: Thresholds
-) -> tuple[str, str] | None:
-    """(reason, detail) when 3Commas could not carry out the cancel or close the trader asked for:
-    the item waits in a pending status with an error, or longer than ``stuck_after``."""
+) -> StuckClosing | None:
+    """3Commas could not carry out the cancel or close the trader asked for: the item waits in a
+    pending status with an error, or longer than ``stuck_after``."""
     action = item.pending_action
     if action is None or (not item.error_text and pending_for < limits.stuck_after):
         return None
-    label = f"deal {item.id}" if isinstance(item, Deal) else f"SmartTrade {item.id}"
-    asked = "cancel it" if action == "cancel" else "close it at market price"
     minutes = int(pending_for.total_seconds() // 60)
-    detail = f"{label} on {item.pair}: asked to {asked}, still {item.status} after {minutes} min"
-    return _CANNOT[action], detail + (f": {item.error_text}" if item.error_text else "")
+    return StuckClosing(_CANNOT[action], item.status, minutes, item.error_text)
 
 
-def _deal_error_observation(deal: Deal, closing_failure: tuple[str, str] | None) -> Observation:
+def _stuck_observation(
+    kind: str, item: Deal | SmartTrade, stuck: StuckClosing, subject: dict[str, Any]
+) -> Observation:
+    label = f"deal {item.id}" if isinstance(item, Deal) else f"SmartTrade {item.id}"
+    asked = "cancel it" if stuck.action is StuckAction.CANCEL else "close it at market price"
+    detail = f"{label} on {item.pair}: asked to {asked}, still {stuck.status} after {stuck.minutes} min"
+    detail += f": {stuck.error}" if stuck.error else ""
+    return _observation(kind, False, stuck.action.value, detail, {**subject, **stuck.to_subject()})
+
+
+def _deal_error_observation(deal: Deal, closing_failure: StuckClosing | None) -> Observation:
     text = deal.error_text
     verdict = _error_verdict(text)
     subject = {**_deal_subject(deal), "error": text}
     kind = f"deal_error:{deal.id}"
     if closing_failure is not None:
-        return _observation(kind, False, *closing_failure, subject)
+        return _stuck_observation(kind, deal, closing_failure, subject)
     if not deal.deal_has_error and verdict is None:
         return _observation(kind, True, OK, "", subject)
     reason = verdict.value if verdict else DEAL_ERROR
@@ -561,13 +593,13 @@ def _smart_trade_subject(trade: SmartTrade) -> dict[str, Any]:
     }
 
 
-def _smart_trade_error_observation(trade: SmartTrade, closing_failure: tuple[str, str] | None) -> Observation:
+def _smart_trade_error_observation(trade: SmartTrade, closing_failure: StuckClosing | None) -> Observation:
     """A SmartTrade has no error flag; any error text on a live trade needs the trader."""
     text = trade.error_text
     subject = {**_smart_trade_subject(trade), "error": text}
     kind = f"smart_trade_error:{trade.id}"
     if closing_failure is not None:
-        return _observation(kind, False, *closing_failure, subject)
+        return _stuck_observation(kind, trade, closing_failure, subject)
     if not text:
         return _observation(kind, True, OK, "", subject)
     verdict = _error_verdict(text)
@@ -670,17 +702,21 @@ def _stale_upnl(
         and position.reported_profit is not None
         and position.quote in _USD_QUOTES
     )
+    basis: StaleBasis
     if recomputable:
         assert position.average is not None and position.amount is not None
         expected = (live - position.average) * position.amount * (1 if position.long else -1)
         gap = abs(expected - (position.reported_profit or Decimal(0))) / (position.average * position.amount)
-        subject["upnl_live"] = decimal_text(expected.quantize(Decimal("0.01")))
+        live_profit = expected.quantize(Decimal("0.01"))
+        subject["upnl_live"] = decimal_text(live_profit)
+        basis, shown, now_worth = StaleBasis.PROFIT, position.reported_profit or Decimal(0), live_profit
         why = (
             f"3Commas shows profit {position.reported_profit}, "
             f"at the live price {live_raw} it is {subject['upnl_live']}"
         )
     elif position.reported_price is not None and position.reported_price > 0:
         gap = abs(live - position.reported_price) / position.reported_price
+        basis, shown, now_worth = StaleBasis.PRICE, position.reported_price, live
         why = f"3Commas price {position.reported_price} while the market is at {live_raw}"
     else:
         return mark, None
@@ -691,7 +727,8 @@ def _stale_upnl(
         f"{position.label} on {position.symbol}: {why} ({gap:.2%} away), unchanged for {minutes} min; "
         "profit shown is out of date"
     )
-    return mark, _observation(kind, False, STALE_UPNL, detail, subject)
+    stale = StaleUpnl(basis, shown, now_worth, live, gap.quantize(Decimal("0.0001")), minutes)
+    return mark, _observation(kind, False, STALE_UPNL, detail, {**subject, **stale.to_subject()})
 
 
 # -- failed / cancelled events ---------------------------------------------------------------------

@@ -38,12 +38,90 @@ from services.threecommas.errors import PermissionDenied, ThreeCommasError, Unav
 # -- recreate --------------------------------------------------------------------------------------
 
 
+class Caveat(StrEnum):
+    """How a recreated deal or SmartTrade will differ from the one that failed."""
+
+    BOT_SETTINGS_NOW = "bot_settings_now"
+    """A DCA bot starts a fresh deal with its settings as they are now (the old deal's in the fields)."""
+    HELD_NOT_SOLD = "held_not_sold"
+    """The old deal had bought ``amount`` ``currency``; the new deal buys again and does not sell them."""
+    ONLY_PROTECTS = "only_protects"
+    """The SmartTrade's position was entered (``amount`` ``currency`` at ``price``): the new one only
+    places its take profit and stop loss, it does not buy again."""
+    MARKET_PRICE = "market_price"
+    """A market entry fills at the price of the moment, not at the original ``price`` (if known)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanWarning:
+    """One :class:`Caveat` with its numbers and names; the bot words it in the user's language.
+
+    Stored in the plan's ``warnings`` as :meth:`to_dict`; plans stored before this held English
+    sentences there, which :func:`plan_warnings` hands back as they are.
+    """
+
+    caveat: Caveat
+    amount: Decimal | None = None
+    currency: str | None = None
+    """The coin of ``amount``; with BOT_SETTINGS_NOW the quote currency of ``base_order``."""
+    price: Decimal | None = None
+    take_profit: Decimal | None = None
+    """BOT_SETTINGS_NOW: the old deal's take profit, in %."""
+    stop_loss: Decimal | None = None
+    """BOT_SETTINGS_NOW: the old deal's stop loss, in %."""
+    base_order: Decimal | None = None
+    """BOT_SETTINGS_NOW: the old deal's base order, in ``currency``."""
+
+    def to_dict(self) -> dict[str, str]:
+        values = {
+            "amount": decimal_text(self.amount),
+            "currency": self.currency,
+            "price": decimal_text(self.price),
+            "take_profit": decimal_text(self.take_profit),
+            "stop_loss": decimal_text(self.stop_loss),
+            "base_order": decimal_text(self.base_order),
+        }
+        return {"caveat": self.caveat.value} | {k: v for k, v in values.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PlanWarning:
+        def number(name: str) -> Decimal | None:
+            value = raw.get(name)
+            return None if value is None else Decimal(str(value))
+
+        return cls(
+            Caveat(raw["caveat"]),
+            amount=number("amount"),
+            currency=str(raw["currency"]) if raw.get("currency") else None,
+            price=number("price"),
+            take_profit=number("take_profit"),
+            stop_loss=number("stop_loss"),
+            base_order=number("base_order"),
+        )
+
+
+def plan_warnings(params: Mapping[str, Any]) -> list[PlanWarning | str]:
+    """A stored plan's warnings: typed, or the English sentence a plan stored before held (shown as
+    it is). One this version cannot read comes back as its raw text rather than not at all."""
+    warnings: list[PlanWarning | str] = []
+    for raw in params.get("warnings") or ():
+        if isinstance(raw, Mapping):
+            try:
+                warnings.append(PlanWarning.from_dict(raw))
+            except (KeyError, ValueError, ArithmeticError):
+                warnings.append(str(raw.get("caveat") or raw))
+        else:
+            warnings.append(str(raw))
+    return warnings
+
+
 @dataclass(frozen=True, slots=True)
 class RecreatePlan:
     """Exactly the request :func:`recreate` will send, for the user to confirm first.
 
     ``body`` is produced by the same code the client uses, so what the UI shows is what goes
-    out. ``warnings`` lists how the result will differ from what failed.
+    out. ``warnings`` lists how the result will differ from what failed; ``summary`` is an English
+    record of the plan (logs, /export), never shown in chat.
     """
 
     kind: str  # "smart_trade" or "dca_deal"
@@ -52,7 +130,7 @@ class RecreatePlan:
     path: str
     body: dict[str, Any]
     summary: str
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[PlanWarning, ...] = ()
     smart_trade: SmartTradeParams | None = None
     bot_id: int | None = None
     bot_name: str | None = None
@@ -66,7 +144,7 @@ class RecreatePlan:
             "path": self.path,
             "body": self.body,
             "summary": self.summary,
-            "warnings": list(self.warnings),
+            "warnings": [warning.to_dict() for warning in self.warnings],
             "bot_id": self.bot_id,
             "bot_name": self.bot_name,
         }
@@ -84,26 +162,19 @@ def _recreate_deal(deal: Deal) -> RecreatePlan:
     if deal.bot_id is None:
         raise ValueError(f"deal {deal.id} names no bot to start a new deal on")
     quote, _, base = deal.pair.partition("_")
-    base_order = decimal_text(deal.base_order_volume)
-    settings = ", ".join(
-        f"{name} {value}"
-        for name, value in (
-            ("take profit %", decimal_text(deal.take_profit)),
-            ("stop loss %", decimal_text(deal.stop_loss_percentage)),
-            # 3Commas states a DCA bot's base order in the quote currency (USDT of USDT_ETH)
-            ("base order", None if base_order is None else f"{base_order} {quote}"),
-        )
-        if value is not None
-    )
     warnings = [
-        "The new deal uses the bot's current settings"
-        + (f" (the old deal had {settings})." if settings else ".")
+        PlanWarning(
+            Caveat.BOT_SETTINGS_NOW,
+            # 3Commas states a DCA bot's base order in the quote currency (USDT of USDT_ETH)
+            currency=quote if deal.base_order_volume is not None else None,
+            take_profit=deal.take_profit,
+            stop_loss=deal.stop_loss_percentage,
+            base_order=deal.base_order_volume,
+        )
     ]
     held = (deal.bought_amount or Decimal(0)) - (deal.sold_amount or Decimal(0))
     if held > 0:  # failing or cancelling a deal leaves what it bought on the account
-        warnings.append(
-            f"The old deal had bought {held} {base}; the new deal buys again, it does not sell those."
-        )
+        warnings.append(PlanWarning(Caveat.HELD_NOT_SOLD, amount=held, currency=base))
     return RecreatePlan(
         kind="dca_deal",
         source_ref=f"deal:{deal.id}",
@@ -128,23 +199,21 @@ def _recreate_smart_trade(trade: SmartTrade) -> RecreatePlan:
         raise ValueError(f"SmartTrade {trade.id} lacks its account, side, size or order type")
     entered = trade.entered_amount or Decimal(0)
     held = entered - (trade.closed_amount or Decimal(0))
-    warnings: list[str] = []
+    warnings: list[PlanWarning] = []
     if entered > 0 and held <= 0:
         raise ValueError(f"SmartTrade {trade.id} was already closed; nothing is left to protect")
     if entered > 0:
         entry_price = trade.average_enter_price or trade.price
         entry = (held, "market", entry_price, True, False)
-        warnings.append(
-            f"The position was already entered ({held} at {entry_price}); the new SmartTrade only places "
-            "the take profit and stop loss for it, it does not buy again."
-        )
+        base = trade.pair.partition("_")[2] or None
+        warnings.append(PlanWarning(Caveat.ONLY_PROTECTS, amount=held, currency=base, price=entry_price))
         summary = f"Protect {held} {trade.symbol or trade.pair} with the original take profit and stop loss"
     else:
         entry = (trade.units, trade.order_type, trade.price, trade.skip_enter_step, trade.instant)
         at = f" at {trade.price}" if trade.order_type == "limit" else " at market"
         summary = f"{trade.side.capitalize()} {trade.units} {trade.symbol or trade.pair}{at} again"
         if trade.order_type == "market":
-            warnings.append(f"A market entry fills at the current price, not at the original {trade.price}.")
+            warnings.append(PlanWarning(Caveat.MARKET_PRICE, price=trade.price))
     units, order_type, price, skip_enter_step, instant = entry
     params = SmartTradeParams(
         account_id=trade.account_id,

@@ -52,6 +52,7 @@ class RepairOutcome(StrEnum):
     NO_PERMISSION = "no_permission"  # the 3Commas key lacks ACCOUNTS_WRITE
     REFUSED = "refused"  # 3Commas refused the request (its words in ``error``)
     UNAVAILABLE = "unavailable"  # no answer: nothing is known, nothing to retry blindly
+    IN_PROGRESS = "in_progress"  # this very key is being sent to 3Commas by another tap right now
     GONE = "gone"
 
 
@@ -235,9 +236,7 @@ async def _as_it_is(
     """This key was already given to 3Commas (or is being given right now): say what 3Commas shows."""
     hint = mask(new_key.api_key)
     if in_flight:
-        return RepairResult(
-            RepairOutcome.UNAVAILABLE, error="this key is being sent to 3Commas already", key_hint=hint
-        )
+        return RepairResult(RepairOutcome.IN_PROGRESS, key_hint=hint)
     try:
         account = await account_now(access, target.tc_credentials, target.account_id)
     except ThreeCommasError as error:
