@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "keysentry needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.4'
-	$(BIN)/uv pip install --quiet --compile-bytecode -e '.[dev]' --python $(BIN)/python
+	$(BIN)/uv pip install --quiet -e '.[dev]' --compile-bytecode --python $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
