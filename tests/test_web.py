@@ -1,9 +1,10 @@
 """The HTTP side (issues 7.2/7.3): the webhook behind its secret, a clean switch between webhook and
-polling, /healthz, /readyz, /metrics, and ``python -m bot`` stopping cleanly on SIGTERM.
+polling, /healthz, /readyz, /metrics. ``python -m bot`` stopping cleanly on SIGTERM is
+tests/test_startup.py's (one real process for an unreachable Telegram, polling and SIGTERM).
 
 Telegram is the local Bot API server in this process; the web app is served by aiohttp's test
 server, or by :func:`bot.runner.run_roles` itself on a free port. Nothing sleeps: every wait is on
-a condition (a request reaching the local Telegram, an update processed, a process exiting).
+a condition (a request reaching the local Telegram, an update processed).
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ from services.storage.users import get_or_create_user
 from tests.harness import TOKEN, Tracker, running_bot
 from tests.production_net import ProductionNet
 
-ROOT = Path(__file__).resolve().parents[1]
 USER = 901
 SECRET = "webhook-Secret_0123456789"
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -280,40 +278,3 @@ async def test_metrics_show_checks_and_the_outbox_in_prometheus_format(tmp_path)
     assert sample(after, "keysentry_probe_seconds_count", exchange="binance") is not None
     for name in ("keysentry_telegram_429_total", "keysentry_leases_held"):
         assert sample(after, name) is not None, name
-
-
-# ----------------------------------------------------------------------------- the process
-
-
-async def test_python_m_bot_exits_0_on_sigterm_within_10_seconds(tmp_path, tg):
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ}
-    env |= {
-        "PYTHONPATH": str(ROOT),
-        "BOT_TOKEN": TOKEN,
-        "TELEGRAM_API_URL": tg.url,
-        "VAULT_KEY": generate_key(),
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
-        "WEB_PORT": "0",
-    }
-    log = tmp_path / "bot.log"
-    with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdout=output, stderr=output
-        )
-    try:
-        # Up: polling the local Telegram, and answering.
-        await tg.wait_for(
-            lambda: tg.waiting_polls > 0 or process.returncode is not None, timeout=100
-        )  # start-up imports aiogram: ~6 s of CPU, more on a busy machine
-        assert process.returncode is None, log.read_text()
-        tg.user_sends(USER, "/start")
-        assert "keysentry" in (await tg.wait_for_bot_message(USER, timeout=15)).text
-
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), 10)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert code == 0, log.read_text()
-    assert "Traceback" not in log.read_text() and "shutting down" in log.read_text()
