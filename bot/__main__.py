@@ -69,12 +69,14 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run_sandbox(settings))
         return
-    from bot.runner import migrate, rotate_vault, run_roles
-
     if args.role == "migrate":
+        from bot.runner import migrate
+
         asyncio.run(migrate(settings))
         return
+    # Before the heavy imports (aiogram, ccxt: seconds): a missing key is refused at once.
     _require_vault_key(settings)
+    from bot.runner import rotate_vault, run_roles
 
     if args.role == "rotate-vault":
         count = asyncio.run(rotate_vault(settings))
