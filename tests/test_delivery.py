@@ -1,13 +1,18 @@
-"""Durable delivery through the local Telegram: pacing, 429, 403, outages, restarts."""
+"""Durable delivery through the local Telegram: pacing, 429, 403, outages, restarts.
+
+Each backend's database is created and migrated once for the module and emptied before every
+test (:func:`engine`): a new PostgreSQL database and its migrations took longer than most tests.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+import pytest_asyncio
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 
@@ -16,13 +21,63 @@ from bot.callbacks import ConnCb
 from bot.context import AppContext
 from bot.sender import Sender
 from bot.settings import Settings
+from sandbox.processes import create_pg_database, drop_pg_database
 from sandbox.telegram import LocalTelegram, RateLimits
 from services.core.clock import FakeClock
 from services.core.verdicts import Verdict
 from services.monitoring import outbox
 from services.monitoring.events import Alert, Notice, Recovery, Target, to_payload
-from services.storage.models import User
+from services.storage.db import create_engine, is_sqlite, run_migrations
+from services.storage.models import Base, User
 from services.storage.users import get_or_create_user
+from tests.conftest import postgres_unreachable_reason
+from tests.schema import with_schema
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory) -> AsyncIterator[str]:
+    """One migrated database per backend for the module (PostgreSQL skipped, visibly, only when
+    unreachable); it holds only a URL, so tests run in loops of their own."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('delivery') / 'keysentry.db'}"
+        await with_schema(url)
+        yield url
+        return
+    reason = postgres_unreachable_reason()
+    if reason:
+        pytest.skip(reason)
+    url = await create_pg_database()
+    try:
+        migrating = create_engine(url)
+        try:
+            await run_migrations(migrating)
+        finally:
+            await migrating.dispose()
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+@pytest.fixture
+async def engine(database_url: str):
+    """The module's database as a new one is: every table empty, ids counting from 1 again."""
+    engine = create_engine(database_url)
+    tables = [table.name for table in Base.metadata.sorted_tables]
+    async with engine.begin() as connection:
+        for table in reversed(tables):  # children first: foreign keys are on
+            await connection.exec_driver_sql(f"DELETE FROM {table}")
+        if is_sqlite(database_url):
+            await connection.exec_driver_sql("DELETE FROM sqlite_sequence")
+        else:  # (TRUNCATE … RESTART IDENTITY takes ~0.3 s: new files for every table)
+            sequences = await connection.exec_driver_sql(
+                "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"
+            )
+            for (sequence,) in sequences.all():
+                await connection.exec_driver_sql(f"ALTER SEQUENCE {sequence} RESTART")
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 @dataclass
@@ -36,24 +91,30 @@ class Rig:
         return Sender(self.app, self.bot, name, per_second=per_second, paid_per_second=paid_per_second)
 
     async def alert(self, user_id: int, label: str, *, verdict: str = "key_invalid") -> None:
+        await self.alerts([(user_id, label)], verdict=verdict)
+
+    async def alerts(self, alerts: Sequence[tuple[int, str]], *, verdict: str = "key_invalid") -> None:
+        """An alert for each (user, label), all in one transaction (a burst costs one commit)."""
         async with self.app.sessions.begin() as session:
-            await get_or_create_user(session, user_id, "en", self.clock.now())
-            outbox.enqueue(
-                session,
-                user_id=user_id,
-                kind="alert",
-                payload={
-                    "type": "alert",
-                    "connection_id": 1,
-                    "exchange": "binance",
-                    "label": label,
-                    "verdict": verdict,
-                    "detail": "",
-                    "since": self.clock.now().isoformat(),
-                },
-                now=self.clock.now(),
-            )
-        self.tg.add_user(user_id)
+            for user_id, label in alerts:
+                await get_or_create_user(session, user_id, "en", self.clock.now())
+                outbox.enqueue(
+                    session,
+                    user_id=user_id,
+                    kind="alert",
+                    payload={
+                        "type": "alert",
+                        "connection_id": 1,
+                        "exchange": "binance",
+                        "label": label,
+                        "verdict": verdict,
+                        "detail": "",
+                        "since": self.clock.now().isoformat(),
+                    },
+                    now=self.clock.now(),
+                )
+        for user_id, _ in alerts:
+            self.tg.add_user(user_id)
 
     async def pending(self) -> int:
         async with self.app.sessions() as session:
@@ -95,11 +156,14 @@ def _sends(tg: LocalTelegram) -> list:
     return [r for r in tg.requests if r.method == "sendMessage"]
 
 
+async def _alerts(rig: Rig, users: range) -> None:
+    await rig.alerts([(uid, f"key-{uid}") for uid in users])
+
+
 @pytest.mark.slow
 async def test_burst_of_400_alerts_survives_429s_without_loss_or_tight_loop(rig):
     users = range(1, 401)
-    for uid in users:
-        await rig.alert(uid, f"key-{uid}")
+    await _alerts(rig, users)
     sender = rig.sender(per_second=25)  # faster than this local Telegram allows: it must answer 429
     seconds = await rig.drain(sender, step=0.2)  # the sender sends its rate spread over the second
     delivered = {m.chat_id for uid in users for m in rig.tg.bot_messages(uid)}
@@ -245,11 +309,6 @@ async def test_another_users_window_never_delays_a_user(rig):
     await _confirmed(rig, 8, "Main")
     await sender.run_once()
     assert len(rig.tg.bot_messages(7)) == 1 and len(rig.tg.bot_messages(8)) == 1
-
-
-async def _alerts(rig: Rig, users: range) -> None:
-    for uid in users:
-        await rig.alert(uid, f"key-{uid}")
 
 
 async def test_sliding_window_never_exceeds_the_rate_in_any_second(sessions, engine, vault, clock):
