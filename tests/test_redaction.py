@@ -5,6 +5,8 @@ mask anything key-shaped."""
 from __future__ import annotations
 
 import logging
+import random
+import re
 
 import pytest
 from sqlalchemy import select
@@ -78,3 +80,23 @@ async def test_no_credential_reaches_alerts_status_rows_or_logs(tmp_path, caplog
         assert not [t for t in sent if value in t], "a credential was sent to the user"
         assert not [r for r in rows if value in r], "a credential was stored in clear"
         assert value not in logged, "a credential was logged"
+
+
+def test_masking_by_value_matches_a_plain_search_for_every_known_value() -> None:
+    """Leftmost first and, where known values start at the same place, the longest: whatever
+    values share a beginning, contain one another or sit side by side, every one is gone."""
+    rng = random.Random(7)
+    alphabet = "ab1-!"  # few letters: values collide, nest and share their first six characters
+    values = sorted({"".join(rng.choices(alphabet, k=rng.randint(6, 14))) for _ in range(300)})
+    vault = Vault([generate_key()])
+    for i in range(0, len(values) - 2, 3):
+        vault.seal(Credentials(values[i], values[i + 1], values[i + 2]))
+    known = values[: len(values) - len(values) % 3]
+    reference = re.compile("|".join(re.escape(v) for v in sorted(known, key=len, reverse=True)))
+    for _ in range(300):
+        text = "".join(
+            rng.choice([rng.choice(known), "".join(rng.choices(alphabet + " x", k=5))]) for _ in range(8)
+        )
+        masked = redact(text)
+        assert masked == redact(reference.sub("[redacted]", text))
+        assert not any(v in masked for v in known if "[" not in v)

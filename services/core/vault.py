@@ -125,35 +125,46 @@ def _mask_if_random(match: re.Match[str]) -> str:
 # shape (an 18-character Bybit key, an OKX passphrase), is masked wherever it appears. Values shorter
 # than this stay: masking "abc" would mangle ordinary words and tells an attacker nothing useful.
 MIN_KNOWN_LENGTH = 6
-_known: set[str] = set()
-_known_pattern: re.Pattern[str] | None = None
+# Known values by their first MIN_KNOWN_LENGTH characters, longest first. A worker opens every
+# user's credentials, so this holds tens of thousands of values: a regular expression of them all
+# (one alternative each, rebuilt whenever a new one arrived) cost time in proportion to their
+# number at every position of every text; a lookup per position does not grow with them.
+_known: dict[str, list[str]] = {}
 
 
 def remember(credentials: Credentials) -> None:
     """Register a credential's values so :func:`redact` masks them by value from now on."""
-    global _known_pattern
-    values = {credentials.api_key, credentials.secret, credentials.passphrase or ""}
-    fresh = {v for v in values if len(v) >= MIN_KNOWN_LENGTH} - _known
-    if fresh:
-        _known.update(fresh)
-        _known_pattern = None
+    for value in (credentials.api_key, credentials.secret, credentials.passphrase or ""):
+        if len(value) < MIN_KNOWN_LENGTH:
+            continue
+        same_start = _known.setdefault(value[:MIN_KNOWN_LENGTH], [])
+        if value not in same_start:
+            same_start.append(value)
+            same_start.sort(key=len, reverse=True)  # a value containing another is masked whole
 
 
-def _known_values() -> re.Pattern[str] | None:
-    global _known_pattern
-    if _known_pattern is None and _known:
-        # Longest first, so a value containing another is masked whole.
-        ordered = sorted(_known, key=len, reverse=True)
-        _known_pattern = re.compile("|".join(re.escape(v) for v in ordered))
-    return _known_pattern
+def _mask_known(text: str) -> str:
+    """Every known value in ``text`` replaced, leftmost first, the longest where several start."""
+    if not _known:
+        return text
+    parts: list[str] = []
+    kept = position = 0
+    last = len(text) - MIN_KNOWN_LENGTH
+    while position <= last:
+        same_start = _known.get(text[position : position + MIN_KNOWN_LENGTH])
+        found = next((v for v in same_start if text.startswith(v, position)), None) if same_start else None
+        if found is None:
+            position += 1
+            continue
+        parts += (text[kept:position], "[redacted]")
+        position = kept = position + len(found)
+    parts.append(text[kept:])
+    return "".join(parts)
 
 
 def redact(text: str) -> str:
     """Mask every known credential by value, then anything shaped like a key."""
-    known = _known_values()
-    if known is not None:
-        text = known.sub("[redacted]", text)
-    return _SECRETISH.sub(_mask_if_random, text)
+    return _SECRETISH.sub(_mask_if_random, _mask_known(text))
 
 
 # What a pasted key looks like in a chat message: a run of key characters, 16+ long with letters and
