@@ -8,12 +8,13 @@ import random
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from aiogram import Router
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from bot.middlewares import InFlight
 from bot.worker import Worker
 from sandbox.exchanges import LOCAL_EXCHANGES, LocalExchange
 from sandbox.exchanges.base import random_token
@@ -24,13 +25,32 @@ from services.core.vault import Credentials
 from services.monitoring import outbox
 from services.monitoring.mutes import mute
 from services.storage.connections import new_connection
-from services.storage.models import Connection, OutboxMessage
+from services.storage.models import Connection, OutboxMessage, RecoveryChecklist
 from services.storage.users import get_or_create_user
 from services.threecommas.links import add_threecommas_connection
 from tests.harness import BotRig, running_bot
 from tests.production_net import ProductionNet
 
 RoutersFor = Callable[[dict[str, LocalExchange], LocalThreeCommas | None], Sequence[Router]]
+
+
+@dataclass(frozen=True)
+class Due:
+    """When each job of a tick next has something to do (None: nothing at all)."""
+
+    polls: datetime | None
+    """The earliest ``next_poll_at`` of any connection."""
+    redraws: datetime | None
+    """The earliest ``refresh_due_at`` of an open checklist on screen (NULL counts as now)."""
+    sends: datetime | None
+    """The earliest ``not_before`` of an unsent outbox row."""
+
+    def soonest(self) -> datetime | None:
+        return min((m for m in (self.polls, self.redraws, self.sends) if m is not None), default=None)
+
+
+def reached(moment: datetime | None, now: datetime) -> bool:
+    return moment is not None and moment <= now
 
 
 @dataclass
@@ -84,16 +104,78 @@ class Monitor:
         await self.worker.send()
 
     async def run_for(self, seconds: int, step: int = 5) -> None:
-        for _ in range(0, seconds, step):
+        """Tick every ``step`` seconds for ``seconds``, as the scheduler would, leaving out what
+        would find nothing due (:meth:`skip`): the work that remains happens at the same moments,
+        so every check, alert and recovery does too."""
+        steps = -(-seconds // step)
+        while steps:
+            steps -= await self.skip(step, steps)
+
+    async def skip(self, step: int, most: int) -> int:
+        """Advance by whole ``step``s (at most ``most``) to the first at which something may be due
+        and tick there, leaving out the poll, the checklist round or the send round when it has
+        nothing due; returns the steps taken.
+
+        A tick only acts on what is due at its moment (:class:`Due`): the poller on connections
+        whose ``next_poll_at`` has come (the guard and the incident rules, mutes and reminders
+        included, act only on checks), the checklist refresher on shown checklists whose
+        ``refresh_due_at`` has, the sender on unsent outbox rows whose ``not_before`` has. Before
+        that a round finds nothing, whatever else it looks at (leases, blocked or disallowed users,
+        pacing): those only make a due row wait, and it is then still due at the next step, which
+        is taken."""
+        if not await self.settled():  # what the bot is still doing may make something due at once
             await self.tick(step)
+            return 1
+        due = await self.due()
+        steps = most
+        if (soonest := due.soonest()) is not None:  # the first whole step at or after it
+            steps = min(max(1, -((self.rig.clock.now() - soonest) // timedelta(seconds=step))), most)
+        self.rig.clock.advance(steps * step)
+        if reached(due.polls, self.rig.clock.now()):
+            await self.worker.poll()
+            due = await self.due()  # with what the checks enqueued
+        if reached(due.redraws, self.rig.clock.now()):
+            await self.worker.checklists.run_once()
+            due = await self.due()
+        if reached(due.sends, self.rig.clock.now()):
+            await self.worker.send()
+        return steps
+
+    async def send_due(self) -> None:
+        """A send round if an outbox row is due (before that, a round finds nothing)."""
+        due = await self.due()
+        if reached(due.sends, self.rig.clock.now()):
+            await self.worker.send()
+
+    async def settled(self) -> bool:
+        """Whether the bot has handled every update it was sent, so that what the handlers write
+        (a checklist put on screen, a check pulled in) is in the database for :meth:`due`."""
+        if self.rig.tg.pending_updates():
+            return False
+        in_flight: InFlight = self.rig.dp["in_flight"]
+        return await in_flight.drained(0.05)
+
+    async def due(self) -> Due:
+        now = self.rig.clock.now()
+        polls = select(func.min(Connection.next_poll_at)).scalar_subquery()
+        shown = RecoveryChecklist.done_at.is_(None), RecoveryChecklist.message_id.is_not(None)
+        redraws = (
+            select(func.min(func.coalesce(RecoveryChecklist.refresh_due_at, now))).where(*shown)
+        ).scalar_subquery()
+        unsent = OutboxMessage.sent_at.is_(None), OutboxMessage.failed.is_(False)
+        sends = select(func.min(OutboxMessage.not_before)).where(*unsent).scalar_subquery()
+        async with self.rig.app.sessions() as session:
+            row = (await session.execute(select(polls, redraws, sends))).one()
+        return Due(*row)
 
     async def until_failing_seen(self, connection_id: int, limit_s: int = 90) -> None:
-        """Advance until a check of the connection has failed (the revocation was noticed)."""
-        for _ in range(limit_s):
+        """Advance second by second until a check of the connection has failed (the revocation was
+        noticed); seconds at which no check can be due are skipped (:meth:`skip`)."""
+        while limit_s > 0:
             async with self.rig.app.sessions() as session:
                 if (await session.get(Connection, connection_id)).verdict != "ok":
                     return
-            await self.tick(1)
+            limit_s -= await self.skip(1, limit_s)
         raise AssertionError("the failure was not noticed within the poll interval")
 
     def messages(self, user_id: int) -> list[ChatMessage]:
@@ -115,7 +197,9 @@ async def monitor(
     async with contextlib.AsyncExitStack() as stack:
         exchanges = {}
         for eid in exchange_ids:
-            exchanges[eid] = await net.serve_exchange(LOCAL_EXCHANGES[eid]())
+            # Their rate-limit windows and bans on the test's clock: checks a minute apart must not
+            # count as a burst because the test ran them a few milliseconds apart in real time.
+            exchanges[eid] = await net.serve_exchange(LOCAL_EXCHANGES[eid](clock.monotonic))
             stack.push_async_callback(exchanges[eid].close)
         extra: dict[str, object] = dict(settings)
         tc = None
@@ -267,7 +351,7 @@ async def test_expiry_reminders_seven_days_and_one_day_before(tmp_path, exchange
         for day in range(100):  # the daily job, 6 hours into each day after linking
             m.rig.clock.set(start + timedelta(days=day, hours=6))
             await m.worker.daily()
-            await m.worker.send()
+            await m.send_due()
             if sum("⏰" in x.text for x in m.messages(1)) > len(sent_on):
                 sent_on.append(day)
         if policy_days is None:

@@ -12,7 +12,7 @@ import ccxt.async_support as ccxt
 import pytest
 
 from sandbox.exchanges import LOCAL_EXCHANGES, LocalBinance, LocalExchange, LocalKey, running_local_exchange
-from services.core.clock import SystemClock
+from services.core.clock import FakeClock, SystemClock
 from services.core.vault import Credentials
 from services.core.verdicts import Verdict
 from services.exchanges.budget import BudgetRegistry
@@ -28,15 +28,28 @@ from tests.production_net import ProductionNet
 
 CLOCK = SystemClock()
 EXCHANGES = ["binance", "bybit", "okx"]
+# A bare ccxt instance's close() sleeps timeout_on_exit (250 ms) even on a session it does not own,
+# which the test closes itself.
+NO_EXIT_WAIT = {"timeout_on_exit": 0}
 
 
 def creds(key: LocalKey, *, secret: str | None = None) -> Credentials:
     return Credentials(key.api_key, secret or key.secret, key.passphrase)
 
 
+@pytest.fixture
+def pace() -> FakeClock:
+    """The clock of the rate-limit windows at both ends, the local exchange's and the hub's budget:
+    a budget that must wait for its window moves it instead of sleeping (OKX allows a key 5
+    account/config calls per 2 s, and a test's third probe would otherwise wait 2 real seconds)."""
+    return FakeClock()
+
+
 @pytest.fixture(params=EXCHANGES)
-async def server(request: pytest.FixtureRequest, net: ProductionNet) -> AsyncIterator[LocalExchange]:
-    local = await net.serve_exchange(LOCAL_EXCHANGES[request.param]())
+async def server(
+    request: pytest.FixtureRequest, net: ProductionNet, pace: FakeClock
+) -> AsyncIterator[LocalExchange]:
+    local = await net.serve_exchange(LOCAL_EXCHANGES[request.param](pace.monotonic))
     try:
         yield local
     finally:
@@ -49,9 +62,9 @@ def make_hub(net: ProductionNet, **kwargs: Any) -> ExchangeHub:
 
 
 @pytest.fixture
-async def hub(server: LocalExchange, net: ProductionNet) -> AsyncIterator[ExchangeHub]:
+async def hub(server: LocalExchange, net: ProductionNet, pace: FakeClock) -> AsyncIterator[ExchangeHub]:
     # A generous budget: these tests are about verdicts, not pacing (test_budget.py covers that).
-    budgets = BudgetRegistry({server.exchange_id: 1_000_000})
+    budgets = BudgetRegistry({server.exchange_id: 1_000_000}, monotonic=pace.monotonic, sleep=pace.sleep)
     local_hub = make_hub(net, timeout_ms=3000, budgets=budgets)
     try:
         yield local_hub
@@ -255,7 +268,7 @@ async def test_binance_ddos_trap_same_client_success_then_revoked(net: Productio
     hub = make_hub(net)
     session = net.transport.session()
     bare = ccxt.binance(
-        {"apiKey": "", "secret": "", "options": {"fetchCurrencies": False}, "session": session}
+        {"apiKey": "", "secret": "", "options": {"fetchCurrencies": False}, "session": session} | NO_EXIT_WAIT
     )
     try:
         key = server.add_key()
@@ -378,7 +391,7 @@ async def test_used_weight_header_tightens_the_shared_budget(net: ProductionNet)
     server = await net.serve_exchange(LocalBinance())
     hub = make_hub(net, budgets=BudgetRegistry())
     session = net.transport.session()
-    bare = ccxt.binance({"options": {"fetchCurrencies": False}, "session": session})
+    bare = ccxt.binance({"options": {"fetchCurrencies": False}, "session": session} | NO_EXIT_WAIT)
     try:
         key = server.add_key()
         bare.apiKey, bare.secret = key.api_key, key.secret
