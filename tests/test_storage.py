@@ -22,6 +22,7 @@ from services.storage.db import (
 from services.storage.models import Connection, Incident, OutboxMessage, RecoveryChecklist
 from services.storage.sealed import reseal_everything
 from services.storage.users import claim_chat_notice, get_or_create_user, set_language
+from tests.schema import with_schema
 
 SECRET = "Zx9SuperSecretValue0123456789abcdefABCDEF0123456789xyz"
 
@@ -260,3 +261,34 @@ async def test_checklist_refresh_migration_goes_down_and_up_keeping_rows(engine,
     async with sessions() as session:
         row = (await session.scalars(select(RecoveryChecklist))).one()
         assert (row.account_id, row.refresh_due_at, row.shown_digest) == (7, None, None)  # due now
+
+
+async def test_downgrading_past_the_key_fingerprints_keeps_ids_never_reused(tmp_path):
+    """0009's downgrade rebuilds ``connections`` and ``listed_orders`` on SQLite; the rebuilt tables
+    keep AUTOINCREMENT, so a downgrade cannot bring back reused ids (issue 11 §1). SQLite only:
+    dropping a column leaves PostgreSQL's sequences alone."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'down.db'}"
+    await with_schema(url)
+    engine = create_engine(url)
+
+    def to_0008(sync_connection: Any) -> None:
+        config = _alembic_config(str(engine.url))
+        config.attributes["connection"] = sync_connection
+        command.downgrade(config, "0008")
+
+    try:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await connection.run_sync(to_0008)
+            await connection.commit()
+            for table in ("connections", "listed_orders"):
+                ddl = await connection.scalar(
+                    text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}
+                )
+                assert "AUTOINCREMENT" in ddl, table
+            await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            await connection.commit()
+        await run_migrations(engine)
+        assert await migrations_current(engine)
+    finally:
+        await engine.dispose()

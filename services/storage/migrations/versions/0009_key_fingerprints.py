@@ -27,7 +27,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("listed_orders", schema=None) as batch_op:
+    # Dropping a column rebuilds the table on SQLite: keep its AUTOINCREMENT (0004).
+    keep_ids = {"sqlite_autoincrement": True}
+    with op.batch_alter_table("listed_orders", schema=None, table_kwargs=keep_ids) as batch_op:
         batch_op.drop_column("deal_ended")
-    with op.batch_alter_table("connections", schema=None) as batch_op:
+    with op.batch_alter_table("connections", schema=None, table_kwargs=keep_ids) as batch_op:
         batch_op.drop_column("key_fingerprint")
