@@ -39,11 +39,12 @@ from datetime import timedelta
 from typing import Any
 
 from bench.common import BenchRun, new_keys, verdict
+from bot.settings import Settings
 
 WEIGHT_LIMIT = 6_000_000  # per minute: the machine is measured, not Binance's budget
 CONFIRMATION_S = 10  # the key rule: a second failed probe at least 10 s after the first
 SLACK_S = 3
-SEND_RATE = 25  # the bot's default SEND_RATE_PER_SECOND
+SEND_RATE: int = Settings.model_fields["send_rate_per_second"].default  # the worker runs with it
 ARRIVALS_OF_SEND_RATE = 0.8
 
 
