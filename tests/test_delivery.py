@@ -21,17 +21,17 @@ from bot.callbacks import ConnCb
 from bot.context import AppContext
 from bot.sender import Sender
 from bot.settings import Settings
-from sandbox.processes import create_pg_database, drop_pg_database
+from sandbox.processes import drop_pg_database
 from sandbox.telegram import LocalTelegram, RateLimits
 from services.core.clock import FakeClock
 from services.core.verdicts import Verdict
 from services.monitoring import outbox
 from services.monitoring.events import Alert, Notice, Recovery, Target, to_payload
-from services.storage.db import create_engine, is_sqlite, run_migrations
+from services.storage.db import create_engine, is_sqlite
 from services.storage.models import Base, User
 from services.storage.users import get_or_create_user
 from tests.conftest import postgres_unreachable_reason
-from tests.schema import with_schema
+from tests.schema import migrated_pg_database, with_schema
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgres"])
@@ -46,13 +46,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory) -> Asyn
     reason = postgres_unreachable_reason()
     if reason:
         pytest.skip(reason)
-    url = await create_pg_database()
+    url = await migrated_pg_database()
     try:
-        migrating = create_engine(url)
-        try:
-            await run_migrations(migrating)
-        finally:
-            await migrating.dispose()
         yield url
     finally:
         await drop_pg_database(url)
